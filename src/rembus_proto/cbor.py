@@ -1,0 +1,131 @@
+"""Small, exact CBOR helpers used by the message codec.
+
+The message header (type byte, id, topic, ...) is read and written by hand so
+that the payload can stay as raw bytes; whole values are handed to ``cbor2``.
+Every decoding helper raises :class:`MalformedMessage` and nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import cbor2
+
+from .errors import EncodeError, MalformedMessage
+
+
+
+def head(major: int, arg: int) -> bytes:
+    """Encode a CBOR head in shortest form."""
+    if arg < 24:
+        return bytes(((major << 5) | arg,))
+    if arg < 0x100:
+        return bytes(((major << 5) | 24, arg))
+    if arg < 0x10000:
+        return bytes(((major << 5) | 25,)) + arg.to_bytes(2, "big")
+    if arg < 0x100000000:
+        return bytes(((major << 5) | 26,)) + arg.to_bytes(4, "big")
+    return bytes(((major << 5) | 27,)) + arg.to_bytes(8, "big")
+
+
+def text(value: str) -> bytes:
+    """Encode a text string."""
+    raw = value.encode("utf-8")
+    return head(3, len(raw)) + raw
+
+
+def byte_string(value: bytes) -> bytes:
+    """Encode a byte string."""
+    return head(2, len(value)) + value
+
+
+NULL = b"\xf6"
+
+
+def read_head(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """Read one definite-length head at ``pos``: ``(major, argument, next_pos)``."""
+    try:
+        initial = buf[pos]
+    except IndexError:
+        raise MalformedMessage("message is truncated") from None
+    major = initial >> 5
+    info = initial & 0x1F
+    if info < 24:
+        return major, info, pos + 1
+    if info > 27:
+        if info == 31:
+            raise MalformedMessage("indefinite-length item in the message header")
+        raise MalformedMessage(f"reserved CBOR additional information {info}")
+    size = 1 << (info - 24)
+    end = pos + 1 + size
+    if end > len(buf):
+        raise MalformedMessage("message is truncated")
+    return major, int.from_bytes(buf[pos + 1 : end], "big"), end
+
+
+def read_text(buf: bytes, pos: int, what: str) -> tuple[str, int]:
+    """Read a text string (the ``what`` names the field in error messages)."""
+    major, length, pos = read_head(buf, pos)
+    if major != 3:
+        raise MalformedMessage(f"{what} must be a text string, got CBOR major type {major}")
+    end = pos + length
+    if end > len(buf):
+        raise MalformedMessage(f"{what} is truncated")
+    try:
+        return buf[pos:end].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise MalformedMessage(f"{what} is not valid UTF-8") from None
+
+
+def read_bytes(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    """Read a byte string."""
+    major, length, pos = read_head(buf, pos)
+    if major != 2:
+        raise MalformedMessage(f"{what} must be a byte string, got CBOR major type {major}")
+    end = pos + length
+    if end > len(buf):
+        raise MalformedMessage(f"{what} is truncated")
+    return bytes(buf[pos:end]), end
+
+
+def read_uint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
+    """Read an unsigned integer."""
+    major, value, pos = read_head(buf, pos)
+    if major != 0:
+        raise MalformedMessage(f"{what} must be an unsigned integer, got CBOR major type {major}")
+    return value, pos
+
+
+def read_optional_text(buf: bytes, pos: int, what: str) -> tuple[str | None, int]:
+    """Read a text string or null/undefined."""
+    if pos < len(buf) and buf[pos] in (0xF6, 0xF7):
+        return None, pos + 1
+    return read_text(buf, pos, what)
+
+
+def loads_exact(raw: bytes, max_depth: int) -> Any:
+    """Decode exactly one CBOR item that spans all of ``raw``."""
+    stream = io.BytesIO(raw)
+    try:
+        value = cbor2.load(stream, max_depth=max_depth)
+    except Exception as exc:  # cbor2 raises many types, incl. ValueError/OverflowError
+        raise MalformedMessage(f"invalid CBOR: {exc}") from None
+    if stream.tell() != len(raw):
+        raise MalformedMessage(f"{len(raw) - stream.tell()} trailing bytes after a CBOR item")
+    return value
+
+
+def loads_items(buf: bytes, pos: int, count: int, max_depth: int) -> list[Any]:
+    """Decode exactly ``count`` CBOR items that span ``buf[pos:]``."""
+    values = loads_exact(head(4, count) + bytes(buf[pos:]), max_depth)
+    assert isinstance(values, list)
+    return values
+
+
+def dumps(value: Any) -> bytes:
+    """Encode an application value, raising :class:`EncodeError` if it cannot be."""
+    try:
+        return cbor2.dumps(value)
+    except Exception as exc:
+        raise EncodeError(f"cannot encode {type(value).__name__} as CBOR: {exc}") from None

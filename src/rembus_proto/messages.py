@@ -1,0 +1,543 @@
+"""One immutable value type per Rembus message, and the codec.
+
+``decode(bytes) -> Message`` reads every generation of the protocol
+(16-byte ids of 0.1.x peers, 8-byte ids of current ones, 3/4-element
+IDENTITY, 4/5-element RPC, ...). ``encode(message) -> bytes`` writes
+shortest-form CBOR that matches the upstream implementations byte for byte.
+The ``data`` element of PUB, RPC and RESPONSE stays raw until it is used
+(see :class:`Payload`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+from . import cbor
+from .cbor import (
+    byte_string,
+    head,
+    loads_exact,
+    loads_items,
+    read_bytes,
+    read_head,
+    read_optional_text,
+    read_text,
+    read_uint,
+    text,
+)
+from .constants import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FLAGS_MASK,
+    QOS_MASK,
+    SLOT,
+    MessageType,
+    Status,
+)
+from .errors import MalformedMessage, MessageTooLarge, UnknownMessageType
+from .payload import NO_DATA, Payload, raw_payload
+
+_TYPE_HEAD = [head(0, t) for t in range(256)]
+
+
+def _check_id(msg_id: object) -> bytes:
+    if type(msg_id) is not bytes:
+        raise TypeError(f"message id must be bytes, not {type(msg_id).__name__}")
+    return msg_id
+
+
+def _check_str(value: object, what: str) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """``[0, id, cid(, meta)]``: a named component introduces itself."""
+
+    id: bytes
+    cid: str
+    meta: Any = None
+    """Listeners of the sender (``{"ws": 9000}``); ``None`` means the 3-element form."""
+
+    def encode(self) -> bytes:
+        parts = [b"\x84" if self.meta is not None else b"\x83", b"\x00",
+                 byte_string(_check_id(self.id)), text(_check_str(self.cid, "cid"))]
+        if self.meta is not None:
+            parts.append(cbor.dumps(self.meta))
+        return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Pub:
+    """``[1, topic, data]`` or ``[1|flags, id, topic, data]``: a publication.
+
+    ``flags`` holds the QoS and SLOT bits of the type byte; ``id`` is
+    required when any flag is set.
+    """
+
+    topic: str
+    data: Payload
+    id: bytes | None = None
+    flags: int = 0
+
+    @property
+    def qos(self) -> int:
+        """0, 1 or 2."""
+        bits = self.flags & QOS_MASK
+        return 0 if bits == 0 else (2 if bits == QOS_MASK else 1)
+
+    @property
+    def slot(self) -> int | None:
+        """The time slot carried in the id, when the SLOT flag is set."""
+        if self.flags & SLOT and self.id is not None and len(self.id) >= 4:
+            return int.from_bytes(self.id[:4], "little")
+        return None
+
+    def encode(self) -> bytes:
+        topic = self.topic
+        if type(topic) is not str:
+            _check_str(topic, "topic")
+        data = self.data
+        if self.id is None:
+            if self.flags:
+                raise ValueError("a PUB with QoS or SLOT flags needs an id")
+            if data._raw is None:
+                return cbor.dumps([1, topic, data._value])
+            return b"\x83\x01" + text(topic) + data._raw
+        type_byte = 1 | (self.flags & FLAGS_MASK)
+        msg_id = _check_id(self.id)
+        if data._raw is None:
+            return cbor.dumps([type_byte, msg_id, topic, data._value])
+        return b"".join((b"\x84", _TYPE_HEAD[type_byte], byte_string(msg_id), text(topic),
+                         data._raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Rpc:
+    """``[2, id, topic, target, data]``: a request; ``target`` set for direct calls."""
+
+    id: bytes
+    topic: str
+    data: Payload
+    target: str | None = None
+
+    def encode(self) -> bytes:
+        msg_id = _check_id(self.id)
+        topic = _check_str(self.topic, "topic")
+        target = self.target
+        if target is not None:
+            _check_str(target, "target")
+        data = self.data
+        if data._raw is None:
+            return cbor.dumps([2, msg_id, topic, target, data._value])
+        return b"".join((b"\x85\x02", byte_string(msg_id), text(topic),
+                         cbor.NULL if target is None else text(target), data._raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """``[3, id, topic, command]``: a subscribe/expose/reactive/... command."""
+
+    id: bytes
+    topic: str
+    command: Any
+    """Normally a map with a ``"cmd"`` key; anything else is answered with status 10."""
+
+    @property
+    def cmd(self) -> str | None:
+        """The command name, or ``None`` when the command is not a map with a text ``cmd``."""
+        command = self.command
+        if isinstance(command, dict):
+            name = command.get("cmd")
+            if isinstance(name, str):
+                return name
+        return None
+
+    def encode(self) -> bytes:
+        return b"".join((b"\x84\x03", byte_string(_check_id(self.id)),
+                         text(_check_str(self.topic, "topic")), cbor.dumps(self.command)))
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """``[4, id, status, data]``: the answer to any request."""
+
+    id: bytes
+    status: int
+    data: Payload = NO_DATA
+
+    def encode(self) -> bytes:
+        status = int(self.status)
+        if not 0 <= status <= 0xFFFF:
+            raise ValueError(f"status must be between 0 and 65535, not {status}")
+        msg_id = _check_id(self.id)
+        data = self.data
+        if data._raw is None:
+            return cbor.dumps([4, msg_id, status, data._value])
+        return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), data._raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """``[5, id]``: a QoS1/QoS2 publication was received."""
+
+    id: bytes
+
+    def encode(self) -> bytes:
+        return b"\x82\x05" + byte_string(_check_id(self.id))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack2:
+    """``[6, id]``: third leg of QoS2; the receiver may forget the id."""
+
+    id: bytes
+
+    def encode(self) -> bytes:
+        return b"\x82\x06" + byte_string(_check_id(self.id))
+
+
+@dataclass(frozen=True, slots=True)
+class Unregister:
+    """``[9, id]`` (``[9, id, cid]`` from 0.1.x peers): drop my registered key."""
+
+    id: bytes
+    cid: str | None = None
+
+    def encode(self) -> bytes:
+        if self.cid is None:
+            return b"\x82\x09" + byte_string(_check_id(self.id))
+        return b"\x83\x09" + byte_string(_check_id(self.id)) + text(_check_str(self.cid, "cid"))
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """``[10, id, cid, pin, pubkey, keytype]``: register a public key for a name.
+
+    ``keytype`` is 1 for RSA and 2 for ECDSA; ``None`` stands for the legacy
+    5-element form whose ``pin`` field holds a user id.
+    """
+
+    id: bytes
+    cid: str
+    pin: str
+    pubkey: bytes
+    keytype: int | None = 1
+
+    def encode(self) -> bytes:
+        parts = [b"\x86\x0a" if self.keytype is not None else b"\x85\x0a",
+                 byte_string(_check_id(self.id)), text(_check_str(self.cid, "cid")),
+                 text(_check_str(self.pin, "pin")), byte_string(bytes(self.pubkey))]
+        if self.keytype is not None:
+            parts.append(head(0, self.keytype))
+        return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """``[11, id, cid, signature(, meta)]``: the signed answer to a challenge."""
+
+    id: bytes
+    cid: str
+    signature: bytes
+    meta: Any = None
+
+    def encode(self) -> bytes:
+        parts = [b"\x85\x0b" if self.meta is not None else b"\x84\x0b",
+                 byte_string(_check_id(self.id)), text(_check_str(self.cid, "cid")),
+                 byte_string(bytes(self.signature))]
+        if self.meta is not None:
+            parts.append(cbor.dumps(self.meta))
+        return b"".join(parts)
+
+
+Message = Union[Identity, Pub, Rpc, Admin, Response, Ack, Ack2, Unregister, Register,
+                Attestation]
+"""Any Rembus message."""
+
+#: Messages that carry a request id and expect a RESPONSE.
+Request = Union[Identity, Rpc, Admin, Register, Unregister, Attestation]
+
+
+def encode(message: Message) -> bytes:
+    """Encode a message to the bytes of one WebSocket binary message."""
+    return message.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Limits applied while decoding input from the network."""
+
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+_new = object.__new__
+
+
+def _setters(cls: type, *names: str) -> tuple[Any, ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+# Decoding builds the hot message types through their slot descriptors: a
+# frozen dataclass __init__ costs several times more, and decode is hot.
+_PUB_SET = _setters(Pub, "topic", "data", "id", "flags")
+_RPC_SET = _setters(Rpc, "id", "topic", "data", "target")
+_RES_SET = _setters(Response, "id", "status", "data")
+
+
+def _pub(topic: str, data: Payload, msg_id: bytes | None, flags: int) -> Pub:
+    msg: Pub = _new(Pub)
+    s_topic, s_data, s_id, s_flags = _PUB_SET
+    s_topic(msg, topic)
+    s_data(msg, data)
+    s_id(msg, msg_id)
+    s_flags(msg, flags)
+    return msg
+
+
+def _count_error(kind: str, count: int, allowed: str) -> MalformedMessage:
+    return MalformedMessage(f"{kind} message with {count} elements (expected {allowed})")
+
+
+def _payload(buf: bytes, pos: int, max_depth: int) -> Payload:
+    if pos >= len(buf):
+        raise MalformedMessage("message is truncated: the data element is missing")
+    return raw_payload(buf[pos:], max_depth)
+
+
+def _decode_pub(buf: bytes, count: int, type_byte: int, pos: int, depth: int) -> Pub:
+    if count == 3:
+        first = buf[pos]
+        if 0x60 <= first <= 0x77:  # short topic: the common case, inlined
+            end = pos + 1 + first - 0x60
+            try:
+                topic = buf[pos + 1 : end].decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedMessage("PUB topic is not valid UTF-8") from None
+            if end >= len(buf):
+                raise MalformedMessage("message is truncated: the data element is missing")
+            return _pub(topic, raw_payload(buf[end:], depth), None, 0)
+        topic, pos = read_text(buf, pos, "PUB topic")
+        return _pub(topic, _payload(buf, pos, depth), None, 0)
+    if count == 4:
+        msg_id, pos = read_bytes(buf, pos, "PUB id")
+        topic, pos = read_text(buf, pos, "PUB topic")
+        return _pub(topic, _payload(buf, pos, depth), msg_id, type_byte & FLAGS_MASK)
+    raise _count_error("PUB", count, "3 or 4")
+
+
+def _decode_rpc(buf: bytes, count: int, pos: int, depth: int) -> Rpc:
+    if count not in (4, 5):
+        raise _count_error("RPC", count, "4 or 5")
+    msg_id, pos = read_bytes(buf, pos, "RPC id")
+    topic, pos = read_text(buf, pos, "RPC topic")
+    target = None
+    if count == 5:
+        target, pos = read_optional_text(buf, pos, "RPC target")
+    msg: Rpc = _new(Rpc)
+    s_id, s_topic, s_data, s_target = _RPC_SET
+    s_id(msg, msg_id)
+    s_topic(msg, topic)
+    s_data(msg, _payload(buf, pos, depth))
+    s_target(msg, target)
+    return msg
+
+
+def _decode_response(buf: bytes, count: int, pos: int, depth: int) -> Response:
+    if count not in (3, 4):
+        raise _count_error("RESPONSE", count, "3 or 4")
+    msg_id, pos = read_bytes(buf, pos, "RESPONSE id")
+    status, pos = read_uint(buf, pos, "RESPONSE status")
+    if count == 3:
+        if pos != len(buf):
+            raise MalformedMessage("trailing bytes after a 3-element RESPONSE")
+        return Response(msg_id, status)
+    msg: Response = _new(Response)
+    s_id, s_status, s_data = _RES_SET
+    s_id(msg, msg_id)
+    s_status(msg, status)
+    s_data(msg, _payload(buf, pos, depth))
+    return msg
+
+
+def _decode_admin(buf: bytes, count: int, pos: int, depth: int) -> Admin:
+    if count != 4:
+        raise _count_error("ADMIN", count, "4")
+    msg_id, pos = read_bytes(buf, pos, "ADMIN id")
+    topic, pos = read_text(buf, pos, "ADMIN topic")
+    return Admin(msg_id, topic, loads_exact(bytes(buf[pos:]), depth))
+
+
+def _decode_identity(buf: bytes, count: int, pos: int, depth: int) -> Identity:
+    if count not in (3, 4):
+        raise _count_error("IDENTITY", count, "3 or 4")
+    msg_id, pos = read_bytes(buf, pos, "IDENTITY id")
+    cid, pos = read_text(buf, pos, "IDENTITY cid")
+    if count == 3:
+        _expect_end(buf, pos)
+        return Identity(msg_id, cid)
+    return Identity(msg_id, cid, loads_exact(bytes(buf[pos:]), depth))
+
+
+def _id_only(buf: bytes, count: int, pos: int, kind: str, extra: int = 0) -> tuple[bytes, int]:
+    if not 2 <= count <= 2 + extra:
+        raise _count_error(kind, count, "2" if not extra else f"2 to {2 + extra}")
+    return read_bytes(buf, pos, f"{kind} id")
+
+
+def _expect_end(buf: bytes, pos: int) -> None:
+    if pos != len(buf):
+        raise MalformedMessage(f"{len(buf) - pos} trailing bytes after the message")
+
+
+def _decode_ack(buf: bytes, count: int, pos: int, ack2: bool) -> Ack | Ack2:
+    msg_id, pos = _id_only(buf, count, pos, "ACK2" if ack2 else "ACK")
+    _expect_end(buf, pos)
+    return Ack2(msg_id) if ack2 else Ack(msg_id)
+
+
+def _decode_unregister(buf: bytes, count: int, pos: int) -> Unregister:
+    msg_id, pos = _id_only(buf, count, pos, "UNREGISTER", extra=1)
+    cid = None
+    if count == 3:
+        cid, pos = read_text(buf, pos, "UNREGISTER cid")
+    _expect_end(buf, pos)
+    return Unregister(msg_id, cid)
+
+
+def _unwrap_bytes(value: Any, what: str) -> bytes:
+    if hasattr(value, "tag") and hasattr(value, "value"):
+        value = value.value  # Julia peers may wrap keys in a CBOR tag
+    if not isinstance(value, bytes):
+        raise MalformedMessage(f"{what} must be a byte string")
+    return value
+
+
+def _decode_register(buf: bytes, count: int, pos: int, depth: int) -> Register:
+    if count not in (5, 6):
+        raise _count_error("REGISTER", count, "5 or 6")
+    msg_id, pos = read_bytes(buf, pos, "REGISTER id")
+    cid, pos = read_text(buf, pos, "REGISTER cid")
+    rest = loads_items(buf, pos, count - 3, depth)
+    pin = rest[0]
+    if not isinstance(pin, str):
+        raise MalformedMessage("REGISTER pin must be a text string")
+    pubkey = _unwrap_bytes(rest[1], "REGISTER public key")
+    keytype = None
+    if count == 6:
+        keytype = rest[2]
+        if type(keytype) is not int:
+            raise MalformedMessage("REGISTER key type must be an integer")
+    return Register(msg_id, cid, pin, pubkey, keytype)
+
+
+def _decode_attestation(buf: bytes, count: int, pos: int, depth: int) -> Attestation:
+    if count not in (4, 5):
+        raise _count_error("ATTESTATION", count, "4 or 5")
+    msg_id, pos = read_bytes(buf, pos, "ATTESTATION id")
+    cid, pos = read_text(buf, pos, "ATTESTATION cid")
+    rest = loads_items(buf, pos, count - 3, depth)
+    signature = _unwrap_bytes(rest[0], "ATTESTATION signature")
+    return Attestation(msg_id, cid, signature, rest[1] if count == 5 else None)
+
+
+def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_LIMITS) -> Message:
+    """Decode one message; raise :class:`ProtocolError` if it is not one.
+
+    The payload of PUB, RPC and RESPONSE is not decoded here: its first use
+    (``message.data.value``) decodes it, and raises ``ProtocolError`` then if
+    it is malformed. Call ``message.data.validate()`` to check it eagerly.
+    """
+    buf = data if type(data) is bytes else bytes(data)
+    size = len(buf)
+    if size > limits.max_message_size:
+        raise MessageTooLarge(size, limits.max_message_size)
+    if size > 3 and buf[0] == 0x83 and buf[1] == 0x01 and 0x60 <= buf[2] <= 0x77:
+        # QoS0 PUB with a short topic, the hottest message, decoded inline.
+        end = buf[2] - 0x5D
+        if end < size:
+            try:
+                topic = buf[3:end].decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedMessage("PUB topic is not valid UTF-8") from None
+            return _pub(topic, raw_payload(buf[end:], limits.max_depth), None, 0)
+    if size < 2:
+        raise MalformedMessage("message is too short" if size else "empty message")
+    first = buf[0]
+    if 0x82 <= first <= 0x97:  # definite array, inline length: every real message
+        count = first - 0x80
+        pos = 1
+    else:
+        major, count, pos = read_head(buf, 0)
+        if major != 4:
+            raise MalformedMessage(f"a message must be a CBOR array, got major type {major}")
+        if count < 2 or pos >= size:
+            raise MalformedMessage(f"a message needs at least 2 elements, got {count}")
+    type_byte = buf[pos]
+    if type_byte < 24:
+        pos += 1
+    else:
+        type_byte, pos = read_uint(buf, pos, "message type")
+        if type_byte > 0xFF:
+            raise MalformedMessage(f"message type byte {type_byte} out of range")
+    depth = limits.max_depth
+    kind = type_byte & 0x0F
+    if kind == 1:
+        return _decode_pub(buf, count, type_byte, pos, depth)
+    if kind == 4:
+        return _decode_response(buf, count, pos, depth)
+    if kind == 2:
+        return _decode_rpc(buf, count, pos, depth)
+    if kind == 5 or kind == 6:
+        return _decode_ack(buf, count, pos, kind == 6)
+    if kind == 3:
+        return _decode_admin(buf, count, pos, depth)
+    if kind == 0:
+        return _decode_identity(buf, count, pos, depth)
+    if kind == 11:
+        return _decode_attestation(buf, count, pos, depth)
+    if kind == 10:
+        return _decode_register(buf, count, pos, depth)
+    if kind == 9:
+        return _decode_unregister(buf, count, pos)
+    raise UnknownMessageType(type_byte)
+
+
+def response_for(request_id: bytes, status: int | Status = Status.OK, value: Any = None) -> Response:
+    """A RESPONSE carrying ``value`` for the request ``request_id``."""
+    return Response(request_id, int(status), NO_DATA if value is None else Payload.of(value))
+
+
+def challenge_input(challenge: bytes, name: str) -> bytes:
+    """The bytes a component signs to answer ``challenge`` (spec 5.3)."""
+    return b"\x82" + byte_string(challenge) + text(name)
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Ack",
+    "Ack2",
+    "Admin",
+    "Attestation",
+    "DecodeLimits",
+    "Identity",
+    "Message",
+    "MessageType",
+    "Pub",
+    "Register",
+    "Request",
+    "Response",
+    "Rpc",
+    "Unregister",
+    "challenge_input",
+    "decode",
+    "encode",
+    "response_for",
+]
