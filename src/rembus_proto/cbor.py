@@ -15,7 +15,6 @@ import cbor2
 from .errors import EncodeError, MalformedMessage
 
 
-
 def head(major: int, arg: int) -> bytes:
     """Encode a CBOR head in shortest form."""
     if arg < 24:

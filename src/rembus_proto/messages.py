@@ -11,7 +11,7 @@ The ``data`` element of PUB, RPC and RESPONSE stays raw until it is used
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from . import cbor
 from .cbor import (
@@ -254,12 +254,12 @@ class Attestation:
         return b"".join(parts)
 
 
-Message = Union[Identity, Pub, Rpc, Admin, Response, Ack, Ack2, Unregister, Register,
-                Attestation]
+Message = (Identity | Pub | Rpc | Admin | Response | Ack | Ack2 | Unregister | Register
+           | Attestation)
 """Any Rembus message."""
 
 #: Messages that carry a request id and expect a RESPONSE.
-Request = Union[Identity, Rpc, Admin, Register, Unregister, Attestation]
+Request = Identity | Rpc | Admin | Register | Unregister | Attestation
 
 
 def encode(message: Message) -> bytes:
@@ -510,7 +510,7 @@ def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_
     raise UnknownMessageType(type_byte)
 
 
-def response_for(request_id: bytes, status: int | Status = Status.OK, value: Any = None) -> Response:
+def response_for(request_id: bytes, status: int = Status.OK, value: Any = None) -> Response:
     """A RESPONSE carrying ``value`` for the request ``request_id``."""
     return Response(request_id, int(status), NO_DATA if value is None else Payload.of(value))
 
