@@ -171,8 +171,8 @@ class Response:
 
     def encode(self) -> bytes:
         status = int(self.status)
-        if not 0 <= status <= 0xFFFF:
-            raise ValueError(f"status must be between 0 and 65535, not {status}")
+        if not 0 <= status < 1 << 64:
+            raise ValueError(f"status must be an unsigned 64-bit integer, not {status}")
         msg_id = _check_id(self.id)
         data = self.data
         if data._raw is None:
@@ -314,6 +314,8 @@ def _payload(buf: bytes, pos: int, max_depth: int) -> Payload:
 
 def _decode_pub(buf: bytes, count: int, type_byte: int, pos: int, depth: int) -> Pub:
     if count == 3:
+        if pos >= len(buf):
+            raise MalformedMessage("message is truncated: the PUB topic is missing")
         first = buf[pos]
         if 0x60 <= first <= 0x77:  # short topic: the common case, inlined
             end = pos + 1 + first - 0x60

@@ -1,0 +1,150 @@
+"""Events that :class:`~rembus_proto.client.ClientConnection` reports to its driver.
+
+Every event is an immutable value. Request handles are the ints returned by
+the actions of the connection; each one is reported exactly once by one of
+``RequestCompleted``, ``RequestTimedOut`` or ``RequestAborted`` (requests),
+or ``PublishAcked`` or ``PublishFailed`` (QoS1/QoS2 publications).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .payload import Payload
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The connection is open: the login succeeded (or none was needed).
+
+    ``exports`` is the data of the broker's IDENTITY/ATTESTATION reply as
+    sent: ``None``, or ``[[exposed topics...], [subscribed topics...]]`` from
+    current brokers. It is always ``None`` for anonymous components.
+    """
+
+    exports: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeRequested:
+    """The broker wants proof of identity: sign it and call ``attest()``.
+
+    The bytes to sign are ``challenge_input(challenge, name)``.
+    """
+
+    challenge: bytes
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailed:
+    """The broker refused the login (or it timed out); the state is now CLOSED.
+
+    ``status`` is the RESPONSE status (``Status.TIMEOUT`` for a local
+    timeout) and ``reason`` its data, usually a string or ``None``. The driver
+    should close the transport.
+    """
+
+    status: int
+    reason: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PublicationReceived:
+    """A PUB arrived on a subscribed topic (QoS2 duplicates are filtered out)."""
+
+    topic: str
+    data: Payload
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """An RPC arrived for an exposed topic; answer it with ``respond(request_id, ...)``."""
+
+    request_id: bytes
+    topic: str
+    data: Payload
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """The RESPONSE to one of our requests (rpc, admin, subscribe, register, ...).
+
+    ``status`` 0 means success and ``data`` is the result; any other status
+    is an error (see ``Status``) and ``data`` usually holds a reason string.
+    """
+
+    handle: int
+    status: int
+    data: Payload
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut:
+    """No RESPONSE arrived within the request timeout."""
+
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAborted:
+    """The request cannot complete: the connection was lost or closed."""
+
+    handle: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAcked:
+    """The broker acknowledged a QoS1/QoS2 publication."""
+
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailed:
+    """A QoS1/QoS2 publication was given up (no ACK after every resend, dropped, closed)."""
+
+    handle: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreFailed:
+    """The broker refused (or did not answer) a command re-sent after a (re)connect.
+
+    ``command`` is ``"subscribe"``, ``"expose"`` or ``"reactive"``; ``topic``
+    the topic it was sent for (``"__config__"`` for reactive); ``status`` the
+    RESPONSE status (``Status.TIMEOUT`` when no answer came) and ``reason``
+    its data.
+    """
+
+    topic: str
+    command: str
+    status: int
+    reason: Any
+
+
+Event = (Connected | ChallengeRequested | LoginFailed | PublicationReceived | RequestReceived
+         | RequestCompleted | RequestTimedOut | RequestAborted | PublishAcked | PublishFailed
+         | RestoreFailed)
+"""Any event of a client connection."""
+
+
+__all__ = [
+    "ChallengeRequested",
+    "Connected",
+    "Event",
+    "LoginFailed",
+    "PublicationReceived",
+    "PublishAcked",
+    "PublishFailed",
+    "RequestAborted",
+    "RequestCompleted",
+    "RequestReceived",
+    "RequestTimedOut",
+    "RestoreFailed",
+]
