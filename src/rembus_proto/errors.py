@@ -37,5 +37,29 @@ class WebSocketError(ProtocolError):
     """The peer broke the WebSocket or HTTP protocol."""
 
 
+class HandshakeError(WebSocketError):
+    """The HTTP upgrade failed: a bad upgrade request, or a server that did not accept it.
+
+    ``status`` is the HTTP status involved (the status the server answered, or
+    the one a server queues for a bad request), ``None`` when there is none.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FrameError(WebSocketError):
+    """A WebSocket frame or message broke RFC 6455.
+
+    ``close_code`` is the close code sent to the peer (1002 protocol error,
+    1007 invalid UTF-8).
+    """
+
+    def __init__(self, message: str, close_code: int = 1002) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
 class EncodeError(TypeError):
     """A value given by the application cannot be encoded as CBOR."""

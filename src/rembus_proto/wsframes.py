@@ -1,0 +1,347 @@
+"""WebSocket frames of the open state (RFC 6455 section 5), in bytes and out.
+
+:class:`FrameReader` turns received bytes into whole messages and control
+frames, reassembling fragments and enforcing the message size limit as each
+frame header arrives. :class:`FrameWriter` serialises outgoing frames,
+masking them on the client side.
+
+No extension is ever negotiated, so any RSV bit is a protocol error. The
+reader follows wsproto's frame layer check for check (tests and the fuzz
+harness compare the two on the same bytes); it exists because a broker moves
+many small messages and the generic layer costs several microseconds each.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from dataclasses import dataclass
+
+from .errors import FrameError, MessageTooLarge
+from .wsevents import Message, Pong
+
+CONTINUATION = 0x0
+TEXT = 0x1
+BINARY = 0x2
+CLOSE = 0x8
+PING = 0x9
+PONG = 0xA
+
+_OPCODES = frozenset((CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG))
+# Codes 1000-2999 a peer may put in a close frame; 3000-4999 are always accepted.
+# 1005, 1006 and 1015 are reserved for local use and never go on the wire.
+_PEER_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
+_MAX_CONTROL_PAYLOAD = 125
+# Below this size XOR through one big int wins, above it the table method does.
+_INT_MASK_LIMIT = 2048
+# Payloads above this size are queued apart from their header rather than copied into it.
+_JOIN_LIMIT = 4096
+
+NO_STATUS = 1005
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    """A ping received from the peer (answered by the connection, not reported)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFrame:
+    """A close frame received from the peer; ``code`` is 1005 when it had none."""
+
+    code: int
+    reason: str
+
+
+ReaderItem = Message | Pong | PingFrame | CloseFrame
+
+_XOR_TABLES: list[bytes | None] = [None] * 256
+
+
+def _xor_table(key_byte: int) -> bytes:
+    table = _XOR_TABLES[key_byte]
+    if table is None:
+        table = _XOR_TABLES[key_byte] = bytes(i ^ key_byte for i in range(256))
+    return table
+
+
+def mask(data: bytes, key: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte ``key`` repeated (masking and unmasking are the same)."""
+    n = len(data)
+    if n < _INT_MASK_LIMIT:
+        keys = (key * ((n >> 2) + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(
+            n, "little"
+        )
+    out = bytearray(data)
+    for i in range(4):
+        out[i::4] = out[i::4].translate(_xor_table(key[i]))
+    return bytes(out)
+
+
+def _decode_text(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("text message is not valid UTF-8", 1007) from None
+
+
+def parse_close(payload: bytes) -> CloseFrame:
+    """Validate the payload of a received close frame."""
+    if not payload:
+        return CloseFrame(NO_STATUS, "")
+    if len(payload) == 1:
+        raise FrameError("close frame with a 1-byte payload")
+    code = (payload[0] << 8) | payload[1]
+    if code not in _PEER_CLOSE_CODES and not 3000 <= code <= 4999:
+        raise FrameError(f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("close reason is not valid UTF-8", 1007) from None
+    return CloseFrame(code, reason)
+
+
+class FrameReader:
+    """Incremental parser of the frames one peer sends.
+
+    ``client`` is the role of the local side: a server expects masked
+    frames, a client unmasked ones. Messages larger than ``max_size`` bytes
+    are refused as soon as a frame header announces them.
+
+    :meth:`feed` appends :class:`Message`, :class:`Pong`, :class:`PingFrame`
+    and :class:`CloseFrame` items to a list; ``control`` becomes true when
+    it appended a ping or a close, so the caller need not scan the list
+    otherwise. Nothing is read after a close frame. Bad input raises
+    :class:`FrameError` or :class:`MessageTooLarge`; items appended before
+    the error stay in the list.
+
+    Only whole frames are processed, and the bytes of an incomplete frame
+    are kept until the rest arrives: at most one message's worth (the size
+    limit is checked before waiting for a payload).
+    """
+
+    __slots__ = ("_buf", "_decoder", "_masked", "_max_size", "_need", "_opcode", "_parts",
+                 "_size", "_texts", "closed", "control")
+
+    def __init__(self, *, client: bool, max_size: int) -> None:
+        self._masked = not client
+        self._max_size = max_size
+        self._buf = bytearray()
+        self._need = 0
+        self._opcode = 0  # opcode of the fragmented message in progress, 0 when none
+        self._parts: list[bytes] = []
+        self._texts: list[str] = []
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._size = 0
+        self.closed = False
+        self.control = False
+
+    @property
+    def pending(self) -> bool:
+        """True when the bytes of an incomplete frame are buffered."""
+        return bool(self._buf)
+
+    def feed(self, data: bytes, out: list[ReaderItem]) -> None:
+        """Parse ``data`` (appended to what is buffered) into ``out``."""
+        if self.closed:
+            return
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:
+                return
+            data = bytes(self._buf)
+            self._buf = bytearray()
+        end = len(data)
+        pos = 0
+        masked = self._masked
+        while True:
+            avail = end - pos
+            if avail < 2:
+                need = 2
+                break
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            opcode = b0 & 0x0F
+            if opcode not in _OPCODES:
+                raise FrameError(f"invalid opcode {opcode:#x}")
+            length = b1 & 0x7F
+            if opcode & 0x8:
+                if not b0 & 0x80:
+                    raise FrameError("fragmented control frame")
+                if length > _MAX_CONTROL_PAYLOAD:
+                    raise FrameError("control frame payload longer than 125 bytes")
+            head = 2
+            if length == 126:
+                if avail < 4:
+                    need = 4
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                if length < 126:
+                    raise FrameError("payload length not in its shortest form")
+                head = 4
+            elif length == 127:
+                if avail < 10:
+                    need = 10
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                if length < 0x10000:
+                    raise FrameError("payload length not in its shortest form")
+                if length >> 63:
+                    raise FrameError("payload length with the most significant bit set")
+                head = 10
+            if b0 & 0x70:
+                raise FrameError("reserved bit set but no extension was negotiated")
+            if b1 & 0x80:
+                if not masked:
+                    raise FrameError("masked frame from a server")
+                head += 4
+                if avail < head:
+                    need = head
+                    break
+            elif masked:
+                raise FrameError("unmasked frame from a client")
+            if not opcode & 0x8:
+                if opcode:
+                    if self._opcode:
+                        raise FrameError("new message inside a fragmented message")
+                    if length > self._max_size:
+                        raise MessageTooLarge(length, self._max_size)
+                else:
+                    if not self._opcode:
+                        raise FrameError("continuation frame outside a fragmented message")
+                    if self._size + length > self._max_size:
+                        raise MessageTooLarge(self._size + length, self._max_size)
+            total = head + length
+            if avail < total:
+                need = total
+                break
+            payload = data[pos + head : pos + total]
+            if b1 & 0x80:
+                payload = mask(payload, data[pos + head - 4 : pos + head])
+            pos += total
+            fin = b0 & 0x80
+            if opcode == BINARY:
+                if fin:
+                    out.append(Message(payload))
+                else:
+                    self._begin(BINARY, payload)
+            elif opcode == TEXT:
+                if fin:
+                    out.append(Message(_decode_text(payload)))
+                else:
+                    self._begin(TEXT, payload)
+            elif opcode == CONTINUATION:
+                self._continue(payload, bool(fin), out)
+            elif opcode == PONG:
+                out.append(Pong(payload))
+            elif opcode == PING:
+                out.append(PingFrame(payload))
+                self.control = True
+            else:
+                out.append(parse_close(payload))
+                self.control = True
+                self.closed = True
+                return
+        if pos < end:
+            self._buf = bytearray(memoryview(data)[pos:])
+            self._need = need
+
+    def _begin(self, opcode: int, payload: bytes) -> None:
+        self._opcode = opcode
+        self._size = len(payload)
+        if opcode == TEXT:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+            self._texts = [self._decode_part(payload, False)]
+        else:
+            self._parts = [payload]
+
+    def _continue(self, payload: bytes, fin: bool, out: list[ReaderItem]) -> None:
+        self._size += len(payload)
+        if self._decoder is not None:
+            self._texts.append(self._decode_part(payload, fin))
+            if fin:
+                out.append(Message("".join(self._texts)))
+        else:
+            self._parts.append(payload)
+            if fin:
+                out.append(Message(b"".join(self._parts)))
+        if fin:
+            self._opcode = 0
+            self._size = 0
+            self._parts = []
+            self._texts = []
+            self._decoder = None
+
+    def _decode_part(self, payload: bytes, final: bool) -> str:
+        assert self._decoder is not None
+        try:
+            return self._decoder.decode(payload, final)
+        except UnicodeDecodeError:
+            raise FrameError("text message is not valid UTF-8", 1007) from None
+
+
+def _header(first: int, n: int, mask_bit: int) -> bytes:
+    if n < 126:
+        return bytes((first, mask_bit | n))
+    if n < 0x10000:
+        return bytes((first, mask_bit | 126, n >> 8, n & 0xFF))
+    return bytes((first, mask_bit | 127)) + n.to_bytes(8, "big")
+
+
+class FrameWriter:
+    """Serialises frames for one side of a connection (``client`` masks them)."""
+
+    __slots__ = ("_client", "_key_pos", "_keys")
+
+    def __init__(self, *, client: bool) -> None:
+        self._client = client
+        self._keys = b""
+        self._key_pos = 0
+
+    def _next_key(self) -> bytes:
+        pos = self._key_pos
+        if pos >= len(self._keys):
+            # One system call for many frames; each key is still unpredictable.
+            self._keys = os.urandom(4096)
+            pos = 0
+        self._key_pos = pos + 4
+        return self._keys[pos : pos + 4]
+
+    def message(self, data: bytes | str, out: list[bytes]) -> None:
+        """Append the frame of one whole message (``str`` is sent as text) to ``out``."""
+        if isinstance(data, str):
+            first = 0x80 | TEXT
+            payload = data.encode("utf-8")
+        else:
+            first = 0x80 | BINARY
+            payload = data if data.__class__ is bytes else bytes(data)
+        n = len(payload)
+        if self._client:
+            key = self._next_key()
+            out.append(_header(first, n, 0x80) + key + mask(payload, key))
+        elif n > _JOIN_LIMIT:
+            out.append(_header(first, n, 0))
+            out.append(payload)
+        else:
+            out.append(_header(first, n, 0) + payload)
+
+    def control(self, opcode: int, payload: bytes = b"") -> bytes:
+        """Return a control frame (ping, pong or close); ``payload`` is at most 125 bytes."""
+        if len(payload) > _MAX_CONTROL_PAYLOAD:
+            raise ValueError("control frame payload longer than 125 bytes")
+        if self._client:
+            key = self._next_key()
+            return _header(0x80 | opcode, len(payload), 0x80) + key + mask(payload, key)
+        return _header(0x80 | opcode, len(payload), 0) + payload
+
+    def close(self, code: int | None, reason: str = "") -> bytes:
+        """Return a close frame; no code (``None`` or 1005) means an empty payload."""
+        if code is None or code == NO_STATUS:
+            return self.control(CLOSE)
+        raw = reason.encode("utf-8")
+        if len(raw) > _MAX_CONTROL_PAYLOAD - 2:
+            raw = raw[: _MAX_CONTROL_PAYLOAD - 2].decode("utf-8", "ignore").encode("utf-8")
+        return self.control(CLOSE, code.to_bytes(2, "big") + raw)
