@@ -1,0 +1,133 @@
+"""The storage port of the broker's router, and an in-memory implementation.
+
+The router never imports a database: it calls a :class:`Store`. The broker
+wires in a SQLite store; tests use :class:`MemoryStore`. Writes may be
+staged by the store and made durable by the driver (``commit``) once per
+event-loop turn, before any output of that turn is written to a socket.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A publication kept for subscribers that are away."""
+
+    seq: int
+    """Position in the archive: strictly increasing in publish order."""
+    recv_ns: int
+    """Wall-clock receive time in nanoseconds."""
+    topic: str
+    flags: int
+    """QoS/SLOT bits of the original type byte."""
+    msg_id: bytes | None
+    payload: bytes
+    """The payload exactly as received."""
+    publisher: str
+
+
+@dataclass(slots=True)
+class TwinRecord:
+    """What the broker remembers of a named component between connections."""
+
+    name: str
+    subscriptions: dict[str, float] = field(default_factory=dict)
+    """Topic (or pattern) -> ``msg_from`` (0: live only, inf: all since the mark, else ns)."""
+    exposed: list[str] = field(default_factory=list)
+    mark: int = 0
+    """Every archived message up to this seq is done for this component."""
+    done_above: list[int] = field(default_factory=list)
+    """Seqs above ``mark`` already delivered (skipped on replay)."""
+
+
+class Store(Protocol):
+    """Narrow persistence interface used by the router."""
+
+    def load(self) -> tuple[int, list[TwinRecord]]:
+        """Return the last archived seq and every stored twin."""
+
+    def save_twin(self, twin: TwinRecord) -> None:
+        """Insert or replace a twin."""
+
+    def delete_twin(self, name: str) -> None:
+        """Forget a twin."""
+
+    def append(self, message: StoredMessage) -> None:
+        """Archive a message (durable at the next ``commit``)."""
+
+    def replay(self, after_seq: int, topics: Collection[str] | None,
+               limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` archived messages with ``seq > after_seq`` in seq order.
+
+        ``topics`` restricts the result to those exact topics; ``None`` means all.
+        """
+
+    def prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+        """Drop messages received before ``min_recv_ns`` and all but the newest
+        ``max_per_topic`` of each topic; return how many were dropped."""
+
+    def commit(self) -> None:
+        """Make every staged write durable."""
+
+
+class MemoryStore:
+    """A :class:`Store` in memory, for tests and brokers without persistence."""
+
+    def __init__(self) -> None:
+        self.twins: dict[str, TwinRecord] = {}
+        self.messages: list[StoredMessage] = []
+        self._seqs: list[int] = []
+        self._last_seq = 0
+        self.commits = 0
+
+    def load(self) -> tuple[int, list[TwinRecord]]:
+        return self._last_seq, [_copy(t) for t in self.twins.values()]
+
+    def save_twin(self, twin: TwinRecord) -> None:
+        self.twins[twin.name] = _copy(twin)
+
+    def delete_twin(self, name: str) -> None:
+        self.twins.pop(name, None)
+
+    def append(self, message: StoredMessage) -> None:
+        self.messages.append(message)
+        self._seqs.append(message.seq)
+        self._last_seq = message.seq
+
+    def replay(self, after_seq: int, topics: Collection[str] | None,
+               limit: int) -> list[StoredMessage]:
+        start = bisect.bisect_right(self._seqs, after_seq)
+        out: list[StoredMessage] = []
+        for message in self.messages[start:]:
+            if topics is None or message.topic in topics:
+                out.append(message)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+        per_topic: dict[str, int] = {}
+        keep: list[StoredMessage] = []
+        for message in reversed(self.messages):
+            count = per_topic.get(message.topic, 0)
+            if message.recv_ns >= min_recv_ns and count < max_per_topic:
+                per_topic[message.topic] = count + 1
+                keep.append(message)
+        dropped = len(self.messages) - len(keep)
+        keep.reverse()
+        self.messages = keep
+        self._seqs = [m.seq for m in keep]
+        return dropped
+
+    def commit(self) -> None:
+        self.commits += 1
+
+
+def _copy(twin: TwinRecord) -> TwinRecord:
+    return TwinRecord(twin.name, dict(twin.subscriptions), list(twin.exposed), twin.mark,
+                      list(twin.done_above))
