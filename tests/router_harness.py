@@ -18,10 +18,10 @@ class Peer:
         self.conn = conn
         self.id_len = id_len
         self.inbox: list[bytes] = []
-        self._ids = itertools.count(1)
 
     def new_id(self) -> bytes:
-        return next(self._ids).to_bytes(self.id_len, "little")
+        # unique across peers and restarts, as random ids are in practice
+        return next(self.net.request_ids).to_bytes(self.id_len, "little")
 
     def send(self, message: rp.Message | bytes) -> None:
         frame = message if isinstance(message, bytes) else rp.encode(message)
@@ -106,6 +106,7 @@ class Net:
         self.config = config or RouterConfig()
         self.now = now
         self._rand = itertools.count(1)
+        self.request_ids = itertools.count(1)
         self.router = Router(self.store, self.config, id_factory=self._ids, now=now)
         self.peers: dict[Connection, Peer] = {}
         self.closes: list[Close] = []

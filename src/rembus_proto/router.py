@@ -138,6 +138,7 @@ class Twin:
         "reactive",
         "replay_cursor",
         "replaying",
+        "since",
         "subs",
         "tenant",
     )
@@ -152,6 +153,7 @@ class Twin:
         self.exposed: list[str] = list(record.exposed) if record else []
         self.mark = record.mark if record else 0
         self.done_above: set[int] = set(record.done_above) if record else set()
+        self.since: dict[str, int] = dict(record.since) if record else {}
         self.inflight: dict[bytes, _Inflight] = {}
         self.qos2_seen: OrderedDict[bytes, None] = OrderedDict()
         self.replaying = False
@@ -161,7 +163,7 @@ class Twin:
     def record(self) -> TwinRecord:
         """The persistent part."""
         return TwinRecord(self.name, dict(self.subs), list(self.exposed), self.mark,
-                          sorted(self.done_above))
+                          sorted(self.done_above), dict(self.since))
 
     def retroactive_topics(self) -> dict[str, float]:
         return {topic: window for topic, window in self.subs.items() if window > 0}
@@ -523,14 +525,15 @@ class Router:
                now_ns: int) -> bool:
         if tenant(stored.publisher) != twin.tenant or stored.publisher == twin.name:
             return False
-        window = retro.get(stored.topic)
-        if window is None:
-            for pattern, value in retro.items():
-                if is_pattern(pattern) and self._patterns[pattern][0].fullmatch(stored.topic):
-                    window = value
-                    break
-            else:
+        topic = stored.topic
+        if topic not in retro:
+            topic = next((p for p in retro if is_pattern(p)
+                          and self._patterns[p][0].fullmatch(stored.topic)), "")
+            if not topic:
                 return False
+        if stored.seq <= twin.since.get(topic, 0):
+            return False  # published before this subscription was made
+        window = retro[topic]
         return window == math.inf or stored.recv_ns > now_ns - window
 
     def _send_stored(self, twin: Twin, conn: Connection, stored: StoredMessage) -> None:
@@ -667,6 +670,8 @@ class Router:
     def _subscribe(self, twin: Twin, topic: str, msg_from: float) -> None:
         if topic in twin.subs:
             self._unindex_sub(twin, topic)
+        else:
+            twin.since[topic] = self._seq
         twin.subs[topic] = msg_from
         self._index_sub(twin, topic)
         self._changed(twin)
@@ -677,6 +682,7 @@ class Router:
         if topic in twin.subs:
             self._unindex_sub(twin, topic)
             del twin.subs[topic]
+            twin.since.pop(topic, None)
             self._changed(twin)
 
     def _expose(self, twin: Twin, topic: str) -> None:

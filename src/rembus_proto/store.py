@@ -43,6 +43,8 @@ class TwinRecord:
     """Every archived message up to this seq is done for this component."""
     done_above: list[int] = field(default_factory=list)
     """Seqs above ``mark`` already delivered (skipped on replay)."""
+    since: dict[str, int] = field(default_factory=dict)
+    """Topic -> archive seq when the subscription was made: older messages are not owed."""
 
 
 class Store(Protocol):
@@ -130,4 +132,4 @@ class MemoryStore:
 
 def _copy(twin: TwinRecord) -> TwinRecord:
     return TwinRecord(twin.name, dict(twin.subscriptions), list(twin.exposed), twin.mark,
-                      list(twin.done_above))
+                      list(twin.done_above), dict(twin.since))
