@@ -23,7 +23,7 @@ import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, overload
 
 from . import cbor
 from .client_config import (
@@ -128,6 +128,8 @@ class _QosPub:
 
 
 _Timed = _Request | _QosPub
+_Args = tuple[Any, ...] | list[Any] | Payload
+_BytesLike = bytes | bytearray | memoryview
 
 
 def _type_name(value: object) -> str:
@@ -308,7 +310,7 @@ class ClientConnection:
         self._login_deadline = now + self._config.request_timeout
         self._state = _HANDSHAKING
 
-    def attest(self, signature: bytes, now: float) -> None:
+    def attest(self, signature: _BytesLike, now: float) -> None:
         """Answer the challenge of the last ``ChallengeRequested`` with its signature."""
         if self._state is not _CHALLENGED or self._name is None:
             raise InvalidState(f"attest() is only valid after ChallengeRequested, not in state "
@@ -679,8 +681,14 @@ class ClientConnection:
 
     # ------------------------------------------------------------------ actions
 
-    def publish(self, topic: str, args: tuple[Any, ...] | list[Any] | Payload, *,
-                qos: int = 0, now: float) -> int | None:
+    @overload
+    def publish(self, topic: str, args: _Args, *, qos: Literal[0] = 0, now: float) -> None: ...
+    @overload
+    def publish(self, topic: str, args: _Args, *, qos: Literal[1, 2], now: float) -> int: ...
+    @overload
+    def publish(self, topic: str, args: _Args, *, qos: int, now: float) -> int | None: ...
+
+    def publish(self, topic: str, args: _Args, *, qos: int = 0, now: float) -> int | None:
         """Publish ``args`` (the positional arguments) on ``topic``.
 
         QoS0 returns ``None``. QoS1/QoS2 return a handle reported later by
@@ -749,7 +757,7 @@ class ClientConnection:
             self._enqueue(rec)
         return handle
 
-    def rpc(self, topic: str, args: tuple[Any, ...] | list[Any] | Payload, *,
+    def rpc(self, topic: str, args: _Args, *,
             target: str | None = None, now: float, timeout: float | None = None) -> int:
         """Call ``topic`` with positional ``args``; return the request handle.
 
@@ -878,7 +886,8 @@ class ClientConnection:
             del incoming[request_id]
             self._out.append(frame)
 
-    def register(self, name: str, pin: str, pubkey: bytes, keytype: int, *, now: float) -> int:
+    def register(self, name: str, pin: str, pubkey: _BytesLike, keytype: int, *,
+                 now: float) -> int:
         """Register ``pubkey`` for ``name`` (REGISTER ``[10, id, name, pin, pubkey, keytype]``).
 
         ``keytype`` is 1 for RSA, 2 for ECDSA. Send it on an anonymous
