@@ -460,6 +460,8 @@ class TestRequests:
             conn.register("n", 1, b"k", 1, now=0.0)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="empty"):
             conn.register("", "1", b"k", 1, now=0.0)
+        with pytest.raises(TypeError, match="name"):
+            conn.register(None, "1", b"k", 1, now=0.0)  # type: ignore[arg-type]
         assert conn.data_to_send() == []
 
     def test_too_many_pending(self) -> None:
@@ -868,6 +870,16 @@ class TestOutbox:
         assert conn.unacked_count == 0
         login(conn)
         assert [m.data.value for m in sent(conn)] == [[1]]
+
+    def test_payload_publications_are_queued_too(self) -> None:
+        conn = make()
+        conn.publish("t", Payload.of_args([1]), now=0.0)
+        h = conn.publish("t", Payload(raw=b"\x81\x02"), qos=1, now=0.0)
+        login(conn)
+        assert sent(conn) == [Pub("t", Payload.of_args([1])),
+                              Pub("t", Payload.of_args([2]), ident(1), 0x10)]
+        conn.receive_message(Ack(ident(1)).encode(), 0.0)
+        assert conn.events() == [PublishAcked(h)]
 
     def test_zero_size_outbox(self) -> None:
         conn = make(outbox_size=0, outbox_overflow="drop_oldest")
