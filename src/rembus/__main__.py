@@ -1,0 +1,7 @@
+"""``python -m rembus``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,339 @@
+"""The broker: an asyncio server around the sans-IO Router and a store.
+
+One asyncio protocol object per TCP connection feeds a
+:class:`~rembus_proto.ws.ServerWebSocket`; whole messages go to the shared
+:class:`~rembus_proto.router.Router`. Output is written once per event-loop
+turn: the store commits first (so stored messages are durable before any
+QoS ACK leaves), then every connection gets one ``write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rembus_proto import DecodeLimits, ProtocolError
+from rembus_proto.router import Close, Connection, Router, RouterConfig
+from rembus_proto.store import MemoryStore, Store
+from rembus_proto.ws import ServerWebSocket, WSConfig
+from rembus_proto.wsevents import Closed, HttpRequest, Message, Opened
+
+from .version import __version__
+
+log = logging.getLogger("rembus.broker")
+
+#: Close code for a connection whose peer sent something we cannot accept.
+CLOSE_PROTOCOL_ERROR = 1002
+#: Close code when the broker stops.
+CLOSE_GOING_AWAY = 1001
+#: Close code for a text (JSON dialect) message, which this broker does not speak.
+CLOSE_UNSUPPORTED = 1003
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Everything the broker can be told; the CLI and environment fill it."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    router: RouterConfig = field(default_factory=RouterConfig)
+    max_message_size: int = 60 * 1024 * 1024
+    max_connections: int = 10_000
+    handshake_timeout: float = 10.0
+    """Seconds a new connection has to complete its HTTP upgrade (slowloris guard)."""
+    max_backlog: int = 64 * 1024 * 1024
+    """Bytes written to a connection and not yet sent; beyond it the peer is too slow."""
+    write_high_water: int = 4 * 1024 * 1024
+    write_low_water: int = 1024 * 1024
+    tick: float = 0.1
+    """Seconds between two timer checks (QoS resends, retention)."""
+
+
+class _Peer(asyncio.Protocol):
+    """One TCP connection."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.ws = ServerWebSocket(broker.ws_config)
+        self.conn: Connection | None = None
+        self.transport: asyncio.Transport | None = None
+        self.name = "?"
+        self.paused = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        broker = self.broker
+        if len(broker.peers) >= broker.config.max_connections:
+            log.warning("%s refused: %d connections open", self.name, len(broker.peers))
+            transport.abort()
+            return
+        broker.peers.add(self)
+        transport.set_write_buffer_limits(broker.config.write_high_water,
+                                          broker.config.write_low_water)
+        self._handshake_timer = broker.loop.call_later(broker.config.handshake_timeout,
+                                                       self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.ws.receive_data(data)
+        except ProtocolError as exc:
+            log.info("%s closed: %s", self.name, exc)
+            self._write(self.ws.data_to_send())
+            self._drop()
+            return
+        broker = self.broker
+        router = broker.router
+        now = time.time()
+        for event in events:
+            if event.__class__ is Message:
+                frame = event.data
+                if self.conn is None:
+                    continue
+                if frame.__class__ is not bytes:
+                    self._fail(CLOSE_UNSUPPORTED, "text messages (JSON) are not supported")
+                    return
+                try:
+                    router.receive(self.conn, frame, now)
+                except ProtocolError as exc:
+                    self._fail(CLOSE_PROTOCOL_ERROR, str(exc))
+                    return
+            elif isinstance(event, Opened):
+                self._opened(now)
+            elif isinstance(event, HttpRequest):
+                self._http(event)
+            elif isinstance(event, Closed):
+                self._write(self.ws.data_to_send())
+                self._drop()
+                return
+        out = self.ws.data_to_send()
+        if out:
+            self._write(out)
+        broker.schedule_flush()
+
+    def eof_received(self) -> bool | None:
+        self.data_received(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.conn is not None and self.conn.waiting_drain:
+            self.broker.router.drained(self.conn, time.time())
+            self.broker.schedule_flush()
+
+    # -- helpers -----------------------------------------------------------
+
+    def _opened(self, now: float) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self.conn = self.broker.router.connect(now, self.name)
+        self.broker.by_conn[self.conn] = self
+        log.debug("%s connected", self.name)
+
+    def _http(self, request: HttpRequest) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        path = request.target.split("?", 1)[0]
+        if request.method in ("GET", "HEAD") and path == "/health":
+            body = json.dumps(self.broker.health()).encode()
+            self.ws.send_http_response(200, [("content-type", "application/json")], body)
+        else:
+            self.ws.send_http_response(404, [("content-type", "text/plain")], b"not found\n")
+        self._write(self.ws.data_to_send())
+        self._drop()
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self.conn is None and self.transport is not None:
+            log.info("%s closed: no WebSocket handshake within %.0f s", self.name,
+                     self.broker.config.handshake_timeout)
+            self._drop()
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close this connection because of what its peer sent."""
+        log.warning("%s (%s) closed: %s", self.name, self.conn.twin.name if self.conn else "-",
+                    reason)
+        self.close(code, reason)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame (if open) and drop the connection."""
+        if self.ws.is_open:
+            self.ws.close(code, reason[:120])
+        self._write(self.ws.data_to_send())
+        self._drop()
+
+    def _drop(self) -> None:
+        self._forget()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _forget(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        broker = self.broker
+        broker.peers.discard(self)
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            broker.by_conn.pop(conn, None)
+            broker.router.disconnect(conn, time.time())
+            broker.schedule_flush()
+            log.debug("%s disconnected", self.name)
+
+
+class Broker:
+    """A running broker; use :meth:`start` and :meth:`stop` (or ``async with``)."""
+
+    def __init__(self, config: BrokerConfig | None = None, store: Store | None = None) -> None:
+        self.config = config or BrokerConfig()
+        self.store: Store = store if store is not None else MemoryStore()
+        self.ws_config = WSConfig(max_message_size=self.config.max_message_size)
+        router_config = self.config.router
+        if router_config.limits.max_message_size != self.config.max_message_size:
+            from dataclasses import replace
+
+            router_config = replace(router_config, limits=DecodeLimits(
+                max_message_size=self.config.max_message_size,
+                max_depth=router_config.limits.max_depth))
+        self.router = Router(self.store, router_config, now=time.time())
+        self.peers: set[_Peer] = set()
+        self.by_conn: dict[Connection, _Peer] = {}
+        self.started = time.time()
+        self._server: asyncio.Server | None = None
+        self._flush_scheduled = False
+        self._ticker: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the broker is not started"
+        return self._loop
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful with port 0)."""
+        assert self._server is not None, "the broker is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of this broker."""
+        return f"ws://{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen; raises OSError if the address is taken."""
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: _Peer(self), self.config.host, self.config.port, reuse_address=True)
+        self._ticker = self._loop.call_later(self.config.tick, self._tick)
+        log.info("broker %s listening on %s", self.config.router.name, self.url)
+
+    async def stop(self) -> None:
+        """Close every connection, save every twin and commit the store."""
+        if self._server is None:
+            return
+        self._server.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for peer in list(self.peers):
+            peer.close(CLOSE_GOING_AWAY, "broker shutting down")
+        self.router.shutdown(time.time())
+        self.store.commit()
+        await self._server.wait_closed()
+        self._server = None
+        log.info("broker stopped")
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled."""
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /health`` answers."""
+        return {
+            "status": "ok",
+            "name": self.config.router.name,
+            "version": __version__,
+            "uptime": round(time.time() - self.started, 3),
+            "connections": len(self.router.connections),
+        }
+
+    # -- the turn ----------------------------------------------------------
+
+    def schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        router = self.router
+        self.store.commit()
+        by_conn = self.by_conn
+        max_backlog = self.config.max_backlog
+        drained: list[Connection] = []
+        for conn, frames in router.pull():
+            peer = by_conn.get(conn)
+            if peer is None or not peer.ws.is_open:
+                continue
+            ws = peer.ws
+            for frame in frames:
+                ws.send_message(frame)
+            peer._write(ws.data_to_send())
+            transport = peer.transport
+            if transport is not None and transport.get_write_buffer_size() > max_backlog:
+                peer._fail(1008, "slow consumer: too much data waiting to be sent")
+            elif conn.waiting_drain and not peer.paused:
+                drained.append(conn)
+        router.flush()
+        for close in router.take_closes():
+            self._close(close)
+        if drained:
+            now = time.time()
+            for conn in drained:
+                router.drained(conn, now)
+            self.schedule_flush()
+
+    def _close(self, close: Close) -> None:
+        peer = self.by_conn.get(close.conn)
+        if peer is not None:
+            log.info("%s (%s) closed by the broker: %s", peer.name, close.conn.twin.name,
+                     close.reason)
+            peer.close(close.code, close.reason)
+
+    def _tick(self) -> None:
+        self._ticker = self.loop.call_later(self.config.tick, self._tick)
+        try:
+            self.router.handle_timer(time.time())
+        finally:
+            self.schedule_flush()

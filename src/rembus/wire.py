@@ -1,0 +1,94 @@
+"""A minimal asyncio WebSocket connection carrying raw Rembus frames.
+
+No protocol logic: it sends the bytes it is given as binary messages and
+returns whole messages received. Tests use it to speak to a broker frame by
+frame (e.g. as a 0.1.x peer would) and benchmarks use it as a lean client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+from rembus_proto import ProtocolError
+from rembus_proto.ws import ClientWebSocket, WSConfig
+from rembus_proto.wsevents import Closed, Message, Opened
+
+
+class WireClosed(ConnectionError):
+    """The connection ended."""
+
+
+class Wire:
+    """One WebSocket connection; use :meth:`open`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 ws: ClientWebSocket) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ws = ws
+        self._inbox: deque[bytes] = deque()
+        self.closed: Closed | None = None
+
+    @classmethod
+    async def open(cls, host: str, port: int, path: str = "/",
+                   config: WSConfig | None = None) -> Wire:
+        """Connect and complete the WebSocket handshake."""
+        reader, writer = await asyncio.open_connection(host, port)
+        ws = ClientWebSocket(f"{host}:{port}", path, config=config)
+        wire = cls(reader, writer, ws)
+        writer.write(ws.data_to_send())
+        while True:
+            events = await wire._read()
+            if any(isinstance(e, Opened) for e in events):
+                wire._keep(events)
+                return wire
+
+    def send(self, *frames: bytes) -> None:
+        """Queue frames, each as one binary message (call :meth:`drain` to wait)."""
+        for frame in frames:
+            self._ws.send_message(frame)
+        self._writer.write(self._ws.data_to_send())
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    async def recv(self) -> bytes:
+        """The next message; raises :class:`WireClosed` at the end."""
+        while not self._inbox:
+            if self.closed is not None:
+                raise WireClosed(f"closed with code {self.closed.code}: {self.closed.reason}")
+            self._keep(await self._read())
+        return self._inbox.popleft()
+
+    def pending(self) -> int:
+        """Messages already received and not yet taken."""
+        return len(self._inbox)
+
+    async def close(self) -> None:
+        if self._ws.is_open:
+            self._ws.close()
+            self._writer.write(self._ws.data_to_send())
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+    async def _read(self) -> list[object]:
+        data = await self._reader.read(1 << 20)
+        try:
+            events: list[object] = list(self._ws.receive_data(data))
+        except ProtocolError as exc:
+            self.closed = Closed(1002, str(exc), clean=False)
+            return []
+        out = self._ws.data_to_send()
+        if out and not self._writer.is_closing():
+            self._writer.write(out)
+        return events
+
+    def _keep(self, events: list[object]) -> None:
+        for event in events:
+            if isinstance(event, Message) and isinstance(event.data, bytes):
+                self._inbox.append(event.data)
+            elif isinstance(event, Closed):
+                self.closed = event

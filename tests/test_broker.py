@@ -1,0 +1,180 @@
+"""The broker end to end, in process, through real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+import rembus_proto as rp
+from rembus.server import Broker, BrokerConfig
+from rembus.wire import Wire, WireClosed
+from rembus_proto.router import RouterConfig
+
+ID = bytes(range(1, 9))
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run an async scenario with a safety net against hangs."""
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@asynccontextmanager
+async def broker(**options: Any) -> AsyncIterator[Broker]:
+    config = BrokerConfig(host="127.0.0.1", port=0, **options)
+    async with Broker(config) as running:
+        yield running
+
+
+async def wire(b: Broker) -> Wire:
+    return await Wire.open("127.0.0.1", b.port)
+
+
+async def request(w: Wire, message: rp.Message) -> rp.Response:
+    w.send(rp.encode(message))
+    while True:
+        reply = rp.decode(await w.recv())
+        if isinstance(reply, rp.Response):
+            return reply
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_health_endpoint() -> None:
+    async def scenario() -> None:
+        async with broker() as b:
+            w = await wire(b)
+            status, body = await http_get(b.port, "/health")
+            assert status == 200
+            health = json.loads(body)
+            assert health["status"] == "ok" and health["connections"] == 1
+            assert "version" in health and health["uptime"] >= 0
+            assert (await http_get(b.port, "/nothing"))[0] == 404
+            await w.close()
+
+    run(scenario)
+
+
+def test_pub_sub_and_rpc_through_sockets() -> None:
+    async def scenario() -> None:
+        async with broker() as b:
+            sub, pub, exposer = await wire(b), await wire(b), await wire(b)
+            for m in (rp.Admin(ID, "t", {"cmd": "subscribe", "msg_from": 0.0}),
+                      rp.Admin(ID, "__config__", {"cmd": "reactive", "status": True})):
+                assert (await request(sub, m)).status == 0
+            frame = rp.encode(rp.Pub("t", rp.Payload.of([1, "a"])))
+            pub.send(frame)
+            assert await sub.recv() == frame
+            assert (await request(exposer, rp.Admin(ID, "add", {"cmd": "expose"}))).status == 0
+            pub.send(rp.encode(rp.Rpc(ID, "add", rp.Payload.of([1, 2]))))
+            call = rp.decode(await exposer.recv())
+            assert isinstance(call, rp.Rpc) and call.data.args == (1, 2)
+            exposer.send(rp.encode(rp.Response(call.id, 0, rp.Payload.of(3))))
+            answer = rp.decode(await pub.recv())
+            assert answer == rp.Response(ID, 0, rp.Payload.of(3))
+            for w in (sub, pub, exposer):
+                await w.close()
+
+    run(scenario)
+
+
+def test_malformed_frame_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with broker() as b:
+            sub, bad, pub = await wire(b), await wire(b), await wire(b)
+            for m in (rp.Admin(ID, "t", {"cmd": "subscribe", "msg_from": 0.0}),
+                      rp.Admin(ID, "__config__", {"cmd": "reactive", "status": True})):
+                await request(sub, m)
+            bad.send(b"\x83\x01\x61")
+            with pytest.raises(WireClosed):
+                await bad.recv()
+            assert bad.closed is not None and bad.closed.code == 1002
+            frame = rp.encode(rp.Pub("t", rp.Payload.of([1])))
+            pub.send(frame)
+            assert await sub.recv() == frame
+            await sub.close()
+            await pub.close()
+
+    with caplog.at_level(logging.WARNING, logger="rembus.broker"):
+        run(scenario)
+    assert any("closed" in r.getMessage() and "127.0.0.1:" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_oversize_message_is_refused_with_1009() -> None:
+    async def scenario() -> None:
+        async with broker(max_message_size=1000) as b:
+            big, ok = await wire(b), await wire(b)
+            big.send(rp.encode(rp.Pub("t", rp.Payload.of(b"x" * 2000))))
+            with pytest.raises(WireClosed):
+                await big.recv()
+            assert big.closed is not None and big.closed.code == 1009
+            reply = await request(ok, rp.Rpc(ID, "rid", rp.NO_ARGS))
+            assert reply.data.value == "broker"
+            await ok.close()
+
+    run(scenario)
+
+
+def test_text_messages_are_refused() -> None:
+    async def scenario() -> None:
+        async with broker() as b:
+            w = await wire(b)
+            w._ws.send_message('{"jsonrpc": "2.0", "method": "t", "params": []}')
+            w._writer.write(w._ws.data_to_send())
+            with pytest.raises(WireClosed):
+                await w.recv()
+            assert w.closed is not None and w.closed.code == 1003
+
+    run(scenario)
+
+
+def test_slow_handshake_is_cut() -> None:
+    async def scenario() -> None:
+        async with broker(handshake_timeout=0.2) as b:
+            reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finishes the head
+            assert await reader.read() == b""  # the broker hung up
+            writer.close()
+
+    run(scenario)
+
+
+def test_connection_limit() -> None:
+    async def scenario() -> None:
+        async with broker(max_connections=2) as b:
+            first, second = await wire(b), await wire(b)
+            reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+            assert await reader.read() == b""
+            writer.close()
+            reply = await request(first, rp.Rpc(ID, "rid", rp.NO_ARGS))
+            assert reply.status == 0
+            await first.close()
+            await second.close()
+
+    run(scenario)
+
+
+def test_stop_closes_clients_with_going_away() -> None:
+    async def scenario() -> None:
+        b = Broker(BrokerConfig(port=0, router=RouterConfig(name="x")))
+        await b.start()
+        w = await wire(b)
+        await b.stop()
+        with pytest.raises(WireClosed):
+            await w.recv()
+        assert w.closed is not None and w.closed.code == 1001
+
+    run(scenario)
