@@ -217,7 +217,6 @@ class ClientConnection:
         self._reactive_from: float | None = None
         self._identity_id: bytes | None = None
         self._attest_id: bytes | None = None
-        self._challenge: bytes | None = None
         self._challenge_unsolicited = False
         self._login_deadline: float | None = None
 
@@ -291,9 +290,10 @@ class ClientConnection:
     def connect(self, now: float) -> None:
         """A transport is up: log in (named) or open at once (anonymous).
 
-        Allowed in the DISCONNECTED and CLOSED states. An anonymous component
-        becomes OPEN, reports ``Connected(None)`` and restores its state; a
-        named one sends IDENTITY and waits (HANDSHAKING).
+        Allowed in the DISCONNECTED and CLOSED states; call it before feeding
+        the first received message (input is ignored until then). An anonymous
+        component becomes OPEN, reports ``Connected(None)`` and restores its
+        state; a named one sends IDENTITY and waits (HANDSHAKING).
         """
         if self._state is not _DISCONNECTED and self._state is not _CLOSED:
             raise InvalidState(f"connect() called in state {self._state.name}; "
@@ -306,7 +306,6 @@ class ClientConnection:
         self._out.append(Identity(msg_id, name, self._meta).encode())
         self._identity_id = msg_id
         self._attest_id = None
-        self._challenge = None
         self._login_deadline = now + self._config.request_timeout
         self._state = _HANDSHAKING
 
@@ -511,7 +510,6 @@ class ClientConnection:
                 raise MalformedMessage(
                     f"challenge must be a byte string, not {_type_name(value)}")
             assert self._name is not None
-            self._challenge = value
             self._challenge_unsolicited = msg.id == CONNECTION_ID
             self._attest_id = None
             self._login_deadline = now + self._config.request_timeout
@@ -524,7 +522,7 @@ class ClientConnection:
 
     def _open(self, exports: Any, now: float) -> None:
         self._state = _OPEN
-        self._identity_id = self._attest_id = self._challenge = None
+        self._identity_id = self._attest_id = None
         self._login_deadline = None
         self._events.append(Connected(exports))
         self._restore(now)
@@ -547,7 +545,7 @@ class ClientConnection:
             qos.deadline = None
         self._timers.clear()
         self._incoming.clear()
-        self._identity_id = self._attest_id = self._challenge = None
+        self._identity_id = self._attest_id = None
         self._login_deadline = None
 
     def _restore(self, now: float) -> None:
