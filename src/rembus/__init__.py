@@ -1,5 +1,49 @@
-"""Rembus for Python: Pub/Sub and RPC over WebSocket and CBOR."""
+"""Rembus for Python: Pub/Sub and RPC over WebSocket and CBOR.
 
+The async API::
+
+    import rembus
+
+    rb = await rembus.component("ws://127.0.0.1:8000/myname")
+    await rb.publish("temperature", 21.5)
+    await rb.close()
+
+``import rembus.sync as rembus`` gives the same API with blocking calls.
+"""
+
+from .aio import Component, component
+from .errors import (
+    LoginFailed,
+    MethodException,
+    MethodLoopback,
+    MethodNotFound,
+    MethodUnavailable,
+    NameAlreadyTaken,
+    RembusConnectionClosed,
+    RembusError,
+    RembusTimeout,
+    TargetDown,
+    TargetNotFound,
+    UnknownCommand,
+)
+from .options import Options
 from .version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "Component",
+    "LoginFailed",
+    "MethodException",
+    "MethodLoopback",
+    "MethodNotFound",
+    "MethodUnavailable",
+    "NameAlreadyTaken",
+    "Options",
+    "RembusConnectionClosed",
+    "RembusError",
+    "RembusTimeout",
+    "TargetDown",
+    "TargetNotFound",
+    "UnknownCommand",
+    "__version__",
+    "component",
+]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
+from collections.abc import Iterable
 
 from rembus_proto import ProtocolError
 from rembus_proto.ws import ClientWebSocket, WSConfig
@@ -33,9 +35,12 @@ class Wire:
 
     @classmethod
     async def open(cls, host: str, port: int, path: str = "/",
-                   config: WSConfig | None = None) -> Wire:
-        """Connect and complete the WebSocket handshake."""
-        reader, writer = await asyncio.open_connection(host, port)
+                   config: WSConfig | None = None,
+                   ssl_context: ssl.SSLContext | None = None) -> Wire:
+        """Connect and complete the WebSocket handshake (TLS when ``ssl_context`` is given)."""
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=ssl_context, limit=1 << 20,
+            server_hostname=host if ssl_context is not None else None)
         ws = ClientWebSocket(f"{host}:{port}", path, config=config)
         wire = cls(reader, writer, ws)
         writer.write(ws.data_to_send())
@@ -47,20 +52,45 @@ class Wire:
 
     def send(self, *frames: bytes) -> None:
         """Queue frames, each as one binary message (call :meth:`drain` to wait)."""
+        self.send_all(frames)
+
+    def send_all(self, frames: Iterable[bytes]) -> None:
+        """Queue frames, each as one binary message, in one write."""
+        ws = self._ws
+        if not ws.is_open:
+            raise WireClosed("the connection is closed")
         for frame in frames:
-            self._ws.send_message(frame)
-        self._writer.write(self._ws.data_to_send())
+            ws.send_message(frame)
+        self._writer.write(ws.data_to_send())
 
     async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
         await self._writer.drain()
+
+    @property
+    def is_open(self) -> bool:
+        """True until the connection closed or failed."""
+        return self.closed is None and not self._writer.is_closing()
 
     async def recv(self) -> bytes:
         """The next message; raises :class:`WireClosed` at the end."""
+        await self.recv_wait()
+        return self._inbox.popleft()
+
+    async def recv_many(self) -> list[bytes]:
+        """Every message received so far, waiting for at least one."""
+        if not self._inbox:
+            await self.recv_wait()
+        out = list(self._inbox)
+        self._inbox.clear()
+        return out
+
+    async def recv_wait(self) -> None:
+        """Wait until a message is there; raises :class:`WireClosed` at the end."""
         while not self._inbox:
             if self.closed is not None:
                 raise WireClosed(f"closed with code {self.closed.code}: {self.closed.reason}")
             self._keep(await self._read())
-        return self._inbox.popleft()
 
     def pending(self) -> int:
         """Messages already received and not yet taken."""
@@ -75,7 +105,11 @@ class Wire:
             await self._writer.wait_closed()
 
     async def _read(self) -> list[object]:
-        data = await self._reader.read(1 << 20)
+        try:
+            data = await self._reader.read(1 << 20)
+        except (ConnectionError, OSError) as exc:
+            self.closed = Closed(1006, str(exc), clean=False)
+            return []
         try:
             events: list[object] = list(self._ws.receive_data(data))
         except ProtocolError as exc:

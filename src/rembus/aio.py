@@ -1,0 +1,489 @@
+"""The asyncio driver: ``rb = await rembus.component(...)``.
+
+A :class:`Component` owns a :class:`~rembus_proto.ClientConnection` (all
+protocol logic) and one transport; it turns the core's events into handler
+calls and awaited results, and reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rembus_proto import (
+    LAST_RECEIVED,
+    NOW,
+    ClientConnection,
+    ProtocolError,
+    Status,
+    challenge_input,
+)
+from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
+from rembus_proto.client_events import (
+    ChallengeRequested,
+    Connected,
+    LoginFailed,
+    PublicationReceived,
+    PublishAcked,
+    PublishFailed,
+    RequestAborted,
+    RequestCompleted,
+    RequestReceived,
+    RequestTimedOut,
+    RestoreFailed,
+)
+
+from . import keys
+from .errors import LoginFailed as LoginFailedError
+from .errors import RembusConnectionClosed, RembusError, RembusTimeout
+from .handlers import (
+    Handler,
+    Registry,
+    call_args,
+    check_handler,
+    check_topic,
+    response_for_error,
+    response_for_result,
+    result_of,
+    topic_of,
+    wire_args,
+)
+from .options import Options, make_options
+from .transport import Transport, open_transport
+from .url import ComponentURL, parse
+
+log = logging.getLogger("rembus")
+
+
+class Component:
+    """A connected Rembus component (create it with :func:`component`)."""
+
+    def __init__(self, url: ComponentURL, options: Options) -> None:
+        self.url = url
+        self.options = options
+        self.conn = ClientConnection(url.name, options.client_config(), meta=options.meta)
+        self.registry = Registry()
+        self._loop = asyncio.get_running_loop()
+        self._transport: Transport | None = None
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._connected: asyncio.Future[None] = self._loop.create_future()
+        self._closed = asyncio.Event()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._slots = asyncio.Semaphore(options.max_handler_tasks)
+        self._explicit_unreactive = False
+
+    # -- identity ------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The component name (``None`` when anonymous)."""
+        return self.url.name
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the connection to the broker is up and logged in."""
+        return self.conn.state is ConnectionState.OPEN
+
+    def __repr__(self) -> str:
+        return f"<rembus Component {self.url}>"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def _start(self) -> None:
+        await self._open_transport()
+        self._runner = self._loop.create_task(self._run(), name=f"rembus {self.url}")
+        try:
+            await self._connected
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open_transport(self) -> None:
+        transport = await open_transport(self.url, self.options)
+        self._transport = transport
+        self.conn.connect(self._loop.time())
+        self._process()
+
+    async def _run(self) -> None:
+        delay = self.options.reconnect_initial
+        while not self._closing:
+            transport = self._transport
+            if transport is not None:
+                await self._read_loop(transport)
+                self._transport = None
+                self.conn.connection_lost(self._loop.time())
+                self._process()
+                await transport.close()
+            if self._closing or not self.options.reconnect or self._failure is not None:
+                break
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.options.reconnect_max)
+            try:
+                await self._open_transport()
+                delay = self.options.reconnect_initial
+                log.info("%s reconnected", self.url)
+            except (OSError, RembusError, asyncio.TimeoutError) as exc:
+                log.debug("%s: reconnect failed: %s", self.url, exc)
+        self._finish()
+
+    async def _read_loop(self, transport: Transport) -> None:
+        try:
+            while True:
+                frames = await transport.recv_many()
+                now = self._loop.time()
+                conn = self.conn
+                for frame in frames:
+                    conn.receive_message(frame, now)
+                self._process()
+                if self._slots.locked():
+                    await self._slots.acquire()  # too many handlers running: stop reading
+                    self._slots.release()
+        except ProtocolError as exc:
+            log.warning("%s: closing the connection, the broker sent bad data: %s",
+                        self.url, exc)
+        except (ConnectionError, OSError, EOFError) as exc:
+            if not self._closing:
+                log.info("%s: connection lost: %s", self.url, exc)
+
+    def _finish(self) -> None:
+        self.conn.close()
+        self._process()
+        error = self._failure or RembusConnectionClosed("the component is closed")
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(error)
+        self._futures.clear()
+        if not self._connected.done():
+            self._connected.set_exception(error)
+        self._closed.set()
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting; pending requests fail."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        transport = self._transport
+        if transport is not None:
+            self._flush()
+            await transport.close()
+        if self._runner is not None and self._runner is not asyncio.current_task():
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if not self._closed.is_set():
+            self._finish()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    async def forever(self) -> None:
+        """Receive messages until :meth:`close` (or Ctrl-C); turns reactive on first."""
+        if not self._explicit_unreactive and not self.conn.is_reactive:
+            await self.reactive()
+        await self._closed.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def __aenter__(self) -> Component:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the API -------------------------------------------------------------
+
+    async def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
+        check_topic(topic)
+        self._check_open_for_use()
+        try:
+            handle = self.conn.publish(topic, wire_args(args), qos=qos, now=self._loop.time())
+        except OutboxFull as exc:
+            raise RembusError(str(exc)) from None
+        self._schedule_flush()
+        if handle is not None:
+            await self._wait(handle)
+        elif self._transport is not None:
+            await self._transport.drain()
+
+    async def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` through the broker and return its result."""
+        return await self._call(method, args, None, timeout)
+
+    async def direct(self, target: str, method: str, *args: Any,
+                     timeout: float | None = None) -> Any:
+        """Call ``method`` on the component named ``target``."""
+        if not isinstance(target, str) or not target:
+            raise TypeError("direct() takes the target component name first")
+        return await self._call(method, args, target, timeout)
+
+    async def subscribe(self, fn: Handler, retroactive: bool = False, *,
+                        topic: str | None = None) -> None:
+        """Call ``fn(*args)`` for every message on ``topic`` (default: ``fn.__name__``).
+
+        With ``retroactive=True`` a named component also gets, when it comes
+        back, what was published while it was away. Delivery starts at once
+        (the component turns reactive) unless :meth:`unreactive` was called.
+        """
+        check_handler(fn, "subscribe")
+        name = topic_of(fn, topic, "subscribe")
+        self.registry.subscribers[name] = fn
+        msg_from = LAST_RECEIVED if retroactive else NOW
+        await self._admin(self.conn.subscribe(name, msg_from=msg_from, now=self._loop.time()))
+        if not self._explicit_unreactive and not self.conn.is_reactive:
+            await self.reactive()
+
+    async def unsubscribe(self, fn_or_topic: Handler | str) -> None:
+        """Stop receiving a topic."""
+        name = topic_of(fn_or_topic, None, "unsubscribe")
+        self.registry.subscribers.pop(name, None)
+        await self._admin(self.conn.unsubscribe(name, now=self._loop.time()))
+
+    async def expose(self, fn: Handler, *, topic: str | None = None) -> None:
+        """Serve RPC calls of ``topic`` (default: ``fn.__name__``) with ``fn``."""
+        check_handler(fn, "expose")
+        name = topic_of(fn, topic, "expose")
+        self.registry.exposed[name] = fn
+        await self._admin(self.conn.expose(name, now=self._loop.time()))
+
+    async def unexpose(self, fn_or_topic: Handler | str) -> None:
+        """Stop serving a method."""
+        name = topic_of(fn_or_topic, None, "unexpose")
+        self.registry.exposed.pop(name, None)
+        await self._admin(self.conn.unexpose(name, now=self._loop.time()))
+
+    async def reactive(self) -> None:
+        """Start (or resume) receiving publications, stored ones first."""
+        self._explicit_unreactive = False
+        await self._admin(self.conn.reactive(True, now=self._loop.time()))
+
+    async def unreactive(self) -> None:
+        """Pause the delivery of publications (the broker stores them for later)."""
+        self._explicit_unreactive = True
+        await self._admin(self.conn.reactive(False, now=self._loop.time()))
+
+    # -- internals -----------------------------------------------------------
+
+    def _check_open_for_use(self) -> None:
+        if self._closing:
+            raise RembusConnectionClosed("the component is closed")
+
+    async def _call(self, method: str, args: tuple[Any, ...], target: str | None,
+                    timeout: float | None) -> Any:
+        check_topic(method)
+        self._check_open_for_use()
+        try:
+            handle = self.conn.rpc(method, wire_args(args), target=target,
+                                   now=self._loop.time(), timeout=timeout)
+        except NotConnected:
+            raise RembusConnectionClosed(f"not connected to {self.url.endpoint}") from None
+        except TooManyPending as exc:
+            raise RembusError(str(exc)) from None
+        self._schedule_flush()
+        return await self._wait(handle)
+
+    async def _admin(self, handle: int | None) -> None:
+        self._schedule_flush()
+        if handle is not None:
+            await self._wait(handle)
+
+    async def _wait(self, handle: int) -> Any:
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._futures[handle] = future
+        self._process()
+        return await future
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._process)
+
+    def _flush(self) -> None:
+        frames = self.conn.data_to_send()
+        transport = self._transport
+        if frames and transport is not None:
+            try:
+                transport.send(frames)
+            except (ConnectionError, OSError) as exc:
+                log.debug("%s: write failed: %s", self.url, exc)
+
+    def _process(self) -> None:
+        """Handle the core's events, write its output and arm its timer."""
+        self._flush_scheduled = False
+        conn = self.conn
+        for event in conn.events():
+            self._on_event(event)
+        self._flush()
+        deadline = conn.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and not self._closing:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.conn.handle_timer(self._loop.time())
+        self._process()
+
+    def _on_event(self, event: object) -> None:
+        cls = event.__class__
+        if cls is PublicationReceived:
+            assert isinstance(event, PublicationReceived)
+            self._on_publication(event)
+        elif cls is RequestCompleted:
+            assert isinstance(event, RequestCompleted)
+            future = self._futures.pop(event.handle, None)
+            if future is not None and not future.done():
+                try:
+                    future.set_result(result_of(event.status, event.data,
+                                                self.options.dataframe))
+                except RembusError as exc:
+                    future.set_exception(exc)
+        elif cls is RequestReceived:
+            assert isinstance(event, RequestReceived)
+            self._on_request(event)
+        elif cls is PublishAcked:
+            assert isinstance(event, PublishAcked)
+            self._resolve(event.handle, None, None)
+        elif cls is RequestTimedOut:
+            assert isinstance(event, RequestTimedOut)
+            self._resolve(event.handle, None, RembusTimeout(
+                f"no answer within {self.options.timeout} s"))
+        elif cls is RequestAborted:
+            assert isinstance(event, RequestAborted)
+            self._resolve(event.handle, None, RembusConnectionClosed(event.reason))
+        elif cls is PublishFailed:
+            assert isinstance(event, PublishFailed)
+            self._resolve(event.handle, None, RembusTimeout(event.reason))
+        elif cls is Connected:
+            if not self._connected.done():
+                self._connected.set_result(None)
+        elif cls is ChallengeRequested:
+            assert isinstance(event, ChallengeRequested)
+            self._on_challenge(event)
+        elif cls is LoginFailed:
+            assert isinstance(event, LoginFailed)
+            error = LoginFailedError(event.reason, event.status)
+            self._failure = error
+            if not self._connected.done():
+                self._connected.set_exception(error)
+            else:
+                log.error("%s: login refused: %s", self.url, error)
+            transport = self._transport
+            if transport is not None:
+                self._loop.create_task(transport.close())
+        elif cls is RestoreFailed:
+            assert isinstance(event, RestoreFailed)
+            log.warning("%s: could not restore %s %s after reconnecting: %s (status %s)",
+                        self.url, event.command, event.topic, event.reason, event.status)
+
+    def _resolve(self, handle: int, value: Any, error: BaseException | None) -> None:
+        future = self._futures.pop(handle, None)
+        if future is None or future.done():
+            return
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+    def _on_challenge(self, event: ChallengeRequested) -> None:
+        try:
+            signature = keys.sign(event.name, challenge_input(event.challenge, event.name))
+        except keys.KeyNotFound as exc:
+            error = LoginFailedError(str(exc), Status.CHALLENGE)
+            self._failure = error
+            if not self._connected.done():
+                self._connected.set_exception(error)
+            return
+        self.conn.attest(signature, self._loop.time())
+
+    def _on_publication(self, event: PublicationReceived) -> None:
+        handler = self.registry.subscribers.get(event.topic)
+        if handler is None:
+            return
+        args = call_args(event.data, self.options.dataframe)
+        if args is None:
+            return
+        def report(_: Any, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
+                          exc_info=error)
+
+        self._invoke(handler, args, report)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        handler = self.registry.exposed.get(event.topic)
+        if handler is None:
+            self.conn.respond(event.request_id, Status.METHOD_NOT_FOUND, event.topic)
+            return
+        args = call_args(event.data, self.options.dataframe)
+        if args is None:
+            self.conn.respond(event.request_id, Status.METHOD_ARGS_ERROR, "malformed arguments")
+            return
+
+        def answer(result: Any, error: BaseException | None) -> None:
+            status, value = (response_for_error(error) if error is not None
+                             else response_for_result(result))
+            self.conn.respond(event.request_id, status, value)
+            self._schedule_flush()
+
+        self._invoke(handler, args, answer)
+
+    def _invoke(self, handler: Handler, args: tuple[Any, ...],
+                done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run a handler: a plain function inline, a coroutine function as a task."""
+        try:
+            result = handler(*args)
+        except Exception as exc:
+            done(None, exc)
+            return
+        if not inspect.isawaitable(result):
+            done(result, None)
+            return
+        task = self._loop.create_task(self._await_handler(result, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _await_handler(self, awaitable: Awaitable[Any],
+                             done: Callable[[Any, BaseException | None], None]) -> None:
+        async with self._slots:
+            try:
+                result = await awaitable
+            except Exception as exc:
+                done(None, exc)
+            else:
+                done(result, None)
+
+
+async def component(url: str | None = None, **options: Any) -> Component:
+    """Connect a component and return it.
+
+    ``url`` is ``"ws://host:port/name"`` (named), ``"ws://host:port"``
+    (anonymous), ``"name"`` (named, at ``$REMBUS_BASE_URL`` or
+    ``ws://127.0.0.1:8000``) or ``None`` (anonymous, same address). Options
+    are the fields of :class:`~rembus.options.Options` (``timeout=``, ...).
+    Raises :class:`RembusConnectionClosed` if the broker cannot be reached and
+    :class:`~rembus.errors.LoginFailed` if it refuses the name.
+    """
+    parsed = parse(url)
+    opts = make_options(options)
+    comp = Component(parsed, opts)
+    try:
+        await comp._start()
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise RembusConnectionClosed(f"cannot connect to {parsed.endpoint}: {exc}") from None
+    return comp

@@ -1,0 +1,86 @@
+"""Transports of a component: a WebSocket carrying whole Rembus messages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from typing import Protocol
+
+from rembus_proto.ws import WSConfig
+
+from .keys import rembus_dir
+from .options import Options
+from .url import ComponentURL
+from .wire import Wire, WireClosed
+
+
+class Transport(Protocol):
+    """What a driver needs from a connection."""
+
+    def send(self, frames: list[bytes]) -> None:
+        """Queue whole messages for writing."""
+
+    async def recv_many(self) -> list[bytes]:
+        """Every message received so far (at least one); raises ConnectionError at the end."""
+
+    async def drain(self) -> None:
+        """Wait while the write buffer is full."""
+
+    async def close(self) -> None:
+        """Close the connection."""
+
+
+class NativeTransport:
+    """asyncio streams and the sans-IO WebSocket layer."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+
+    def send(self, frames: list[bytes]) -> None:
+        try:
+            self._wire.send_all(frames)
+        except WireClosed as exc:
+            raise ConnectionError(str(exc)) from None
+
+    async def recv_many(self) -> list[bytes]:
+        try:
+            return await self._wire.recv_many()
+        except WireClosed as exc:
+            raise ConnectionError(str(exc)) from None
+
+    async def drain(self) -> None:
+        await self._wire.drain()
+
+    async def close(self) -> None:
+        await self._wire.close()
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Trust ``$HTTP_CA_BUNDLE``, else the single CA file in ``<rembus dir>/ca/``,
+    else the system's store."""
+    bundle = os.environ.get("HTTP_CA_BUNDLE")
+    if bundle:
+        return ssl.create_default_context(cafile=bundle)
+    ca_dir = rembus_dir() / "ca"
+    if ca_dir.is_dir():
+        files = sorted(p for p in ca_dir.iterdir() if p.is_file())
+        if len(files) == 1:
+            return ssl.create_default_context(cafile=str(files[0]))
+    return ssl.create_default_context()
+
+
+async def open_transport(url: ComponentURL, options: Options) -> Transport:
+    """Connect to the broker of ``url`` (raises OSError if it cannot)."""
+    context = None
+    if url.secure:
+        context = options.ssl_context or default_ssl_context()
+    if options.transport == "httpx":
+        from .httpx_transport import open_httpx
+
+        return await asyncio.wait_for(open_httpx(url, options, context), options.timeout)
+    config = WSConfig(max_message_size=options.max_message_size)
+    wire = await asyncio.wait_for(
+        Wire.open(url.host, url.port, "/", config=config, ssl_context=context),
+        options.timeout)
+    return NativeTransport(wire)
