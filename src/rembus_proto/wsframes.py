@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import FrameError, MessageTooLarge
@@ -57,6 +58,11 @@ class CloseFrame:
 
 ReaderItem = Message | Pong | PingFrame | CloseFrame
 
+# Building a frozen dataclass through its __init__ costs more than the rest of the
+# fast path; these write the slot directly, as the generated __init__ does.
+_new = object.__new__
+_set_data: Callable[[Message, bytes], None] = Message.__dict__["data"].__set__
+
 _XOR_TABLES: list[bytes | None] = [None] * 256
 
 
@@ -67,18 +73,24 @@ def _xor_table(key_byte: int) -> bytes:
     return table
 
 
+def _mask_small(data: bytes, key: bytes) -> bytes:
+    n = len(data)
+    keys = (key * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(n, "little")
+
+
+def _mask_large(buf: bytearray, key: bytes) -> bytes:
+    """Mask ``buf`` in place (four strided translations) and return it as bytes."""
+    for i in range(4):
+        buf[i::4] = buf[i::4].translate(_xor_table(key[i]))
+    return bytes(buf)
+
+
 def mask(data: bytes, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (masking and unmasking are the same)."""
-    n = len(data)
-    if n < _INT_MASK_LIMIT:
-        keys = (key * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(
-            n, "little"
-        )
-    out = bytearray(data)
-    for i in range(4):
-        out[i::4] = out[i::4].translate(_xor_table(key[i]))
-    return bytes(out)
+    if len(data) < _INT_MASK_LIMIT:
+        return _mask_small(data, key)
+    return _mask_large(bytearray(data), key)
 
 
 def _decode_text(payload: bytes) -> str:
@@ -123,14 +135,33 @@ class FrameReader:
     limit is checked before waiting for a payload).
     """
 
-    __slots__ = ("_buf", "_decoder", "_masked", "_max_size", "_need", "_opcode", "_parts",
-                 "_size", "_texts", "closed", "control")
+    __slots__ = (
+        "_buffered",
+        "_decoder",
+        "_fast_limit",
+        "_frame",
+        "_held",
+        "_masked",
+        "_max_size",
+        "_need",
+        "_opcode",
+        "_parts",
+        "_size",
+        "_texts",
+        "closed",
+        "control",
+    )
 
     def __init__(self, *, client: bool, max_size: int) -> None:
         self._masked = not client
         self._max_size = max_size
-        self._buf = bytearray()
-        self._need = 0
+        self._fast_limit = min(max_size, _MAX_CONTROL_PAYLOAD)
+        # Bytes of an incomplete frame: its start while the header is incomplete,
+        # else only its payload, with the header kept in _frame (first byte, mask key).
+        self._held: list[bytes] = []
+        self._buffered = 0
+        self._need = 0  # what _buffered must reach before parsing goes on
+        self._frame: tuple[int, bytes | None] | None = None
         self._opcode = 0  # opcode of the fragmented message in progress, 0 when none
         self._parts: list[bytes] = []
         self._texts: list[str] = []
@@ -142,21 +173,30 @@ class FrameReader:
     @property
     def pending(self) -> bool:
         """True when the bytes of an incomplete frame are buffered."""
-        return bool(self._buf)
+        return bool(self._held)
 
     def feed(self, data: bytes, out: list[ReaderItem]) -> None:
         """Parse ``data`` (appended to what is buffered) into ``out``."""
         if self.closed:
             return
-        if self._buf:
-            self._buf += data
-            if len(self._buf) < self._need:
+        if self._held:
+            self._held.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._need:
                 return
-            data = bytes(self._buf)
-            self._buf = bytearray()
+            if self._frame is None:
+                data = b"".join(self._held)  # a header split across reads
+                self._held = []
+            else:
+                data = self._complete_payload(out)
+                if self.closed:
+                    return
         end = len(data)
         pos = 0
         masked = self._masked
+        mask_bit = 0x80 if masked else 0
+        fast_limit = self._fast_limit
+        out_append = out.append
         while True:
             avail = end - pos
             if avail < 2:
@@ -164,6 +204,19 @@ class FrameReader:
                 break
             b0 = data[pos]
             b1 = data[pos + 1]
+            # Fast path: a whole binary message in one short frame, outside a fragmented message.
+            if b0 == 0x82 and (b1 ^ mask_bit) <= fast_limit and not self._opcode:
+                start = pos + 6 if masked else pos + 2
+                stop = start + (b1 ^ mask_bit)
+                if stop <= end:
+                    message = _new(Message)
+                    if masked:
+                        _set_data(message, _mask_small(data[start:stop], data[start - 4 : start]))
+                    else:
+                        _set_data(message, data[start:stop])
+                    out_append(message)
+                    pos = stop
+                    continue
             opcode = b0 & 0x0F
             if opcode not in _OPCODES:
                 raise FrameError(f"invalid opcode {opcode:#x}")
@@ -214,40 +267,83 @@ class FrameReader:
                         raise FrameError("continuation frame outside a fragmented message")
                     if self._size + length > self._max_size:
                         raise MessageTooLarge(self._size + length, self._max_size)
-            total = head + length
-            if avail < total:
-                need = total
-                break
-            payload = data[pos + head : pos + total]
-            if b1 & 0x80:
-                payload = mask(payload, data[pos + head - 4 : pos + head])
-            pos += total
-            fin = b0 & 0x80
-            if opcode == BINARY:
-                if fin:
-                    out.append(Message(payload))
-                else:
-                    self._begin(BINARY, payload)
-            elif opcode == TEXT:
-                if fin:
-                    out.append(Message(_decode_text(payload)))
-                else:
-                    self._begin(TEXT, payload)
-            elif opcode == CONTINUATION:
-                self._continue(payload, bool(fin), out)
-            elif opcode == PONG:
-                out.append(Pong(payload))
-            elif opcode == PING:
-                out.append(PingFrame(payload))
-                self.control = True
-            else:
-                out.append(parse_close(payload))
-                self.control = True
-                self.closed = True
+            start = pos + head
+            pos = start + length
+            if pos > end:
+                # Hold the payload only, so that completing it costs one copy however
+                # many reads it spans.
+                key = data[start - 4 : start] if b1 & 0x80 else None
+                self._frame = (b0, key)
+                self._held = [data[start:]]
+                self._buffered = end - start
+                self._need = length
                 return
+            if not b1 & 0x80:
+                payload = data[start:pos]
+            elif length < _INT_MASK_LIMIT:
+                payload = _mask_small(data[start:pos], data[start - 4 : start])
+            else:
+                payload = _mask_large(
+                    bytearray(memoryview(data)[start:pos]), data[start - 4 : start]
+                )
+            if b0 == 0x80 | BINARY:
+                out.append(Message(payload))
+            else:
+                self._dispatch(b0, payload, out)
+                if self.closed:
+                    return
         if pos < end:
-            self._buf = bytearray(memoryview(data)[pos:])
+            self._held = [data[pos:]]
+            self._buffered = end - pos
             self._need = need
+
+    def _complete_payload(self, out: list[ReaderItem]) -> bytes:
+        """Process the frame whose payload is now all held; return the bytes after it."""
+        held = self._held
+        extra = self._buffered - self._need
+        rest = b""
+        if extra:
+            last = held[-1]
+            rest = last[len(last) - extra :]
+            held[-1] = last[: len(last) - extra]
+        assert self._frame is not None
+        b0, key = self._frame
+        if key is None:
+            payload = held[0] if len(held) == 1 else b"".join(held)
+        elif self._need < _INT_MASK_LIMIT:
+            payload = _mask_small(b"".join(held), key)
+        else:
+            payload = _mask_large(bytearray().join(held), key)
+        self._held = []
+        self._frame = None
+        self._dispatch(b0, payload, out)
+        return rest
+
+    def _dispatch(self, b0: int, payload: bytes, out: list[ReaderItem]) -> None:
+        opcode = b0 & 0x0F
+        fin = bool(b0 & 0x80)
+        if opcode == BINARY:
+            if fin:
+                out.append(Message(payload))
+            else:
+                self._begin(BINARY, payload)
+        elif opcode == TEXT:
+            if fin:
+                out.append(Message(_decode_text(payload)))
+            else:
+                self._begin(TEXT, payload)
+        elif opcode == CONTINUATION:
+            self._continue(payload, fin, out)
+        elif opcode == PONG:
+            out.append(Pong(payload))
+        elif opcode == PING:
+            out.append(PingFrame(payload))
+            self.control = True
+        else:
+            out.append(parse_close(payload))
+            self.control = True
+            self.closed = True
+            self._held = []
 
     def _begin(self, opcode: int, payload: bytes) -> None:
         self._opcode = opcode

@@ -77,9 +77,7 @@ def check_request(request: h11.Request) -> bytes:
     return keys[0]
 
 
-def check_response(
-    response: h11.InformationalResponse, key: bytes, protocols: set[bytes]
-) -> None:
+def check_response(response: h11.InformationalResponse, key: bytes, protocols: set[bytes]) -> None:
     """Validate the ``101`` answer to our upgrade request sent with ``key``.
 
     ``protocols`` are the subprotocols we offered (usually none).
