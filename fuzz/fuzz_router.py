@@ -1,0 +1,87 @@
+"""Coverage-guided fuzzing of the broker's Router.
+
+Run: python fuzz/fuzz_router.py -max_total_time=60 [corpus-dir]
+
+The input is a program: each step picks a connection (of three, one of them
+with 16-byte ids), an action (a frame, a disconnect, a reconnect, time
+passing, a drain) and, for frames, the frame bytes. Only ProtocolError may
+escape Router.receive; every other call must not raise at all.
+"""
+
+from __future__ import annotations
+
+import sys
+
+try:
+    import atheris
+except ImportError:  # pragma: no cover - depends on the environment
+    sys.exit("atheris is not installed: python -m pip install -e '.[fuzz]'")
+
+with atheris.instrument_imports():
+    import rembus_proto as rp
+    from rembus_proto.router import Router, RouterConfig
+    from rembus_proto.store import MemoryStore
+
+SEEDS = [
+    rp.Identity(b"\x01" * 8, "a").encode(),
+    rp.Admin(b"\x02" * 8, "t", {"cmd": "subscribe", "msg_from": float("inf")}).encode(),
+    rp.Admin(b"\x03" * 8, "__config__", {"cmd": "reactive", "status": True}).encode(),
+    rp.Admin(b"\x04" * 8, "f", {"cmd": "expose"}).encode(),
+    rp.Pub("t", rp.Payload.of([1])).encode(),
+    rp.Pub("t", rp.Payload.of([1]), b"\x05" * 8, rp.QOS2).encode(),
+    rp.Rpc(b"\x06" * 8, "f", rp.Payload.of([1])).encode(),
+    rp.Rpc(b"\x07" * 16, "f", rp.Payload.of([1]), "a").encode(),
+    rp.Ack(b"\x05" * 8).encode(),
+    rp.Ack2(b"\x05" * 8).encode(),
+]
+
+
+def test_one_input(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    store = MemoryStore()
+    config = RouterConfig(max_inflight=8, replay_batch=4, max_queued=64,
+                          limits=rp.DecodeLimits(max_message_size=4096, max_depth=32))
+    counter = iter(range(1, 1 << 30))
+    router = Router(store, config, id_factory=lambda n: next(counter).to_bytes(n, "little"))
+    now = 1000.0
+    conns = [router.connect(now) for _ in range(3)]
+    for _ in range(fdp.ConsumeIntInRange(1, 40)):
+        slot = fdp.ConsumeIntInRange(0, 2)
+        action = fdp.ConsumeIntInRange(0, 9)
+        if action <= 5:
+            frame = (SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)] if action < 3
+                     else fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 200)))
+            try:
+                router.receive(conns[slot], frame, now)
+            except rp.ProtocolError:
+                router.disconnect(conns[slot], now)
+                conns[slot] = router.connect(now)
+        elif action == 6:
+            router.disconnect(conns[slot], now)
+            conns[slot] = router.connect(now)
+        elif action == 7:
+            now += fdp.ConsumeIntInRange(0, 5)
+            router.handle_timer(now)
+        elif action == 8:
+            router.drained(conns[slot], now)
+        else:
+            router.shutdown(now)
+            router = Router(store, config, id_factory=lambda n: next(counter).to_bytes(n, "little"))
+            conns = [router.connect(now) for _ in range(3)]
+        store.commit()
+        for _conn, _frames in router.pull():
+            pass
+        router.flush()
+        for close in router.take_closes():
+            router.disconnect(close.conn, now)
+            if close.conn in conns:
+                conns[conns.index(close.conn)] = router.connect(now)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
