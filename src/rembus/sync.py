@@ -1,0 +1,357 @@
+"""The thread driver: the async API with blocking calls.
+
+::
+
+    import rembus.sync as rembus
+
+    rb = rembus.component("myname")
+    rb.publish("temperature", 21.5)
+    print(rb.rpc("add", 1, 2))
+    rb.close()
+
+Each component runs an asyncio :class:`rembus.aio.Component` on an I/O
+thread of its own; every call here hands a coroutine to that thread and waits
+for its outcome, so behaviour and errors are those of the async API. Handlers
+are plain functions run on a pool of ``Options.workers`` threads: they may
+block and may call this API (``rpc``, ``publish``, ...) on their own component.
+With more than one worker, handlers run concurrently: messages of one topic
+can then be handled out of order (``workers=1`` keeps the order). At most
+``Options.max_handler_tasks`` handler calls wait or run at once; beyond it the
+component stops reading from the broker until one ends.
+
+An ``async def`` handler is run on the I/O thread instead, like in the async
+API; it must not call this blocking API (that raises ``RuntimeError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import queue
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from . import aio
+from .errors import (
+    LoginFailed,
+    MethodException,
+    MethodLoopback,
+    MethodNotFound,
+    MethodUnavailable,
+    NameAlreadyTaken,
+    RembusConnectionClosed,
+    RembusError,
+    RembusTimeout,
+    TargetDown,
+    TargetNotFound,
+    UnknownCommand,
+)
+from .handlers import Handler, check_handler, topic_of
+from .options import Options, make_options
+from .url import ComponentURL, parse
+
+T = TypeVar("T")
+
+
+class IOThread:
+    """A thread running an asyncio loop, and the way to wait for coroutines on it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def in_thread(self) -> bool:
+        """True when called from the I/O thread itself."""
+        return threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop; its future fails if the thread stops first."""
+        if self.in_thread():
+            coro.close()
+            raise RuntimeError("the blocking rembus.sync API cannot be called from its own "
+                               "I/O thread (an async handler): await the rembus.aio API "
+                               "there, or use a plain function handler")
+        with self._lock:
+            if self._stopped:
+                coro.close()
+                raise RembusConnectionClosed("the component is closed")
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and return its result (or raise its error)."""
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise RembusConnectionClosed("the component is closed") from None
+
+    def stop(self) -> None:
+        """Stop the loop (after what is scheduled) and wait for the thread unless it is us."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.in_thread():
+            self._thread.join()
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def _main(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            with self._lock:
+                self._stopped = True
+                pending = list(self._pending)
+            for future in pending:  # scheduled too late to run: fail them, do not hang
+                if not future.done():
+                    future.set_exception(RembusConnectionClosed("the component is closed"))
+
+
+class HandlerPool:
+    """Worker threads running plain-function handlers for one component."""
+
+    def __init__(self, workers: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._size = workers
+        self._loop = loop
+        self._queue: queue.SimpleQueue[tuple[Handler, tuple[Any, ...],
+                                             asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wrap(self, fn: Handler) -> Handler:
+        """What the async component calls for ``fn``: a coroutine run on the pool."""
+        if inspect.iscoroutinefunction(fn):
+            return fn
+
+        async def in_pool(*args: Any) -> Any:
+            return await self.run(fn, args)
+
+        return in_pool
+
+    async def run(self, fn: Handler, args: tuple[Any, ...]) -> Any:
+        """Run ``fn(*args)`` on a worker; called on the I/O thread."""
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._start_workers()
+        self._queue.put((fn, args, future))
+        return await future
+
+    def close(self) -> None:
+        """Let the workers end once the handlers they run return (without waiting)."""
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
+
+    def _start_workers(self) -> None:
+        if self._threads:
+            return
+        with self._lock:
+            if self._threads or self._closed:
+                return
+            for index in range(self._size):
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"rembus handler {index + 1}")
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args, future = item
+            error: BaseException | None = None
+            result = None
+            try:
+                result = fn(*args)
+            except Exception as exc:
+                error = exc
+            except BaseException as exc:  # e.g. SystemExit: report it, keep the worker
+                error = RuntimeError(f"the handler raised {exc!r}")
+            # RuntimeError: the loop is closed, nobody waits for this answer any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class Component:
+    """A connected component with blocking calls (create it with :func:`component`).
+
+    Safe to use from any thread, handlers included; not from its I/O thread.
+    """
+
+    def __init__(self, inner: aio.Component, io: IOThread, pool: HandlerPool) -> None:
+        self._inner = inner
+        self._io = io
+        self._pool = pool
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def name(self) -> str | None:
+        """The component name (``None`` when anonymous)."""
+        return self._inner.name
+
+    @property
+    def url(self) -> ComponentURL:
+        """Where the component connects."""
+        return self._inner.url
+
+    @property
+    def options(self) -> Options:
+        """The options given at creation."""
+        return self._inner.options
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the connection to the broker is up and logged in."""
+        return self._inner.is_connected
+
+    def __repr__(self) -> str:
+        return f"<rembus.sync Component {self._inner.url}>"
+
+    def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
+        self._io.run(self._inner.publish(topic, *args, qos=qos))
+
+    def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` through the broker and return its result."""
+        return self._io.run(self._inner.rpc(method, *args, timeout=timeout))
+
+    def direct(self, target: str, method: str, *args: Any,
+               timeout: float | None = None) -> Any:
+        """Call ``method`` on the component named ``target``."""
+        return self._io.run(self._inner.direct(target, method, *args, timeout=timeout))
+
+    def subscribe(self, fn: Handler, retroactive: bool = False, *,
+                  topic: str | None = None) -> None:
+        """Call ``fn(*args)`` for every message on ``topic`` (default: ``fn.__name__``).
+
+        ``retroactive=True``: a named component also gets what was published
+        while it was away.
+        """
+        check_handler(fn, "subscribe")
+        name = topic_of(fn, topic, "subscribe")
+        self._io.run(self._inner.subscribe(self._pool.wrap(fn), retroactive, topic=name))
+
+    def unsubscribe(self, fn_or_topic: Handler | str) -> None:
+        """Stop receiving a topic."""
+        self._io.run(self._inner.unsubscribe(topic_of(fn_or_topic, None, "unsubscribe")))
+
+    def expose(self, fn: Handler, *, topic: str | None = None) -> None:
+        """Serve RPC calls of ``topic`` (default: ``fn.__name__``) with ``fn``."""
+        check_handler(fn, "expose")
+        name = topic_of(fn, topic, "expose")
+        self._io.run(self._inner.expose(self._pool.wrap(fn), topic=name))
+
+    def unexpose(self, fn_or_topic: Handler | str) -> None:
+        """Stop serving a method."""
+        self._io.run(self._inner.unexpose(topic_of(fn_or_topic, None, "unexpose")))
+
+    def reactive(self) -> None:
+        """Start (or resume) receiving publications, stored ones first."""
+        self._io.run(self._inner.reactive())
+
+    def unreactive(self) -> None:
+        """Pause the delivery of publications (the broker stores them for later)."""
+        self._io.run(self._inner.unreactive())
+
+    def forever(self) -> None:
+        """Handle messages until :meth:`close` (from another thread) or Ctrl-C.
+
+        Turns reactive first (unless :meth:`unreactive` was called). Ctrl-C
+        closes the component and returns.
+        """
+        try:
+            self._io.submit(self._inner.forever()).result()
+        except KeyboardInterrupt:
+            self.close()
+        except (concurrent.futures.CancelledError, RembusConnectionClosed):
+            if not self._closed:
+                raise
+
+    def close(self) -> None:
+        """Close the connection, stop the I/O thread; pending requests fail."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if not self._io.in_thread():
+                self._io.run(self._inner.close())
+        finally:
+            self._pool.close()
+            self._io.stop()
+
+    def __enter__(self) -> Component:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def component(url: str | None = None, **options: Any) -> Component:
+    """Connect a component and return it (blocking); arguments as :func:`rembus.component`.
+
+    Raises :class:`RembusConnectionClosed` if the broker cannot be reached and
+    :class:`LoginFailed` if it refuses the name.
+    """
+    parsed = parse(url)
+    opts = make_options(options)
+    io = IOThread(f"rembus {parsed}")
+    try:
+        inner = io.run(aio.component(url, **options))
+    except BaseException:
+        io.stop()
+        raise
+    return Component(inner, io, HandlerPool(opts.workers, io.loop))
+
+
+__all__ = [
+    "Component",
+    "LoginFailed",
+    "MethodException",
+    "MethodLoopback",
+    "MethodNotFound",
+    "MethodUnavailable",
+    "NameAlreadyTaken",
+    "Options",
+    "RembusConnectionClosed",
+    "RembusError",
+    "RembusTimeout",
+    "TargetDown",
+    "TargetNotFound",
+    "UnknownCommand",
+    "component",
+]
