@@ -1,0 +1,624 @@
+"""The sans-IO WebSocket connections, driven against each other in memory."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import h11
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as wse
+
+from rembus_proto.errors import FrameError, HandshakeError, MessageTooLarge, ProtocolError
+from rembus_proto.ws import (
+    ClientWebSocket,
+    Closed,
+    Event,
+    HttpRequest,
+    InvalidStateError,
+    Message,
+    Opened,
+    Pong,
+    ServerWebSocket,
+    WSConfig,
+)
+from ws_oracle import build_frame
+
+KEY = b"\x10\x20\x30\x40"
+Side = ClientWebSocket | ServerWebSocket
+
+
+def pieces(data: bytes, rng: random.Random) -> list[bytes]:
+    """Cut ``data`` into chunks of random sizes, as reads from a socket."""
+    out = []
+    while data:
+        size = rng.choice((1, 2, 3, 7, 64, 1000, 70000))
+        out.append(data[:size])
+        data = data[size:]
+    return out
+
+
+def pump(src: Side, dst: Side, rng: random.Random | None = None) -> list[Event]:
+    """Move what ``src`` queued into ``dst`` in random chunks; return dst's events."""
+    rng = rng or random.Random(0)
+    events: list[Event] = []
+    for chunk in pieces(src.data_to_send(), rng):
+        events.extend(dst.receive_data(chunk))
+    return events
+
+
+def open_pair(
+    config: WSConfig | None = None, path: str = "/", seed: int = 0
+) -> tuple[ClientWebSocket, ServerWebSocket]:
+    rng = random.Random(seed)
+    client = ClientWebSocket("broker.test:8338", path, config)
+    server = ServerWebSocket(config)
+    assert [type(e) for e in pump(client, server, rng)] == [Opened]
+    assert [type(e) for e in pump(server, client, rng)] == [Opened]
+    assert client.is_open and server.is_open
+    return client, server
+
+
+def upgrade_request(path: str = "/", **overrides: str | None) -> bytes:
+    headers = {
+        "Host": "broker.test",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(b"k" * 16).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    headers.update(overrides)  # type: ignore[arg-type]
+    lines = [f"GET {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items() if v is not None]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def parse_response(data: bytes) -> tuple[h11.Response, bytes]:
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(data)
+    conn.receive_data(b"")
+    response = conn.next_event()
+    assert isinstance(response, h11.Response)
+    body = b""
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Data):
+            body += event.data
+        else:
+            break
+    return response, body
+
+
+# -- handshake ---------------------------------------------------------------
+
+
+def test_handshake_reports_path_and_headers() -> None:
+    client = ClientWebSocket("broker.test:8338", "/g0comp?x=1", extra_headers=[("X-Id", "7")])
+    server = ServerWebSocket()
+    assert not client.is_open and not client.closed
+    (opened,) = pump(client, server)
+    assert isinstance(opened, Opened)
+    assert opened.path == "/g0comp?x=1"
+    assert ("host", "broker.test:8338") in opened.headers
+    assert ("x-id", "7") in opened.headers
+    (answer,) = pump(server, client)
+    assert isinstance(answer, Opened) and answer.path == "/g0comp?x=1"
+    assert dict(answer.headers)["upgrade"] == "websocket"
+
+
+def test_handshake_fed_one_byte_at_a_time() -> None:
+    client = ClientWebSocket("h")
+    server = ServerWebSocket()
+    events: list[Event] = []
+    for byte in client.data_to_send():
+        events.extend(server.receive_data(bytes([byte])))
+    assert [type(e) for e in events] == [Opened]
+    for byte in server.data_to_send():
+        events.extend(client.receive_data(bytes([byte])))
+    assert [type(e) for e in events] == [Opened, Opened]
+
+
+def test_frames_in_the_same_read_as_the_handshake() -> None:
+    server = ServerWebSocket()
+    data = upgrade_request() + build_frame(0x2, b"early", mask_key=KEY)
+    events = server.receive_data(data)
+    assert events[1:] == [Message(b"early")]
+    client = ClientWebSocket("h")
+    key = client.data_to_send().split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+    server = ServerWebSocket()
+    server.receive_data(upgrade_request(**{"Sec-WebSocket-Key": key.decode()}))
+    server.send_message("first")
+    events = client.receive_data(server.data_to_send())
+    assert [type(e) for e in events] == [Opened, Message]
+    assert events[1] == Message("first")
+
+
+def test_permessage_deflate_offer_is_not_accepted() -> None:
+    server = ServerWebSocket()
+    offer = "permessage-deflate; client_max_window_bits"
+    server.receive_data(upgrade_request(**{"Sec-WebSocket-Extensions": offer}))
+    answer = server.data_to_send()
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert b"sec-websocket-extensions" not in answer.lower()
+    with pytest.raises(FrameError):  # so a compressed frame is a protocol error
+        server.receive_data(build_frame(0x2, b"x", rsv=4, mask_key=KEY))
+    close = server.data_to_send()
+    assert close[0] == 0x88 and close[2:4] == (1002).to_bytes(2, "big")
+
+
+def test_interoperates_with_wsproto_both_ways() -> None:
+    peer = WSConnection(ConnectionType.CLIENT)
+    server = ServerWebSocket()
+    events = server.receive_data(peer.send(wse.Request(host="h", target="/w")))
+    assert events == [Opened("/w", events[0].headers)]  # type: ignore[union-attr]
+    server.send_message(b"\x01" * 70000)
+    peer.receive_data(server.data_to_send())
+    got = list(peer.events())
+    assert isinstance(got[0], wse.AcceptConnection)
+    assert isinstance(got[1], wse.BytesMessage) and got[1].data == b"\x01" * 70000
+    assert server.receive_data(peer.send(wse.TextMessage("hé"))) == [Message("hé")]
+
+    peer = WSConnection(ConnectionType.SERVER)
+    client = ClientWebSocket("h", "/c")
+    peer.receive_data(client.data_to_send())
+    request = next(peer.events())
+    assert isinstance(request, wse.Request) and request.target == "/c"
+    answer = peer.send(wse.AcceptConnection()) + peer.send(wse.BytesMessage(b"hi"))
+    assert client.receive_data(answer)[1:] == [Message(b"hi")]
+    client.send_message("back")
+    peer.receive_data(client.data_to_send())
+    assert next(peer.events()) == wse.TextMessage("back")
+
+
+# -- messages ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_messages_both_ways_in_random_chunks(seed: int) -> None:
+    rng = random.Random(seed)
+    client, server = open_pair(seed=seed)
+    sizes = (0, 1, 60, 125, 126, 65535, 65536, 200_000)
+    messages: list[bytes | str] = [rng.randbytes(n) for n in sizes]
+    messages += ["", 'json {"x": 1}', "\u2603" * 50_000]
+    for message in messages:
+        client.send_message(message)
+        server.send_message(message)
+    assert pump(client, server, rng) == [Message(m) for m in messages]
+    assert pump(server, client, rng) == [Message(m) for m in messages]
+
+
+def test_fragmented_messages_are_reassembled() -> None:
+    _, server = open_pair()
+    text = "caf\u00e9 \u2603".encode()
+    stream = (
+        build_frame(0x2, b"ab", fin=False, mask_key=KEY)
+        + build_frame(0x0, b"", fin=False, mask_key=KEY)
+        + build_frame(0x9, b"mid", mask_key=KEY)
+        + build_frame(0x0, b"cd", mask_key=KEY)
+        + build_frame(0x1, text[:4], fin=False, mask_key=KEY)
+        + build_frame(0x0, text[4:], mask_key=KEY)
+    )
+    events: list[Event] = []
+    for chunk in pieces(stream, random.Random(3)):
+        events.extend(server.receive_data(chunk))
+    assert events == [Message(b"abcd"), Message("caf\u00e9 \u2603")]
+    assert server.data_to_send() == b"\x8a\x03mid"  # the ping in between was answered
+
+
+def test_size_limit_is_enforced_mid_message() -> None:
+    client, server = open_pair(WSConfig(max_message_size=1000))
+    server.receive_data(build_frame(0x2, b"a" * 400, fin=False, mask_key=KEY))
+    server.receive_data(build_frame(0x0, b"b" * 400, fin=False, mask_key=KEY))
+    third = build_frame(0x0, b"c" * 400, mask_key=KEY)
+    with pytest.raises(MessageTooLarge) as info:
+        server.receive_data(third[:8])  # its header alone is enough to refuse it
+    assert info.value.size == 1200 and info.value.limit == 1000
+    close = server.data_to_send()
+    assert close[:4] == b"\x88" + bytes([len(close) - 2]) + (1009).to_bytes(2, "big")
+    assert server.closed and not server.is_open
+    assert server.receive_data(third[8:]) == []
+    assert server.receive_data(b"") == []
+    assert [type(e) for e in client.receive_data(close)] == [Closed]
+
+
+def test_size_limit_on_the_client_and_at_the_limit() -> None:
+    client, server = open_pair(WSConfig(max_message_size=100))
+    server.send_message(b"x" * 100)
+    assert pump(server, client) == [Message(b"x" * 100)]
+    server.send_message("y" * 101)
+    with pytest.raises(MessageTooLarge):
+        pump(server, client)
+    assert server.receive_data(client.data_to_send()) == [Closed(1009, server_reason(), True)]
+
+
+def server_reason() -> str:
+    return "message of 101 bytes exceeds the limit of 100 bytes"
+
+
+def test_ping_is_answered_with_a_pong() -> None:
+    client, server = open_pair()
+    client.send_ping(b"are you there")
+    assert pump(client, server) == []
+    assert pump(server, client) == [Pong(b"are you there")]
+    server.send_ping()
+    assert pump(server, client) == []
+    assert pump(client, server) == [Pong(b"")]
+    with pytest.raises(ValueError):
+        client.send_ping(b"x" * 126)
+
+
+# -- closing -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("initiator", ["client", "server"])
+def test_close_handshake(initiator: str) -> None:
+    client, server = open_pair()
+    first, second = (client, server) if initiator == "client" else (server, client)
+    first.send_message(b"last words")
+    first.close(4000, "overwritten")
+    assert not first.is_open and not first.closed
+    with pytest.raises(InvalidStateError):
+        first.send_message(b"too late")
+    second.send_message(b"in flight")  # crosses the close frame
+    assert pump(first, second) == [Message(b"last words"), Closed(4000, "overwritten", True)]
+    assert second.closed
+    with pytest.raises(InvalidStateError):
+        second.send_message(b"after close")
+    assert pump(second, first) == [Message(b"in flight"), Closed(4000, "", True)]
+    assert first.closed
+    first.close()  # idempotent
+    assert first.data_to_send() == b"" and first.receive_data(b"") == []
+    assert second.receive_data(b"") == []
+
+
+def test_close_without_code_is_reported_as_1005() -> None:
+    _, server = open_pair()
+    assert server.receive_data(build_frame(0x8, b"", mask_key=KEY)) == [Closed(1005, "", True)]
+    assert server.data_to_send() == b"\x88\x00"
+
+
+def test_close_arguments_are_checked_and_reason_cut() -> None:
+    client, server = open_pair()
+    for code in (999, 1005, 1006, 1015, 2000, 5000):
+        with pytest.raises(ValueError):
+            client.close(code)
+    server.close(1001, "\u00e9" * 100)
+    (closed,) = pump(server, client)
+    assert isinstance(closed, Closed) and closed.reason == "\u00e9" * 61
+
+
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_end_of_stream_without_close(role: str) -> None:
+    client, server = open_pair()
+    side = client if role == "client" else server
+    assert side.receive_data(b"") == [Closed(1006, "", clean=False)]
+    assert side.closed and side.receive_data(b"") == []
+    assert side.receive_data(b"more") == []
+
+
+def test_end_of_stream_while_closing_and_during_handshake() -> None:
+    client, server = open_pair()
+    client.close()
+    assert client.receive_data(b"") == [Closed(1006, "", clean=False)]
+    server = ServerWebSocket()
+    assert server.receive_data(b"GET / HT") == []
+    assert server.receive_data(b"") == [Closed(1006, "", clean=False)]
+    client = ClientWebSocket("h")
+    assert client.receive_data(b"") == [Closed(1006, "", clean=False)]
+
+
+def test_close_before_open_just_ends() -> None:
+    client = ClientWebSocket("h")
+    client.data_to_send()
+    client.close()
+    assert client.closed and client.data_to_send() == b""
+
+
+# -- plain HTTP --------------------------------------------------------------
+
+
+def test_plain_http_get_is_answered_by_the_driver() -> None:
+    server = ServerWebSocket()
+    events = server.receive_data(b"GET /health HTTP/1.1\r\nHost: b\r\nAccept: */*\r\n\r\n")
+    assert events == [HttpRequest("GET", "/health", (("host", "b"), ("accept", "*/*")))]
+    assert not server.is_open and not server.closed
+    with pytest.raises(InvalidStateError):
+        server.send_message(b"no")
+    server.send_http_response(200, [("Content-Type", "text/plain"), ("Content-Length", "9")], b"ok")
+    assert server.closed
+    response, body = parse_response(server.data_to_send())
+    assert response.status_code == 200 and body == b"ok"
+    assert (b"connection", b"close") in list(response.headers)
+    with pytest.raises(InvalidStateError):
+        server.send_http_response(200, [], b"")
+
+
+def test_plain_http_post_body_and_head() -> None:
+    server = ServerWebSocket()
+    request = b"POST /rpc HTTP/1.1\r\nHost: b\r\nContent-Length: 5\r\n\r\nhello"
+    events: list[Event] = []
+    for chunk in pieces(request, random.Random(1)):
+        events.extend(server.receive_data(chunk))
+    assert [(e.method, e.body) for e in events] == [("POST", b"hello")]  # type: ignore[union-attr]
+    server.send_http_response(404, [], b"nope")
+    assert parse_response(server.data_to_send())[0].status_code == 404
+
+    server = ServerWebSocket()
+    server.receive_data(b"HEAD / HTTP/1.1\r\nHost: b\r\n\r\n")
+    server.send_http_response(200, [], b"12345")
+    data = server.data_to_send()
+    assert data.endswith(b"\r\n\r\n") and b"Content-Length: 5" in data
+
+
+def test_invalid_http_response_arguments() -> None:
+    server = ServerWebSocket()
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    with pytest.raises(ValueError):
+        server.send_http_response(101, [], b"")
+    with pytest.raises(ValueError):
+        server.send_http_response(200, [("Bad Header", "x")], b"")
+    server.send_http_response(200, [], b"")  # still possible after the refusals
+
+
+def test_http_body_too_large() -> None:
+    server = ServerWebSocket(WSConfig(max_http_body_size=10))
+    with pytest.raises(MessageTooLarge):
+        server.receive_data(b"POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
+    assert parse_response(server.data_to_send())[0].status_code == 413
+    assert server.closed
+
+
+@pytest.mark.parametrize("one_read", [True, False])
+def test_oversized_head_is_refused(one_read: bool) -> None:
+    server = ServerWebSocket(WSConfig(max_http_head_size=1024))
+    request = upgrade_request(**{"X-Filler": "f" * 2000})
+    with pytest.raises(HandshakeError) as info:
+        if one_read:
+            server.receive_data(request)
+        else:
+            for byte in request:
+                server.receive_data(bytes([byte]))
+    assert info.value.status == 431
+    assert parse_response(server.data_to_send())[0].status_code == 431
+
+
+def test_slowloris_head_is_bounded() -> None:
+    server = ServerWebSocket(WSConfig(max_http_head_size=4096))
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: b\r\n")
+    fed = 0
+    with pytest.raises(HandshakeError):
+        while fed < 10_000:
+            server.receive_data(b"X-A: b\r\n")
+            fed += 8
+    assert fed < 4096
+
+
+def test_head_just_under_the_limit_is_accepted() -> None:
+    request = upgrade_request()
+    server = ServerWebSocket(WSConfig(max_http_head_size=len(request)))
+    assert [type(e) for e in server.receive_data(request)] == [Opened]
+    server = ServerWebSocket(WSConfig(max_http_head_size=len(request) - 1))
+    with pytest.raises(HandshakeError):
+        server.receive_data(request)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (upgrade_request(**{"Sec-WebSocket-Key": None}), 400),
+        (upgrade_request(**{"Sec-WebSocket-Key": "c2hvcnQ="}), 400),
+        (upgrade_request(**{"Sec-WebSocket-Key": "!!!!!!!!!!!!!!!!!!!!!!=="}), 400),
+        (upgrade_request(**{"Sec-WebSocket-Version": "8"}), 426),
+        (upgrade_request(**{"Connection": "keep-alive"}), 400),
+        (upgrade_request().replace(b"GET", b"POST", 1), 400),
+        (upgrade_request().replace(b"HTTP/1.1", b"HTTP/1.0", 1), 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64), 400),  # TLS hello
+    ],
+)
+def test_bad_upgrade_requests_get_an_http_error(request_bytes: bytes, status: int) -> None:
+    server = ServerWebSocket()
+    with pytest.raises(HandshakeError) as info:
+        server.receive_data(request_bytes)
+    assert info.value.status == status
+    response, _ = parse_response(server.data_to_send())
+    assert response.status_code == status
+    if status == 426:
+        assert (b"sec-websocket-version", b"13") in list(response.headers)
+    assert server.closed and server.receive_data(b"more") == []
+
+
+# -- client handshake failures -----------------------------------------------
+
+
+def test_non_101_answer_fails_the_client() -> None:
+    client = ClientWebSocket("h")
+    client.data_to_send()
+    with pytest.raises(HandshakeError) as info:
+        client.receive_data(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    assert info.value.status == 403 and "403" in str(info.value)
+    assert client.closed and client.data_to_send() == b""
+
+
+def test_interim_answer_is_skipped() -> None:
+    client = ClientWebSocket("h")
+    server = ServerWebSocket()
+    server.receive_data(client.data_to_send())
+    events = client.receive_data(b"HTTP/1.1 100 Continue\r\n\r\n" + server.data_to_send())
+    assert [type(e) for e in events] == [Opened]
+
+
+@pytest.mark.parametrize(
+    ("change", "extra"),
+    [
+        ("accept", b""),
+        ("drop-upgrade", b""),
+        ("none", b"Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+        ("none", b"Sec-WebSocket-Protocol: chat\r\n"),
+    ],
+)
+def test_bad_101_answers_fail_the_client(change: str, extra: bytes) -> None:
+    client = ClientWebSocket("h")
+    server = ServerWebSocket()
+    server.receive_data(client.data_to_send())
+    answer = server.data_to_send()
+    if change == "accept":
+        answer = answer.replace(b"Sec-WebSocket-Accept: ", b"Sec-WebSocket-Accept: x")
+    elif change == "drop-upgrade":
+        answer = answer.replace(b"Upgrade: websocket\r\n", b"")
+    answer = answer.replace(b"\r\n\r\n", b"\r\n" + extra + b"\r\n")
+    with pytest.raises(HandshakeError):
+        client.receive_data(answer)
+
+
+def test_offered_subprotocol_may_be_chosen() -> None:
+    client = ClientWebSocket("h", extra_headers=[("Sec-WebSocket-Protocol", "chat, rembus")])
+    server = ServerWebSocket()
+    server.receive_data(client.data_to_send())
+    answer = server.data_to_send().replace(
+        b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: rembus\r\n\r\n"
+    )
+    assert [type(e) for e in client.receive_data(answer)] == [Opened]
+
+
+def test_invalid_client_arguments() -> None:
+    with pytest.raises(ValueError):
+        ClientWebSocket("h", "/a path")
+    with pytest.raises(ValueError):
+        ClientWebSocket("h", extra_headers=[("Bad Name", "x")])
+    with pytest.raises(ValueError):
+        WSConfig(max_message_size=0)
+
+
+def test_actions_in_the_wrong_state() -> None:
+    client = ClientWebSocket("h")
+    with pytest.raises(InvalidStateError):
+        client.send_message(b"x")
+    with pytest.raises(InvalidStateError):
+        client.send_ping()
+    with pytest.raises(InvalidStateError):
+        ServerWebSocket().send_http_response(200, [], b"")
+
+
+# -- protocol errors in the open state ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (build_frame(0x2, b"unmasked"), 1002),
+        (build_frame(0x1, b"\xff", mask_key=KEY), 1007),
+        (build_frame(0x0, b"x", mask_key=KEY), 1002),
+        (build_frame(0x8, b"\x03", mask_key=KEY), 1002),
+    ],
+)
+def test_frame_errors_queue_a_close_frame(frame: bytes, code: int) -> None:
+    client, server = open_pair()
+    with pytest.raises(FrameError) as info:
+        server.receive_data(frame)
+    assert info.value.close_code == code
+    (closed,) = client.receive_data(server.data_to_send())
+    assert isinstance(closed, Closed) and closed.code == code and closed.clean
+    assert server.closed and server.receive_data(b"\x00\x00") == []
+
+
+def test_error_while_closing_sends_no_second_close() -> None:
+    _, server = open_pair()
+    server.close()
+    server.data_to_send()
+    with pytest.raises(FrameError):
+        server.receive_data(build_frame(0x3, b"", mask_key=KEY))
+    assert server.data_to_send() == b"" and server.closed
+
+
+def test_bytes_like_input_and_output() -> None:
+    client, server = open_pair()
+    client.send_message(bytearray(b"ba"))
+    client.send_message(memoryview(b"mv"))  # type: ignore[arg-type]
+    data = client.data_to_send()
+    assert server.receive_data(bytearray(data)) == [Message(b"ba"), Message(b"mv")]  # type: ignore[arg-type]
+
+
+# -- properties: bad input only ever raises ProtocolError ---------------------
+
+
+def valid_client_stream(messages: list[bytes | str]) -> tuple[bytes, bytes]:
+    client = ClientWebSocket("h", "/p")
+    server = ServerWebSocket()
+    request = client.data_to_send()
+    server.receive_data(request)
+    client.receive_data(server.data_to_send())
+    for message in messages:
+        client.send_message(message)
+    client.send_ping(b"p")
+    client.close(1000, "done")
+    return request, client.data_to_send()
+
+
+def feed_all(side: Side, chunks: list[bytes]) -> None:
+    try:
+        for chunk in chunks:
+            side.receive_data(chunk)
+        side.receive_data(b"")
+    except ProtocolError:
+        side.data_to_send()
+        assert side.closed
+        assert side.receive_data(b"x") == []
+
+
+chunking = st.lists(st.integers(1, 50), min_size=1, max_size=8)
+
+
+def chunked(data: bytes, sizes: list[int]) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        size = sizes[len(out) % len(sizes)]
+        out.append(data[i : i + size])
+        i += size
+    return out
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400), chunking, st.booleans())
+def test_arbitrary_bytes_only_raise_protocol_error(
+    data: bytes, sizes: list[int], opened: bool
+) -> None:
+    server = ServerWebSocket(WSConfig(max_message_size=200, max_http_head_size=300))
+    client = ClientWebSocket("h", config=WSConfig(max_message_size=200))
+    if opened:
+        server.receive_data(upgrade_request())
+        server.data_to_send()
+        client, _ = open_pair(WSConfig(max_message_size=200))
+    feed_all(server, chunked(data, sizes))
+    feed_all(client, chunked(data, sizes))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(st.binary(max_size=300), st.text(max_size=80)), max_size=4),
+    st.lists(
+        st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from("fid")),
+        min_size=1,
+        max_size=4,
+    ),
+    chunking,
+)
+def test_mutated_valid_streams_only_raise_protocol_error(
+    messages: list[bytes | str], edits: list[tuple[int, int, str]], sizes: list[int]
+) -> None:
+    request, frames = valid_client_stream(messages)
+    data = bytearray(request + frames)
+    for at, value, how in edits:
+        at %= len(data)
+        if how == "f":
+            data[at] ^= value or 1
+        elif how == "i":
+            data[at:at] = bytes([value])
+        else:
+            del data[at]
+    server = ServerWebSocket(WSConfig(max_message_size=250, max_http_head_size=400))
+    feed_all(server, chunked(bytes(data), sizes))
