@@ -42,6 +42,8 @@ from .constants import (
 )
 from .errors import (
     EncodeError,
+    FrameError,
+    HandshakeError,
     MalformedMessage,
     MessageTooLarge,
     ProtocolError,
@@ -69,6 +71,7 @@ from .messages import (
     response_for,
 )
 from .payload import NO_ARGS, NO_DATA, Payload
+from .ws import ClientWebSocket, ServerWebSocket, WSConfig
 
 __all__ = [
     "CONFIG_TOPIC",
@@ -90,10 +93,13 @@ __all__ = [
     "ClientConnection",
     "ClientError",
     "ClientEvent",
+    "ClientWebSocket",
     "Connected",
     "ConnectionState",
     "DecodeLimits",
     "EncodeError",
+    "FrameError",
+    "HandshakeError",
     "Identity",
     "InvalidState",
     "LoginFailed",
@@ -118,10 +124,12 @@ __all__ = [
     "Response",
     "RestoreFailed",
     "Rpc",
+    "ServerWebSocket",
     "Status",
     "TooManyPending",
     "UnknownMessageType",
     "Unregister",
+    "WSConfig",
     "WebSocketError",
     "challenge_input",
     "decode",

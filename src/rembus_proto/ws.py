@@ -128,7 +128,7 @@ class InvalidStateError(RuntimeError):
 
 
 def _check_close_code(code: int) -> None:
-    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1013 or 3000 <= code <= 4999):
         raise ValueError(f"close code {code} cannot be sent")
 
 
@@ -204,7 +204,10 @@ class _Connection:
         """Start the close handshake; the peer's answer is reported as :class:`Closed`.
 
         Before the connection is open it just ends it (nothing is sent); once
-        closing or closed it does nothing. ``reason`` is cut to 123 bytes.
+        closing or closed it does nothing. ``reason`` is cut to 123 bytes of
+        UTF-8. Codes 1000-1003, 1007-1013 and 3000-4999 can be sent, others
+        raise ``ValueError``. The driver bounds the wait for the answer with
+        its own timer.
         """
         _check_close_code(code)
         if self._state == _OPEN:
@@ -291,6 +294,8 @@ class _Connection:
                 # Feed no more than the limit allows, so a complete but oversized head
                 # is refused as surely as an incomplete one.
                 room = limit - self._head_fed
+                if room <= 0:
+                    raise HandshakeError(f"HTTP head larger than {limit} bytes", 431)
                 chunk, data = data[:room], data[room:]
                 self._head_fed += len(chunk)
             conn.receive_data(chunk)
@@ -304,7 +309,7 @@ class _Connection:
                         raise HandshakeError(f"HTTP head larger than {limit} bytes", 431)
                     break
                 if event is h11.PAUSED:
-                    break
+                    return data
                 self._on_http_event(event, events)
                 if self._state != _HANDSHAKE:
                     return data

@@ -88,8 +88,12 @@ def _mask_large(buf: bytearray, key: bytes) -> bytes:
 
 def mask(data: bytes, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (masking and unmasking are the same)."""
-    if len(data) < _INT_MASK_LIMIT:
-        return _mask_small(data, key)
+    n = len(data)
+    if n < _INT_MASK_LIMIT:
+        keys = (key * ((n >> 2) + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(
+            n, "little"
+        )
     return _mask_large(bytearray(data), key)
 
 
@@ -387,6 +391,14 @@ def _header(first: int, n: int, mask_bit: int) -> bytes:
     return bytes((first, mask_bit | 127)) + n.to_bytes(8, "big")
 
 
+# Two-byte headers of short data frames, by first byte (plus 0x100 for masked ones).
+_SHORT_HEADERS = {
+    first | masked << 8: [bytes((first, masked << 7 | n)) for n in range(126)]
+    for first in (0x80 | TEXT, 0x80 | BINARY)
+    for masked in (0, 1)
+}
+
+
 class FrameWriter:
     """Serialises frames for one side of a connection (``client`` masks them)."""
 
@@ -408,16 +420,29 @@ class FrameWriter:
 
     def message(self, data: bytes | str, out: list[bytes]) -> None:
         """Append the frame of one whole message (``str`` is sent as text) to ``out``."""
-        if isinstance(data, str):
-            first = 0x80 | TEXT
-            payload = data.encode("utf-8")
-        else:
+        if data.__class__ is bytes:
+            payload: bytes = data
             first = 0x80 | BINARY
-            payload = data if data.__class__ is bytes else bytes(data)
+        elif isinstance(data, str):
+            payload = data.encode("utf-8")
+            first = 0x80 | TEXT
+        else:
+            payload = bytes(data)
+            first = 0x80 | BINARY
         n = len(payload)
         if self._client:
-            key = self._next_key()
-            out.append(_header(first, n, 0x80) + key + mask(payload, key))
+            pos = self._key_pos
+            keys = self._keys
+            if pos >= len(keys):
+                # One system call for many frames; each key is still unpredictable.
+                keys = self._keys = os.urandom(4096)
+                pos = 0
+            self._key_pos = pos + 4
+            key = keys[pos : pos + 4]
+            head = _SHORT_HEADERS[first | 0x100][n] if n < 126 else _header(first, n, 0x80)
+            out.append(head + key + mask(payload, key))
+        elif n < 126:
+            out.append(_SHORT_HEADERS[first][n] + payload)
         elif n > _JOIN_LIMIT:
             out.append(_header(first, n, 0))
             out.append(payload)
