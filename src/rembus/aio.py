@@ -15,43 +15,27 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rembus_proto import (
-    LAST_RECEIVED,
-    NOW,
-    ClientConnection,
-    ProtocolError,
-    Status,
-    challenge_input,
-)
-from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
+from rembus_proto import ProtocolError
 from rembus_proto.client_events import (
     ChallengeRequested,
     Connected,
     LoginFailed,
     PublicationReceived,
-    PublishAcked,
-    PublishFailed,
-    RequestAborted,
-    RequestCompleted,
     RequestReceived,
-    RequestTimedOut,
     RestoreFailed,
 )
 
-from . import keys
+from .component_base import ComponentBase
 from .errors import LoginFailed as LoginFailedError
-from .errors import RembusConnectionClosed, RembusError, RembusTimeout
+from .errors import RembusConnectionClosed, RembusError
 from .handlers import (
     Handler,
-    Registry,
-    call_args,
-    check_handler,
-    check_topic,
+    challenge_signature,
+    exposer_call,
+    request_outcome,
     response_for_error,
     response_for_result,
-    result_of,
-    topic_of,
-    wire_args,
+    subscriber_call,
 )
 from .options import Options, make_options
 from .transport import Transport, open_transport
@@ -60,39 +44,25 @@ from .url import ComponentURL, parse
 log = logging.getLogger("rembus")
 
 
-class Component:
+class Component(ComponentBase):
     """A connected Rembus component (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options) -> None:
-        self.url = url
-        self.options = options
-        self.conn = ClientConnection(url.name, options.client_config(), meta=options.meta)
-        self.registry = Registry()
+        super().__init__(url, options)
         self._loop = asyncio.get_running_loop()
         self._transport: Transport | None = None
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._connected: asyncio.Future[None] = self._loop.create_future()
         self._closed = asyncio.Event()
-        self._closing = False
         self._failure: BaseException | None = None
         self._runner: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(options.max_handler_tasks)
-        self._explicit_unreactive = False
 
-    # -- identity ------------------------------------------------------------
-
-    @property
-    def name(self) -> str | None:
-        """The component name (``None`` when anonymous)."""
-        return self.url.name
-
-    @property
-    def is_connected(self) -> bool:
-        """True while the connection to the broker is up and logged in."""
-        return self.conn.state is ConnectionState.OPEN
+    def _now(self) -> float:
+        return self._loop.time()
 
     def __repr__(self) -> str:
         return f"<rembus Component {self.url}>"
@@ -191,7 +161,7 @@ class Component:
 
     async def forever(self) -> None:
         """Receive messages until :meth:`close` (or Ctrl-C); turns reactive on first."""
-        if not self._explicit_unreactive and not self.conn.is_reactive:
+        if self._wants_reactive():
             await self.reactive()
         await self._closed.wait()
         if self._failure is not None:
@@ -207,12 +177,7 @@ class Component:
 
     async def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
         """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
-        check_topic(topic)
-        self._check_open_for_use()
-        try:
-            handle = self.conn.publish(topic, wire_args(args), qos=qos, now=self._loop.time())
-        except OutboxFull as exc:
-            raise RembusError(str(exc)) from None
+        handle = self._publish_handle(topic, args, qos)
         self._schedule_flush()
         if handle is not None:
             await self._wait(handle)
@@ -226,8 +191,6 @@ class Component:
     async def direct(self, target: str, method: str, *args: Any,
                      timeout: float | None = None) -> Any:
         """Call ``method`` on the component named ``target``."""
-        if not isinstance(target, str) or not target:
-            raise TypeError("direct() takes the target component name first")
         return await self._call(method, args, target, timeout)
 
     async def subscribe(self, fn: Handler, retroactive: bool = False, *,
@@ -238,60 +201,35 @@ class Component:
         back, what was published while it was away. Delivery starts at once
         (the component turns reactive) unless :meth:`unreactive` was called.
         """
-        check_handler(fn, "subscribe")
-        name = topic_of(fn, topic, "subscribe")
-        self.registry.subscribers[name] = fn
-        msg_from = LAST_RECEIVED if retroactive else NOW
-        await self._admin(self.conn.subscribe(name, msg_from=msg_from, now=self._loop.time()))
-        if not self._explicit_unreactive and not self.conn.is_reactive:
+        await self._admin(self._subscribe_handle(fn, retroactive, topic))
+        if self._wants_reactive():
             await self.reactive()
 
     async def unsubscribe(self, fn_or_topic: Handler | str) -> None:
         """Stop receiving a topic."""
-        name = topic_of(fn_or_topic, None, "unsubscribe")
-        self.registry.subscribers.pop(name, None)
-        await self._admin(self.conn.unsubscribe(name, now=self._loop.time()))
+        await self._admin(self._unsubscribe_handle(fn_or_topic))
 
     async def expose(self, fn: Handler, *, topic: str | None = None) -> None:
         """Serve RPC calls of ``topic`` (default: ``fn.__name__``) with ``fn``."""
-        check_handler(fn, "expose")
-        name = topic_of(fn, topic, "expose")
-        self.registry.exposed[name] = fn
-        await self._admin(self.conn.expose(name, now=self._loop.time()))
+        await self._admin(self._expose_handle(fn, topic))
 
     async def unexpose(self, fn_or_topic: Handler | str) -> None:
         """Stop serving a method."""
-        name = topic_of(fn_or_topic, None, "unexpose")
-        self.registry.exposed.pop(name, None)
-        await self._admin(self.conn.unexpose(name, now=self._loop.time()))
+        await self._admin(self._unexpose_handle(fn_or_topic))
 
     async def reactive(self) -> None:
         """Start (or resume) receiving publications, stored ones first."""
-        self._explicit_unreactive = False
-        await self._admin(self.conn.reactive(True, now=self._loop.time()))
+        await self._admin(self._reactive_handle(True))
 
     async def unreactive(self) -> None:
         """Pause the delivery of publications (the broker stores them for later)."""
-        self._explicit_unreactive = True
-        await self._admin(self.conn.reactive(False, now=self._loop.time()))
+        await self._admin(self._reactive_handle(False))
 
     # -- internals -----------------------------------------------------------
 
-    def _check_open_for_use(self) -> None:
-        if self._closing:
-            raise RembusConnectionClosed("the component is closed")
-
     async def _call(self, method: str, args: tuple[Any, ...], target: str | None,
                     timeout: float | None) -> Any:
-        check_topic(method)
-        self._check_open_for_use()
-        try:
-            handle = self.conn.rpc(method, wire_args(args), target=target,
-                                   now=self._loop.time(), timeout=timeout)
-        except NotConnected:
-            raise RembusConnectionClosed(f"not connected to {self.url.endpoint}") from None
-        except TooManyPending as exc:
-            raise RembusError(str(exc)) from None
+        handle = self._rpc_handle(method, args, target, timeout)
         self._schedule_flush()
         return await self._wait(handle)
 
@@ -340,56 +278,34 @@ class Component:
         self._process()
 
     def _on_event(self, event: object) -> None:
-        cls = event.__class__
-        if cls is PublicationReceived:
-            assert isinstance(event, PublicationReceived)
+        options = self.options
+        outcome = request_outcome(event, options.dataframe, options.timeout)
+        if outcome is not None:
+            self._resolve(*outcome)
+        elif isinstance(event, PublicationReceived):
             self._on_publication(event)
-        elif cls is RequestCompleted:
-            assert isinstance(event, RequestCompleted)
-            future = self._futures.pop(event.handle, None)
-            if future is not None and not future.done():
-                try:
-                    future.set_result(result_of(event.status, event.data,
-                                                self.options.dataframe))
-                except RembusError as exc:
-                    future.set_exception(exc)
-        elif cls is RequestReceived:
-            assert isinstance(event, RequestReceived)
+        elif isinstance(event, RequestReceived):
             self._on_request(event)
-        elif cls is PublishAcked:
-            assert isinstance(event, PublishAcked)
-            self._resolve(event.handle, None, None)
-        elif cls is RequestTimedOut:
-            assert isinstance(event, RequestTimedOut)
-            self._resolve(event.handle, None, RembusTimeout(
-                f"no answer within {self.options.timeout} s"))
-        elif cls is RequestAborted:
-            assert isinstance(event, RequestAborted)
-            self._resolve(event.handle, None, RembusConnectionClosed(event.reason))
-        elif cls is PublishFailed:
-            assert isinstance(event, PublishFailed)
-            self._resolve(event.handle, None, RembusTimeout(event.reason))
-        elif cls is Connected:
+        elif isinstance(event, Connected):
             if not self._connected.done():
                 self._connected.set_result(None)
-        elif cls is ChallengeRequested:
-            assert isinstance(event, ChallengeRequested)
+        elif isinstance(event, ChallengeRequested):
             self._on_challenge(event)
-        elif cls is LoginFailed:
-            assert isinstance(event, LoginFailed)
-            error = LoginFailedError(event.reason, event.status)
-            self._failure = error
-            if not self._connected.done():
-                self._connected.set_exception(error)
-            else:
-                log.error("%s: login refused: %s", self.url, error)
-            transport = self._transport
-            if transport is not None:
-                self._loop.create_task(transport.close())
-        elif cls is RestoreFailed:
-            assert isinstance(event, RestoreFailed)
+        elif isinstance(event, LoginFailed):
+            self._login_refused(LoginFailedError(event.reason, event.status))
+        elif isinstance(event, RestoreFailed):
             log.warning("%s: could not restore %s %s after reconnecting: %s (status %s)",
                         self.url, event.command, event.topic, event.reason, event.status)
+
+    def _login_refused(self, error: LoginFailedError) -> None:
+        self._failure = error
+        if not self._connected.done():
+            self._connected.set_exception(error)
+        else:
+            log.error("%s: login refused: %s", self.url, error)
+        transport = self._transport
+        if transport is not None:
+            self._loop.create_task(transport.close())
 
     def _resolve(self, handle: int, value: Any, error: BaseException | None) -> None:
         future = self._futures.pop(handle, None)
@@ -402,9 +318,8 @@ class Component:
 
     def _on_challenge(self, event: ChallengeRequested) -> None:
         try:
-            signature = keys.sign(event.name, challenge_input(event.challenge, event.name))
-        except keys.KeyNotFound as exc:
-            error = LoginFailedError(str(exc), Status.CHALLENGE)
+            signature = challenge_signature(event)
+        except LoginFailedError as error:
             self._failure = error
             if not self._connected.done():
                 self._connected.set_exception(error)
@@ -412,27 +327,21 @@ class Component:
         self.conn.attest(signature, self._loop.time())
 
     def _on_publication(self, event: PublicationReceived) -> None:
-        handler = self.registry.subscribers.get(event.topic)
-        if handler is None:
+        call = subscriber_call(self.registry, event, self.options.dataframe)
+        if call is None:
             return
-        args = call_args(event.data, self.options.dataframe)
-        if args is None:
-            return
+
         def report(_: Any, error: BaseException | None) -> None:
             if error is not None:
                 log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
                           exc_info=error)
 
-        self._invoke(handler, args, report)
+        self._invoke(call[0], call[1], report)
 
     def _on_request(self, event: RequestReceived) -> None:
-        handler = self.registry.exposed.get(event.topic)
+        handler, detail = exposer_call(self.registry, event, self.options.dataframe)
         if handler is None:
-            self.conn.respond(event.request_id, Status.METHOD_NOT_FOUND, event.topic)
-            return
-        args = call_args(event.data, self.options.dataframe)
-        if args is None:
-            self.conn.respond(event.request_id, Status.METHOD_ARGS_ERROR, "malformed arguments")
+            self.conn.respond(event.request_id, *detail)
             return
 
         def answer(result: Any, error: BaseException | None) -> None:
@@ -441,7 +350,7 @@ class Component:
             self.conn.respond(event.request_id, status, value)
             self._schedule_flush()
 
-        self._invoke(handler, args, answer)
+        self._invoke(handler, detail, answer)
 
     def _invoke(self, handler: Handler, args: tuple[Any, ...],
                 done: Callable[[Any, BaseException | None], None]) -> None:

@@ -6,10 +6,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from rembus_proto import EncodeError, Payload, ProtocolError, Status
+from rembus_proto import EncodeError, Payload, ProtocolError, Status, challenge_input
+from rembus_proto.client_events import (
+    ChallengeRequested,
+    PublicationReceived,
+    PublishAcked,
+    PublishFailed,
+    RequestAborted,
+    RequestCompleted,
+    RequestReceived,
+    RequestTimedOut,
+)
 
-from . import dataframes
-from .errors import RembusError, error_for
+from . import dataframes, keys
+from .errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout, error_for
 from .options import DataFrameKind
 
 log = logging.getLogger("rembus")
@@ -98,3 +108,63 @@ def result_of(status: int, data: Payload, kind: DataFrameKind) -> Any:
     if status != Status.OK:
         raise error_for(status, value)
     return dataframes.from_wire(value, kind)
+
+
+Outcome = tuple[int, Any, BaseException | None]
+"""How a request ended: its handle, its value and the error to raise (or ``None``)."""
+
+
+def request_outcome(event: object, kind: DataFrameKind, timeout: float) -> Outcome | None:
+    """The outcome an event reports for a request or QoS publication, else ``None``."""
+    cls = event.__class__
+    if cls is RequestCompleted:
+        assert isinstance(event, RequestCompleted)
+        try:
+            return event.handle, result_of(event.status, event.data, kind), None
+        except RembusError as exc:
+            return event.handle, None, exc
+    if cls is PublishAcked:
+        assert isinstance(event, PublishAcked)
+        return event.handle, None, None
+    if cls is RequestTimedOut:
+        assert isinstance(event, RequestTimedOut)
+        return event.handle, None, RembusTimeout(f"no answer within {timeout} s")
+    if cls is RequestAborted:
+        assert isinstance(event, RequestAborted)
+        return event.handle, None, RembusConnectionClosed(event.reason)
+    if cls is PublishFailed:
+        assert isinstance(event, PublishFailed)
+        return event.handle, None, RembusTimeout(event.reason)
+    return None
+
+
+def subscriber_call(registry: Registry, event: PublicationReceived,
+                    kind: DataFrameKind) -> tuple[Handler, tuple[Any, ...]] | None:
+    """The subscriber and its arguments for a publication (``None``: nothing to call)."""
+    handler = registry.subscribers.get(event.topic)
+    if handler is None:
+        return None
+    args = call_args(event.data, kind)
+    if args is None:
+        return None
+    return handler, args
+
+
+def exposer_call(registry: Registry, event: RequestReceived, kind: DataFrameKind
+                 ) -> tuple[Handler, tuple[Any, ...]] | tuple[None, tuple[int, str]]:
+    """The exposed handler and its arguments, or ``None`` and the error response to send."""
+    handler = registry.exposed.get(event.topic)
+    if handler is None:
+        return None, (Status.METHOD_NOT_FOUND, event.topic)
+    args = call_args(event.data, kind)
+    if args is None:
+        return None, (Status.METHOD_ARGS_ERROR, "malformed arguments")
+    return handler, args
+
+
+def challenge_signature(event: ChallengeRequested) -> bytes:
+    """Sign the broker's challenge with the component's key; LoginFailed without one."""
+    try:
+        return keys.sign(event.name, challenge_input(event.challenge, event.name))
+    except keys.KeyNotFound as exc:
+        raise LoginFailed(str(exc), Status.CHALLENGE) from None

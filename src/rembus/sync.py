@@ -34,21 +34,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from . import aio
-from .errors import (
-    LoginFailed,
-    MethodException,
-    MethodLoopback,
-    MethodNotFound,
-    MethodUnavailable,
-    NameAlreadyTaken,
-    RembusConnectionClosed,
-    RembusError,
-    RembusTimeout,
-    TargetDown,
-    TargetNotFound,
-    UnknownCommand,
-)
+from . import aio, errors
+from .errors import *  # noqa: F403 - the error classes, as in rembus
+from .errors import RembusConnectionClosed
 from .handlers import Handler, check_handler, topic_of
 from .options import Options, make_options
 from .url import ComponentURL, parse
@@ -338,20 +326,4 @@ def component(url: str | None = None, **options: Any) -> Component:
     return Component(inner, io, HandlerPool(opts.workers, io.loop))
 
 
-__all__ = [
-    "Component",
-    "LoginFailed",
-    "MethodException",
-    "MethodLoopback",
-    "MethodNotFound",
-    "MethodUnavailable",
-    "NameAlreadyTaken",
-    "Options",
-    "RembusConnectionClosed",
-    "RembusError",
-    "RembusTimeout",
-    "TargetDown",
-    "TargetNotFound",
-    "UnknownCommand",
-    "component",
-]
+__all__ = ["Component", "Options", "component", *errors.__all__]

@@ -1,0 +1,570 @@
+"""The blocking driver: one socket, no background thread; the caller pumps.
+
+::
+
+    import rembus.blocking
+
+    rb = rembus.blocking.component("ws://127.0.0.1:8000/myname")
+    rb.expose(add)
+    print(rb.rpc("other_method", 1, 2))   # pumps until the answer arrives
+    rb.forever()                          # or call rb.process(timeout) in a loop
+
+Nothing happens between calls: :meth:`Component.process` reads what the
+broker sent, runs handlers inline (plain functions only), fires timers (request
+timeouts, QoS resends, reconnects) and writes. Every blocking call (``rpc``,
+``subscribe``, QoS publish, ...) pumps the same way until its answer is there,
+so handlers also run inside those calls, and a handler may itself call
+``rpc`` (the pump nests).
+
+In a custom selector loop, register :meth:`Component.fileno` for reading
+(and for writing while :meth:`Component.want_write`), wake up at
+:meth:`Component.next_deadline` and call ``process(0)``. A component is not
+thread-safe: use it from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import select
+import socket
+import ssl
+import time
+from typing import Any
+
+from rembus_proto import ProtocolError
+from rembus_proto.client_events import (
+    ChallengeRequested,
+    Connected,
+    PublicationReceived,
+    RequestReceived,
+    RestoreFailed,
+)
+from rembus_proto.client_events import LoginFailed as LoginRefused
+from rembus_proto.ws import ClientWebSocket, WSConfig
+from rembus_proto.wsevents import Closed, Message, Opened
+
+from . import errors
+from .component_base import ComponentBase
+from .errors import *  # noqa: F403 - the error classes, as in rembus
+from .errors import LoginFailed, RembusConnectionClosed
+from .handlers import (
+    Handler,
+    Outcome,
+    challenge_signature,
+    check_handler,
+    exposer_call,
+    request_outcome,
+    response_for_error,
+    response_for_result,
+    subscriber_call,
+)
+from .options import Options, make_options
+from .transport import default_ssl_context
+from .url import ComponentURL, parse
+
+log = logging.getLogger("rembus")
+
+#: Bytes read from the socket at most per call.
+READ_SIZE = 1 << 20
+#: Reads at most per process() call, so a busy broker cannot starve the caller.
+READS_PER_PROCESS = 16
+#: Unsent bytes above which a call pumps until the socket took them.
+HIGH_WATER = 4 * 1024 * 1024
+
+
+class Reply:
+    """The answer to a request sent with :meth:`Component.rpc_nowait` (pipelining)."""
+
+    def __init__(self, component: Component, handle: int) -> None:
+        self._component = component
+        self._handle = handle
+
+    def done(self) -> bool:
+        """True once the answer (or the error) is there; :meth:`result` then does not block."""
+        return self._handle in self._component._done
+
+    def result(self) -> Any:
+        """Pump until the answer arrives; return it or raise the request's error."""
+        return self._component._wait(self._handle)
+
+
+class Component(ComponentBase):
+    """A component driven by its caller (create it with :func:`component`)."""
+
+    def __init__(self, url: ComponentURL, options: Options) -> None:
+        super().__init__(url, options)
+        self._sock: socket.socket | None = None
+        self._ws: ClientWebSocket | None = None
+        self._out = bytearray()
+        self._waiting: set[int] = set()
+        self._done: dict[int, Outcome] = {}
+        self._connected = False
+        self._failure: BaseException | None = None
+        self._reconnect_at: float | None = None
+        self._delay = options.reconnect_initial
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _check_handler(self, fn: Any, what: str) -> None:
+        check_handler(fn, what)
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{what}() of rembus.blocking takes a plain function, not a "
+                            f"coroutine function: use rembus (async) or rembus.sync for async "
+                            f"handlers")
+
+    def __repr__(self) -> str:
+        return f"<rembus.blocking Component {self.url}>"
+
+    # -- pumping -------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The socket's descriptor for a selector; -1 while disconnected."""
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def want_write(self) -> bool:
+        """True while output waits for the socket to accept it."""
+        return bool(self._out)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`process` must run next at the latest, on the ``time.monotonic()``
+        clock (``None``: only when the socket is readable)."""
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return time.monotonic()  # decrypted bytes wait: a selector would not see them
+        deadline = self.conn.next_deadline()
+        again = self._reconnect_at
+        if again is not None and (deadline is None or again < deadline):
+            deadline = again
+        return deadline
+
+    def process(self, timeout: float | None = 0.0) -> int:
+        """Do what is due, waiting at most ``timeout`` seconds (``None``: no limit) for
+        something to do when nothing is; return how many events were handled.
+
+        Reads what the broker sent, runs handlers, fires timers, reconnects
+        when it is time, writes what it can.
+        """
+        if self._closing:
+            return 0
+        count = self._step()
+        if count or timeout == 0:
+            self._write()
+            return count
+        self._wait_io(timeout)
+        count = self._step()
+        self._write()
+        return count
+
+    def forever(self) -> None:
+        """Pump until :meth:`close` (or Ctrl-C, which closes); turns reactive first."""
+        if self._wants_reactive():
+            self.reactive()
+        try:
+            while not self._closing:
+                self.process(None)
+        except KeyboardInterrupt:
+            self.close()
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        """Write what is queued, close the connection; pending requests fail."""
+        if self._closing:
+            return
+        self._closing = True
+        self._reconnect_at = None
+        sock, ws = self._sock, self._ws
+        if sock is not None and ws is not None:
+            self._queue_output()
+            if ws.is_open:
+                ws.close()
+                self._out += ws.data_to_send()
+            self._write_all(time.monotonic() + self.options.timeout)
+        self._drop_socket()
+        self.conn.close()
+        self._dispatch()
+
+    def __enter__(self) -> Component:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the API -------------------------------------------------------------
+
+    def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
+        self._admin(self._publish_handle(topic, args, qos))
+
+    def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` through the broker; pump until its result arrives."""
+        return self.rpc_nowait(method, *args, timeout=timeout).result()
+
+    def direct(self, target: str, method: str, *args: Any,
+               timeout: float | None = None) -> Any:
+        """Call ``method`` on the component named ``target``."""
+        return self.direct_nowait(target, method, *args, timeout=timeout).result()
+
+    def rpc_nowait(self, method: str, *args: Any, timeout: float | None = None) -> Reply:
+        """Send an RPC and return at once; ``reply.result()`` waits for the answer.
+
+        Many requests can be in flight at once (pipelining).
+        """
+        return self._reply(self._rpc_handle(method, args, None, timeout))
+
+    def direct_nowait(self, target: str, method: str, *args: Any,
+                      timeout: float | None = None) -> Reply:
+        """Like :meth:`rpc_nowait`, for the component named ``target``."""
+        return self._reply(self._rpc_handle(method, args, target, timeout))
+
+    def subscribe(self, fn: Handler, retroactive: bool = False, *,
+                  topic: str | None = None) -> None:
+        """Call ``fn(*args)`` for every message on ``topic`` (default: ``fn.__name__``).
+
+        With ``retroactive=True`` a named component also gets, when it comes
+        back, what was published while it was away. Delivery starts at once
+        (the component turns reactive) unless :meth:`unreactive` was called.
+        """
+        self._admin(self._subscribe_handle(fn, retroactive, topic))
+        if self._wants_reactive():
+            self.reactive()
+
+    def unsubscribe(self, fn_or_topic: Handler | str) -> None:
+        """Stop receiving a topic."""
+        self._admin(self._unsubscribe_handle(fn_or_topic))
+
+    def expose(self, fn: Handler, *, topic: str | None = None) -> None:
+        """Serve RPC calls of ``topic`` (default: ``fn.__name__``) with ``fn``."""
+        self._admin(self._expose_handle(fn, topic))
+
+    def unexpose(self, fn_or_topic: Handler | str) -> None:
+        """Stop serving a method."""
+        self._admin(self._unexpose_handle(fn_or_topic))
+
+    def reactive(self) -> None:
+        """Start (or resume) receiving publications, stored ones first."""
+        self._admin(self._reactive_handle(True))
+
+    def unreactive(self) -> None:
+        """Pause the delivery of publications (the broker stores them for later)."""
+        self._admin(self._reactive_handle(False))
+
+    # -- requests ------------------------------------------------------------
+
+    def _reply(self, handle: int) -> Reply:
+        self._waiting.add(handle)
+        self._send_soon()
+        return Reply(self, handle)
+
+    def _admin(self, handle: int | None) -> None:
+        if handle is None:
+            self._send_soon()
+        else:
+            self._wait(handle)
+
+    def _wait(self, handle: int) -> Any:
+        self._waiting.add(handle)
+        try:
+            self._send_soon()
+            while handle not in self._done:
+                if self._closing:
+                    raise RembusConnectionClosed("the component is closed")
+                if self._sock is None and self._reconnect_at is None:
+                    raise RembusConnectionClosed(f"not connected to {self.url.endpoint}")
+                self.process(None)
+            _, value, error = self._done.pop(handle)
+        finally:
+            self._waiting.discard(handle)
+        if error is not None:
+            raise error
+        return value
+
+    def _send_soon(self) -> None:
+        """Write the new output now as far as the socket takes it, pumping while too much
+        waits (the broker may need us to read before it reads more)."""
+        self._queue_output()
+        self._write()
+        while len(self._out) > HIGH_WATER and self._sock is not None and not self._closing:
+            self.process(None)
+
+    # -- the connection ------------------------------------------------------
+
+    def _connect(self) -> None:
+        """Open the socket and the WebSocket, then start the login (blocking, bounded
+        by ``Options.timeout``); raises OSError if it cannot."""
+        url = self.url
+        timeout = self.options.timeout
+        sock = socket.create_connection((url.host, url.port), timeout=timeout)
+        try:
+            if url.secure:
+                context = self.options.ssl_context or default_ssl_context()
+                sock = context.wrap_socket(sock, server_hostname=url.host)
+            ws = ClientWebSocket(url.endpoint.split("://", 1)[1], "/",
+                                 config=WSConfig(max_message_size=self.options.max_message_size))
+            sock.sendall(ws.data_to_send())
+            early = _handshake(sock, ws)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self._sock, self._ws = sock, ws
+        self._out.clear()
+        now = time.monotonic()
+        self.conn.connect(now)
+        self._on_ws_events(early, now)
+        self._queue_output()
+
+    def _start(self) -> None:
+        try:
+            self._connect()
+        except (OSError, ProtocolError) as exc:
+            raise RembusConnectionClosed(
+                f"cannot connect to {self.url.endpoint}: {exc}") from None
+        try:
+            while not self._connected:
+                if self._failure is not None:
+                    raise self._failure
+                if self._sock is None:
+                    raise RembusConnectionClosed(
+                        f"{self.url.endpoint} closed the connection during the login")
+                self.process(None)
+        except BaseException:
+            self._reconnect_at = None
+            self.close()
+            raise
+
+    def _lost(self, reason: str) -> None:
+        if self._sock is None:
+            return
+        if not self._closing:
+            log.info("%s: connection lost: %s", self.url, reason)
+        self._drop_socket()
+        now = time.monotonic()
+        self.conn.connection_lost(now)
+        if self._connected and self.options.reconnect and self._failure is None:
+            self._reconnect_at = now + self._delay * random.uniform(0.5, 1.0)
+        elif self._connected:
+            self._closing = True
+            self.conn.close()
+
+    def _drop_socket(self) -> None:
+        sock = self._sock
+        self._sock = self._ws = None
+        self._out.clear()
+        if sock is not None:
+            sock.close()
+
+    def _try_reconnect(self, now: float) -> None:
+        self._reconnect_at = None
+        try:
+            self._connect()
+        except (OSError, ProtocolError) as exc:
+            log.debug("%s: reconnect failed: %s", self.url, exc)
+            self._delay = min(self._delay * 2, self.options.reconnect_max)
+            self._reconnect_at = time.monotonic() + self._delay * random.uniform(0.5, 1.0)
+            return
+        self._delay = self.options.reconnect_initial
+        log.info("%s reconnected", self.url)
+
+    # -- one turn ------------------------------------------------------------
+
+    def _step(self) -> int:
+        """Reconnect and fire timers when due, read what is there, handle the events."""
+        now = time.monotonic()
+        if self._reconnect_at is not None and now >= self._reconnect_at and not self._closing:
+            self._try_reconnect(now)
+        self._read()
+        deadline = self.conn.next_deadline()
+        if deadline is not None and time.monotonic() >= deadline:
+            self.conn.handle_timer(time.monotonic())
+        return self._dispatch()
+
+    def _wait_io(self, timeout: float | None) -> None:
+        """Sleep until the socket is readable (or writable, with output waiting), the next
+        deadline, or ``timeout``."""
+        deadline = self.next_deadline()
+        wait = timeout
+        if deadline is not None:
+            until = max(0.0, deadline - time.monotonic())
+            wait = until if wait is None else min(wait, until)
+        sock = self._sock
+        if sock is None:
+            if wait is None:
+                return  # nothing can ever happen: the component is finished
+            time.sleep(wait)
+            return
+        select.select([sock], [sock] if self._out else [], [], wait)
+
+    def _read(self) -> None:
+        for _ in range(READS_PER_PROCESS):
+            sock = self._sock
+            ws = self._ws
+            if sock is None or ws is None:
+                return
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError as exc:
+                self._lost(str(exc))
+                return
+            try:
+                events = ws.receive_data(data)
+            except ProtocolError as exc:
+                log.warning("%s: closing the connection, the broker sent bad data: %s",
+                            self.url, exc)
+                self._lost(str(exc))
+                return
+            self._on_ws_events(events, time.monotonic())
+            if not data:
+                self._lost("closed by the broker")
+                return
+
+    def _on_ws_events(self, events: list[Any], now: float) -> None:
+        conn = self.conn
+        for event in events:
+            if event.__class__ is Message:
+                if isinstance(event.data, bytes):
+                    try:
+                        conn.receive_message(event.data, now)
+                    except ProtocolError as exc:
+                        log.warning("%s: closing the connection, the broker sent bad data: "
+                                    "%s", self.url, exc)
+                        self._lost(str(exc))
+                        return
+            elif isinstance(event, Closed):
+                self._queue_output()
+                self._write()
+                self._lost(f"closed by the broker ({event.code} {event.reason})".strip())
+                return
+
+    def _queue_output(self) -> None:
+        frames = self.conn.data_to_send()
+        ws = self._ws
+        if ws is None or not ws.is_open:
+            return  # not connected: the core keeps what must survive (outbox, QoS)
+        for frame in frames:
+            ws.send_message(frame)
+        self._out += ws.data_to_send()
+
+    def _write(self) -> None:
+        self._queue_output()
+        sock = self._sock
+        out = self._out
+        while out and sock is not None:
+            try:
+                sent = sock.send(out)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except OSError as exc:
+                self._lost(str(exc))
+                return
+            del out[:sent]
+
+    def _write_all(self, deadline: float) -> None:
+        while self._out and self._sock is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            select.select([], [self._sock], [], left)
+            self._write()
+
+    # -- events --------------------------------------------------------------
+
+    def _dispatch(self) -> int:
+        count = 0
+        options = self.options
+        while True:
+            events = self.conn.events()
+            if not events:
+                return count
+            count += len(events)
+            for event in events:
+                outcome = request_outcome(event, options.dataframe, options.timeout)
+                if outcome is not None:
+                    if outcome[0] in self._waiting:
+                        self._done[outcome[0]] = outcome
+                elif isinstance(event, PublicationReceived):
+                    self._on_publication(event)
+                elif isinstance(event, RequestReceived):
+                    self._on_request(event)
+                else:
+                    self._on_state_event(event)
+            self._write()
+
+    def _on_state_event(self, event: object) -> None:
+        if isinstance(event, Connected):
+            self._connected = True
+        elif isinstance(event, ChallengeRequested):
+            try:
+                self.conn.attest(challenge_signature(event), time.monotonic())
+            except LoginFailed as exc:
+                self._login_refused(exc)
+        elif isinstance(event, LoginRefused):
+            self._login_refused(LoginFailed(event.reason, event.status))
+        elif isinstance(event, RestoreFailed):
+            log.warning("%s: could not restore %s %s after reconnecting: %s (status %s)",
+                        self.url, event.command, event.topic, event.reason, event.status)
+
+    def _login_refused(self, error: LoginFailed) -> None:
+        self._failure = error
+        if self._connected:
+            log.error("%s: login refused: %s", self.url, error)
+        self._reconnect_at = None
+        self._drop_socket()
+        self._closing = self._connected
+
+    def _on_publication(self, event: PublicationReceived) -> None:
+        call = subscriber_call(self.registry, event, self.options.dataframe)
+        if call is None:
+            return
+        handler, args = call
+        try:
+            handler(*args)
+        except Exception as exc:
+            log.error("%s: subscriber of %s raised %r", self.url, event.topic, exc,
+                      exc_info=exc)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        handler, detail = exposer_call(self.registry, event, self.options.dataframe)
+        if handler is None:
+            status, value = detail
+        else:
+            try:
+                status, value = response_for_result(handler(*detail))
+            except Exception as exc:
+                status, value = response_for_error(exc)
+        self.conn.respond(event.request_id, status, value)
+
+
+def _handshake(sock: socket.socket, ws: ClientWebSocket) -> list[Any]:
+    """Read the upgrade answer; return the events that came after ``Opened``."""
+    while True:
+        data = sock.recv(READ_SIZE)
+        if not data:
+            raise ConnectionError("the broker closed the connection during the handshake")
+        events = ws.receive_data(data)
+        out = ws.data_to_send()
+        if out:
+            sock.sendall(out)
+        for index, event in enumerate(events):
+            if isinstance(event, Opened):
+                return events[index + 1:]
+
+
+def component(url: str | None = None, **options: Any) -> Component:
+    """Connect a component and return it once logged in.
+
+    Arguments as :func:`rembus.component`. Raises :class:`RembusConnectionClosed`
+    if the broker cannot be reached and :class:`~rembus.errors.LoginFailed` if it
+    refuses the name.
+    """
+    comp = Component(parse(url), make_options(options))
+    comp._start()
+    return comp
+
+
+__all__ = ["Component", "Options", "Reply", "component", *errors.__all__]

@@ -1,0 +1,103 @@
+"""What the component of every driver shares: identity, handlers, requests to the core.
+
+A driver subclass supplies the clock (:meth:`ComponentBase._now`) and the
+waiting: the methods here only update the registry and the protocol core and
+return the handle of the request to wait for (``None``: nothing to wait for).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rembus_proto import LAST_RECEIVED, NOW, ClientConnection
+from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
+
+from .errors import RembusConnectionClosed, RembusError
+from .handlers import Handler, Registry, check_handler, check_topic, topic_of, wire_args
+from .options import Options
+from .url import ComponentURL
+
+
+class ComponentBase:
+    """The driver-independent half of a component."""
+
+    def __init__(self, url: ComponentURL, options: Options) -> None:
+        self.url = url
+        self.options = options
+        self.conn = ClientConnection(url.name, options.client_config(), meta=options.meta)
+        self.registry = Registry()
+        self._closing = False
+        self._explicit_unreactive = False
+
+    @property
+    def name(self) -> str | None:
+        """The component name (``None`` when anonymous)."""
+        return self.url.name
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the connection to the broker is up and logged in."""
+        return self.conn.state is ConnectionState.OPEN
+
+    def _now(self) -> float:
+        raise NotImplementedError
+
+    def _check_handler(self, fn: Any, what: str) -> None:
+        check_handler(fn, what)
+
+    def _check_open_for_use(self) -> None:
+        if self._closing:
+            raise RembusConnectionClosed("the component is closed")
+
+    def _wants_reactive(self) -> bool:
+        """Whether subscribing should turn delivery on (not paused by the application)."""
+        return not self._explicit_unreactive and not self.conn.is_reactive
+
+    def _publish_handle(self, topic: str, args: tuple[Any, ...], qos: int) -> int | None:
+        check_topic(topic)
+        self._check_open_for_use()
+        try:
+            return self.conn.publish(topic, wire_args(args), qos=qos, now=self._now())
+        except OutboxFull as exc:
+            raise RembusError(str(exc)) from None
+
+    def _rpc_handle(self, method: str, args: tuple[Any, ...], target: str | None,
+                    timeout: float | None) -> int:
+        check_topic(method)
+        if target is not None and (not isinstance(target, str) or not target):
+            raise TypeError("direct() takes the target component name first")
+        self._check_open_for_use()
+        try:
+            return self.conn.rpc(method, wire_args(args), target=target, now=self._now(),
+                                 timeout=timeout)
+        except NotConnected:
+            raise RembusConnectionClosed(f"not connected to {self.url.endpoint}") from None
+        except TooManyPending as exc:
+            raise RembusError(str(exc)) from None
+
+    def _subscribe_handle(self, fn: Handler, retroactive: bool, topic: str | None) -> int | None:
+        self._check_handler(fn, "subscribe")
+        name = topic_of(fn, topic, "subscribe")
+        self.registry.subscribers[name] = fn
+        msg_from = LAST_RECEIVED if retroactive else NOW
+        return self.conn.subscribe(name, msg_from=msg_from, now=self._now())
+
+    def _unsubscribe_handle(self, fn_or_topic: Handler | str) -> int | None:
+        name = topic_of(fn_or_topic, None, "unsubscribe")
+        self.registry.subscribers.pop(name, None)
+        return self.conn.unsubscribe(name, now=self._now())
+
+    def _expose_handle(self, fn: Handler, topic: str | None) -> int | None:
+        self._check_handler(fn, "expose")
+        name = topic_of(fn, topic, "expose")
+        self.registry.exposed[name] = fn
+        return self.conn.expose(name, now=self._now())
+
+    def _unexpose_handle(self, fn_or_topic: Handler | str) -> int | None:
+        name = topic_of(fn_or_topic, None, "unexpose")
+        self.registry.exposed.pop(name, None)
+        return self.conn.unexpose(name, now=self._now())
+
+    def _reactive_handle(self, on: bool) -> int | None:
+        self._explicit_unreactive = not on
+        return self.conn.reactive(on, now=self._now())
