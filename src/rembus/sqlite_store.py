@@ -1,0 +1,469 @@
+"""The broker's persistent :class:`~rembus_proto.store.Store` on SQLite.
+
+:class:`SQLiteStore` keeps the message archive and the twins in one SQLite
+database in WAL mode. It has the semantics of
+:class:`~rembus_proto.store.MemoryStore`; what it adds is durability:
+
+* Writes are staged and become durable together at :meth:`SQLiteStore.commit`,
+  which the broker calls once per event-loop turn. A commit with nothing
+  staged executes no SQL at all.
+* :meth:`SQLiteStore.append` only queues a row in memory; queued rows are
+  written with one ``executemany`` at the next commit, or earlier when a
+  query (``replay``, ``prune``) must see them.
+* A committed transaction survives a crash of the process. With
+  ``synchronous="NORMAL"`` (the default) the last commits may be lost on a
+  power failure; ``"FULL"`` makes every commit survive that too, at the price
+  of an fsync per commit.
+
+The sequence number of the last appended message is remembered even after
+every message was pruned, so that sequence numbers are never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Collection
+from itertools import islice, starmap
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rembus_proto.store import StoredMessage, TwinRecord
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]
+
+#: Stored in ``PRAGMA application_id`` to recognise our databases ("RMBS").
+APPLICATION_ID = 0x524D4253
+
+# One entry per schema version: the statements that migrate version i to i + 1.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+        # payload last: the other columns then stay off the overflow pages
+        "CREATE TABLE messages (seq INTEGER PRIMARY KEY, recv_ns INTEGER NOT NULL,"
+        " topic TEXT NOT NULL, flags INTEGER NOT NULL, msg_id BLOB,"
+        " publisher TEXT NOT NULL, payload BLOB NOT NULL)",
+        "CREATE INDEX messages_topic_seq ON messages (topic, seq)",
+        "CREATE INDEX messages_recv_ns ON messages (recv_ns)",
+        "CREATE TABLE twins (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('last_seq', 0)",
+    ),
+)
+
+#: The schema version this module writes (``PRAGMA user_version``).
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_INSERT = ("INSERT INTO messages (seq, recv_ns, topic, flags, msg_id, publisher, payload)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_COLUMNS = "seq, recv_ns, topic, flags, msg_id, payload, publisher"  # StoredMessage order
+_REPLAY_ALL = f"SELECT {_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?"
+_REPLAY_TOPIC = (f"SELECT {_COLUMNS} FROM messages WHERE topic = ? AND seq > ?"
+                 " ORDER BY seq LIMIT ?")
+# Prune touches only what it deletes (plus the per-topic counts kept in memory).
+# Left alone, the planner walks the whole topic index to group without sorting.
+_COUNT_OLD = ("SELECT topic, count(*) FROM messages INDEXED BY messages_recv_ns"
+              " WHERE recv_ns < ? GROUP BY topic")
+_DELETE_OLD = "DELETE FROM messages WHERE recv_ns < ?"
+_NTH_OLDEST = "SELECT seq FROM messages WHERE topic = ? ORDER BY seq LIMIT 1 OFFSET ?"
+_DELETE_OLDEST = "DELETE FROM messages WHERE topic = ? AND seq <= ?"
+
+# Up to this many topics, replay walks the (topic, seq) index once per topic and
+# merges: cost ~ topics + limit whatever the archive holds. A single
+# ``topic IN (...) ORDER BY seq`` over that index would sort every match after
+# the cursor on each batch, which makes a full replay quadratic.
+_MERGE_MAX = 64
+# Above it, rows are scanned in seq order and filtered with ``+topic IN (...)``
+# (the ``+`` keeps the planner off the topic index), so a whole replay reads
+# the archive once. Bound parameters per statement stay under SQLite's
+# historical limit of 999.
+_IN_CHUNK = 500
+# Queued appends are written to the open transaction beyond this many, to bound
+# memory when the caller commits rarely.
+_MAX_QUEUED = 10_000
+
+
+class StoreError(Exception):
+    """The database cannot be used: damaged, foreign, locked, full or closed."""
+
+
+class SQLiteStore:
+    """A :class:`~rembus_proto.store.Store` in a SQLite database file.
+
+    ``path`` is created with its parent directories if missing; ``":memory:"``
+    gives a private in-memory database. ``synchronous`` is SQLite's
+    ``PRAGMA synchronous``: ``"NORMAL"`` (survives a process crash) or
+    ``"FULL"`` (also survives a power failure); ``"OFF"`` and ``"EXTRA"`` are
+    accepted too.
+
+    Use it from one thread. Used as a context manager, the store commits and
+    closes on a normal exit and drops the staged writes on an exception.
+
+    Raises :class:`StoreError` when the file is not a usable store (not a
+    database, damaged, another application's database, written by a newer
+    version, locked by another process). A :class:`StoreError` from any
+    other method means the database failed (disk full, damaged, closed): the
+    writes staged since the last commit are then dropped, and the store is
+    back at its last committed state.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
+        mode = synchronous.upper()
+        if mode not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        self.path = os.fspath(path)
+        """The database file (or ``":memory:"``)."""
+        self._rows: list[tuple[Any, ...]] = []
+        self._twin_ops: dict[str, str | None] = {}
+        self._counts: dict[str, int] = {}
+        self._last_seq = 0
+        self._dirty = False
+        self._in_tx = False
+        self._closed = False
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            self._closed = True
+            raise self._error(exc, "open") from exc
+        try:
+            self._open(mode)
+        except BaseException as exc:
+            self._closed = True
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc, "open") from exc
+            raise
+
+    # -- the Store port ----------------------------------------------------
+
+    def load(self) -> tuple[int, list[TwinRecord]]:
+        """Return the last seq ever appended and every stored twin."""
+        self._check_open()
+        try:
+            self._flush()
+            rows = self._db.execute("SELECT name, record FROM twins ORDER BY name").fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "read") from exc
+        return self._last_seq, [self._decode_twin(name, record) for name, record in rows]
+
+    def save_twin(self, twin: TwinRecord) -> None:
+        """Stage an insert or replace of ``twin`` (a snapshot is taken now)."""
+        self._check_open()
+        self._twin_ops[twin.name] = _encode_twin(twin)
+        self._dirty = True
+
+    def delete_twin(self, name: str) -> None:
+        """Stage the removal of a twin."""
+        self._check_open()
+        self._twin_ops[name] = None
+        self._dirty = True
+
+    def append(self, message: StoredMessage) -> None:
+        """Archive ``message`` (durable at the next :meth:`commit`).
+
+        Raises :class:`ValueError` if its seq is not above every seq appended
+        before: sequence numbers are never reused.
+        """
+        seq = message.seq
+        if seq <= self._last_seq or self._closed:
+            self._check_open()
+            raise ValueError(f"seq {seq} is not above the last archived seq {self._last_seq}")
+        topic = message.topic
+        self._rows.append((seq, message.recv_ns, topic, message.flags, message.msg_id,
+                           message.publisher, message.payload))
+        self._last_seq = seq
+        counts = self._counts
+        counts[topic] = counts.get(topic, 0) + 1
+        self._dirty = True
+        if len(self._rows) >= _MAX_QUEUED:
+            try:
+                self._flush_rows()
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "write") from exc
+
+    def replay(self, after_seq: int, topics: Collection[str] | None,
+               limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages with ``seq > after_seq`` in seq order.
+
+        ``topics`` restricts the result to those exact topics; ``None`` means
+        all. Messages appended but not yet committed are included.
+        """
+        self._check_open()
+        if limit <= 0:
+            return []
+        try:
+            self._flush_rows()
+            if topics is None:
+                rows = self._db.execute(_REPLAY_ALL, (after_seq, limit)).fetchall()
+            else:
+                rows = self._replay_topics(after_seq, list(dict.fromkeys(topics)), limit)
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "read") from exc
+        return list(starmap(StoredMessage, rows))
+
+    def prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+        """Stage the removal of messages received before ``min_recv_ns`` and of
+        all but the newest ``max_per_topic`` of each topic; return how many."""
+        self._check_open()
+        try:
+            return self._prune(min_recv_ns, max_per_topic)
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "prune") from exc
+
+    def commit(self) -> None:
+        """Make every staged write durable; does nothing if nothing is staged."""
+        if not self._dirty:
+            return
+        self._check_open()
+        try:
+            self._flush()
+            if self._in_tx:
+                self._db.execute("COMMIT")
+                self._in_tx = False
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "commit to") from exc
+        self._dirty = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit what is staged and close the database; closing twice is fine."""
+        if self._closed:
+            return
+        try:
+            self.commit()
+        finally:
+            self._closed = True
+            self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        if not self._closed:
+            self._closed = True
+            self._rows.clear()
+            self._twin_ops.clear()
+            self._dirty = False
+            self._db.close()  # an open transaction is rolled back
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"last_seq={self._last_seq}"
+        return f"SQLiteStore({self.path!r}, {state})"
+
+    # -- internals ---------------------------------------------------------
+
+    def _open(self, synchronous: str) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if app_id != APPLICATION_ID and (app_id != 0 or version != 0 or db.execute(
+                "SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None):
+            raise StoreError(
+                f"{self.path!r} is a SQLite database of another application, not a Rembus"
+                " store: give the broker another file")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.path!r} has schema version {version}, newer than this"
+                f" Rembus understands ({SCHEMA_VERSION}): upgrade Rembus or use another file")
+        db.execute("PRAGMA journal_mode = WAL").fetchone()
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute("PRAGMA journal_size_limit = 67108864")
+        if version < SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for step in _MIGRATIONS[version:]:
+                    for statement in step:
+                        db.execute(statement)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self._read_state()
+
+    def _read_state(self) -> None:
+        db = self._db
+        (recorded,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        (highest,) = db.execute("SELECT max(seq) FROM messages").fetchone()
+        self._last_seq = max(recorded, highest or 0)
+        self._counts = dict(db.execute("SELECT topic, count(*) FROM messages GROUP BY topic"))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store {self.path!r} is closed")
+
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+
+    def _flush_rows(self) -> None:
+        rows = self._rows
+        if rows:
+            self._begin()
+            self._db.executemany(_INSERT, rows)
+            rows.clear()
+
+    def _flush(self) -> None:
+        self._flush_rows()
+        ops = self._twin_ops
+        if ops:
+            self._begin()
+            saved = [(name, record) for name, record in ops.items() if record is not None]
+            deleted = [(name,) for name, record in ops.items() if record is None]
+            if saved:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)", saved)
+            if deleted:
+                self._db.executemany("DELETE FROM twins WHERE name = ?", deleted)
+            ops.clear()
+
+    def _fail(self, exc: sqlite3.Error, action: str) -> StoreError:
+        """Return the error to raise, after going back to the last committed state."""
+        error = self._error(exc, action)
+        self._recover()
+        return error
+
+    def _recover(self) -> None:
+        self._rows.clear()
+        self._twin_ops.clear()
+        self._dirty = False
+        if self._in_tx:
+            self._in_tx = False
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                self._db.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):  # the next operation reports the problem
+            self._read_state()
+
+    def _replay_topics(self, after_seq: int, topics: list[str],
+                       limit: int) -> list[tuple[Any, ...]]:
+        db = self._db
+        if not topics:
+            return []
+        if len(topics) == 1:
+            return db.execute(_REPLAY_TOPIC, (topics[0], after_seq, limit)).fetchall()
+        if len(topics) <= _MERGE_MAX:
+            cursors = [db.execute(_REPLAY_TOPIC, (topic, after_seq, limit)) for topic in topics]
+        else:
+            cursors = []
+            for start in range(0, len(topics), _IN_CHUNK):
+                chunk = topics[start:start + _IN_CHUNK]
+                cursors.append(db.execute(_replay_in(len(chunk)), (after_seq, *chunk, limit)))
+        try:
+            # seqs are unique, so tuples never compare beyond their first item
+            return list(islice(heapq.merge(*cursors), limit))
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    def _prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+        db = self._db
+        self._flush_rows()
+        self._begin()
+        self._dirty = True
+        # deleting the newest rows must not let their seqs be handed out again
+        db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'",
+                   (self._last_seq,))
+        counts = self._counts
+        if max_per_topic <= 0:
+            dropped = db.execute("DELETE FROM messages").rowcount
+            counts.clear()
+            return dropped
+        dropped = 0
+        old = db.execute(_COUNT_OLD, (min_recv_ns,)).fetchall()
+        if old:
+            dropped += db.execute(_DELETE_OLD, (min_recv_ns,)).rowcount
+            for topic, gone in old:
+                _discount(counts, topic, gone)
+        for topic, count in [(t, n) for t, n in counts.items() if n > max_per_topic]:
+            excess = count - max_per_topic
+            # the excess-th oldest message of the topic is the last one to go
+            (boundary,) = db.execute(_NTH_OLDEST, (topic, excess - 1)).fetchone()
+            dropped += db.execute(_DELETE_OLDEST, (topic, boundary)).rowcount
+            _discount(counts, topic, excess)
+        return dropped
+
+    def _decode_twin(self, name: str, record: str) -> TwinRecord:
+        try:
+            return _decode_twin(name, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StoreError(
+                f"the twin {name!r} in the store {self.path!r} cannot be read ({exc}):"
+                " restore the file from a backup or delete that twin") from exc
+
+    def _error(self, exc: sqlite3.Error, action: str) -> StoreError:
+        text = str(exc)
+        lowered = text.lower()
+        if "not a database" in lowered or "malformed" in lowered or "encrypted" in lowered:
+            hint = ("the file is damaged or is not a database: restore it from a backup,"
+                    " or move it away to start with an empty store")
+        elif "locked" in lowered or "busy" in lowered:
+            hint = "another process (a second broker?) is using it: stop it or use another file"
+        elif "full" in lowered:
+            hint = "free some disk space"
+        elif "readonly" in lowered or "unable to open" in lowered:
+            hint = "check that the file and its directory exist and are writable"
+        else:
+            hint = ""
+        message = f"cannot {action} the store {self.path!r}: {text}"
+        return StoreError(f"{message}; {hint}" if hint else message)
+
+
+def _replay_in(count: int) -> str:
+    marks = ", ".join("?" * count)
+    return (f"SELECT {_COLUMNS} FROM messages WHERE seq > ? AND +topic IN ({marks})"
+            " ORDER BY seq LIMIT ?")
+
+
+def _discount(counts: dict[str, int], topic: str, gone: int) -> None:
+    left = counts.get(topic, 0) - gone
+    if left > 0:
+        counts[topic] = left
+    else:
+        counts.pop(topic, None)
+
+
+def _encode_number(value: float) -> float | str:
+    # JSON has no infinity; msg_from uses it for "everything since the mark"
+    return value if math.isfinite(value) else repr(float(value))
+
+
+def _encode_twin(twin: TwinRecord) -> str:
+    return json.dumps({
+        "subscriptions": {t: _encode_number(v) for t, v in twin.subscriptions.items()},
+        "exposed": twin.exposed,
+        "mark": twin.mark,
+        "done_above": twin.done_above,
+        "since": twin.since,
+    }, separators=(",", ":"), allow_nan=False)
+
+
+def _decode_number(value: float | str) -> float:
+    return float(value) if isinstance(value, str) else value
+
+
+def _decode_twin(name: str, record: str) -> TwinRecord:
+    data = json.loads(record)
+    return TwinRecord(
+        name,
+        {str(t): _decode_number(v) for t, v in data["subscriptions"].items()},
+        [str(t) for t in data["exposed"]],
+        int(data["mark"]),
+        [int(s) for s in data["done_above"]],
+        {str(t): int(s) for t, s in data["since"].items()},
+    )
+
