@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import ClassVar
 
 
 class Relay(asyncio.Protocol):
-    peers: list[Relay] = []
-    dirty: set[Relay] = set()
-    scheduled = False
+    peers: ClassVar[list[Relay]] = []
+    dirty: ClassVar[set[Relay]] = set()
+    scheduled: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.buffer = bytearray()

@@ -7,7 +7,7 @@ from typing import Any
 
 import rembus_proto as rp
 from rembus_proto.router import Close, Connection, Router, RouterConfig
-from rembus_proto.store import MemoryStore
+from rembus_proto.store import MemoryStore, Store
 
 
 class Peer:
@@ -100,9 +100,9 @@ class Peer:
 class Net:
     """Router + store + fake peers; ``pump`` runs one driver turn."""
 
-    def __init__(self, config: RouterConfig | None = None, store: MemoryStore | None = None,
+    def __init__(self, config: RouterConfig | None = None, store: Store | None = None,
                  now: float = 1_000.0) -> None:
-        self.store = store or MemoryStore()
+        self.store: Store = store if store is not None else MemoryStore()
         self.config = config or RouterConfig()
         self.now = now
         self._rand = itertools.count(1)
