@@ -62,15 +62,15 @@ def open_pair(
     return client, server
 
 
-def upgrade_request(path: str = "/", **overrides: str | None) -> bytes:
-    headers = {
+def upgrade_request(path: str = "/", overrides: dict[str, str | None] | None = None) -> bytes:
+    headers: dict[str, str | None] = {
         "Host": "broker.test",
         "Upgrade": "websocket",
         "Connection": "Upgrade",
         "Sec-WebSocket-Key": base64.b64encode(b"k" * 16).decode(),
         "Sec-WebSocket-Version": "13",
     }
-    headers.update(overrides)  # type: ignore[arg-type]
+    headers.update(overrides or {})
     lines = [f"GET {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items() if v is not None]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -130,7 +130,7 @@ def test_frames_in_the_same_read_as_the_handshake() -> None:
     client = ClientWebSocket("h")
     key = client.data_to_send().split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
     server = ServerWebSocket()
-    server.receive_data(upgrade_request(**{"Sec-WebSocket-Key": key.decode()}))
+    server.receive_data(upgrade_request(overrides={"Sec-WebSocket-Key": key.decode()}))
     server.send_message("first")
     events = client.receive_data(server.data_to_send())
     assert [type(e) for e in events] == [Opened, Message]
@@ -140,7 +140,7 @@ def test_frames_in_the_same_read_as_the_handshake() -> None:
 def test_permessage_deflate_offer_is_not_accepted() -> None:
     server = ServerWebSocket()
     offer = "permessage-deflate; client_max_window_bits"
-    server.receive_data(upgrade_request(**{"Sec-WebSocket-Extensions": offer}))
+    server.receive_data(upgrade_request(overrides={"Sec-WebSocket-Extensions": offer}))
     answer = server.data_to_send()
     assert answer.startswith(b"HTTP/1.1 101 ")
     assert b"sec-websocket-extensions" not in answer.lower()
@@ -375,7 +375,7 @@ def test_http_body_too_large() -> None:
 @pytest.mark.parametrize("one_read", [True, False])
 def test_oversized_head_is_refused(one_read: bool) -> None:
     server = ServerWebSocket(WSConfig(max_http_head_size=1024))
-    request = upgrade_request(**{"X-Filler": "f" * 2000})
+    request = upgrade_request(overrides={"X-Filler": "f" * 2000})
     with pytest.raises(HandshakeError) as info:
         if one_read:
             server.receive_data(request)
@@ -409,11 +409,11 @@ def test_head_just_under_the_limit_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
-        (upgrade_request(**{"Sec-WebSocket-Key": None}), 400),
-        (upgrade_request(**{"Sec-WebSocket-Key": "c2hvcnQ="}), 400),
-        (upgrade_request(**{"Sec-WebSocket-Key": "!!!!!!!!!!!!!!!!!!!!!!=="}), 400),
-        (upgrade_request(**{"Sec-WebSocket-Version": "8"}), 426),
-        (upgrade_request(**{"Connection": "keep-alive"}), 400),
+        (upgrade_request(overrides={"Sec-WebSocket-Key": None}), 400),
+        (upgrade_request(overrides={"Sec-WebSocket-Key": "c2hvcnQ="}), 400),
+        (upgrade_request(overrides={"Sec-WebSocket-Key": "!!!!!!!!!!!!!!!!!!!!!!=="}), 400),
+        (upgrade_request(overrides={"Sec-WebSocket-Version": "8"}), 426),
+        (upgrade_request(overrides={"Connection": "keep-alive"}), 400),
         (upgrade_request().replace(b"GET", b"POST", 1), 400),
         (upgrade_request().replace(b"HTTP/1.1", b"HTTP/1.0", 1), 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400),
@@ -538,9 +538,9 @@ def test_error_while_closing_sends_no_second_close() -> None:
 def test_bytes_like_input_and_output() -> None:
     client, server = open_pair()
     client.send_message(bytearray(b"ba"))
-    client.send_message(memoryview(b"mv"))  # type: ignore[arg-type]
+    client.send_message(memoryview(b"mv"))
     data = client.data_to_send()
-    assert server.receive_data(bytearray(data)) == [Message(b"ba"), Message(b"mv")]  # type: ignore[arg-type]
+    assert server.receive_data(bytearray(data)) == [Message(b"ba"), Message(b"mv")]
 
 
 # -- properties: bad input only ever raises ProtocolError ---------------------
@@ -574,7 +574,8 @@ chunking = st.lists(st.integers(1, 50), min_size=1, max_size=8)
 
 
 def chunked(data: bytes, sizes: list[int]) -> list[bytes]:
-    out, i = [], 0
+    out: list[bytes] = []
+    i = 0
     while i < len(data):
         size = sizes[len(out) % len(sizes)]
         out.append(data[i : i + size])

@@ -78,7 +78,8 @@ def reference(data: bytes, *, client: bool) -> Outcome:
             elif frame.opcode is Opcode.PONG:
                 outcome.items.append(("pong", bytes(frame.payload)))  # type: ignore[arg-type]
             elif frame.opcode is Opcode.CLOSE:
-                code, reason = frame.payload  # type: ignore[misc]
+                assert isinstance(frame.payload, tuple)
+                code, reason = frame.payload
                 outcome.items.append(("close", int(code), reason))
             else:
                 parts.append(frame.payload)  # type: ignore[arg-type]

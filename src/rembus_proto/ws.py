@@ -168,7 +168,7 @@ class _Connection:
         out.clear()
         return data
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Process bytes read from the transport; ``b""`` means end of stream.
 
         Returns the events they complete, in order. Raises
@@ -180,15 +180,14 @@ class _Connection:
                 return []
             self._state = _CLOSED
             return [Closed(1006, "", clean=False)]
-        if data.__class__ is not bytes:
-            data = bytes(data)
+        raw = data if data.__class__ is bytes else bytes(data)
         if state in (_OPEN, _CLOSING):
-            return self._receive_frames(data)
+            return self._receive_frames(raw)
         if state == _HANDSHAKE:
-            return self._receive_http(data)
+            return self._receive_http(raw)
         return []
 
-    def send_message(self, data: bytes | str) -> None:
+    def send_message(self, data: bytes | bytearray | memoryview | str) -> None:
         """Queue one message: ``bytes`` go as a binary message, ``str`` as text."""
         if self._state != _OPEN:
             raise InvalidStateError("the WebSocket is not open")

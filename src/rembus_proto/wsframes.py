@@ -418,7 +418,7 @@ class FrameWriter:
         self._key_pos = pos + 4
         return self._keys[pos : pos + 4]
 
-    def message(self, data: bytes | str, out: list[bytes]) -> None:
+    def message(self, data: bytes | bytearray | memoryview | str, out: list[bytes]) -> None:
         """Append the frame of one whole message (``str`` is sent as text) to ``out``."""
         if data.__class__ is bytes:
             payload: bytes = data
