@@ -60,6 +60,7 @@ class Component(ComponentBase):
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(options.max_handler_tasks)
+        self._room = asyncio.Event()
 
     def _now(self) -> float:
         return self._loop.time()
@@ -115,9 +116,12 @@ class Component(ComponentBase):
                 for frame in frames:
                     conn.receive_message(frame, now)
                 self._process()
-                if self._slots.locked():
-                    await self._slots.acquire()  # too many handlers running: stop reading
-                    self._slots.release()
+                # Too many handlers running: stop reading until one ends, unless requests
+                # wait for answers (handlers may be the ones waiting; not reading would
+                # deadlock them).
+                while self._slots.locked() and not self._futures:
+                    self._room.clear()
+                    await self._room.wait()
         except ProtocolError as exc:
             log.warning("%s: closing the connection, the broker sent bad data: %s",
                         self.url, exc)
@@ -241,6 +245,7 @@ class Component(ComponentBase):
     async def _wait(self, handle: int) -> Any:
         future: asyncio.Future[Any] = self._loop.create_future()
         self._futures[handle] = future
+        self._room.set()
         self._process()
         return await future
 
@@ -369,13 +374,16 @@ class Component(ComponentBase):
 
     async def _await_handler(self, awaitable: Awaitable[Any],
                              done: Callable[[Any, BaseException | None], None]) -> None:
-        async with self._slots:
-            try:
-                result = await awaitable
-            except Exception as exc:
-                done(None, exc)
-            else:
-                done(result, None)
+        try:
+            async with self._slots:
+                try:
+                    result = await awaitable
+                except Exception as exc:
+                    done(None, exc)
+                else:
+                    done(result, None)
+        finally:
+            self._room.set()
 
 
 async def component(url: str | None = None, **options: Any) -> Component:
