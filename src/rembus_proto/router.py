@@ -82,6 +82,9 @@ class RouterConfig:
     """Seconds after which a forwarded RPC nobody answered is forgotten."""
     max_pending_calls: int = 10_000
     """RPCs in flight per requesting connection."""
+    legacy_max_message: int = 1 << 20
+    """Largest message sent to a 0.1.x peer (16-byte ids): its WebSocket client closes
+    the connection on anything larger, so larger ones are never sent to it."""
     qos2_dedup_size: int = 100_000
     retention_max_age: float = 7 * 86_400.0
     retention_max_per_topic: int = 100_000
@@ -465,6 +468,8 @@ class Router:
 
     def _deliver(self, twin: Twin, conn: Connection, frame: bytes, qos: int, seq: int,
                  msg_id: bytes | None) -> None:
+        if conn.legacy and len(frame) > self.config.legacy_max_message:
+            return  # the peer would drop its connection: it only misses this message
         if qos and msg_id is not None:
             if len(twin.inflight) >= self.config.max_inflight:
                 self._close(conn, CLOSE_SLOW_CONSUMER, "too many unacknowledged messages")
@@ -612,10 +617,15 @@ class Router:
         self._call_counter += 1
         size = 16 if exposer.legacy else 8
         new_id = (self._call_counter & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        frame = b"".join((b"\x85\x02", byte_string(new_id), text(msg.topic), cbor.NULL,
+                          msg.data.raw))
+        if exposer.legacy and len(frame) > self.config.legacy_max_message:
+            self._reply(conn, msg.id, Status.GENERIC_ERROR,
+                        f"{msg.topic}: request too large for {exposer.twin.name} (0.1.x)")
+            return
         exposer.calls[new_id] = _Call(conn, msg.id, msg.topic, self._now + self.config.call_timeout)
         conn.calls_made += 1
-        self._send(exposer, b"".join((b"\x85\x02", byte_string(new_id), text(msg.topic),
-                                      cbor.NULL, msg.data.raw)))
+        self._send(exposer, frame)
 
     def _on_response(self, conn: Connection, msg: Response) -> None:
         call = conn.calls.pop(msg.id, None)
@@ -625,8 +635,13 @@ class Router:
         requester.calls_made -= 1
         if requester.closed:
             return
-        self._send(requester, b"".join((b"\x84\x04", byte_string(call.orig_id),
-                                        head(0, msg.status), msg.data.raw)))
+        frame = b"".join((b"\x84\x04", byte_string(call.orig_id), head(0, msg.status),
+                          msg.data.raw))
+        if requester.legacy and len(frame) > self.config.legacy_max_message:
+            self._reply(requester, call.orig_id, Status.GENERIC_ERROR,
+                        f"{call.topic}: response too large for a 0.1.x component")
+            return
+        self._send(requester, frame)
 
     # -- admin -------------------------------------------------------------
 
