@@ -48,7 +48,7 @@ from rembus_proto.wsevents import Closed, Message, Opened
 from . import errors
 from .component_base import ComponentBase
 from .errors import *  # noqa: F403 - the error classes, as in rembus
-from .errors import LoginFailed, RembusConnectionClosed
+from .errors import LoginFailed, RembusConnectionClosed, RembusError
 from .handlers import (
     Handler,
     Outcome,
@@ -80,14 +80,23 @@ class Reply:
     def __init__(self, component: Component, handle: int) -> None:
         self._component = component
         self._handle = handle
+        self._outcome: tuple[Any, BaseException | None] | None = None
 
     def done(self) -> bool:
         """True once the answer (or the error) is there; :meth:`result` then does not block."""
-        return self._handle in self._component._done
+        return self._outcome is not None or self._handle in self._component._done
 
     def result(self) -> Any:
         """Pump until the answer arrives; return it or raise the request's error."""
-        return self._component._wait(self._handle)
+        if self._outcome is None:
+            try:
+                self._outcome = (self._component._wait(self._handle), None)
+            except RembusError as exc:
+                self._outcome = (None, exc)
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value
 
 
 class Component(ComponentBase):
@@ -160,9 +169,9 @@ class Component(ComponentBase):
 
     def forever(self) -> None:
         """Pump until :meth:`close` (or Ctrl-C, which closes); turns reactive first."""
-        if self._wants_reactive():
-            self.reactive()
         try:
+            if self._wants_reactive():
+                self.reactive()
             while not self._closing:
                 self.process(None)
         except KeyboardInterrupt:
