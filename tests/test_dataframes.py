@@ -1,0 +1,89 @@
+"""DataFrames through the broker (CBOR tag 80, Arrow IPC) with every driver."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from behaviour_drivers import DRIVERS, Collector, Session, in_process_broker
+
+pa = pytest.importorskip("pyarrow")
+pd = pytest.importorskip("pandas")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=DRIVERS)
+def session(request: pytest.FixtureRequest) -> Iterator[Session]:
+    with in_process_broker() as url:
+        s = Session(str(request.param), url)
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+def table() -> object:
+    return pa.table({"id": [1, 2, 3], "name": ["a", "b", None], "x": [0.5, 1.5, 2.5]})
+
+
+def test_pyarrow_table_round_trip(session: Session) -> None:
+    sub, pub = session.component("df_sub"), session.component()
+    got = Collector()
+    sub.subscribe(got, topic="frames")
+    sub.expose(lambda t: t.num_rows, topic="rows")
+    sub.expose(lambda: table(), topic="make")
+    pub.publish("frames", table(), "label")
+    [(received, label)] = got.wait_for(1)
+    assert isinstance(received, pa.Table) and received.equals(table())
+    assert label == "label"
+    assert pub.rpc("rows", table()) == 3
+    assert pub.rpc("make").equals(table())
+
+
+def test_pandas_frame_round_trip(session: Session) -> None:
+    sub = session.component("pd_sub", dataframe="pandas")
+    pub = session.component(dataframe="pandas")
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    got = Collector()
+    sub.subscribe(got, topic="frames")
+    sub.expose(lambda df: df.assign(c=df["a"] * 2), topic="double")
+    pub.publish("frames", frame)
+    [received] = got.wait_for(1)
+    assert isinstance(received, pd.DataFrame)
+    pd.testing.assert_frame_equal(received, frame)
+    doubled = pub.rpc("double", frame)
+    assert list(doubled["c"]) == [2, 4]
+
+
+def test_plain_values_do_not_import_pyarrow() -> None:
+    script = textwrap.dedent("""
+        import asyncio, sys
+        sys.path.insert(0, sys.argv[1])
+        import rembus
+        from rembus import dataframes
+        from behaviour_drivers import Collector, in_process_broker
+
+        async def main(url):
+            sub = await rembus.component(url + "/plain_sub")
+            got = Collector()
+            await sub.subscribe(got, topic="t")
+            pub = await rembus.component(url)
+            await pub.publish("t", 1, "two", [3.0], {"four": b"4"})
+            await asyncio.to_thread(got.wait_for, 1)
+            await pub.close()
+            await sub.close()
+
+        with in_process_broker() as url:
+            asyncio.run(main(url))
+        print("loaded" if dataframes.pyarrow_loaded() else "not loaded")
+    """)
+    tests_dir = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", script, tests_dir], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "not loaded"
