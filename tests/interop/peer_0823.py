@@ -1,0 +1,71 @@
+"""Driver for PyPI ``rembus==0.8.23`` (8-byte ids, current admin commands), sync API.
+
+Speaks the line protocol of :mod:`peer_common`; run it with the interpreter
+of a virtualenv where ``rembus==0.8.23`` is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peer_common import Driver, method, serve, subscriber
+
+import rembus
+from rembus import protocol
+from rembus.sync import Node
+
+
+class Driver0823(Driver):
+    def __init__(self) -> None:
+        self.rb: Node | None = None
+
+    def _rb(self) -> Node:
+        if self.rb is None:
+            raise ConnectionError("not connected")
+        return self.rb
+
+    def error_fields(self, exc: BaseException) -> dict[str, Any]:
+        if isinstance(exc, protocol.RembusError):
+            return {"status": exc.status, "message": exc.message}
+        return {}
+
+    def op_connect(self, url: str) -> None:
+        self.rb = Node(url)
+
+    def op_close(self) -> None:
+        rb, self.rb = self.rb, None
+        if rb is not None:
+            rb.close()
+
+    def op_publish(self, topic: str, args: list[Any], qos: int = 0) -> None:
+        flags = {0: rembus.QOS0, 1: rembus.QOS1, 2: rembus.QOS2}[qos]
+        self._rb().publish(topic, *args, qos=flags)
+
+    def op_rpc(self, topic: str, args: list[Any]) -> Any:
+        return self._rb().rpc(topic, *args)
+
+    def op_direct(self, target: str, topic: str, args: list[Any]) -> Any:
+        return self._rb().direct(target, topic, *args)
+
+    def op_subscribe(self, topic: str, retroactive: bool = False) -> None:
+        msg_from = rembus.LastReceived if retroactive else rembus.Now
+        self._rb().subscribe(subscriber(topic), msg_from, topic)
+
+    def op_unsubscribe(self, topic: str) -> None:
+        self._rb().unsubscribe(topic)
+
+    def op_expose(self, topic: str, kind: str) -> None:
+        self._rb().expose(method(topic, kind), topic)
+
+    def op_unexpose(self, topic: str) -> None:
+        self._rb().unexpose(topic)
+
+    def op_reactive(self) -> None:
+        self._rb().reactive()
+
+    def op_unreactive(self) -> None:
+        self._rb().unreactive()
+
+
+if __name__ == "__main__":
+    serve(Driver0823(), rembus.__version__)

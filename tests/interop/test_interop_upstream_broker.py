@@ -1,0 +1,102 @@
+"""Our client against the upstream 0.8.23 broker (``brokerd``), alone and with 0.8.23 peers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from harness import OurClient, Peer, UpstreamBroker
+
+import rembus
+
+pytestmark = pytest.mark.interop
+
+Ours = Callable[[str], OurClient]
+Spawn = Callable[[str, str], Peer]
+
+
+def test_our_clients_pubsub_every_qos_and_unsubscribe(upstream_broker: UpstreamBroker,
+                                                      ours: Ours) -> None:
+    sub = ours(f"{upstream_broker.url}/sub")
+    pub = ours(upstream_broker.url)
+    sub.subscribe_topic("temperature")
+    sub.subscribe_topic("marker")
+    for qos in (0, 1, 2):
+        pub.publish("temperature", qos, {"room": "kitchen"}, qos=qos)
+    assert [sub.pub("temperature") for _ in range(3)] == [
+        [q, {"room": "kitchen"}] for q in (0, 1, 2)]
+
+    sub.unsubscribe("temperature")
+    pub.publish("temperature", "after unsubscribe")
+    pub.publish("marker", 1)
+    assert sub.pub("marker") == [1]
+    assert sub.pending_pubs("temperature") == []
+
+
+def test_our_clients_rpc_direct_errors_and_unexpose(upstream_broker: UpstreamBroker,
+                                                    ours: Ours) -> None:
+    server = ours(f"{upstream_broker.url}/calc")
+    client = ours(upstream_broker.url)
+    server.expose_add("add")
+
+    def fail() -> None:
+        raise ValueError("kaboom")
+
+    server.expose(fail)
+    assert client.rpc("add", 1, 2) == 3
+    assert client.direct("calc", "add", 3, 4) == 7
+    assert client.rpc("version").startswith("python_")
+    with pytest.raises(rembus.MethodException, match="kaboom"):
+        client.rpc("fail")
+    with pytest.raises(rembus.MethodNotFound):
+        client.rpc("nosuch")
+    with pytest.raises(rembus.TargetNotFound):
+        client.direct("nobody", "add", 1, 2)
+
+    server.unexpose("add")
+    # upstream keeps the topic with no exposer left: "unavailable" (43), where ours says 42
+    with pytest.raises(rembus.MethodUnavailable):
+        client.rpc("add", 1, 2)
+
+
+def test_our_client_retroactive_delivery(upstream_broker: UpstreamBroker, ours: Ours) -> None:
+    sub = ours(f"{upstream_broker.url}/retro")
+    sub.subscribe_topic("orders", retroactive=True)
+    sub.close()
+    pub = ours(upstream_broker.url)
+    pub.publish("orders", 1)
+    pub.publish("orders", 2, "two")
+    # upstream replays only what its archiver already wrote to its tables
+    upstream_broker.wait_archived(2)
+
+    again = ours(f"{upstream_broker.url}/retro")
+    again.subscribe_topic("orders", retroactive=True)
+    assert again.pub("orders") == [1]
+    assert again.pub("orders") == [2, "two"]
+
+
+def test_our_client_with_0823_peer(upstream_broker: UpstreamBroker, ours: Ours,
+                                   spawn: Spawn) -> None:
+    peer = spawn("0.8.23", "peer")
+    peer.call("connect", url=f"{upstream_broker.url}/peer")
+    mine = ours(f"{upstream_broker.url}/mine")
+
+    peer.call("subscribe", topic="to_peer")
+    peer.call("reactive")
+    peer.call("expose", topic="peer_add", kind="add")
+    mine.subscribe_topic("to_mine")
+    mine.expose_add("mine_add")
+
+    mine.publish("to_peer", 1, "a")
+    mine.publish("to_peer", {"n": [1.5]}, qos=2)
+    assert peer.pub("to_peer") == [1, "a"]
+    assert peer.pub("to_peer") == [{"n": [1.5]}]
+    for qos in (0, 1, 2):
+        peer.call("publish", topic="to_mine", args=[qos], qos=qos)
+    assert [mine.pub("to_mine") for _ in range(3)] == [[0], [1], [2]]
+
+    assert mine.rpc("peer_add", 1, 2) == 3
+    assert mine.direct("peer", "peer_add", 3, 4) == 7
+    assert peer.call("rpc", topic="mine_add", args=[5, 6]) == 11
+    assert peer.call("direct", target="mine", topic="mine_add", args=[7, 8]) == 15
+    assert mine.served("mine_add") == [5, 6]
