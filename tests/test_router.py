@@ -394,11 +394,11 @@ def test_slow_consumer_is_disconnected() -> None:
     assert [(c.conn, c.code) for c in net.closes] == [(sub.conn, CLOSE_SLOW_CONSUMER)]
 
 
-def test_unsupported_requests_get_a_clear_error() -> None:
+def test_register_without_security_setup_gets_a_clear_error() -> None:
     net = Net()
     peer = net.connect()
     res = peer.request(lambda i: rp.Register(i, "x", "1234", b"key", 1))
-    assert res.status == Status.GENERIC_ERROR and "not supported" in res.data.value
+    assert (res.status, res.data.value) == (Status.GENERIC_ERROR, "tenant [.] not enabled")
 
 
 def test_malformed_input_raises_protocol_error_and_leaves_state() -> None:

@@ -27,6 +27,7 @@ from .errors import (
     UnknownCommand,
 )
 from .options import Options
+from .registration import register, unregister
 from .version import __version__
 
 __all__ = [
@@ -46,4 +47,6 @@ __all__ = [
     "UnknownCommand",
     "__version__",
     "component",
+    "register",
+    "unregister",
 ]

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rembus_proto.router import POLICIES, RouterConfig
+from rembus_proto.security import SecurityError
 
+from . import cli_security
 from .paths import user_data_dir
 from .server import Broker, BrokerConfig
 from .version import __version__
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stored messages kept per topic (default 100000)")
     broker.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    cli_security.add_broker_arguments(broker)
+    cli_security.add_commands(commands)
     return parser
 
 
@@ -80,6 +84,8 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         version=f"python_{__version__}",
         policy=args.policy,
         overwrite_connection=args.overwrite_connection,
+        authenticated=args.authenticated,
+        challenge_timeout=args.challenge_timeout,
         retention_max_age=args.retention_max_age,
         retention_max_per_topic=args.retention_max_messages,
     )
@@ -90,15 +96,23 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         max_message_size=args.max_message_size,
         max_connections=args.max_connections,
         max_backlog=args.max_backlog,
+        ssl_context=cli_security.ssl_context(args),
     )
 
 
 async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
+    from .security import FileSecurity
     from .sqlite_store import SQLiteStore
 
+    security = FileSecurity(data_dir)
+    try:
+        security.check()
+    except SecurityError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
     database = data_dir / f"{config.router.name}.sqlite"
     store = SQLiteStore(database)
-    broker = Broker(config, store)
+    broker = Broker(config, store, security)
     try:
         await broker.start()
     except OSError as exc:
@@ -133,7 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             log.error("cannot use data dir %s: %s", data_dir, exc)
             return EXIT_FAILURE
-        return asyncio.run(_run_broker(broker_config(args), data_dir))
+        if args.broker_command:
+            return cli_security.run_broker_command(args, data_dir)
+        try:
+            config = broker_config(args)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.error("cannot set up TLS: %s", exc)
+            return EXIT_FAILURE
+        return asyncio.run(_run_broker(config, data_dir))
+    handled = cli_security.run_command(args)
+    if handled is not None:
+        return handled
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from rembus_proto import DecodeLimits, ProtocolError
 from rembus_proto.router import Close, Connection, Router, RouterConfig
+from rembus_proto.security import Security
 from rembus_proto.store import MemoryStore, Store
 from rembus_proto.ws import ServerWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, HttpRequest, Message, Opened
 
+from .crypto import verify_signature
 from .version import __version__
 
 log = logging.getLogger("rembus.broker")
@@ -50,7 +53,9 @@ class BrokerConfig:
     write_high_water: int = 4 * 1024 * 1024
     write_low_water: int = 1024 * 1024
     tick: float = 0.1
-    """Seconds between two timer checks (QoS resends, retention)."""
+    """Seconds between two timer checks (QoS resends, retention, challenges)."""
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    """Serve ``wss://`` with this TLS context (see :func:`rembus.tls.server_context`)."""
 
 
 class _Peer(asyncio.Protocol):
@@ -207,7 +212,8 @@ class _Peer(asyncio.Protocol):
 class Broker:
     """A running broker; use :meth:`start` and :meth:`stop` (or ``async with``)."""
 
-    def __init__(self, config: BrokerConfig | None = None, store: Store | None = None) -> None:
+    def __init__(self, config: BrokerConfig | None = None, store: Store | None = None,
+                 security: Security | None = None) -> None:
         self.config = config or BrokerConfig()
         self.store: Store = store if store is not None else MemoryStore()
         self.ws_config = WSConfig(max_message_size=self.config.max_message_size)
@@ -218,7 +224,8 @@ class Broker:
             router_config = replace(router_config, limits=DecodeLimits(
                 max_message_size=self.config.max_message_size,
                 max_depth=router_config.limits.max_depth))
-        self.router = Router(self.store, router_config, now=time.time())
+        self.router = Router(self.store, router_config, now=time.time(), security=security,
+                             verify=verify_signature)
         self.peers: set[_Peer] = set()
         self.by_conn: dict[Connection, _Peer] = {}
         self.started = time.time()
@@ -240,14 +247,17 @@ class Broker:
 
     @property
     def url(self) -> str:
-        """``ws://host:port`` of this broker."""
-        return f"ws://{self.config.host}:{self.port}"
+        """``ws://host:port`` (``wss://`` with TLS) of this broker."""
+        scheme = "wss" if self.config.ssl_context is not None else "ws"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     async def start(self) -> None:
         """Listen; raises OSError if the address is taken."""
         self._loop = asyncio.get_running_loop()
+        context = self.config.ssl_context
         self._server = await self._loop.create_server(
-            lambda: _Peer(self), self.config.host, self.config.port, reuse_address=True)
+            lambda: _Peer(self), self.config.host, self.config.port, reuse_address=True,
+            ssl=context, ssl_handshake_timeout=self.config.handshake_timeout if context else None)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
         log.info("broker %s listening on %s", self.config.router.name, self.url)
 

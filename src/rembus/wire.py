@@ -46,9 +46,12 @@ class Wire:
         writer.write(ws.data_to_send())
         while True:
             events = await wire._read()
+            wire._keep(events)
             if any(isinstance(e, Opened) for e in events):
-                wire._keep(events)
                 return wire
+            if wire.closed is not None or reader.at_eof():
+                writer.close()
+                raise WireClosed("the connection ended during the WebSocket handshake")
 
     def send(self, *frames: bytes) -> None:
         """Queue frames, each as one binary message (call :meth:`drain` to wait)."""

@@ -5,7 +5,10 @@
 :meth:`Router.disconnect`, :meth:`Router.handle_timer` and
 :meth:`Router.drained`, and after each batch of input it pulls the bytes to
 write with :meth:`Router.pull` and the connections to close with
-:meth:`Router.take_closes`. Persistence goes through the :class:`Store` port.
+:meth:`Router.take_closes`. Persistence goes through the :class:`Store` port;
+keys, tenants, admins and private topics through the
+:class:`~rembus_proto.security.Security` port, whose rules live in
+:mod:`rembus_proto.auth`.
 
 One turn of a driver, so that messages are durable before a QoS ACK leaves
 and a delivery mark only moves once its message was handed to the socket::
@@ -23,11 +26,12 @@ import math
 import os
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import cbor
+from .auth import SECURITY_COMMANDS, TOPIC_COMMANDS, UNAUTHORIZED, Guard
 from .cbor import byte_string, head, text
 from .constants import (
     CONFIG_TOPIC,
@@ -48,6 +52,7 @@ from .messages import (
     Rpc,
     decode,
 )
+from .security import MemorySecurity, Security, Verify
 from .store import Store, StoredMessage, TwinRecord
 from .topics import compile_pattern, is_pattern, normalize_name, pattern_payload, tenant
 
@@ -68,6 +73,10 @@ class RouterConfig:
     version: str = "0"
     policy: Policy = "first_up"
     overwrite_connection: bool = False
+    authenticated: bool = False
+    """Every connection must log in with a registered key (spec 5.4)."""
+    challenge_timeout: float = 3.0
+    """Seconds to answer a challenge; in authenticated mode, to log in at all."""
     limits: DecodeLimits = DEFAULT_LIMITS
     ack_timeout: float = 2.0
     """Seconds before a QoS1/2 delivery is sent again."""
@@ -223,7 +232,8 @@ class Router:
     """Routes messages between connections; see the module docstring for the driver loop."""
 
     def __init__(self, store: Store, config: RouterConfig | None = None, *,
-                 id_factory: Callable[[int], bytes] = os.urandom, now: float = 0.0) -> None:
+                 id_factory: Callable[[int], bytes] = os.urandom, now: float = 0.0,
+                 security: Security | None = None, verify: Verify | None = None) -> None:
         self.config = config or RouterConfig()
         if self.config.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.config.policy!r}: use one of {POLICIES}")
@@ -245,6 +255,10 @@ class Router:
         self._closes: list[Close] = []
         self._call_counter = int.from_bytes(id_factory(4), "little") << 32
         self._next_prune = now + self.config.prune_interval
+        self.guard = Guard(self, security if security is not None else MemorySecurity(), verify,
+                           id_factory)
+        self._gate = self.guard.gate
+        self._private = self.guard.private
         for record in records:
             twin = Twin(record.name, True, record)
             self.twins[twin.name] = twin
@@ -264,6 +278,7 @@ class Router:
         conn = Connection(Twin(name, False), peer)
         conn.twin.conn = conn
         self.connections.add(conn)
+        self.guard.on_connect(conn, now)
         return conn
 
     def disconnect(self, conn: Connection, now: float) -> None:
@@ -274,6 +289,7 @@ class Router:
         conn.closed = True
         self.connections.discard(conn)
         self._dirty.pop(conn, None)
+        self.guard.forget(conn)
         for call in conn.calls.values():
             self._reply(call.requester, call.orig_id, Status.METHOD_UNAVAILABLE,
                         f"{call.topic}: exposer {conn.twin.name} disconnected")
@@ -350,7 +366,8 @@ class Router:
                 deadline = min(deadline, inflight.deadline)
             for call in conn.calls.values():
                 deadline = min(deadline, call.deadline)
-        return deadline
+        challenge = self.guard.next_deadline()
+        return deadline if challenge is None else min(deadline, challenge)
 
     def handle_timer(self, now: float) -> None:
         """Resend unacknowledged QoS deliveries, forget stale calls, prune the archive."""
@@ -371,6 +388,7 @@ class Router:
                 if call.deadline <= now:
                     del conn.calls[call_id]
                     call.requester.calls_made -= 1
+        self.guard.handle_timer(now)
         if now >= self._next_prune:
             self._next_prune = now + cfg.prune_interval
             self.store.prune(int((now - cfg.retention_max_age) * 1e9), cfg.retention_max_per_topic)
@@ -383,6 +401,8 @@ class Router:
         if conn.closed:
             return
         message = decode(frame, self.config.limits)
+        if self._gate and conn in self._gate and not self.guard.admit(conn, message):
+            return
         if isinstance(message, Pub):
             self._on_pub(conn, message, frame)
         elif isinstance(message, Rpc):
@@ -399,14 +419,16 @@ class Router:
             self._on_identity(conn, message)
         else:
             self._learn_generation(conn, message.id)
-            what = type(message).__name__.upper()
-            self._reply(conn, message.id, Status.GENERIC_ERROR,
-                        f"{what} is not supported by this broker")
+            self.guard.receive(conn, message, now)
 
     # -- publish -----------------------------------------------------------
 
     def _on_pub(self, conn: Connection, msg: Pub, frame: bytes) -> None:
         publisher = conn.twin
+        topic = msg.topic
+        acl = self._private.get(topic) if self._private else None
+        if acl is not None and not self.guard.allowed(conn, acl):
+            return  # private topic: dropped silently (spec 7.1)
         qos = msg.flags & QOS_MASK
         if msg.id is not None:
             self._learn_generation(conn, msg.id)
@@ -421,7 +443,6 @@ class Router:
                 seen[msg_id] = None
                 if len(seen) > self.config.qos2_dedup_size:
                     seen.popitem(last=False)
-        topic = msg.topic
         payload = msg.data.raw
         seq = 0
         if self._retro and (topic in self._retro or self._matches_retro_pattern(topic)):
@@ -431,7 +452,9 @@ class Router:
                                             payload, publisher.name))
         if qos:
             self._send(conn, b"\x82\x05" + byte_string(msg.id))  # type: ignore[arg-type]
-        subscribers = self._subs.get(topic)
+        subscribers: Collection[Twin] | None = self._subs.get(topic)
+        if subscribers and acl is not None:
+            subscribers = self.guard.only_allowed(subscribers, acl)
         if subscribers:
             legacy_frame: bytes | None = None
             for twin in subscribers:
@@ -448,13 +471,14 @@ class Router:
                 else:
                     self._deliver(twin, sub_conn, frame, qos, seq, msg.id)
         if self._patterns:
-            self._deliver_patterns(publisher, topic, payload, seq)
+            self._deliver_patterns(publisher, topic, payload, seq, acl)
 
     def _matches_retro_pattern(self, topic: str) -> bool:
         patterns = self._patterns
         return any(patterns[pattern][0].fullmatch(topic) for pattern in self._retro_patterns)
 
-    def _deliver_patterns(self, publisher: Twin, topic: str, payload: bytes, seq: int) -> None:
+    def _deliver_patterns(self, publisher: Twin, topic: str, payload: bytes, seq: int,
+                          acl: set[str] | None = None) -> None:
         for pattern, (regex, twins) in self._patterns.items():
             if not regex.fullmatch(topic):
                 continue
@@ -462,7 +486,8 @@ class Router:
             for twin in twins:
                 conn = twin.conn
                 if (conn is None or twin is publisher or not twin.reactive
-                        or twin.tenant != publisher.tenant or (twin.replaying and seq)):
+                        or twin.tenant != publisher.tenant or (twin.replaying and seq)
+                        or (acl is not None and not self.guard.allowed(conn, acl))):
                     continue
                 self._deliver(twin, conn, frame, 0, seq, None)
 
@@ -530,6 +555,9 @@ class Router:
                now_ns: int) -> bool:
         if tenant(stored.publisher) != twin.tenant or stored.publisher == twin.name:
             return False
+        if self._private and twin.conn is not None and not self.guard.permits(twin.conn,
+                                                                             stored.topic):
+            return False
         topic = stored.topic
         if topic not in retro:
             topic = next((p for p in retro if is_pattern(p)
@@ -566,6 +594,10 @@ class Router:
         self._learn_generation(conn, msg.id)
         requester = conn.twin
         topic = msg.topic
+        acl = self._private.get(topic) if self._private else None
+        if acl is not None and not self.guard.allowed(conn, acl):
+            self._reply(conn, msg.id, Status.GENERIC_ERROR, UNAUTHORIZED)
+            return
         if msg.target is not None:
             target = self.twins.get(normalize_name(msg.target))
             if target is None:
@@ -585,9 +617,11 @@ class Router:
         if not exposers:
             self._reply(conn, msg.id, Status.METHOD_NOT_FOUND, f"{topic}: method unknown")
             return
-        chosen = self._select(topic, exposers, requester)
+        if acl is not None:
+            exposers = self.guard.only_allowed(exposers, acl)
+        chosen = self._select(topic, exposers, requester) if exposers else None
         if chosen is None:
-            if all(t is requester for t in exposers):
+            if exposers and all(t is requester for t in exposers):
                 self._reply(conn, msg.id, Status.METHOD_LOOPBACK, f"{topic}: method loopback")
             else:
                 self._reply(conn, msg.id, Status.METHOD_UNAVAILABLE,
@@ -655,6 +689,12 @@ class Router:
         twin = conn.twin
         topic = msg.topic
         assert isinstance(command, dict)
+        if cmd in SECURITY_COMMANDS:
+            self.guard.admin_command(conn, msg)
+            return
+        if self._private and cmd in TOPIC_COMMANDS and not self.guard.permits(conn, topic):
+            self._reply(conn, msg.id, Status.GENERIC_ERROR, UNAUTHORIZED)
+            return
         if cmd in ("subscribe", "add_interest"):
             msg_from = _msg_from(command)
             if msg_from is None:
@@ -670,11 +710,13 @@ class Router:
             self._unexpose(twin, topic)
         elif cmd == "reactive":
             self._set_reactive(twin, bool(command.get("status", False)))
-        elif cmd == "setup":
+        elif cmd == "setup":  # private topics the sender may not use are skipped
+            permits = self.guard.permits
             for name in _topics(command.get("exposers")):
-                self._expose(twin, name)
+                if permits(conn, name):
+                    self._expose(twin, name)
             for name in _topics(command.get("subscribers")):
-                if name not in twin.subs:
+                if name not in twin.subs and permits(conn, name):
                     self._subscribe(twin, name, 0.0)
             self._set_reactive(twin, True)
         else:
@@ -736,10 +778,21 @@ class Router:
             self._reply(conn, msg.id, Status.GENERIC_ERROR, "already identified")
             return
         twin = self.twins.get(name)
+        if (twin is not None and twin.conn is not None
+                and not self.config.overwrite_connection):
+            self._reply(conn, msg.id, Status.GENERIC_ERROR, "already connected")
+            return
+        if self.guard.challenge(conn, msg.id, name, self._now):
+            return  # a registered name: bound after a valid ATTESTATION
+        self._bind(conn, msg.id, name)
+
+    def _bind(self, conn: Connection, msg_id: bytes, name: str) -> bool:
+        """Give the connection the twin of ``name`` and answer ``msg_id`` (OK or 10)."""
+        twin = self.twins.get(name)
         if twin is not None and twin.conn is not None:
             if not self.config.overwrite_connection:
-                self._reply(conn, msg.id, Status.GENERIC_ERROR, "already connected")
-                return
+                self._reply(conn, msg_id, Status.GENERIC_ERROR, "already connected")
+                return False
             old = twin.conn
             self.disconnect(old, self._now)
             self._close(old, CLOSE_OVERWRITTEN, "overwritten")
@@ -753,7 +806,8 @@ class Router:
         twin.conn = conn
         twin.reactive = False
         conn.twin = twin
-        self._reply(conn, msg.id, Status.OK, None)
+        self._reply(conn, msg_id, Status.OK, None)
+        return True
 
     # -- helpers -----------------------------------------------------------
 

@@ -1,0 +1,178 @@
+"""Register a component's key with a broker, and unregister it (spec 5.5, 5.6).
+
+``await rembus.register("ws://host:8000/myname", "11223344")`` makes a key
+pair, sends REGISTER ``[10, id, name, pin, public key, keytype]`` on an
+anonymous connection and, once the broker answered OK, keeps the private key
+in ``<rembus dir>/<name>/.secret`` (PEM, readable by the owner only). From
+then on the component logs in by signing the broker's challenge.
+
+``await rembus.unregister("ws://host:8000/myname")`` logs in with that key,
+sends UNREGISTER and, after OK, deletes the local ``.secret``.
+
+:func:`register_sync` and :func:`unregister_sync` do the same for code
+without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any
+
+from rembus_proto import ClientConnection, Register, Response, challenge_input, decode
+from rembus_proto.client_events import ChallengeRequested, Connected, LoginFailed, RequestCompleted
+
+from . import crypto, keys
+from .errors import LoginFailed as LoginFailedError
+from .errors import RembusConnectionClosed, RembusTimeout, error_for
+from .options import Options, make_options
+from .security import write_atomically
+from .transport import Transport, open_transport
+from .url import ComponentURL, parse
+
+
+def _named(url: str | None) -> tuple[ComponentURL, str]:
+    parsed = parse(url)
+    if parsed.name is None:
+        raise ValueError("a component name is needed: 'name' or 'ws://host:port/name'")
+    return parsed, parsed.name
+
+
+async def _connect(url: ComponentURL, options: Options) -> Transport:
+    try:
+        return await open_transport(url, options)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise RembusConnectionClosed(f"cannot connect to {url.endpoint}: {exc}") from None
+
+
+def save_secret(name: str, key: crypto.PrivateKey) -> None:
+    """Store the private key of ``name`` in ``<rembus dir>/<name>/.secret``."""
+    path = keys.secret_path(name)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomically(path, crypto.private_pem(key), 0o600)
+
+
+async def register(url: str | None, pin: str, *, key_type: crypto.KeyType = "rsa",
+                   **options: Any) -> None:
+    """Register the component named in ``url`` with a new ``key_type`` key.
+
+    ``url`` is ``"name"`` (broker at ``$REMBUS_BASE_URL``) or
+    ``"ws://host:port/name"``; ``pin`` is the PIN of the name's tenant (the
+    text after the first dot of the name, ``"."`` when there is none).
+    Options are those of :func:`rembus.component` (``timeout=``,
+    ``ssl_context=``...). Raises :class:`~rembus.errors.NameAlreadyTaken`
+    when the name is registered already and :class:`~rembus.errors.RembusError`
+    (status 10) for a wrong PIN or a tenant that is not enabled; the local key
+    is written only after the broker accepted it.
+    """
+    parsed, name = _named(url)
+    if not isinstance(pin, str):
+        raise TypeError(f"pin must be a str, not {type(pin).__name__}")
+    code = crypto.key_type_code(key_type)
+    opts = make_options(options)
+    private = crypto.generate_private_key(key_type)
+    msg_id = os.urandom(8)
+    frame = Register(msg_id, name, pin, crypto.public_pem(private), code).encode()
+    anonymous = ComponentURL(parsed.scheme, parsed.host, parsed.port, None)
+    transport = await _connect(anonymous, opts)
+    try:
+        transport.send([frame])
+        reply = await asyncio.wait_for(_response(transport, msg_id), opts.timeout)
+    except asyncio.TimeoutError:
+        raise RembusTimeout(f"no answer to REGISTER within {opts.timeout} s") from None
+    finally:
+        await transport.close()
+    if reply.status != 0:
+        raise error_for(reply.status, reply.data.value)
+    save_secret(name, private)
+
+
+async def _response(transport: Transport, msg_id: bytes) -> Response:
+    """The RESPONSE to ``msg_id``; other messages (an unsolicited challenge) are skipped."""
+    while True:
+        try:
+            frames = await transport.recv_many()
+        except ConnectionError as exc:
+            raise RembusConnectionClosed(f"the broker closed the connection: {exc}") from None
+        for frame in frames:
+            message = decode(frame)
+            if isinstance(message, Response) and message.id == msg_id:
+                return message
+
+
+async def unregister(url: str | None, **options: Any) -> None:
+    """Remove the registration of the component named in ``url``.
+
+    Logs in with the component's key, sends UNREGISTER and, once the broker
+    removed the key, deletes ``<rembus dir>/<name>/.secret``. Raises
+    :class:`~rembus.errors.LoginFailed` if the login is refused and
+    :class:`~rembus.errors.RembusError` if the broker refuses (e.g. the name
+    is not registered: ``"invalid operation"``).
+    """
+    parsed, name = _named(url)
+    opts = make_options(options)
+    transport = await _connect(parsed, opts)
+    try:
+        await asyncio.wait_for(_unregister(transport, name, opts), opts.timeout)
+    except asyncio.TimeoutError:
+        raise RembusTimeout(f"no answer to UNREGISTER within {opts.timeout} s") from None
+    finally:
+        await transport.close()
+    keys.secret_path(name).unlink(missing_ok=True)
+
+
+async def _unregister(transport: Transport, name: str, options: Options) -> None:
+    loop = asyncio.get_running_loop()
+    conn = ClientConnection(name, options.client_config())
+    conn.connect(loop.time())
+    handle: int | None = None
+    while True:
+        transport.send(conn.data_to_send())
+        for event in conn.events():
+            if isinstance(event, ChallengeRequested):
+                try:
+                    signature = keys.sign(name, challenge_input(event.challenge, name))
+                except keys.KeyNotFound as exc:
+                    raise LoginFailedError(str(exc)) from None
+                conn.attest(signature, loop.time())
+            elif isinstance(event, Connected):
+                handle = conn.unregister(now=loop.time())
+            elif isinstance(event, LoginFailed):
+                raise LoginFailedError(event.reason, event.status)
+            elif isinstance(event, RequestCompleted) and event.handle == handle:
+                if event.status != 0:
+                    raise error_for(event.status, event.data.value)
+                return
+        transport.send(conn.data_to_send())
+        try:
+            frames = await transport.recv_many()
+        except ConnectionError as exc:
+            raise RembusConnectionClosed(f"the broker closed the connection: {exc}") from None
+        now = loop.time()
+        for frame in frames:
+            conn.receive_message(frame, now)
+
+
+def _run(coro: Coroutine[Any, Any, None], what: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    coro.close()
+    raise RuntimeError(f"{what}_sync() cannot run inside an event loop: await rembus.{what}()")
+
+
+def register_sync(url: str | None, pin: str, *, key_type: crypto.KeyType = "rsa",
+                  **options: Any) -> None:
+    """Blocking :func:`register`."""
+    _run(register(url, pin, key_type=key_type, **options), "register")
+
+
+def unregister_sync(url: str | None, **options: Any) -> None:
+    """Blocking :func:`unregister`."""
+    _run(unregister(url, **options), "unregister")
+
+
+__all__ = ["register", "register_sync", "save_secret", "unregister", "unregister_sync"]

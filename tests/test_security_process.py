@@ -1,0 +1,84 @@
+"""The security setup through the ``rembus`` command: tenants, registration, restart,
+login with the key, authenticated mode, TLS and unregistration, with a broker process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rembus
+from broker_process import WAIT, BrokerProcess, Process
+from security_helpers import make_tls, secret_pem
+
+
+class TLSBrokerProcess(BrokerProcess):
+    """A broker process serving ``wss://``."""
+
+    def start(self) -> TLSBrokerProcess:
+        cmd = [sys.executable, "-m", "rembus", "broker", "--host", "127.0.0.1",
+               "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
+        self.process = Process(cmd, self.env)
+        line = self.process.wait_for(r"serving wss://")
+        match = re.search(r"wss://127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        self.port = int(match.group(1))
+        return self
+
+
+def rembus_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rembus", *args], env=env, text=True,
+                          capture_output=True, timeout=WAIT, check=False)
+
+
+def test_register_restart_login_unregister(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    data, components = tmp_path / "broker", tmp_path / "components"
+    env = dict(os.environ, REMBUS_DIR=str(components))
+    env.pop("HTTP_CA_BUNDLE", None)
+    monkeypatch.setenv("REMBUS_DIR", str(components))
+    monkeypatch.delenv("HTTP_CA_BUNDLE", raising=False)
+    assert rembus_cli("broker", "tenant", "add", "acme", "4321", "--data-dir", str(data),
+                      env=env).returncode == 0
+    secret = components / "dev.acme" / ".secret"
+    key_file = data / "keys" / "dev.acme.ecdsa.pem"
+
+    with BrokerProcess(data, env=env) as broker:
+        url = f"{broker.url}/dev.acme"
+        wrong = rembus_cli("register", "dev.acme", "--pin", "0000", "--url", broker.url,
+                           env=env)
+        assert wrong.returncode == 1 and "wrong tenant/pin" in wrong.stderr
+        done = rembus_cli("register", "dev.acme", "--pin", "4321", "--url", broker.url,
+                          "--key-type", "ecdsa", env=env)
+        assert done.returncode == 0, done.stderr
+        assert secret.exists() and key_file.exists()
+        again = rembus_cli("register", url, "--pin", "4321", env=env)
+        assert again.returncode == 1 and "already registered" in again.stderr
+        port = broker.port
+
+    async def login(url: str, **options: object) -> None:
+        rb = await rembus.component(url, reconnect=False, **options)
+        assert await rb.rpc("rid") == "broker"
+        await rb.close()
+
+    tls = make_tls(tmp_path)
+    with TLSBrokerProcess(data, "--authenticated", "--tls-cert", str(tls.cert), "--tls-key",
+                       str(tls.key), port=port, env=env) as broker:
+        url = f"wss://127.0.0.1:{broker.port}/dev.acme"
+        asyncio.run(login(url, ssl_context=tls.client_context()))  # the key survived
+        good = secret.read_bytes()
+        secret.write_bytes(secret_pem("ecdsa", 7))
+        with pytest.raises(rembus.LoginFailed):
+            asyncio.run(login(url, ssl_context=tls.client_context()))
+        secret.write_bytes(good)
+
+    with BrokerProcess(data, port=port, env=env) as broker:
+        gone = rembus_cli("unregister", "dev.acme", "--url", broker.url, env=env)
+        assert gone.returncode == 0, gone.stderr
+        assert not secret.exists() and not key_file.exists()
+        asyncio.run(login(f"{broker.url}/dev.acme"))  # free mode now
