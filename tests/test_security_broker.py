@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import rembus
+import rembus.sync
 import rembus_proto as rp
 from rembus import keys
 from rembus.registration import register_sync
@@ -196,6 +197,10 @@ def test_register_sync(data_dir: Path) -> None:
             await asyncio.to_thread(register_sync, f"{b.url}/synced", "1234", key_type="ecdsa")
             rb = await rembus.component(f"{b.url}/synced")
             await rb.close()
+            await asyncio.to_thread(rembus.sync.unregister, f"{b.url}/synced")
+            assert not keys.secret_path("synced").exists()
+            await asyncio.to_thread(rembus.sync.register, f"{b.url}/synced", "1234")
+            assert keys.secret_path("synced").exists()
             with pytest.raises(RuntimeError, match=r"await rembus\.register"):
                 register_sync(f"{b.url}/other", "1234")
 
@@ -359,6 +364,7 @@ def test_commands_before_authentication_close_only_that_connection(data_dir: Pat
                 assert await closed_code(w) == 1008
                 await bob.publish("news", 1)
                 assert await got.get() == 1
+            assert set(b.router.twins) == {"alice", "bob"}
             await alice.close()
             await bob.close()
 
@@ -387,6 +393,7 @@ def test_half_open_connections_and_slowloris(data_dir: Path) -> None:
                 writer.close()
             await healthy.check(100)
             assert b.health()["connections"] == 2
+            assert set(b.router.twins) == {"healthy_server", "healthy_client"}
             await healthy.close()
 
     run(scenario)

@@ -214,6 +214,9 @@ class Broker:
 
     def __init__(self, config: BrokerConfig | None = None, store: Store | None = None,
                  security: Security | None = None) -> None:
+        """``store`` keeps twins and messages (default: in memory); ``security`` keeps keys,
+        tenants, admins and private topics (e.g. :class:`rembus.security.FileSecurity`;
+        default: in memory, empty: nothing registered, no tenant, no admin)."""
         self.config = config or BrokerConfig()
         self.store: Store = store if store is not None else MemoryStore()
         self.ws_config = WSConfig(max_message_size=self.config.max_message_size)

@@ -39,6 +39,8 @@ from .errors import *  # noqa: F403 - the error classes, as in rembus
 from .errors import RembusConnectionClosed
 from .handlers import Handler, check_handler, topic_of
 from .options import Options, make_options
+from .registration import register_sync as register
+from .registration import unregister_sync as unregister
 from .url import ComponentURL, parse
 
 T = TypeVar("T")
@@ -326,4 +328,4 @@ def component(url: str | None = None, **options: Any) -> Component:
     return Component(inner, io, HandlerPool(opts.workers, io.loop))
 
 
-__all__ = ["Component", "Options", "component", *errors.__all__]
+__all__ = ["Component", "Options", "component", "register", "unregister", *errors.__all__]
