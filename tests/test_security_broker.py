@@ -249,6 +249,8 @@ def test_authenticated_mode(data_dir: Path) -> None:
             await rembus.register(f"{b.url}/newcomer", "1234")  # skips the challenge
             newcomer = await rembus.component(f"{b.url}/newcomer")
             await newcomer.close()
+            await rembus.unregister(f"{b.url}/newcomer")  # logs in through the same challenge
+            assert not (data_dir / "keys" / "newcomer.rsa.pem").exists()
             # raw frames: a PUB before the login closes; so does silence
             eager = await wire(b)
             eager.send(rp.encode(rp.Pub("t", rp.Payload.of([1]))))
