@@ -320,8 +320,7 @@ class Broker:
             if peer is None or not peer.ws.is_open:
                 continue
             ws = peer.ws
-            for frame in frames:
-                ws.send_message(frame)
+            ws.send_messages(frames)
             peer._write(ws.data_to_send())
             transport = peer.transport
             if transport is not None and transport.get_write_buffer_size() > max_backlog:

@@ -450,6 +450,23 @@ def _decode_attestation(buf: bytes, count: int, pos: int, depth: int) -> Attesta
     return Attestation(msg_id, cid, signature, rest[1] if count == 5 else None)
 
 
+def split_qos0_pub(frame: bytes) -> tuple[str, int] | None:
+    """Topic and payload offset of a QoS0 PUB with a topic under 24 bytes, else ``None``.
+
+    The hottest message, read without building anything: a broker that only
+    forwards it needs nothing else. ``None`` also means "not this shape"; the
+    full :func:`decode` then judges the frame. Size limits are the caller's.
+    """
+    if len(frame) > 3 and frame[0] == 0x83 and frame[1] == 0x01 and 0x60 <= frame[2] <= 0x77:
+        end = frame[2] - 0x5D
+        if end < len(frame):
+            try:
+                return frame[3:end].decode("utf-8"), end
+            except UnicodeDecodeError:
+                raise MalformedMessage("PUB topic is not valid UTF-8") from None
+    return None
+
+
 def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_LIMITS) -> Message:
     """Decode one message; raise :class:`ProtocolError` if it is not one.
 
@@ -461,15 +478,10 @@ def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_
     size = len(buf)
     if size > limits.max_message_size:
         raise MessageTooLarge(size, limits.max_message_size)
-    if size > 3 and buf[0] == 0x83 and buf[1] == 0x01 and 0x60 <= buf[2] <= 0x77:
-        # QoS0 PUB with a short topic, the hottest message, decoded inline.
-        end = buf[2] - 0x5D
-        if end < size:
-            try:
-                topic = buf[3:end].decode("utf-8")
-            except UnicodeDecodeError:
-                raise MalformedMessage("PUB topic is not valid UTF-8") from None
-            return _pub(topic, raw_payload(buf[end:], limits.max_depth), None, 0)
+    quick = split_qos0_pub(buf)
+    if quick is not None:
+        topic, end = quick
+        return _pub(topic, raw_payload(buf[end:], limits.max_depth), None, 0)
     if size < 2:
         raise MalformedMessage("message is too short" if size else "empty message")
     first = buf[0]

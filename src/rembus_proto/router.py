@@ -40,6 +40,7 @@ from .constants import (
     QOS_MASK,
     Status,
 )
+from .errors import MessageTooLarge
 from .messages import (
     DEFAULT_LIMITS,
     Ack,
@@ -51,6 +52,7 @@ from .messages import (
     Response,
     Rpc,
     decode,
+    split_qos0_pub,
 )
 from .security import MemorySecurity, Security, Verify
 from .store import Store, StoredMessage, TwinRecord
@@ -400,11 +402,20 @@ class Router:
         self._now = now
         if conn.closed:
             return
+        gated = self._gate and conn in self._gate
+        if not gated:
+            quick = split_qos0_pub(frame)
+            if quick is not None:  # the hot path: nothing to decode but the topic
+                if len(frame) > self.config.limits.max_message_size:
+                    raise MessageTooLarge(len(frame), self.config.limits.max_message_size)
+                topic, offset = quick
+                self._on_pub(conn, topic, 0, None, frame[offset:], frame)
+                return
         message = decode(frame, self.config.limits)
-        if self._gate and conn in self._gate and not self.guard.admit(conn, message):
+        if gated and not self.guard.admit(conn, message):
             return
         if isinstance(message, Pub):
-            self._on_pub(conn, message, frame)
+            self._on_pub(conn, message.topic, message.flags, message.id, message.data.raw, frame)
         elif isinstance(message, Rpc):
             self._on_rpc(conn, message)
         elif isinstance(message, Response):
@@ -423,18 +434,15 @@ class Router:
 
     # -- publish -----------------------------------------------------------
 
-    def _on_pub(self, conn: Connection, msg: Pub, frame: bytes) -> None:
+    def _on_pub(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
+                payload: bytes, frame: bytes) -> None:
         publisher = conn.twin
-        topic = msg.topic
         acl = self._private.get(topic) if self._private else None
         if acl is not None and not self.guard.allowed(conn, acl):
             return  # private topic: dropped silently (spec 7.1)
-        qos = msg.flags & QOS_MASK
-        if msg.id is not None:
-            self._learn_generation(conn, msg.id)
-        if qos:
-            msg_id = msg.id
-            assert msg_id is not None
+        qos = flags & QOS_MASK
+        if msg_id is not None:
+            self._learn_generation(conn, msg_id)
             if qos == QOS2:
                 seen = publisher.qos2_seen
                 if msg_id in seen:
@@ -443,33 +451,42 @@ class Router:
                 seen[msg_id] = None
                 if len(seen) > self.config.qos2_dedup_size:
                     seen.popitem(last=False)
-        payload = msg.data.raw
         seq = 0
         if self._retro and (topic in self._retro or self._matches_retro_pattern(topic)):
             self._seq += 1
             seq = self._seq
-            self.store.append(StoredMessage(seq, int(self._now * 1e9), topic, msg.flags, msg.id,
+            self.store.append(StoredMessage(seq, int(self._now * 1e9), topic, flags, msg_id,
                                             payload, publisher.name))
-        if qos:
-            self._send(conn, b"\x82\x05" + byte_string(msg.id))  # type: ignore[arg-type]
+        if qos and msg_id is not None:
+            self._send(conn, b"\x82\x05" + byte_string(msg_id))
         subscribers: Collection[Twin] | None = self._subs.get(topic)
         if subscribers and acl is not None:
             subscribers = self.guard.only_allowed(subscribers, acl)
         if subscribers:
+            tenant = publisher.tenant
             legacy_frame: bytes | None = None
+            dirty = self._dirty
+            max_queued = self.config.max_queued
             for twin in subscribers:
                 sub_conn = twin.conn
                 if (sub_conn is None or twin is publisher or not twin.reactive
-                        or twin.tenant != publisher.tenant):
+                        or twin.tenant != tenant):
                     continue
-                if twin.replaying and seq:
+                if seq and twin.replaying:
                     continue  # the replay reaches it, in order
-                if sub_conn.legacy:
+                if sub_conn.id_len == 16:
                     if legacy_frame is None:
                         legacy_frame = b"\x83\x01" + text(topic) + payload
                     self._deliver(twin, sub_conn, legacy_frame, 0, seq, None)
-                else:
-                    self._deliver(twin, sub_conn, frame, qos, seq, msg.id)
+                elif qos or (seq and twin.named) or sub_conn.closed:
+                    self._deliver(twin, sub_conn, frame, qos, seq, msg_id)
+                else:  # plain QoS0 delivery, inlined: the most frequent case by far
+                    out = sub_conn.out
+                    out.append(frame)
+                    if len(out) == 1:
+                        dirty[sub_conn] = None
+                    elif len(out) == max_queued + 1:
+                        self._close(sub_conn, CLOSE_SLOW_CONSUMER, "too many queued messages")
         if self._patterns:
             self._deliver_patterns(publisher, topic, payload, seq, acl)
 
@@ -826,7 +843,7 @@ class Router:
         out.append(frame)
         if len(out) == 1:
             self._dirty[conn] = None
-        elif len(out) > self.config.max_queued:
+        elif len(out) == self.config.max_queued + 1:
             self._close(conn, CLOSE_SLOW_CONSUMER, "too many queued messages")
 
     def _close(self, conn: Connection, code: int, reason: str) -> None:

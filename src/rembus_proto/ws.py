@@ -62,7 +62,7 @@ Behaviour:
 from __future__ import annotations
 
 import http
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -192,6 +192,12 @@ class _Connection:
         if self._state != _OPEN:
             raise InvalidStateError("the WebSocket is not open")
         self._writer.message(data, self._out)
+
+    def send_messages(self, frames: Iterable[bytes]) -> None:
+        """Queue binary messages, one per item (the batched form of :meth:`send_message`)."""
+        if self._state != _OPEN:
+            raise InvalidStateError("the WebSocket is not open")
+        self._writer.messages(frames, self._out)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload); the answer is a :class:`Pong` event."""

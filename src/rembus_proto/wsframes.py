@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .errors import FrameError, MessageTooLarge
@@ -448,6 +448,21 @@ class FrameWriter:
             out.append(payload)
         else:
             out.append(_header(first, n, 0) + payload)
+
+    def messages(self, frames: Iterable[bytes], out: list[bytes]) -> None:
+        """Append the frames of whole binary messages to ``out``."""
+        if self._client:
+            for frame in frames:
+                self.message(frame, out)
+            return
+        short = _SHORT_HEADERS[0x80 | BINARY]
+        extend = out.extend
+        for payload in frames:
+            n = len(payload)
+            if n < 126:
+                extend((short[n], payload))
+            else:
+                self.message(payload, out)
 
     def control(self, opcode: int, payload: bytes = b"") -> bytes:
         """Return a control frame (ping, pong or close); ``payload`` is at most 125 bytes."""
