@@ -623,3 +623,20 @@ def test_mutated_valid_streams_only_raise_protocol_error(
             del data[at]
     server = ServerWebSocket(WSConfig(max_message_size=250, max_http_head_size=400))
     feed_all(server, chunked(bytes(data), sizes))
+
+
+@pytest.mark.parametrize("sizes", [[0, 1, 125], [126, 65535, 65536], [5] * 50])
+def test_send_messages_matches_send_message_one_by_one(sizes: list[int]) -> None:
+    frames = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+    for role in ("server", "client"):
+        client, server = open_pair()
+        batched = server if role == "server" else client
+        batched.send_messages(frames)
+        received = pump(batched, client if role == "server" else server)
+        assert [e.data for e in received if isinstance(e, Message)] == frames
+    client, server = open_pair()
+    for frame in frames:
+        server.send_message(frame)
+    one_by_one = server.data_to_send()
+    server.send_messages(frames)
+    assert server.data_to_send() == one_by_one
