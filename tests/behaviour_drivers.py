@@ -334,7 +334,6 @@ class Session:
             comp = self._loop.run(rembus.component(url, **options))
             return AioFace(self._loop, comp, self.driver)
         if self.driver == "sync":
-            options.setdefault("workers", 1)  # handlers in arrival order, like the others
             return SyncFace(rembus.sync.component(url, **options))
         return BlockingFace(rembus.blocking.component(url, **options))
 

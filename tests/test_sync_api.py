@@ -127,3 +127,32 @@ def test_connect_failure_leaves_no_thread(url: str) -> None:
         rembus.sync.component("ws://127.0.0.1:1/nobody")
     assert {t.ident for t in threading.enumerate()} <= before | {None}
 
+
+
+def test_subscribers_run_in_arrival_order_while_methods_run_concurrently(url: str) -> None:
+    sub = rembus.sync.component(url + "/ordered_sub")
+    got = Collector()
+    sub.subscribe(got, topic="seq")
+    release = threading.Event()
+    running = threading.Semaphore(0)
+
+    def slow(x: int) -> int:
+        running.release()
+        release.wait(WAIT)
+        return x
+
+    sub.expose(slow)
+    pub = rembus.sync.component(url)
+    calls = [threading.Thread(target=pub.rpc, args=("slow", i)) for i in range(2)]
+    for call in calls:
+        call.start()
+    for _ in calls:  # both method calls run at once, on two workers
+        assert running.acquire(timeout=WAIT)
+    release.set()
+    for call in calls:
+        call.join(WAIT)
+    for i in range(300):
+        pub.publish("seq", i)
+    assert got.wait_for(300) == list(range(300))
+    pub.close()
+    sub.close()

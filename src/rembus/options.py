@@ -53,7 +53,7 @@ class Options:
     max_handler_tasks: int = 1_000
     """Async handlers running at once; beyond it, reading from the broker pauses."""
     workers: int = 8
-    """Threads that run handlers in the sync API."""
+    """Threads that run exposed methods in the sync API (subscribers run in order on one)."""
     transport: Transport = "native"
     """``native`` (asyncio streams) or ``httpx`` (httpx-ws: proxies, custom TLS)."""
     ssl_context: ssl.SSLContext | None = None

@@ -12,10 +12,10 @@
 Each component runs an asyncio :class:`rembus.aio.Component` on an I/O
 thread of its own; every call here hands a coroutine to that thread and waits
 for its outcome, so behaviour and errors are those of the async API. Handlers
-are plain functions run on a pool of ``Options.workers`` threads: they may
-block and may call this API (``rpc``, ``publish``, ...) on their own component.
-With more than one worker, handlers run concurrently: messages of one topic
-can then be handled out of order (``workers=1`` keeps the order). At most
+are plain functions: they may block and may call this API (``rpc``,
+``publish``, ...) on their own component. Subscribers run one at a time on a
+thread of their own, so messages are handled in the order they arrive;
+exposed methods run concurrently on a pool of ``Options.workers`` threads. At most
 ``Options.max_handler_tasks`` handler calls wait or run at once; beyond it the
 component stops reading from the broker until one ends.
 
@@ -201,10 +201,12 @@ class Component:
     Safe to use from any thread, handlers included; not from its I/O thread.
     """
 
-    def __init__(self, inner: aio.Component, io: IOThread, pool: HandlerPool) -> None:
+    def __init__(self, inner: aio.Component, io: IOThread, pool: HandlerPool,
+                 ordered: HandlerPool) -> None:
         self._inner = inner
         self._io = io
         self._pool = pool
+        self._ordered = ordered
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -253,7 +255,7 @@ class Component:
         """
         check_handler(fn, "subscribe")
         name = topic_of(fn, topic, "subscribe")
-        self._io.run(self._inner.subscribe(self._pool.wrap(fn), retroactive, topic=name))
+        self._io.run(self._inner.subscribe(self._ordered.wrap(fn), retroactive, topic=name))
 
     def unsubscribe(self, fn_or_topic: Handler | str) -> None:
         """Stop receiving a topic."""
@@ -302,6 +304,7 @@ class Component:
                 self._io.run(self._inner.close())
         finally:
             self._pool.close()
+            self._ordered.close()
             self._io.stop()
 
     def __enter__(self) -> Component:
@@ -325,7 +328,7 @@ def component(url: str | None = None, **options: Any) -> Component:
     except BaseException:
         io.stop()
         raise
-    return Component(inner, io, HandlerPool(opts.workers, io.loop))
+    return Component(inner, io, HandlerPool(opts.workers, io.loop), HandlerPool(1, io.loop))
 
 
 __all__ = ["Component", "Options", "component", "register", "unregister", *errors.__all__]
