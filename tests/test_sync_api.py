@@ -156,3 +156,14 @@ def test_subscribers_run_in_arrival_order_while_methods_run_concurrently(url: st
     assert got.wait_for(300) == list(range(300))
     pub.close()
     sub.close()
+
+
+def test_queued_publish_reports_encoding_errors_to_the_caller(url: str) -> None:
+    pub = rembus.sync.component(url)
+    with pytest.raises(TypeError, match="cannot encode"):
+        pub.publish("t", object())
+    with pytest.raises(TypeError, match="topic must be a str"):
+        pub.publish({"name": 1})  # type: ignore[arg-type]
+    pub.close()
+    with pytest.raises(RembusConnectionClosed):
+        pub.publish("t", 1)

@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rembus_proto import ProtocolError
+from rembus_proto import Payload, ProtocolError
 from rembus_proto.client_events import (
     ChallengeRequested,
     Connected,
@@ -43,6 +43,9 @@ from .url import ComponentURL, parse
 
 log = logging.getLogger("rembus")
 
+#: Publications written at once by a publisher that does not yield to the loop.
+_FLUSH_EVERY = 64
+
 
 class Component(ComponentBase):
     """A connected Rembus component (create it with :func:`component`)."""
@@ -58,6 +61,7 @@ class Component(ComponentBase):
         self._runner: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
+        self._unflushed = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(options.max_handler_tasks)
         self._room = asyncio.Event()
@@ -182,11 +186,33 @@ class Component(ComponentBase):
     async def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
         """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
         handle = self._publish_handle(topic, args, qos)
-        self._schedule_flush()
+        self._published()
         if handle is not None:
             await self._wait(handle)
-        elif self._transport is not None:
+        else:
+            await self.drain()
+
+    def publish_nowait(self, topic: str, data: Payload) -> None:
+        """Queue a QoS0 publication of encoded arguments without waiting (the sync API's path).
+
+        Call :meth:`drain` now and then: nothing here waits for the socket.
+        """
+        self._publish_handle(topic, data, 0)
+        self._published()
+
+    async def drain(self) -> None:
+        """Wait while the socket's write buffer is above its high-water mark."""
+        if self._transport is not None:
             await self._transport.drain()
+
+    def _published(self) -> None:
+        self._unflushed += 1
+        if self._unflushed >= _FLUSH_EVERY:
+            # A publisher that never yields must not pile up output: write now,
+            # and let drain() hold it back while the socket buffer is full.
+            self._process()
+        else:
+            self._schedule_flush()
 
     async def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker and return its result."""
@@ -250,6 +276,7 @@ class Component(ComponentBase):
         return await future
 
     def _schedule_flush(self) -> None:
+        """Write the core's output at the end of this loop turn."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._process)
@@ -266,15 +293,17 @@ class Component(ComponentBase):
     def _process(self) -> None:
         """Handle the core's events, write its output and arm its timer."""
         self._flush_scheduled = False
+        self._unflushed = 0
         conn = self.conn
         for event in conn.events():
             self._on_event(event)
         self._flush()
         deadline = conn.next_deadline()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None and not self._closing:
+        timer = self._timer
+        if timer is not None and timer.when() != deadline:
+            timer.cancel()
+            self._timer = timer = None
+        if timer is None and deadline is not None and not self._closing:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:

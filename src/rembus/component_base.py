@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rembus_proto import LAST_RECEIVED, NOW, ClientConnection
+from rembus_proto import LAST_RECEIVED, NOW, ClientConnection, Payload
 from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
 
 from .errors import RembusConnectionClosed, RembusError
@@ -53,11 +53,13 @@ class ComponentBase:
         """Whether subscribing should turn delivery on (not paused by the application)."""
         return not self._explicit_unreactive and not self.conn.is_reactive
 
-    def _publish_handle(self, topic: str, args: tuple[Any, ...], qos: int) -> int | None:
+    def _publish_handle(self, topic: str, args: tuple[Any, ...] | Payload,
+                        qos: int) -> int | None:
         check_topic(topic)
         self._check_open_for_use()
+        data = args if isinstance(args, Payload) else wire_args(args)
         try:
-            return self.conn.publish(topic, wire_args(args), qos=qos, now=self._now())
+            return self.conn.publish(topic, data, qos=qos, now=self._now())
         except OutboxFull as exc:
             raise RembusError(str(exc)) from None
 

@@ -50,11 +50,15 @@ def to_wire(value: Any) -> Any:
     return CBORTag(TAG, sink.getvalue().to_pybytes())
 
 
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None), list, dict, tuple))
+
+
 def to_wire_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Arguments with every DataFrame replaced by its tag."""
-    if not any(_is_frame(a) for a in args):
-        return args
-    return tuple(to_wire(a) for a in args)
+    for arg in args:
+        if type(arg) not in _PLAIN and _is_frame(arg):
+            return tuple(to_wire(a) for a in args)
+    return args
 
 
 def from_wire(value: Any, kind: str) -> Any:
@@ -75,7 +79,7 @@ def from_wire(value: Any, kind: str) -> Any:
 def from_wire_args(args: tuple[Any, ...], kind: str) -> tuple[Any, ...]:
     """Arguments with every tag 80 turned into a DataFrame."""
     for arg in args:
-        if isinstance(arg, CBORTag):
+        if type(arg) not in _PLAIN and isinstance(arg, CBORTag):
             return tuple(from_wire(a, kind) for a in args)
     return args
 

@@ -77,19 +77,19 @@ def call_args(data: Payload, kind: DataFrameKind) -> tuple[Any, ...] | None:
     return dataframes.from_wire_args(args, kind)
 
 
-def wire_args(args: tuple[Any, ...]) -> Payload:
-    """The payload for outgoing arguments (DataFrames become tag 80)."""
-    return Payload.of_args(dataframes.to_wire_args(args))
+def wire_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Outgoing arguments as the protocol core takes them (DataFrames become tag 80)."""
+    return dataframes.to_wire_args(args)
 
 
 def response_for_result(result: Any) -> tuple[int, Any]:
     """Status and value answering a request whose handler returned ``result``."""
-    value = dataframes.to_wire(result)
+    payload = Payload.of(dataframes.to_wire(result))
     try:
-        Payload.of(value).raw  # noqa: B018 - encode now to report failures as errors
+        payload.raw  # noqa: B018 - encode now to report failures as errors
     except EncodeError as exc:
         return Status.METHOD_EXCEPTION, f"the result cannot be sent: {exc}"
-    return Status.OK, value
+    return Status.OK, payload
 
 
 def response_for_error(exc: BaseException) -> tuple[int, Any]:

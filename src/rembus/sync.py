@@ -34,13 +34,16 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from rembus_proto import Payload
+
 from . import aio, errors
 from .errors import *  # noqa: F403 - the error classes, as in rembus
 from .errors import RembusConnectionClosed
-from .handlers import Handler, check_handler, topic_of
+from .handlers import Handler, check_handler, check_topic, topic_of, wire_args
 from .options import Options, make_options
 from .registration import register_sync as register
 from .registration import unregister_sync as unregister
+from .sync_publish import BatchPublisher
 from .url import ComponentURL, parse
 
 T = TypeVar("T")
@@ -207,6 +210,7 @@ class Component:
         self._io = io
         self._pool = pool
         self._ordered = ordered
+        self._publisher = BatchPublisher(io.loop, inner)
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -233,18 +237,37 @@ class Component:
     def __repr__(self) -> str:
         return f"<rembus.sync Component {self._inner.url}>"
 
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a call on the I/O thread after the publications queued before it."""
+        if not self._io.in_thread():
+            self._publisher.wait_idle(self._inner.options.timeout)
+        return self._io.run(coro)
+
     def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
-        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
-        self._io.run(self._inner.publish(topic, *args, qos=qos))
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK.
+
+        A QoS0 publication made while connected returns once it is queued
+        (in order with the others); errors that only the I/O thread can see
+        then are logged.
+        """
+        if qos == 0 and self._inner.is_connected and not self._io.in_thread():
+            check_topic(topic)
+            if self._closed:
+                raise RembusConnectionClosed("the component is closed")
+            data = Payload.of_args(wire_args(args))
+            data.raw  # noqa: B018 - encode here: errors belong to the caller
+            self._publisher.post(topic, data)
+            return
+        self._run(self._inner.publish(topic, *args, qos=qos))
 
     def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker and return its result."""
-        return self._io.run(self._inner.rpc(method, *args, timeout=timeout))
+        return self._run(self._inner.rpc(method, *args, timeout=timeout))
 
     def direct(self, target: str, method: str, *args: Any,
                timeout: float | None = None) -> Any:
         """Call ``method`` on the component named ``target``."""
-        return self._io.run(self._inner.direct(target, method, *args, timeout=timeout))
+        return self._run(self._inner.direct(target, method, *args, timeout=timeout))
 
     def subscribe(self, fn: Handler, retroactive: bool = False, *,
                   topic: str | None = None) -> None:
@@ -255,29 +278,29 @@ class Component:
         """
         check_handler(fn, "subscribe")
         name = topic_of(fn, topic, "subscribe")
-        self._io.run(self._inner.subscribe(self._ordered.wrap(fn), retroactive, topic=name))
+        self._run(self._inner.subscribe(self._ordered.wrap(fn), retroactive, topic=name))
 
     def unsubscribe(self, fn_or_topic: Handler | str) -> None:
         """Stop receiving a topic."""
-        self._io.run(self._inner.unsubscribe(topic_of(fn_or_topic, None, "unsubscribe")))
+        self._run(self._inner.unsubscribe(topic_of(fn_or_topic, None, "unsubscribe")))
 
     def expose(self, fn: Handler, *, topic: str | None = None) -> None:
         """Serve RPC calls of ``topic`` (default: ``fn.__name__``) with ``fn``."""
         check_handler(fn, "expose")
         name = topic_of(fn, topic, "expose")
-        self._io.run(self._inner.expose(self._pool.wrap(fn), topic=name))
+        self._run(self._inner.expose(self._pool.wrap(fn), topic=name))
 
     def unexpose(self, fn_or_topic: Handler | str) -> None:
         """Stop serving a method."""
-        self._io.run(self._inner.unexpose(topic_of(fn_or_topic, None, "unexpose")))
+        self._run(self._inner.unexpose(topic_of(fn_or_topic, None, "unexpose")))
 
     def reactive(self) -> None:
         """Start (or resume) receiving publications, stored ones first."""
-        self._io.run(self._inner.reactive())
+        self._run(self._inner.reactive())
 
     def unreactive(self) -> None:
         """Pause the delivery of publications (the broker stores them for later)."""
-        self._io.run(self._inner.unreactive())
+        self._run(self._inner.unreactive())
 
     def forever(self) -> None:
         """Handle messages until :meth:`close` (from another thread) or Ctrl-C.
@@ -301,6 +324,7 @@ class Component:
             self._closed = True
         try:
             if not self._io.in_thread():
+                self._publisher.wait_idle(self._inner.options.timeout)
                 self._io.run(self._inner.close())
         finally:
             self._pool.close()

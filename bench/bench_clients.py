@@ -1,0 +1,232 @@
+"""The public async and sync clients against the lean clients, through one broker.
+
+Run: python bench/bench_clients.py [--quick] [--workloads W1,W4]
+
+Same workloads as bench_broker.py (W1..W5), each run three times against the
+same broker process: with the lean clients (raw frames over the sans-IO core,
+encoding each message in the timed loop), with the public async API and with
+the public sync API. The table shows each API figure as a ratio to the lean
+one. Prints figures only; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_broker as lean  # noqa: E402
+
+import rembus  # noqa: E402
+import rembus.sync  # noqa: E402
+import rembus_proto as rp  # noqa: E402
+
+ARGS = (21.6, "sensor_1")
+
+
+# -- lean clients, encoding in the timed loop ---------------------------------
+
+async def lean_pubsub(port: int, subscribers: int, count: int, blob: bytes | None) -> float:
+    target = lean.Target("broker", port, True)
+    subs = [await target.subscriber("sensor") for _ in range(subscribers)]
+    pub = await target.link()
+    state: dict[str, float] = {}
+    counters = [asyncio.create_task(lean.count(s, count, state)) for s in subs]
+    start = time.perf_counter()
+    for first in range(0, count, 100):
+        pub.send_all([rp.Pub("sensor", rp.Payload.of([blob] if blob else [i, *ARGS])).encode()
+                      for i in range(first, min(first + 100, count))])
+        await pub.drain()
+    received = sum(await asyncio.gather(*counters))
+    elapsed = state.get("last", time.perf_counter()) - start
+    for link in [*subs, pub]:
+        await link.close()
+    return received / elapsed
+
+
+async def lean_rpc(port: int, calls: int, in_flight: int) -> float:
+    result = await lean.rpc_run(lean.Target("broker", port, True), calls, in_flight)
+    return result["rate"]
+
+
+# -- the public async API -------------------------------------------------------
+
+async def async_pubsub(url: str, subscribers: int, count: int, blob: bytes | None) -> float:
+    done = asyncio.Event()
+    received = 0
+    expected = count * subscribers
+
+    def sensor(*_: Any) -> None:
+        nonlocal received
+        received += 1
+        if received >= expected:
+            done.set()
+
+    subs = [await rembus.component(url) for _ in range(subscribers)]
+    for sub in subs:
+        await sub.subscribe(sensor)
+    pub = await rembus.component(url)
+    start = time.perf_counter()
+    for i in range(count):
+        if blob is None:
+            await pub.publish("sensor", i, *ARGS)
+        else:
+            await pub.publish("sensor", blob)
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    except asyncio.TimeoutError:
+        pass
+    elapsed = time.perf_counter() - start
+    for comp in [*subs, pub]:
+        await comp.close()
+    return received / elapsed
+
+
+async def async_rpc(url: str, calls: int, in_flight: int) -> float:
+    server = await rembus.component(url)
+
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    await server.expose(add)
+    caller = await rembus.component(url)
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await caller.rpc("add", i, 1)
+
+    start = time.perf_counter()
+    if in_flight == 1:
+        for i in range(calls):
+            await caller.rpc("add", i, 1)
+    else:
+        await asyncio.gather(*(one(i) for i in range(calls)))
+    elapsed = time.perf_counter() - start
+    await caller.close()
+    await server.close()
+    return calls / elapsed
+
+
+# -- the public sync API --------------------------------------------------------
+
+def sync_pubsub(url: str, subscribers: int, count: int, blob: bytes | None) -> float:
+    done = threading.Event()
+    lock = threading.Lock()
+    received = 0
+    expected = count * subscribers
+
+    def sensor(*_: Any) -> None:
+        nonlocal received
+        with lock:
+            received += 1
+            if received >= expected:
+                done.set()
+
+    subs = [rembus.sync.component(url) for _ in range(subscribers)]
+    for sub in subs:
+        sub.subscribe(sensor)
+    pub = rembus.sync.component(url)
+    start = time.perf_counter()
+    for i in range(count):
+        if blob is None:
+            pub.publish("sensor", i, *ARGS)
+        else:
+            pub.publish("sensor", blob)
+    done.wait(60)
+    elapsed = time.perf_counter() - start
+    for comp in [*subs, pub]:
+        comp.close()
+    return received / elapsed
+
+
+def sync_rpc(url: str, calls: int, in_flight: int) -> float:
+    server = rembus.sync.component(url)
+
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    server.expose(add)
+    caller = rembus.sync.component(url)
+    start = time.perf_counter()
+    if in_flight == 1:
+        for i in range(calls):
+            caller.rpc("add", i, 1)
+    else:
+        with ThreadPoolExecutor(in_flight) as pool:
+            list(pool.map(lambda i: caller.rpc("add", i, 1), range(calls)))
+    elapsed = time.perf_counter() - start
+    caller.close()
+    server.close()
+    return calls / elapsed
+
+
+Runner = Callable[[int, str], Coroutine[Any, Any, tuple[float, float, float]]]
+
+
+def workloads(quick: bool) -> dict[str, tuple[str, str, Runner]]:
+    scale = 10 if quick else 1
+    blob = os.urandom(1 << 20)
+
+    def pubsub(subs: int, count: int, big: bytes | None, unit: float) -> Runner:
+        async def run(port: int, url: str) -> tuple[float, float, float]:
+            a = await lean_pubsub(port, subs, count, big)
+            b = await async_pubsub(url, subs, count, big)
+            c = await asyncio.to_thread(sync_pubsub, url, subs, count, big)
+            return a * unit, b * unit, c * unit
+        return run
+
+    def rpc(calls: int, in_flight: int) -> Runner:
+        async def run(port: int, url: str) -> tuple[float, float, float]:
+            a = await lean_rpc(port, calls, in_flight)
+            b = await async_rpc(url, calls, in_flight)
+            c = await asyncio.to_thread(sync_rpc, url, calls, in_flight)
+            return a, b, c
+        return run
+
+    mib = (len(blob) + 20) / 1e6
+    return {
+        "W1": ("1 pub -> 1 sub, 100k msgs", "msgs/s", pubsub(1, 100_000 // scale, None, 1)),
+        "W2": ("1 pub -> 10 subs, 20k msgs", "deliveries/s", pubsub(10, 20_000 // scale, None, 1)),
+        "W3": ("5k sequential RPCs", "calls/s", rpc(5_000 // scale, 1)),
+        "W4": ("20k RPCs, 100 in flight", "calls/s", rpc(20_000 // scale, 100)),
+        "W5": ("200 x 1 MiB messages", "MB/s", pubsub(1, 200 // scale, blob, mib)),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a tenth of every workload")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4,W5")
+    opts = parser.parse_args()
+    chosen = workloads(opts.quick)
+    names = [w.strip() for w in opts.workloads.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as data_dir:
+        cmd = [sys.executable, "-m", "rembus", "broker", "--port", "0", "--data-dir", data_dir,
+               "--log-level", "WARNING"]
+        async with lean.server(cmd, r"ws://127\.0\.0\.1:(\d+)") as port:
+            url = f"ws://127.0.0.1:{port}"
+            for name in names:
+                title, unit, run = chosen[name]
+                rows.append((name, title, unit, *(await run(port, url))))
+    print(f"{'workload':<32}{'unit':<14}{'lean':>10}{'async':>10}{'sync':>10}"
+          f"{'async/lean':>12}{'sync/lean':>11}")
+    for name, title, unit, a, b, c in rows:
+        print(f"{name + ' ' + title:<32}{unit:<14}{a:>10,.0f}{b:>10,.0f}{c:>10,.0f}"
+              f"{b / a:>12.2f}{c / a:>11.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
