@@ -127,7 +127,8 @@ class Target:
         return link
 
 
-async def count(link: Link, expected: int, state: dict[str, float]) -> int:
+async def count(link: Link, expected: int, state: dict[str, float],
+                use: Callable[[bytes], object] | None = None) -> int:
     """Receive until ``expected`` frames arrived or the line went quiet."""
     got = 0
     while got < expected:
@@ -135,6 +136,9 @@ async def count(link: Link, expected: int, state: dict[str, float]) -> int:
             frames = await asyncio.wait_for(link.recv_many(), QUIET)
         except asyncio.TimeoutError:
             break
+        if use is not None:
+            for frame in frames:
+                use(frame)
         got += len(frames)
         state["last"] = time.perf_counter()
     return got

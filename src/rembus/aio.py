@@ -272,7 +272,7 @@ class Component(ComponentBase):
         future: asyncio.Future[Any] = self._loop.create_future()
         self._futures[handle] = future
         self._room.set()
-        self._process()
+        self._schedule_flush()  # requests made in the same loop turn share one write
         return await future
 
     def _schedule_flush(self) -> None:
@@ -394,7 +394,7 @@ class Component(ComponentBase):
         except Exception as exc:
             done(None, exc)
             return
-        if not inspect.isawaitable(result):
+        if result is None or not inspect.isawaitable(result):
             done(result, None)
             return
         task = self._loop.create_task(self._await_handler(result, done))
