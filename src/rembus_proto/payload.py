@@ -8,6 +8,7 @@ from . import cbor
 from .constants import DEFAULT_MAX_DEPTH
 
 _UNSET: Any = object()
+_new = object.__new__
 
 
 class Payload:
@@ -28,15 +29,19 @@ class Payload:
         self._value = value
         self._max_depth = max_depth
 
-    @classmethod
-    def of(cls, value: Any) -> Payload:
+    @staticmethod
+    def of(value: Any) -> Payload:
         """Wrap an application value; it is encoded when first needed."""
-        return cls(value=value)
+        payload: Payload = _new(Payload)
+        payload._raw = None
+        payload._value = value
+        payload._max_depth = DEFAULT_MAX_DEPTH
+        return payload
 
-    @classmethod
-    def of_args(cls, args: tuple[Any, ...] | list[Any]) -> Payload:
+    @staticmethod
+    def of_args(args: tuple[Any, ...] | list[Any]) -> Payload:
         """Wrap positional arguments as the CBOR array that PUB and RPC carry."""
-        return cls(value=list(args))
+        return Payload.of(list(args))
 
     @property
     def raw(self) -> bytes:
@@ -88,9 +93,6 @@ class Payload:
             return f"Payload({self._value!r})"
         assert self._raw is not None
         return f"Payload(raw={self._raw[:32].hex()}{'...' if len(self._raw) > 32 else ''})"
-
-
-_new = object.__new__
 
 
 def raw_payload(raw: bytes, max_depth: int) -> Payload:
