@@ -143,7 +143,8 @@ def test_hostile_frames_raise_protocol_error(frame: bytes) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"\x01\x02", b"\x9f\x01", b"\x81" * 5000 + b"\x01", b"\xc1\xfb\x7f\xf0" + b"\x00" * 6,
+    [b"\x01\x02", b"\x01\xff\x02", b"\x80\xff", b"\x9f\x01", b"\x81\x01\xff",
+     b"\x81" * 5000 + b"\x01", b"\xc1\xfb\x7f\xf0" + b"\x00" * 6,
      b"\x62\xff\xfe", b"\xd8\x1d\x00", b"\x5b\x00\x00\x00\xff\xff\xff\xff\xff"],
 )
 def test_malformed_payload_raises_protocol_error_on_use(payload: bytes) -> None:
