@@ -1,9 +1,10 @@
 """Run the PyPI ``rembus==0.8.23`` broker (the code of its ``brokerd`` command) for tests.
 
 Upstream listens on ``0.0.0.0`` and a fixed port; here its WebSocket server
-is bound to ``127.0.0.1`` and a port the system chooses, and the line
-``serving ws://127.0.0.1:PORT`` is printed once it listens. The broker stops
-on SIGTERM (brokerd's own handler) or when stdin closes, so it cannot outlive
+is bound to ``127.0.0.1`` and the port given as argument (default: one the
+system chooses), and the line ``serving ws://127.0.0.1:PORT`` is printed once
+it listens. The broker stops on SIGTERM (brokerd's own handler) or when stdin
+closes (then it stops listening before anything else), so it cannot outlive
 the test run that started it. Configuration comes from the environment, as
 for ``brokerd`` (``REMBUS_DIR``, ``REMBUS_LOG``...).
 
@@ -15,6 +16,7 @@ can wait for that instead of sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -26,6 +28,8 @@ import rembus.db as upstream_db
 import rembus.router as upstream_router
 
 _upstream_serve = upstream_router.serve
+_PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+_listening: list[tuple[asyncio.AbstractEventLoop, Any]] = []
 
 
 class _LocalServe:
@@ -33,10 +37,11 @@ class _LocalServe:
 
     def __init__(self, handler: Any, host: str, port: int, **kwargs: Any) -> None:
         self._router = getattr(handler, "__self__", None)
-        self._inner = _upstream_serve(handler, "127.0.0.1", 0, **kwargs)
+        self._inner = _upstream_serve(handler, "127.0.0.1", _PORT, **kwargs)
 
     async def __aenter__(self) -> Any:
         server = await self._inner.__aenter__()
+        _listening.append((asyncio.get_running_loop(), server))
         port = server.sockets[0].getsockname()[1]
         if self._router is not None:
             self._router.wsport = port
@@ -58,6 +63,10 @@ def _announcing_insert(db: Any, router_id: str, msgs: list[Any]) -> Any:
 
 def _stop_when_stdin_closes() -> None:
     sys.stdin.read()
+    # stop listening first: upstream's shutdown keeps accepting connections while it
+    # closes the others, and a component that reconnects at once would log in again
+    for loop, server in _listening:
+        loop.call_soon_threadsafe(server.server.close)
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -23,6 +23,7 @@ from upstream import Venv
 
 import rembus
 from rembus.server import Broker, BrokerConfig
+from rembus_proto.client_events import Connected
 from rembus_proto.router import Router
 from rembus_proto.store import MemoryStore
 
@@ -225,10 +226,18 @@ class UpstreamBroker(Process):
     """The 0.8.23 broker (``brokerd``) on 127.0.0.1, with its data under ``workdir``."""
 
     def __init__(self, venv: Venv, workdir: Path) -> None:
-        env = peer_env(venv.duckdb_home(workdir / "broker-home"))
+        self._venv = venv
+        self._workdir = workdir
+        self.port = 0
+        self._starts = 0
+        self._start()
+
+    def _start(self) -> None:
+        env = peer_env(self._venv.duckdb_home(self._workdir / "broker-home"))
         env["REMBUS_LOG"] = "INFO"
-        super().__init__([str(venv.python), str(HERE / "broker_0823.py")], env, workdir,
-                         "broker", str.strip)
+        self._starts += 1
+        super().__init__([str(self._venv.python), str(HERE / "broker_0823.py"), str(self.port)],
+                         env, self._workdir, f"broker-{self._starts}", str.strip)
         try:
             line = self.inbox.take(lambda text: text.startswith("serving ws://127.0.0.1:"),
                                    "start")
@@ -236,7 +245,13 @@ class UpstreamBroker(Process):
             self.close()
             raise
         self.url = line.split()[1]
+        self.port = int(self.url.rsplit(":", 1)[1])
         self._archived = 0
+
+    def restart(self) -> None:
+        """Stop (SIGTERM, as an operator would), then start on the same port and data."""
+        self.close()
+        self._start()
 
     def wait_archived(self, total: int) -> None:
         """Wait until ``total`` messages in all were written to the broker's tables."""
@@ -349,6 +364,18 @@ class OurClient(Received):
         self._loop = loop
         self.inbox = Inbox(f"our client {url}")
         self.rb = loop.run(rembus.component(url, **options))
+        on_event = self.rb._on_event
+
+        def recording(event: object) -> None:
+            on_event(event)
+            if isinstance(event, Connected):
+                self.inbox.put({"event": "connected"})
+
+        self.rb._on_event = recording  # type: ignore[method-assign]
+
+    def reconnected(self) -> None:
+        """Wait until it has connected again (it restores its state at once, in order)."""
+        self.inbox.take(lambda e: e.get("event") == "connected", "a reconnection")
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.rb, name)

@@ -100,3 +100,23 @@ def test_our_client_with_0823_peer(upstream_broker: UpstreamBroker, ours: Ours,
     assert peer.call("rpc", topic="mine_add", args=[5, 6]) == 11
     assert peer.call("direct", target="mine", topic="mine_add", args=[7, 8]) == 15
     assert mine.served("mine_add") == [5, 6]
+
+
+def test_our_client_comes_back_after_an_upstream_broker_restart(
+        upstream_broker: UpstreamBroker, ours: Ours) -> None:
+    """Our client reconnects by itself and restores its subscriptions and exposures."""
+    server = ours(f"{upstream_broker.url}/calc")
+    server.expose_add("add")
+    sub = ours(f"{upstream_broker.url}/sub")
+    sub.subscribe_topic("news")
+
+    upstream_broker.restart()
+
+    for mine in (server, sub):
+        mine.reconnected()
+        # answered after the broker took what it restored before, on the same connection
+        assert mine.rpc("version").startswith("python_")
+    client = ours(upstream_broker.url)
+    assert client.rpc("add", 1, 2) == 3
+    client.publish("news", "after restart")
+    assert sub.pub("news") == ["after restart"]
