@@ -14,7 +14,7 @@ from pathlib import Path
 from rembus_proto.router import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
 
-from . import cli_security
+from . import cli_client, cli_security
 from .paths import user_data_dir
 from .server import Broker, BrokerConfig
 from .version import __version__
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     cli_security.add_broker_arguments(broker)
     cli_security.add_commands(commands)
+    cli_client.add_commands(commands)
     return parser
 
 
@@ -155,9 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("cannot set up TLS: %s", exc)
             return EXIT_FAILURE
         return asyncio.run(_run_broker(config, data_dir))
-    handled = cli_security.run_command(args)
-    if handled is not None:
-        return handled
+    for run_command in (cli_security.run_command, cli_client.run_command):
+        handled = run_command(args)
+        if handled is not None:
+            return handled
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
 
 
