@@ -120,7 +120,7 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         store.close()
         return EXIT_FAILURE
-    print(f"rembus broker {config.router.name} serving {broker.url} "
+    print(f"rembus {__version__}: broker {config.router.name!r} serving {broker.url} "
           f"(data dir {data_dir})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
