@@ -270,14 +270,19 @@ async def server(cmd: list[str], pattern: str) -> AsyncIterator[int]:
             proc.wait()
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+def workload_args(doc: str | None) -> tuple[bool, list[str]]:
+    """``--quick`` and the chosen workload names, from the command line."""
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of every workload")
     parser.add_argument("--workloads", default="W1,W2,W3,W4,W5")
     opts = parser.parse_args()
-    chosen = workloads(opts.quick)
-    names = [w.strip() for w in opts.workloads.split(",")]
+    return opts.quick, [w.strip() for w in opts.workloads.split(",")]
+
+
+async def main() -> None:
+    quick, names = workload_args(__doc__)
+    chosen = workloads(quick)
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as data_dir:
         broker_cmd = [sys.executable, "-m", "rembus", "broker", "--port", "0",

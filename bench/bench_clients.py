@@ -12,7 +12,6 @@ one. Prints figures only; asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -206,13 +205,8 @@ def workloads(quick: bool) -> dict[str, tuple[str, str, Runner]]:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a tenth of every workload")
-    parser.add_argument("--workloads", default="W1,W2,W3,W4,W5")
-    opts = parser.parse_args()
-    chosen = workloads(opts.quick)
-    names = [w.strip() for w in opts.workloads.split(",")]
+    quick, names = lean.workload_args(__doc__)
+    chosen = workloads(quick)
     rows = []
     with tempfile.TemporaryDirectory() as data_dir:
         cmd = [sys.executable, "-m", "rembus", "broker", "--port", "0", "--data-dir", data_dir,

@@ -8,29 +8,14 @@ PKCS#1 v1.5 and SHA-256, EC keys (P-256) with ECDSA and SHA-256.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any
+
+from .paths import rembus_dir
 
 
 class KeyNotFound(Exception):
     """The component has no usable private key."""
-
-
-def rembus_dir() -> Path:
-    """``$REMBUS_DIR``, else the user config dir (``~/.config/rembus`` on Linux)."""
-    override = os.environ.get("REMBUS_DIR")
-    if override:
-        return Path(override).expanduser()
-    home = Path.home()
-    if sys.platform == "darwin":
-        return home / "Library" / "Application Support" / "rembus"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA")
-        return (Path(base) if base else home / "AppData" / "Local") / "rembus"
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    return (Path(xdg) if xdg else home / ".config") / "rembus"
 
 
 def secret_path(name: str) -> Path:

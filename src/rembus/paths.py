@@ -1,4 +1,15 @@
-"""Where Rembus keeps its files."""
+"""Where Rembus keeps its files.
+
+``$REMBUS_DIR`` overrides both directories. Otherwise the broker's data (its
+database, keys of registered components, tenants, admins) lives in the
+platform's user data dir and a component's own files (its private key, a CA
+to trust) in the user config dir, as upstream Rembus does:
+
+* Linux and others: ``$XDG_DATA_HOME/rembus`` (``~/.local/share/rembus``) and
+  ``$XDG_CONFIG_HOME/rembus`` (``~/.config/rembus``);
+* macOS: ``~/Library/Application Support/rembus`` for both;
+* Windows: ``%LOCALAPPDATA%\\rembus`` for both.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +18,7 @@ import sys
 from pathlib import Path
 
 
-def user_data_dir() -> Path:
-    """The platform's per-user data directory for Rembus.
-
-    ``$REMBUS_DIR`` wins; else ``~/Library/Application Support/rembus`` on
-    macOS, ``%LOCALAPPDATA%\\rembus`` on Windows and
-    ``$XDG_DATA_HOME/rembus`` (default ``~/.local/share/rembus``) elsewhere.
-    """
+def _user_dir(xdg_variable: str, xdg_default: str) -> Path:
     override = os.environ.get("REMBUS_DIR")
     if override:
         return Path(override).expanduser()
@@ -23,5 +28,15 @@ def user_data_dir() -> Path:
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA")
         return (Path(base) if base else home / "AppData" / "Local") / "rembus"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else home / ".local" / "share") / "rembus"
+    xdg = os.environ.get(xdg_variable)
+    return (Path(xdg) if xdg else home / xdg_default) / "rembus"
+
+
+def user_data_dir() -> Path:
+    """The broker's default data dir."""
+    return _user_dir("XDG_DATA_HOME", ".local/share")
+
+
+def rembus_dir() -> Path:
+    """A component's own files (``<name>/.secret``, ``ca/``)."""
+    return _user_dir("XDG_CONFIG_HOME", ".config")

@@ -9,8 +9,8 @@ from typing import Protocol
 
 from rembus_proto.ws import WSConfig
 
-from .keys import rembus_dir
 from .options import Options
+from .paths import rembus_dir
 from .url import ComponentURL
 from .wire import Wire, WireClosed
 
