@@ -44,6 +44,7 @@ def _env_port() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``rembus`` command."""
     parser = argparse.ArgumentParser(prog="rembus", description="Rembus Pub/Sub and RPC.")
     parser.add_argument("--version", action="version", version=f"rembus {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def broker_config(args: argparse.Namespace) -> BrokerConfig:
+    """The broker configuration that ``rembus broker`` arguments describe."""
     router = RouterConfig(
         name=args.name,
         version=f"python_{__version__}",

@@ -54,6 +54,7 @@ def check_topic(topic: Any) -> str:
 
 
 def check_handler(fn: Any, what: str) -> Handler:
+    """Return ``fn`` if it can be called, else raise a clear ``TypeError``."""
     if not callable(fn):
         raise TypeError(f"{what}() takes a function, not {type(fn).__name__}")
     return fn  # type: ignore[no-any-return]

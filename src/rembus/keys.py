@@ -24,6 +24,7 @@ def secret_path(name: str) -> Path:
 
 
 def load_private_key(name: str) -> Any:
+    """The private key of ``name`` (raises :class:`KeyNotFound` with what to do)."""
     path = secret_path(name)
     try:
         data = path.read_bytes()

@@ -304,6 +304,7 @@ class Broker:
     # -- the turn ----------------------------------------------------------
 
     def schedule_flush(self) -> None:
+        """Write pending output at the end of this event-loop turn (once per turn)."""
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)

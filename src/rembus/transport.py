@@ -31,7 +31,7 @@ class Transport(Protocol):
         """Close the connection."""
 
 
-class NativeTransport:
+class NativeTransport(Transport):
     """asyncio streams and the sans-IO WebSocket layer."""
 
     def __init__(self, wire: Wire) -> None:

@@ -100,6 +100,7 @@ class Wire:
         return len(self._inbox)
 
     async def close(self) -> None:
+        """Start the close handshake and close the socket."""
         if self._ws.is_open:
             self._ws.close()
             self._writer.write(self._ws.data_to_send())

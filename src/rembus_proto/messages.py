@@ -63,6 +63,7 @@ class Identity:
     """Listeners of the sender (``{"ws": 9000}``); ``None`` means the 3-element form."""
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         parts = [b"\x84" if self.meta is not None else b"\x83", b"\x00",
                  byte_string(_check_id(self.id)), text(_check_str(self.cid, "cid"))]
         if self.meta is not None:
@@ -97,6 +98,7 @@ class Pub:
         return None
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         topic = self.topic
         if type(topic) is not str:
             _check_str(topic, "topic")
@@ -125,6 +127,7 @@ class Rpc:
     target: str | None = None
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         msg_id = _check_id(self.id)
         topic = _check_str(self.topic, "topic")
         target = self.target
@@ -157,6 +160,7 @@ class Admin:
         return None
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         return b"".join((b"\x84\x03", byte_string(_check_id(self.id)),
                          text(_check_str(self.topic, "topic")), cbor.dumps(self.command)))
 
@@ -170,6 +174,7 @@ class Response:
     data: Payload = NO_DATA
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         status = int(self.status)
         if not 0 <= status < 1 << 64:
             raise ValueError(f"status must be an unsigned 64-bit integer, not {status}")
@@ -187,6 +192,7 @@ class Ack:
     id: bytes
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         return b"\x82\x05" + byte_string(_check_id(self.id))
 
 
@@ -197,6 +203,7 @@ class Ack2:
     id: bytes
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         return b"\x82\x06" + byte_string(_check_id(self.id))
 
 
@@ -208,6 +215,7 @@ class Unregister:
     cid: str | None = None
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         if self.cid is None:
             return b"\x82\x09" + byte_string(_check_id(self.id))
         return b"\x83\x09" + byte_string(_check_id(self.id)) + text(_check_str(self.cid, "cid"))
@@ -228,6 +236,7 @@ class Register:
     keytype: int | None = 1
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         parts = [b"\x86\x0a" if self.keytype is not None else b"\x85\x0a",
                  byte_string(_check_id(self.id)), text(_check_str(self.cid, "cid")),
                  text(_check_str(self.pin, "pin")), byte_string(bytes(self.pubkey))]
@@ -246,6 +255,7 @@ class Attestation:
     meta: Any = None
 
     def encode(self) -> bytes:
+        """The message as the bytes of one WebSocket binary message."""
         parts = [b"\x85\x0b" if self.meta is not None else b"\x84\x0b",
                  byte_string(_check_id(self.id)), text(_check_str(self.cid, "cid")),
                  byte_string(bytes(self.signature))]

@@ -180,6 +180,7 @@ class Twin:
                           sorted(self.done_above), dict(self.since))
 
     def retroactive_topics(self) -> dict[str, float]:
+        """Subscriptions that want stored messages: topic -> ``msg_from``."""
         return {topic: window for topic, window in self.subs.items() if window > 0}
 
     def complete(self, seq: int) -> None:

@@ -80,7 +80,7 @@ class Security(Protocol):
         """
 
 
-class MemorySecurity:
+class MemorySecurity(Security):
     """A :class:`Security` in memory, for tests and brokers without files."""
 
     def __init__(self, *, tenants: Mapping[str, str] | None = None,

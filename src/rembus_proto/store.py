@@ -77,7 +77,7 @@ class Store(Protocol):
         """Make every staged write durable."""
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """A :class:`Store` in memory, for tests and brokers without persistence."""
 
     def __init__(self) -> None:
