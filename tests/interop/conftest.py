@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import upstream
-from harness import LoopThread, OurBroker, OurClient, Peer, UpstreamBroker
+from harness import CliBroker, LoopThread, OurBroker, OurClient, Peer, UpstreamBroker
 from upstream import Release, UnsupportedPython, UpstreamUnavailable, Venv
 
 
@@ -66,6 +66,13 @@ def broker(loop: LoopThread) -> Iterator[OurBroker]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture
+def cli_broker(tmp_path: Path) -> Iterator[CliBroker]:
+    """Our broker as a ``rembus broker`` process with its SQLite data dir."""
+    with CliBroker(tmp_path / "rembus-broker") as running:
+        yield running
 
 
 @pytest.fixture

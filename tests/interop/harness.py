@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -261,6 +262,46 @@ class UpstreamBroker(Process):
             self._archived += int(line.split()[1])
 
     def __enter__(self) -> UpstreamBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CliBroker(Process):
+    """Our broker as operators run it: ``python -m rembus broker`` with a data dir (SQLite)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self.port = 0
+        self._starts = 0
+        self._start()
+
+    def _start(self) -> None:
+        self._starts += 1
+        cmd = [sys.executable, "-m", "rembus", "broker", "--host", "127.0.0.1",
+               "--port", str(self.port), "--data-dir", str(self._workdir / "data")]
+        super().__init__(cmd, dict(os.environ), self._workdir, f"rembus-broker-{self._starts}",
+                         str.strip)
+        try:
+            line = self.inbox.take(lambda text: "serving ws://127.0.0.1:" in text, "start")
+        except BaseException:
+            self.close()
+            raise
+        self.url = line.split("serving ")[1].split()[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # a clean stop saves every twin
+        super().close()
+
+    def restart(self) -> None:
+        """Stop with SIGTERM, then start on the same port and data dir."""
+        self.close()
+        self._start()
+
+    def __enter__(self) -> CliBroker:
         return self
 
     def __exit__(self, *exc: object) -> None:

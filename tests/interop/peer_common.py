@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 _out_lock = threading.Lock()
+log = logging.getLogger("driver")
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -113,6 +114,7 @@ def serve(driver: Driver, version: str) -> None:
             command = json.loads(line)
             req_id = command.pop("id")
             op = command.pop("op")
+            log.info("%s %s", op, json.dumps(command)[:200])  # for the stderr tail of failures
             try:
                 result = getattr(driver, "op_" + op)(**command)
             except Exception as exc:  # reported to the test, which decides

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import OurBroker, OurClient, Peer, PeerError
+from harness import CliBroker, OurBroker, OurClient, Peer, PeerError
 
 from rembus_proto.router import Router
 
@@ -23,7 +23,8 @@ VERSIONS = ["0.1.0", "0.8.23"]
 Spawn = Callable[[str, str], Peer]
 
 
-def connect(spawn: Spawn, broker: OurBroker, *specs: tuple[str, str | None]) -> list[Peer]:
+def connect(spawn: Spawn, broker: OurBroker | CliBroker,
+            *specs: tuple[str, str | None]) -> list[Peer]:
     """Peers connected to ``broker``, one per ``(version, name)`` (name None: anonymous).
 
     All processes are started before the first connects: they boot in parallel.
@@ -262,3 +263,26 @@ def test_0823_and_ours_come_back_after_a_broker_restart(
     assert new.pub("news") == ["after restart"]
     assert mine.pub("news") == ["after restart"]
     assert caller.call("rpc", topic="add", args=[1, 2]) == 3
+
+
+def test_retroactive_subscriptions_survive_a_rembus_broker_restart(
+        cli_broker: CliBroker, spawn: Spawn) -> None:
+    """``rembus broker`` keeps upstream peers' twins and their messages in its data dir."""
+    old, new, pub = connect(spawn, cli_broker, ("0.1.0", "old"), ("0.8.23", "new"),
+                            ("0.8.23", None))
+    for peer in (old, new):
+        peer.call("subscribe", topic="orders", retroactive=True)
+        peer.call("reactive")
+        peer.call("close")
+    pub.call("publish", topic="orders", args=["before restart"], qos=1)  # stored when acked
+    pub.call("close")
+
+    cli_broker.restart()
+    pub.call("connect", url=cli_broker.url)
+    pub.call("publish", topic="orders", args=["after restart"], qos=1)
+    for peer, name in ((old, "old"), (new, "new")):
+        peer.call("connect", url=f"{cli_broker.url}/{name}")
+        peer.call("subscribe", topic="orders", retroactive=True)
+        peer.call("reactive")
+        assert [peer.pub("orders"), peer.pub("orders")] == [["before restart"],
+                                                            ["after restart"]]
