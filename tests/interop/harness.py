@@ -200,8 +200,9 @@ class Peer(Process, Received):
 
     def __init__(self, venv: Venv, label: str, workdir: Path) -> None:
         script = HERE / ("peer_010.py" if venv.release.name.endswith("0.1.0") else "peer_0823.py")
-        super().__init__([str(venv.python), str(script)], peer_env(workdir / f"{label}-home"),
-                         workdir, label, json.loads)
+        self.home = workdir / f"{label}-home"
+        super().__init__([str(venv.python), str(script)], peer_env(self.home), workdir, label,
+                         json.loads)
         self._next_id = 0
 
     def request(self, op: str, timeout: float = WAIT, **args: Any) -> dict[str, Any]:
@@ -221,6 +222,12 @@ class Peer(Process, Received):
         if not answer["ok"]:
             raise PeerError(answer)
         return answer["result"]
+
+    def fails(self, op: str, **args: Any) -> tuple[int | None, Any]:
+        """Send an op that must fail; returns the upstream status code and message."""
+        answer = self.request(op, **args)
+        assert not answer["ok"], f"{self.label}: {op} {args} succeeded: {answer['result']!r}"
+        return answer.get("status"), answer.get("message")
 
 
 class UpstreamBroker(Process):
@@ -271,8 +278,10 @@ class UpstreamBroker(Process):
 class CliBroker(Process):
     """Our broker as operators run it: ``python -m rembus broker`` with a data dir (SQLite)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         self._workdir = workdir
+        self.data_dir = workdir / "data"
+        self._options = options
         self.port = 0
         self._starts = 0
         self._start()
@@ -280,7 +289,7 @@ class CliBroker(Process):
     def _start(self) -> None:
         self._starts += 1
         cmd = [sys.executable, "-m", "rembus", "broker", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data-dir", str(self._workdir / "data")]
+               "--port", str(self.port), "--data-dir", str(self.data_dir), *self._options]
         super().__init__(cmd, dict(os.environ), self._workdir, f"rembus-broker-{self._starts}",
                          str.strip)
         try:
@@ -290,6 +299,15 @@ class CliBroker(Process):
             raise
         self.url = line.split("serving ")[1].split()[0]
         self.port = int(self.url.rsplit(":", 1)[1])
+
+    @staticmethod
+    def command(data_dir: Path, *args: str) -> str:
+        """Run ``rembus broker ARGS --data-dir DATA_DIR`` (tenant, admin...) and return stdout."""
+        done = subprocess.run([sys.executable, "-m", "rembus", "broker", *args,
+                               "--data-dir", str(data_dir)], capture_output=True, text=True,
+                              timeout=WAIT, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -29,8 +29,16 @@ class Driver0823(Driver):
             return {"status": exc.status, "message": exc.message}
         return {}
 
-    def op_connect(self, url: str) -> None:
-        self.rb = Node(url)
+    def op_connect(self, url: str, authenticated: bool = False) -> None:
+        self.rb = Node(url, authenticated=authenticated)
+
+    def op_register(self, url: str, name: str, pin: str, scheme: str = "rsa") -> None:
+        """Register ``name`` (on an anonymous connection of its own); keeps the private key."""
+        signature = {"rsa": rembus.SIG_RSA, "ecdsa": rembus.SIG_ECDSA}[scheme]
+        rembus.register(f"{url}/{name}", pin, signature)
+
+    def op_unregister(self) -> None:
+        self._rb().unregister()
 
     def op_close(self) -> None:
         rb, self.rb = self.rb, None

@@ -19,8 +19,10 @@ closes the component and exits.
 Ops: connect(url), close, publish(topic, args[, qos]), rpc(topic, args),
 direct(target, topic, args), subscribe(topic[, retroactive]),
 unsubscribe(topic), expose(topic, kind), unexpose(topic), reactive,
-unreactive. Exposed ``kind``: ``add`` (sum of the arguments), ``echo``
-(the arguments, a single one unwrapped), ``fail`` (raises "kaboom").
+unreactive; 0.8.23 also register(url, name, pin[, scheme]), unregister and
+connect(url, authenticated); 0.1.0 also install_key(name, pem). Exposed
+``kind``: ``add`` (sum of the arguments), ``echo`` (the arguments, a single
+one unwrapped), ``fail`` (raises "kaboom").
 
 This module must only use the standard library: it is imported by drivers
 running with old and new upstream releases.

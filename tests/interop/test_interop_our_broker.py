@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import CliBroker, OurBroker, OurClient, Peer, PeerError
+from harness import CliBroker, OurBroker, OurClient, Peer
 
 from rembus_proto.router import Router
 
@@ -34,12 +34,6 @@ def connect(spawn: Spawn, broker: OurBroker | CliBroker,
     for peer, (_, name) in zip(peers, specs, strict=True):
         peer.call("connect", url=f"{broker.url}/{name}" if name else broker.url)
     return peers
-
-
-def error_status(peer: Peer, op: str, **args: object) -> tuple[int | None, object]:
-    with pytest.raises(PeerError) as info:
-        peer.call(op, **args)
-    return info.value.status, info.value.answer.get("message")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -75,13 +69,13 @@ def test_rpc_direct_errors_and_unexpose(broker: OurBroker, spawn: Spawn, version
     assert client.call("rpc", topic="echo", args=["x"]) == "x"
     assert client.call("rpc", topic="echo", args=[[1, "a"], {"b": 2.5}]) == [[1, "a"], {"b": 2.5}]
     assert client.call("direct", target="calc", topic="add", args=[2, 3]) == 5
-    assert error_status(client, "rpc", topic="fail", args=[]) == (40, "kaboom")
-    assert error_status(client, "rpc", topic="nosuch", args=[])[0] == 42
-    assert error_status(client, "direct", target="nobody", topic="add", args=[1, 2]) == (
+    assert client.fails("rpc", topic="fail", args=[]) == (40, "kaboom")
+    assert client.fails("rpc", topic="nosuch", args=[])[0] == 42
+    assert client.fails("direct", target="nobody", topic="add", args=[1, 2]) == (
         45, "nobody")
 
     server.call("unexpose", topic="add")
-    assert error_status(client, "rpc", topic="add", args=[1, 2])[0] == 42
+    assert client.fails("rpc", topic="add", args=[1, 2])[0] == 42
     assert client.call("rpc", topic="echo", args=[7]) == 7
 
 
@@ -136,9 +130,9 @@ def test_0823_caller_to_010_exposer(broker: OurBroker, spawn: Spawn) -> None:
     server.call("expose", topic="fail", kind="fail")
     assert client.call("rpc", topic="add", args=[20, 22]) == 42
     assert client.call("direct", target="calc010", topic="add", args=[1, 1]) == 2
-    assert error_status(client, "rpc", topic="fail", args=[]) == (40, "kaboom")
+    assert client.fails("rpc", topic="fail", args=[]) == (40, "kaboom")
     server.call("unexpose", topic="add")
-    assert error_status(client, "rpc", topic="add", args=[1, 2])[0] == 42
+    assert client.fails("rpc", topic="add", args=[1, 2])[0] == 42
 
 
 def test_010_caller_to_0823_exposer(broker: OurBroker, spawn: Spawn) -> None:
@@ -147,7 +141,7 @@ def test_010_caller_to_0823_exposer(broker: OurBroker, spawn: Spawn) -> None:
     assert client.call("rpc", topic="add", args=[20, 22]) == 42
     assert client.call("direct", target="calc0823", topic="add", args=[1, 1]) == 2
     server.call("unexpose", topic="add")
-    assert error_status(client, "rpc", topic="add", args=[1, 2])[0] == 42
+    assert client.fails("rpc", topic="add", args=[1, 2])[0] == 42
 
 
 def test_retroactive_delivery_across_generations(broker: OurBroker, spawn: Spawn) -> None:
@@ -187,11 +181,11 @@ def test_messages_too_large_for_010_are_kept_from_it(broker: OurBroker, spawn: S
     old.call("publish", topic="marker", args=[2])
     assert new.pub("marker") == [2]
 
-    status, message = error_status(new, "rpc", topic="echo", args=[big])
+    status, message = new.fails("rpc", topic="echo", args=[big])
     assert status == 10 and "too large" in str(message)
     assert new.call("rpc", topic="echo", args=["small"]) == "small"
     new.call("expose", topic="big_reply", kind="echo")
-    status, message = error_status(old, "rpc", topic="big_reply", args=[big[:-1024]])
+    status, message = old.fails("rpc", topic="big_reply", args=[big[:-1024]])
     assert status == 10 and "too large" in str(message)
     assert old.call("rpc", topic="big_reply", args=["small"]) == "small"
 
