@@ -124,6 +124,9 @@ class Face:
     def direct(self, target: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         return self._do("direct", target, method, *args, timeout=timeout)
 
+    def admin(self, topic: str, command: dict[str, Any]) -> Any:
+        return self._do("admin", topic, command)
+
     def reactive(self) -> None:
         self._do("reactive")
 

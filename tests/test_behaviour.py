@@ -22,9 +22,11 @@ from rembus import (
     MethodNotFound,
     MethodUnavailable,
     RembusConnectionClosed,
+    RembusError,
     RembusTimeout,
     TargetDown,
     TargetNotFound,
+    UnknownCommand,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -205,6 +207,18 @@ def test_rpc_error_kinds(session: Session) -> None:
     with pytest.raises(TargetDown) as down:
         client.direct("err_server", "fails", "x")
     assert down.value.status == 46
+
+
+def test_admin_commands(session: Session) -> None:
+    client = session.component("admin_client")
+    with pytest.raises(UnknownCommand) as unknown:
+        client.admin("__config__", {"cmd": "no_such_command"})
+    assert unknown.value.status == 47
+    with pytest.raises(RembusError, match="unauthorized") as refused:
+        client.admin("secret", {"cmd": "private_topic"})  # not an admin
+    assert refused.value.status == 10
+    with pytest.raises(TypeError, match="cmd"):
+        client.admin("secret", {"nocmd": 1})
 
 
 def test_rpc_timeout(session: Session) -> None:

@@ -255,6 +255,17 @@ class Component(ComponentBase):
         """Pause the delivery of publications (the broker stores them for later)."""
         await self._admin(self._reactive_handle(False))
 
+    async def admin(self, topic: str, command: dict[str, Any]) -> Any:
+        """Send a broker admin command and return its answer.
+
+        E.g. ``admin("secret", {"cmd": "private_topic"})``,
+        ``admin("secret", {"cmd": "authorize", "cid": "alice"})`` or
+        ``admin("__config__", {"cmd": "private_topics_config"})``.
+        """
+        handle = self._admin_handle(topic, command)
+        self._schedule_flush()
+        return await self._wait(handle)
+
     # -- internals -----------------------------------------------------------
 
     async def _call(self, method: str, args: tuple[Any, ...], target: str | None,

@@ -261,6 +261,10 @@ class Component(ComponentBase):
         """Pause the delivery of publications (the broker stores them for later)."""
         self._admin(self._reactive_handle(False))
 
+    def admin(self, topic: str, command: dict[str, Any]) -> Any:
+        """Send a broker admin command and return its answer (see ``rembus.Component.admin``)."""
+        return self._wait(self._admin_handle(topic, command))
+
     # -- requests ------------------------------------------------------------
 
     def _reply(self, handle: int) -> Reply:

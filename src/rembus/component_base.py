@@ -100,6 +100,17 @@ class ComponentBase:
         self.registry.exposed.pop(name, None)
         return self.conn.unexpose(name, now=self._now())
 
+    def _admin_handle(self, topic: str, command: dict[str, Any]) -> int:
+        check_topic(topic)
+        if not isinstance(command, dict) or not isinstance(command.get("cmd"), str):
+            raise TypeError('an admin command is a dict with a "cmd" string, '
+                            'e.g. {"cmd": "private_topic"}')
+        self._check_open_for_use()
+        try:
+            return self.conn.admin(topic, command, now=self._now())
+        except NotConnected:
+            raise RembusConnectionClosed(f"not connected to {self.url.endpoint}") from None
+
     def _reactive_handle(self, on: bool) -> int | None:
         self._explicit_unreactive = not on
         return self.conn.reactive(on, now=self._now())

@@ -302,6 +302,10 @@ class Component:
         """Pause the delivery of publications (the broker stores them for later)."""
         self._run(self._inner.unreactive())
 
+    def admin(self, topic: str, command: dict[str, Any]) -> Any:
+        """Send a broker admin command and return its answer (see ``rembus.Component.admin``)."""
+        return self._run(self._inner.admin(topic, command))
+
     def forever(self) -> None:
         """Handle messages until :meth:`close` (from another thread) or Ctrl-C.
 
