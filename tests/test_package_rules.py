@@ -61,3 +61,16 @@ def public_objects() -> list[tuple[str, object]]:
 def test_every_public_name_has_a_docstring() -> None:
     missing = [name for name, obj in public_objects() if not inspect.getdoc(obj)]
     assert missing == []
+
+
+def test_importing_the_client_api_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, rembus, rembus.sync, rembus.blocking; "
+            "print(sorted(m for m in ('cryptography', 'pyarrow', 'httpx', 'sqlite3') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

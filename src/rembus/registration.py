@@ -18,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rembus_proto import ClientConnection, Register, Response, challenge_input, decode
 from rembus_proto.client_events import ChallengeRequested, Connected, LoginFailed, RequestCompleted
 
-from . import crypto, keys
+from . import keys
 from .errors import LoginFailed as LoginFailedError
 from .errors import RembusConnectionClosed, RembusTimeout, error_for
 from .options import Options, make_options
-from .security import write_atomically
+
+if TYPE_CHECKING:  # cryptography is imported only when a key is made
+    from .crypto import KeyType, PrivateKey
 from .transport import Transport, open_transport
 from .url import ComponentURL, parse
 
@@ -46,14 +48,17 @@ async def _connect(url: ComponentURL, options: Options) -> Transport:
         raise RembusConnectionClosed(f"cannot connect to {url.endpoint}: {exc}") from None
 
 
-def save_secret(name: str, key: crypto.PrivateKey) -> None:
+def save_secret(name: str, key: PrivateKey) -> None:
     """Store the private key of ``name`` in ``<rembus dir>/<name>/.secret``."""
     path = keys.secret_path(name)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    from . import crypto
+    from .security import write_atomically
+
     write_atomically(path, crypto.private_pem(key), 0o600)
 
 
-async def register(url: str | None, pin: str, *, key_type: crypto.KeyType = "rsa",
+async def register(url: str | None, pin: str, *, key_type: KeyType = "rsa",
                    **options: Any) -> None:
     """Register the component named in ``url`` with a new ``key_type`` key.
 
@@ -69,6 +74,8 @@ async def register(url: str | None, pin: str, *, key_type: crypto.KeyType = "rsa
     parsed, name = _named(url)
     if not isinstance(pin, str):
         raise TypeError(f"pin must be a str, not {type(pin).__name__}")
+    from . import crypto
+
     code = crypto.key_type_code(key_type)
     opts = make_options(options)
     private = crypto.generate_private_key(key_type)
@@ -164,7 +171,7 @@ def _run(coro: Coroutine[Any, Any, None], what: str) -> None:
     raise RuntimeError(f"{what}_sync() cannot run inside an event loop: await rembus.{what}()")
 
 
-def register_sync(url: str | None, pin: str, *, key_type: crypto.KeyType = "rsa",
+def register_sync(url: str | None, pin: str, *, key_type: KeyType = "rsa",
                   **options: Any) -> None:
     """Blocking :func:`register`."""
     _run(register(url, pin, key_type=key_type, **options), "register")
