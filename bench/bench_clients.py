@@ -205,13 +205,13 @@ def workloads(quick: bool) -> dict[str, tuple[str, str, Runner]]:
 
 
 async def main() -> None:
-    quick, names = lean.workload_args(__doc__)
+    quick, names, _ = lean.workload_args(__doc__)
     chosen = workloads(quick)
     rows = []
     with tempfile.TemporaryDirectory() as data_dir:
         cmd = [sys.executable, "-m", "rembus", "broker", "--port", "0", "--data-dir", data_dir,
                "--log-level", "WARNING"]
-        async with lean.server(cmd, r"ws://127\.0\.0\.1:(\d+)") as port:
+        async with lean.server(cmd, r"ws://127\.0\.0\.1:(\d+)") as (port, _):
             url = f"ws://127.0.0.1:{port}"
             for name in names:
                 title, unit, run = chosen[name]

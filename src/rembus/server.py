@@ -97,22 +97,22 @@ class _Peer(asyncio.Protocol):
             self._drop()
             return
         broker = self.broker
-        router = broker.router
         now = time.time()
+        frames: list[bytes] = []  # consecutive messages go to the router together
         for event in events:
             if event.__class__ is Message:
                 frame = event.data
-                if self.conn is None:
-                    continue
                 if frame.__class__ is not bytes:
+                    if not self._route(frames, now):
+                        return
                     self._fail(CLOSE_UNSUPPORTED, "text messages (JSON) are not supported")
                     return
-                try:
-                    router.receive(self.conn, frame, now)
-                except ProtocolError as exc:
-                    self._fail(CLOSE_PROTOCOL_ERROR, str(exc))
-                    return
-            elif isinstance(event, Opened):
+                frames.append(frame)
+                continue
+            if frames and not self._route(frames, now):
+                return
+            frames = []
+            if isinstance(event, Opened):
                 self._opened(now)
             elif isinstance(event, HttpRequest):
                 self._http(event)
@@ -120,10 +120,23 @@ class _Peer(asyncio.Protocol):
                 self._write(self.ws.data_to_send())
                 self._drop()
                 return
+        if frames and not self._route(frames, now):
+            return
         out = self.ws.data_to_send()
         if out:
             self._write(out)
         broker.schedule_flush()
+
+    def _route(self, frames: list[bytes], now: float) -> bool:
+        """Give messages to the router; false when they made us close the connection."""
+        if self.conn is None:
+            return True
+        try:
+            self.broker.router.receive_many(self.conn, frames, now)
+        except ProtocolError as exc:
+            self._fail(CLOSE_PROTOCOL_ERROR, str(exc))
+            return False
+        return True
 
     def eof_received(self) -> bool | None:
         self.data_received(b"")

@@ -403,20 +403,24 @@ class Router:
         self._now = now
         if conn.closed:
             return
-        gated = self._gate and conn in self._gate
+        gated = bool(self._gate) and conn in self._gate
         if not gated:
             quick = split_qos0_pub(frame)
             if quick is not None:  # the hot path: nothing to decode but the topic
                 if len(frame) > self.config.limits.max_message_size:
                     raise MessageTooLarge(len(frame), self.config.limits.max_message_size)
-                topic, offset = quick
-                self._on_pub(conn, topic, 0, None, frame[offset:], frame)
+                self._on_pub(conn, quick[0], 0, None, frame, quick[1])
                 return
+        self._dispatch(conn, frame, gated)
+
+    def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> None:
+        """Decode a message and hand it to its handler."""
         message = decode(frame, self.config.limits)
         if gated and not self.guard.admit(conn, message):
             return
-        if isinstance(message, Pub):
-            self._on_pub(conn, message.topic, message.flags, message.id, message.data.raw, frame)
+        if isinstance(message, Pub):  # its payload is the tail of the frame
+            self._on_pub(conn, message.topic, message.flags, message.id, frame,
+                         len(frame) - len(message.data.raw))
         elif isinstance(message, Rpc):
             self._on_rpc(conn, message)
         elif isinstance(message, Response):
@@ -431,12 +435,35 @@ class Router:
             self._on_identity(conn, message)
         else:
             self._learn_generation(conn, message.id)
-            self.guard.receive(conn, message, now)
+            self.guard.receive(conn, message, self._now)
 
     # -- publish -----------------------------------------------------------
 
+    def receive_many(self, conn: Connection, frames: list[bytes], now: float) -> None:
+        """Process messages of ``conn`` in order, as :meth:`receive` does one by one.
+
+        What a driver read at once: the plain publications among them take a
+        shorter path than one :meth:`receive` call each.
+        """
+        if self._gate and conn in self._gate:
+            for frame in frames:
+                self.receive(conn, frame, now)
+            return
+        self._now = now
+        limit = self.config.limits.max_message_size
+        on_pub = self._on_pub
+        for frame in frames:
+            if conn.closed:
+                return
+            quick = split_qos0_pub(frame)
+            if quick is None or len(frame) > limit:
+                self._dispatch(conn, frame, False)  # decode() applies the size limit
+            else:
+                on_pub(conn, quick[0], 0, None, frame, quick[1])
+
     def _on_pub(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
-                payload: bytes, frame: bytes) -> None:
+                frame: bytes, offset: int) -> None:
+        """Route a publication; its payload is ``frame[offset:]``, sliced only if needed."""
         publisher = conn.twin
         acl = self._private.get(topic) if self._private else None
         if acl is not None and not self.guard.allowed(conn, acl):
@@ -457,7 +484,7 @@ class Router:
             self._seq += 1
             seq = self._seq
             self.store.append(StoredMessage(seq, int(self._now * 1e9), topic, flags, msg_id,
-                                            payload, publisher.name))
+                                            frame[offset:], publisher.name))
         if qos and msg_id is not None:
             self._send(conn, b"\x82\x05" + byte_string(msg_id))
         subscribers: Collection[Twin] | None = self._subs.get(topic)
@@ -477,7 +504,7 @@ class Router:
                     continue  # the replay reaches it, in order
                 if sub_conn.id_len == 16:
                     if legacy_frame is None:
-                        legacy_frame = b"\x83\x01" + text(topic) + payload
+                        legacy_frame = b"\x83\x01" + text(topic) + frame[offset:]
                     self._deliver(twin, sub_conn, legacy_frame, 0, seq, None)
                 elif qos or (seq and twin.named) or sub_conn.closed:
                     self._deliver(twin, sub_conn, frame, qos, seq, msg_id)
@@ -489,7 +516,7 @@ class Router:
                     elif len(out) == max_queued + 1:
                         self._close(sub_conn, CLOSE_SLOW_CONSUMER, "too many queued messages")
         if self._patterns:
-            self._deliver_patterns(publisher, topic, payload, seq, acl)
+            self._deliver_patterns(publisher, topic, frame[offset:], seq, acl)
 
     def _matches_retro_pattern(self, topic: str) -> bool:
         patterns = self._patterns
