@@ -409,3 +409,26 @@ def test_malformed_input_raises_protocol_error_and_leaves_state() -> None:
         net.router.receive(bad.conn, b"\x83\x01\x61", net.now)
     pub.publish("t", 1)
     assert sub.pubs() == [("t", (1,))]
+
+
+def test_receive_many_is_receive_one_by_one() -> None:
+    frames = [rp.Pub("t", rp.Payload.of([i])).encode() for i in range(3)]
+    frames.insert(1, rp.Pub("t", rp.Payload.of(["qos"]), b"\x09" * 8, rp.QOS1).encode())
+    outcomes = []
+    for batched in (False, True):
+        net = Net()
+        sub, pub = net.connect(), net.connect()
+        sub.subscribe("t")
+        if batched:
+            net.router.receive_many(pub.conn, frames, net.now)
+        else:
+            for frame in frames:
+                net.router.receive(pub.conn, frame, net.now)
+        net.pump()
+        outcomes.append((sub.pubs(), pub.take()))
+    assert outcomes[0] == outcomes[1]
+    assert [args for _, args in outcomes[0][0]] == [(0,), ("qos",), (1,), (2,)]
+    net = Net()
+    bad = net.connect()
+    with pytest.raises(rp.ProtocolError):
+        net.router.receive_many(bad.conn, [frames[0], b"\x83\x01\x61"], net.now)
