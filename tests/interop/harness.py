@@ -459,3 +459,31 @@ class OurClient(Received):
 
     def close(self) -> None:
         self._loop.run(self.rb.close())
+
+
+def exchange_with_peer(peer: Peer, mine: OurClient, peer_name: str, mine_name: str,
+                       qos_to_peer: int, peer_qos: tuple[int, ...] = (0, 1, 2)) -> list[Any]:
+    """Our client and an upstream peer publish to each other and call each other.
+
+    Returns what the peer's publications to us (one per level of ``peer_qos``) delivered.
+    """
+    peer.call("subscribe", topic="to_peer")
+    peer.call("reactive")
+    peer.call("expose", topic="peer_add", kind="add")
+    mine.subscribe_topic("to_mine")
+    mine.expose_add("mine_add")
+
+    mine.publish("to_peer", 1, "a")
+    mine.publish("to_peer", {"n": [1.5]}, qos=qos_to_peer)
+    assert peer.pub("to_peer") == [1, "a"]
+    assert peer.pub("to_peer") == [{"n": [1.5]}]
+    for qos in peer_qos:
+        peer.call("publish", topic="to_mine", args=[qos], qos=qos)
+    received = [mine.pub("to_mine") for _ in peer_qos]
+
+    assert mine.rpc("peer_add", 1, 2) == 3
+    assert mine.direct(peer_name, "peer_add", 3, 4) == 7
+    assert peer.call("rpc", topic="mine_add", args=[5, 6]) == 11
+    assert peer.call("direct", target=mine_name, topic="mine_add", args=[7, 8]) == 15
+    assert mine.served("mine_add") == [5, 6]
+    return received

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import CliBroker, OurBroker, OurClient, Peer
+from harness import CliBroker, OurBroker, OurClient, Peer, exchange_with_peer
 
 from rembus_proto.router import Router
 
@@ -195,25 +195,9 @@ def test_our_client_with_upstream_peer(broker: OurBroker, spawn: Spawn,
                                        ours: Callable[[str], OurClient], version: str) -> None:
     [peer] = connect(spawn, broker, (version, "peer"))
     mine = ours(f"{broker.url}/mine")
-
-    peer.call("subscribe", topic="to_peer")
-    peer.call("reactive")
-    peer.call("expose", topic="peer_add", kind="add")
-    mine.subscribe_topic("to_mine")
-    mine.expose_add("mine_add")
-
-    mine.publish("to_peer", 1, "a")
-    mine.publish("to_peer", {"n": [1.5]}, qos=1)
-    assert peer.pub("to_peer") == [1, "a"]
-    assert peer.pub("to_peer") == [{"n": [1.5]}]
-    peer.call("publish", topic="to_mine", args=[2, "b"])
-    assert mine.pub("to_mine") == [2, "b"]
-
-    assert mine.rpc("peer_add", 1, 2) == 3
-    assert mine.direct("peer", "peer_add", 3, 4) == 7
-    assert peer.call("rpc", topic="mine_add", args=[5, 6]) == 11
-    assert peer.call("direct", target="mine", topic="mine_add", args=[7, 8]) == 15
-    assert mine.served("mine_add") == [5, 6]
+    levels = (0,) if version == "0.1.0" else (0, 1, 2)  # 0.1.0 publishes with QoS0 only
+    received = exchange_with_peer(peer, mine, "peer", "mine", qos_to_peer=1, peer_qos=levels)
+    assert received == [[qos] for qos in levels]
 
 
 def test_both_generations_and_ours_on_one_broker(

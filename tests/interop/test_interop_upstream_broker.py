@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from harness import OurClient, Peer, UpstreamBroker
+from harness import OurClient, Peer, UpstreamBroker, exchange_with_peer
 
 import rembus
 
@@ -80,26 +80,8 @@ def test_our_client_with_0823_peer(upstream_broker: UpstreamBroker, ours: Ours,
     peer = spawn("0.8.23", "peer")
     peer.call("connect", url=f"{upstream_broker.url}/peer")
     mine = ours(f"{upstream_broker.url}/mine")
-
-    peer.call("subscribe", topic="to_peer")
-    peer.call("reactive")
-    peer.call("expose", topic="peer_add", kind="add")
-    mine.subscribe_topic("to_mine")
-    mine.expose_add("mine_add")
-
-    mine.publish("to_peer", 1, "a")
-    mine.publish("to_peer", {"n": [1.5]}, qos=2)
-    assert peer.pub("to_peer") == [1, "a"]
-    assert peer.pub("to_peer") == [{"n": [1.5]}]
-    for qos in (0, 1, 2):
-        peer.call("publish", topic="to_mine", args=[qos], qos=qos)
-    assert [mine.pub("to_mine") for _ in range(3)] == [[0], [1], [2]]
-
-    assert mine.rpc("peer_add", 1, 2) == 3
-    assert mine.direct("peer", "peer_add", 3, 4) == 7
-    assert peer.call("rpc", topic="mine_add", args=[5, 6]) == 11
-    assert peer.call("direct", target="mine", topic="mine_add", args=[7, 8]) == 15
-    assert mine.served("mine_add") == [5, 6]
+    received = exchange_with_peer(peer, mine, "peer", "mine", qos_to_peer=2)
+    assert received == [[0], [1], [2]]
 
 
 def test_our_client_comes_back_after_an_upstream_broker_restart(
