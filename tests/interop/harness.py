@@ -373,17 +373,18 @@ class OurBroker:
     def _start(self) -> None:
         self.broker = Broker(BrokerConfig(host="127.0.0.1", port=self.port), self.store)
         router = self.broker.router
-        receive = router.receive
+        receive_many = router.receive_many
 
         def receive_and_notify(*args: Any) -> None:
             try:
-                receive(*args)
+                receive_many(*args)
             finally:
                 with self._changed:
                     self._received += 1
                     self._changed.notify_all()
 
-        router.receive = receive_and_notify  # type: ignore[method-assign]
+        # the server hands the router every batch of messages it reads through receive_many
+        router.receive_many = receive_and_notify  # type: ignore[method-assign]
         self._loop.run(self.broker.start())
         self.port = self.broker.port
 
