@@ -167,3 +167,24 @@ def test_queued_publish_reports_encoding_errors_to_the_caller(url: str) -> None:
     pub.close()
     with pytest.raises(RembusConnectionClosed):
         pub.publish("t", 1)
+
+
+def test_a_slow_subscriber_holds_messages_back_in_order(url: str) -> None:
+    sub = rembus.sync.component(url + "/slow_sub", max_handler_tasks=4)
+    release = threading.Event()
+    got = Collector()
+
+    def slow(i: int) -> None:
+        if i == 0:
+            release.wait(WAIT)  # everything behind it must wait, in order
+        got(i)
+
+    sub.subscribe(slow, topic="seq")
+    pub = rembus.sync.component(url)
+    for i in range(60):
+        pub.publish("seq", i)
+    assert isinstance(sub.rpc("rid"), str)  # the component still answers calls
+    release.set()
+    assert got.wait_for(60) == list(range(60))
+    pub.close()
+    sub.close()

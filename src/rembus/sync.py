@@ -43,6 +43,7 @@ from .handlers import Handler, check_handler, check_topic, topic_of, wire_args
 from .options import Options, make_options
 from .registration import register_sync as register
 from .registration import unregister_sync as unregister
+from .sync_lane import OrderedLane
 from .sync_publish import BatchPublisher
 from .url import ComponentURL, parse
 
@@ -205,7 +206,7 @@ class Component:
     """
 
     def __init__(self, inner: aio.Component, io: IOThread, pool: HandlerPool,
-                 ordered: HandlerPool) -> None:
+                 ordered: OrderedLane) -> None:
         self._inner = inner
         self._io = io
         self._pool = pool
@@ -356,7 +357,8 @@ def component(url: str | None = None, **options: Any) -> Component:
     except BaseException:
         io.stop()
         raise
-    return Component(inner, io, HandlerPool(opts.workers, io.loop), HandlerPool(1, io.loop))
+    return Component(inner, io, HandlerPool(opts.workers, io.loop),
+                     OrderedLane(io.loop, opts.max_handler_tasks))
 
 
 __all__ = ["Component", "Options", "component", "register", "unregister", *errors.__all__]

@@ -1,0 +1,108 @@
+"""Subscribers of the sync API: one thread, messages in arrival order, no round trip each.
+
+The I/O loop puts ``(handler, args)`` in a bounded queue and goes on; the
+lane's thread runs them one after the other. Only when the queue is full does
+the loop wait, in a task: later messages then queue up behind it (in order)
+and the component stops reading once ``max_handler_tasks`` of them wait, so
+memory stays bounded and nothing overtakes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import queue
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from .handlers import Handler
+
+log = logging.getLogger("rembus")
+
+_Item = tuple[Handler, tuple[Any, ...]]
+
+
+class OrderedLane:
+    """A thread running subscriber handlers one at a time, in arrival order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
+        self._queue: queue.Queue[_Item | None] = queue.Queue(size)
+        self._backlog = 0  # messages waiting for room (touched on the loop thread only)
+        self._order: asyncio.Lock | None = None
+        self._room: asyncio.Event | None = None
+        self._want_room = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def wrap(self, fn: Handler) -> Handler:
+        """What the async component calls for ``fn`` (called on the I/O loop)."""
+        if inspect.iscoroutinefunction(fn):
+            return fn
+
+        def enqueue(*args: Any) -> Coroutine[Any, Any, None] | None:
+            self._start()
+            if not self._backlog:
+                try:
+                    self._queue.put_nowait((fn, args))
+                    return None
+                except queue.Full:
+                    pass
+            self._backlog += 1
+            return self._put_in_order((fn, args))
+
+        return enqueue
+
+    def close(self) -> None:
+        """Let the thread end after the handlers already queued (without waiting)."""
+        if self._thread is not None:
+            threading.Thread(target=self._queue.put, args=(None,), daemon=True).start()
+
+    async def _put_in_order(self, item: _Item) -> None:
+        if self._order is None:
+            self._order = asyncio.Lock()
+            self._room = asyncio.Event()
+        room = self._room
+        assert room is not None
+        try:
+            async with self._order:  # FIFO: waiting messages keep their order
+                while True:
+                    room.clear()
+                    self._want_room = True
+                    try:
+                        self._queue.put_nowait(item)
+                        return
+                    except queue.Full:
+                        await room.wait()
+        finally:
+            self._backlog -= 1
+            if not self._backlog:
+                self._want_room = False
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, daemon=True,
+                                                name="rembus subscribers")
+                self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception as exc:
+                log.error("subscriber %s raised %r", getattr(fn, "__name__", fn), exc,
+                          exc_info=exc)
+            if self._want_room and self._room is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._room.set)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    return
