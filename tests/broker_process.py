@@ -85,20 +85,22 @@ class BrokerProcess:
         self.port = port
         self.env = env if env is not None else dict(os.environ)
         self.process: Process | None = None
+        self.scheme = "ws"
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        """``ws://`` (``wss://`` when the broker serves TLS) and the port it listens on."""
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> BrokerProcess:
         """Start (again, on the same port once one was chosen)."""
         cmd = [sys.executable, "-m", "rembus", "broker", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
         self.process = Process(cmd, self.env)
-        line = self.process.wait_for(r"serving ws")
-        match = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
+        line = self.process.wait_for(r"serving wss?://")
+        match = re.search(r"(wss?)://127\.0\.0\.1:(\d+)", line)
         assert match, line
-        self.port = int(match.group(1))
+        self.scheme, self.port = match.group(1), int(match.group(2))
         return self
 
     def stop(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,22 +12,8 @@ from pathlib import Path
 import pytest
 
 import rembus
-from broker_process import WAIT, BrokerProcess, Process
+from broker_process import WAIT, BrokerProcess
 from security_helpers import make_tls, secret_pem
-
-
-class TLSBrokerProcess(BrokerProcess):
-    """A broker process serving ``wss://``."""
-
-    def start(self) -> TLSBrokerProcess:
-        cmd = [sys.executable, "-m", "rembus", "broker", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
-        self.process = Process(cmd, self.env)
-        line = self.process.wait_for(r"serving wss://")
-        match = re.search(r"wss://127\.0\.0\.1:(\d+)", line)
-        assert match, line
-        self.port = int(match.group(1))
-        return self
 
 
 def rembus_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -67,9 +52,10 @@ def test_register_restart_login_unregister(tmp_path: Path,
         await rb.close()
 
     tls = make_tls(tmp_path)
-    with TLSBrokerProcess(data, "--authenticated", "--tls-cert", str(tls.cert), "--tls-key",
+    with BrokerProcess(data, "--authenticated", "--tls-cert", str(tls.cert), "--tls-key",
                        str(tls.key), port=port, env=env) as broker:
-        url = f"wss://127.0.0.1:{broker.port}/dev.acme"
+        assert broker.url.startswith("wss://")
+        url = f"{broker.url}/dev.acme"
         asyncio.run(login(url, ssl_context=tls.client_context()))  # the key survived
         good = secret.read_bytes()
         secret.write_bytes(secret_pem("ecdsa", 7))
