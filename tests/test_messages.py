@@ -132,6 +132,8 @@ HOSTILE = [
     b"\x84\x00\x41a\x61n" + b"\x81" * 10000,  # deep nesting in IDENTITY meta
     b"\x86\x0a\x41a\x61n\x01\x41k\x01",  # REGISTER pin not text
     b"\x84\x0b\x41a\x61n\x01",  # ATTESTATION signature not bytes
+    b"\x86\x0a\x41a\x61n\x61p\x41k\x20",  # negative REGISTER key type
+    b"\x86\x0a\x41a\x61n\x61p\x41k\xc2\x49\x01" + bytes(8),  # key type >= 2**64
 ]
 
 
@@ -185,6 +187,10 @@ def test_encode_rejects_bad_fields_with_clear_errors() -> None:
         Pub("t", Payload.of([]), None, rp.QOS1).encode()
     with pytest.raises(rp.EncodeError, match="cannot encode"):
         Pub("t", Payload.of([object()])).encode()
+    with pytest.raises(ValueError, match="keytype must be an unsigned 64-bit integer"):
+        Register(b"12345678", "n", "p", b"k", -1).encode()
+    with pytest.raises(ValueError, match="status must be an unsigned 64-bit integer"):
+        Response(b"12345678", 1 << 64).encode()
 
 
 # -- property tests ---------------------------------------------------------
@@ -210,7 +216,8 @@ messages = st.one_of(
     st.builds(Ack, ids),
     st.builds(Ack2, ids),
     st.builds(Unregister, ids, st.none() | texts),
-    st.builds(Register, ids, texts, texts, st.binary(max_size=64), st.none() | st.integers(0, 9)),
+    st.builds(Register, ids, texts, texts, st.binary(max_size=64),
+              st.none() | st.integers(0, 2**64 - 1)),
     st.builds(Attestation, ids, texts, st.binary(max_size=64), st.none() | st.just({})),
 )
 
@@ -236,10 +243,12 @@ def _has_float(value: Any) -> bool:
 
 
 def _decode_fully(raw: bytes) -> None:
+    """Whatever decodes also re-encodes to a frame that decodes to the same message."""
     try:
         message = rp.decode(raw)
     except ProtocolError:
         return
+    assert rp.decode(rp.encode(message)) == message
     data = getattr(message, "data", None)
     if data is not None:
         try:

@@ -47,6 +47,14 @@ def _check_id(msg_id: object) -> bytes:
     return msg_id
 
 
+def _check_uint(value: object, what: str) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{what} must be an unsigned 64-bit integer, not {value}")
+    return value
+
+
 def _check_str(value: object, what: str) -> str:
     if type(value) is not str:
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
@@ -175,9 +183,7 @@ class Response:
 
     def encode(self) -> bytes:
         """The message as the bytes of one WebSocket binary message."""
-        status = int(self.status)
-        if not 0 <= status < 1 << 64:
-            raise ValueError(f"status must be an unsigned 64-bit integer, not {status}")
+        status = _check_uint(int(self.status), "status")
         msg_id = _check_id(self.id)
         data = self.data
         if data._raw is None:
@@ -241,7 +247,7 @@ class Register:
                  byte_string(_check_id(self.id)), text(_check_str(self.cid, "cid")),
                  text(_check_str(self.pin, "pin")), byte_string(bytes(self.pubkey))]
         if self.keytype is not None:
-            parts.append(head(0, self.keytype))
+            parts.append(head(0, _check_uint(self.keytype, "keytype")))
         return b"".join(parts)
 
 
@@ -445,8 +451,9 @@ def _decode_register(buf: bytes, count: int, pos: int, depth: int) -> Register:
     keytype = None
     if count == 6:
         keytype = rest[2]
-        if type(keytype) is not int:
-            raise MalformedMessage("REGISTER key type must be an integer")
+        if type(keytype) is not int or not 0 <= keytype < 1 << 64:
+            raise MalformedMessage(
+                f"REGISTER key type must be an unsigned 64-bit integer, not {keytype!r}")
     return Register(msg_id, cid, pin, pubkey, keytype)
 
 
