@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import rembus_proto as rp
 from rembus_proto import (
+    NO_DATA,
     Ack,
     Ack2,
     Admin,
@@ -208,7 +209,7 @@ cbor_values = st.recursive(
 payloads = cbor_values.map(Payload.of)
 messages = st.one_of(
     st.builds(Identity, ids, texts, st.none() | st.dictionaries(texts, st.integers(0, 65535))),
-    st.builds(Pub, texts, payloads),
+    st.builds(Pub, texts, payloads, st.none(), st.just(0)),
     st.builds(Pub, texts, payloads, ids, st.sampled_from([0x10, 0x30, 0x40, 0x50, 0x70])),
     st.builds(Rpc, ids, texts, payloads, st.none() | texts),
     st.builds(Admin, ids, texts, st.dictionaries(texts, cbor_values, max_size=4)),
@@ -282,3 +283,13 @@ def test_mutated_frames_raise_only_protocol_error(message: rp.Message, data: st.
 def test_nan_and_infinity_use_half_floats() -> None:
     frame = rp.encode(Admin(ID8, "mytopic", {"cmd": "subscribe", "msg_from": math.inf}))
     assert frame.hex() == GOLDEN["admin_subscribe_lastreceived_id8"]["hex"]
+
+
+def test_messages_are_immutable_values_of_their_own_type() -> None:
+    ack = Ack(ID8)
+    assert ack == Ack(ID8) and hash(ack) == hash(Ack(ID8))
+    assert ack != Ack2(ID8) and not ack == Ack2(ID8)  # noqa: SIM201
+    assert ack != (ID8,) and Pub("t", NO_DATA) != ("t", NO_DATA, None, 0)
+    with pytest.raises(AttributeError):
+        ack.id = b"other"  # type: ignore[misc]
+    assert {Ack(ID8), Ack2(ID8), Ack(ID8)} == {Ack(ID8), Ack2(ID8)}

@@ -65,10 +65,15 @@ def read_head(buf: bytes, pos: int) -> tuple[int, int, int]:
 
 def read_text(buf: bytes, pos: int, what: str) -> tuple[str, int]:
     """Read a text string (the ``what`` names the field in error messages)."""
-    major, length, pos = read_head(buf, pos)
-    if major != 3:
-        raise MalformedMessage(f"{what} must be a text string, got CBOR major type {major}")
-    end = pos + length
+    first = buf[pos] if pos < len(buf) else -1
+    if 0x60 <= first <= 0x77:  # under 24 bytes: the usual topic or name
+        pos += 1
+        end = pos + first - 0x60
+    else:
+        major, length, pos = read_head(buf, pos)
+        if major != 3:
+            raise MalformedMessage(f"{what} must be a text string, got CBOR major type {major}")
+        end = pos + length
     if end > len(buf):
         raise MalformedMessage(f"{what} is truncated")
     try:
@@ -79,10 +84,15 @@ def read_text(buf: bytes, pos: int, what: str) -> tuple[str, int]:
 
 def read_bytes(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
     """Read a byte string."""
-    major, length, pos = read_head(buf, pos)
-    if major != 2:
-        raise MalformedMessage(f"{what} must be a byte string, got CBOR major type {major}")
-    end = pos + length
+    first = buf[pos] if pos < len(buf) else -1
+    if 0x40 <= first <= 0x57:  # under 24 bytes: every message id
+        pos += 1
+        end = pos + first - 0x40
+    else:
+        major, length, pos = read_head(buf, pos)
+        if major != 2:
+            raise MalformedMessage(f"{what} must be a byte string, got CBOR major type {major}")
+        end = pos + length
     if end > len(buf):
         raise MalformedMessage(f"{what} is truncated")
     return bytes(buf[pos:end]), end
