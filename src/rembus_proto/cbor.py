@@ -95,7 +95,7 @@ def read_bytes(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
         end = pos + length
     if end > len(buf):
         raise MalformedMessage(f"{what} is truncated")
-    return bytes(buf[pos:end]), end
+    return buf[pos:end], end
 
 
 def read_uint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
@@ -115,7 +115,7 @@ def read_optional_text(buf: bytes, pos: int, what: str) -> tuple[str | None, int
 
 def loads_exact(raw: bytes, max_depth: int) -> Any:
     """Decode exactly one CBOR item that spans all of ``raw``."""
-    if b"\xff" not in raw:
+    if 255 not in raw:
         # Without a 0xff byte there is no "break" in ``raw``, so wrapping it in an
         # indefinite array and counting the items decoded proves it holds exactly
         # one item; cbor2.loads is several times cheaper than a stream decoder.

@@ -47,10 +47,13 @@ def _check_id(msg_id: object) -> bytes:
     return msg_id
 
 
+_U64 = 1 << 64
+
+
 def _check_uint(value: object, what: str) -> int:
     if type(value) is not int:
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not 0 <= value < 1 << 64:
+    if not 0 <= value < _U64:
         raise ValueError(f"{what} must be an unsigned 64-bit integer, not {value}")
     return value
 
@@ -105,18 +108,18 @@ class Pub(NamedTuple):
 
     def encode(self) -> bytes:
         """The message as the bytes of one WebSocket binary message."""
-        topic = self.topic
+        topic, data, msg_id, flags = self
         if type(topic) is not str:
             _check_str(topic, "topic")
-        data = self.data
-        if self.id is None:
-            if self.flags:
+        if msg_id is None:
+            if flags:
                 raise ValueError("a PUB with QoS or SLOT flags needs an id")
             if data._raw is None:
                 return cbor.dumps([1, topic, data._value])
             return b"\x83\x01" + text(topic) + data._raw
-        type_byte = 1 | (self.flags & FLAGS_MASK)
-        msg_id = _check_id(self.id)
+        type_byte = 1 | (flags & FLAGS_MASK)
+        if type(msg_id) is not bytes:
+            _check_id(msg_id)
         if data._raw is None:
             return cbor.dumps([type_byte, msg_id, topic, data._value])
         return b"".join((b"\x84", _TYPE_HEAD[type_byte], byte_string(msg_id), text(topic),
@@ -133,12 +136,12 @@ class Rpc(NamedTuple):
 
     def encode(self) -> bytes:
         """The message as the bytes of one WebSocket binary message."""
-        msg_id = _check_id(self.id)
-        topic = _check_str(self.topic, "topic")
-        target = self.target
+        msg_id, topic, data, target = self
+        if type(msg_id) is not bytes or type(topic) is not str:
+            _check_id(msg_id)
+            _check_str(topic, "topic")
         if target is not None:
             _check_str(target, "target")
-        data = self.data
         if data._raw is None:
             return cbor.dumps([2, msg_id, topic, target, data._value])
         return b"".join((b"\x85\x02", byte_string(msg_id), text(topic),
@@ -178,9 +181,11 @@ class Response(NamedTuple):
 
     def encode(self) -> bytes:
         """The message as the bytes of one WebSocket binary message."""
-        status = _check_uint(int(self.status), "status")
-        msg_id = _check_id(self.id)
-        data = self.data
+        msg_id, status, data = self
+        if type(status) is not int or not 0 <= status < _U64:
+            status = _check_uint(int(status), "status")
+        if type(msg_id) is not bytes:
+            _check_id(msg_id)
         if data._raw is None:
             return cbor.dumps([4, msg_id, status, data._value])
         return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), data._raw))
@@ -479,8 +484,7 @@ def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_
         raise MessageTooLarge(size, limits.max_message_size)
     quick = split_qos0_pub(buf)
     if quick is not None:
-        topic, end = quick
-        return _pub(topic, raw_payload(buf[end:], limits.max_depth), None, 0)
+        return _tuple_new(Pub, (quick[0], raw_payload(buf[quick[1]:], limits.max_depth), None, 0))
     if size < 2:
         raise MalformedMessage("message is too short" if size else "empty message")
     first = buf[0]

@@ -69,7 +69,8 @@ class Payload:
         """
         value = self._value
         if value is _UNSET:
-            value = self.value
+            assert self._raw is not None
+            value = self._value = cbor.loads_exact(self._raw, self._max_depth)
         if type(value) is list:
             return tuple(value)
         if value is None:
