@@ -1086,3 +1086,11 @@ def test_publish_frames_match_the_message_classes() -> None:
 def test_seq_ids_helper() -> None:
     ids = SeqIds()
     assert ids(8) == ident(1) and ids(16) == ident(2, 16)
+
+
+def test_events_are_values_equal_only_to_events_of_their_type() -> None:
+    assert RequestTimedOut(1) == RequestTimedOut(1) and RequestTimedOut(1) != PublishAcked(1)
+    assert RequestAborted(1, "x") != PublishFailed(1, "x") and PublishAcked(1) != (1,)
+    assert len({RequestTimedOut(1), PublishAcked(1), RequestTimedOut(1)}) == 2
+    with pytest.raises(AttributeError):
+        PublishAcked(1).handle = 2  # type: ignore[misc]

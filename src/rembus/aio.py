@@ -26,6 +26,7 @@ from rembus_proto.client_events import (
 )
 
 from .component_base import ComponentBase
+from .dataframes import PLAIN_TYPES
 from .errors import LoginFailed as LoginFailedError
 from .errors import RembusConnectionClosed, RembusError
 from .handlers import (
@@ -405,7 +406,7 @@ class Component(ComponentBase):
         except Exception as exc:
             done(None, exc)
             return
-        if result is None or not inspect.isawaitable(result):
+        if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
             done(result, None)
             return
         task = self._loop.create_task(self._await_handler(result, done))

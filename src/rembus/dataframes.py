@@ -50,13 +50,14 @@ def to_wire(value: Any) -> Any:
     return CBORTag(TAG, sink.getvalue().to_pybytes())
 
 
-_PLAIN = frozenset((int, float, str, bytes, bool, type(None), list, dict, tuple))
+PLAIN_TYPES = frozenset((int, float, str, bytes, bool, type(None), list, dict, tuple))
+"""Builtin value types: never a DataFrame, never awaitable (fast-path checks)."""
 
 
 def to_wire_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Arguments with every DataFrame replaced by its tag."""
     for arg in args:
-        if type(arg) not in _PLAIN and _is_frame(arg):
+        if type(arg) not in PLAIN_TYPES and _is_frame(arg):
             return tuple(to_wire(a) for a in args)
     return args
 
@@ -79,7 +80,7 @@ def from_wire(value: Any, kind: str) -> Any:
 def from_wire_args(args: tuple[Any, ...], kind: str) -> tuple[Any, ...]:
     """Arguments with every tag 80 turned into a DataFrame."""
     for arg in args:
-        if type(arg) not in _PLAIN and isinstance(arg, CBORTag):
+        if type(arg) not in PLAIN_TYPES and isinstance(arg, CBORTag):
             return tuple(from_wire(a, kind) for a in args)
     return args
 

@@ -1,6 +1,7 @@
 """Events that :class:`~rembus_proto.client.ClientConnection` reports to its driver.
 
-Every event is an immutable value. Request handles are the ints returned by
+Every event is an immutable value (a named tuple equal only to events of
+its own type). Request handles are the ints returned by
 the actions of the connection; each one is reported exactly once by one of
 ``RequestCompleted``, ``RequestTimedOut`` or ``RequestAborted`` (requests),
 or ``PublishAcked`` or ``PublishFailed`` (QoS1/QoS2 publications).
@@ -8,14 +9,13 @@ or ``PublishAcked`` or ``PublishFailed`` (QoS1/QoS2 publications).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .payload import Payload
+from .values import typed_equality
 
 
-@dataclass(frozen=True, slots=True)
-class Connected:
+class Connected(NamedTuple):
     """The connection is open: the login succeeded (or none was needed).
 
     ``exports`` is the data of the broker's IDENTITY/ATTESTATION reply as
@@ -26,8 +26,7 @@ class Connected:
     exports: Any
 
 
-@dataclass(frozen=True, slots=True)
-class ChallengeRequested:
+class ChallengeRequested(NamedTuple):
     """The broker wants proof of identity: sign it and call ``attest()``.
 
     The bytes to sign are ``challenge_input(challenge, name)``.
@@ -37,8 +36,7 @@ class ChallengeRequested:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class LoginFailed:
+class LoginFailed(NamedTuple):
     """The broker refused the login (or it timed out); the state is now CLOSED.
 
     ``status`` is the RESPONSE status (``Status.TIMEOUT`` for a local
@@ -50,8 +48,7 @@ class LoginFailed:
     reason: Any
 
 
-@dataclass(frozen=True, slots=True)
-class PublicationReceived:
+class PublicationReceived(NamedTuple):
     """A PUB arrived on a subscribed topic (QoS2 duplicates are filtered out)."""
 
     topic: str
@@ -59,8 +56,7 @@ class PublicationReceived:
     qos: int
 
 
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
+class RequestReceived(NamedTuple):
     """An RPC arrived for an exposed topic; answer it with ``respond(request_id, ...)``."""
 
     request_id: bytes
@@ -69,8 +65,7 @@ class RequestReceived:
     target: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class RequestCompleted:
+class RequestCompleted(NamedTuple):
     """The RESPONSE to one of our requests (rpc, admin, subscribe, register, ...).
 
     ``status`` 0 means success and ``data`` is the result; any other status
@@ -82,38 +77,33 @@ class RequestCompleted:
     data: Payload
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTimedOut:
+class RequestTimedOut(NamedTuple):
     """No RESPONSE arrived within the request timeout."""
 
     handle: int
 
 
-@dataclass(frozen=True, slots=True)
-class RequestAborted:
+class RequestAborted(NamedTuple):
     """The request cannot complete: the connection was lost or closed."""
 
     handle: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class PublishAcked:
+class PublishAcked(NamedTuple):
     """The broker acknowledged a QoS1/QoS2 publication."""
 
     handle: int
 
 
-@dataclass(frozen=True, slots=True)
-class PublishFailed:
+class PublishFailed(NamedTuple):
     """A QoS1/QoS2 publication was given up (no ACK after every resend, dropped, closed)."""
 
     handle: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class RestoreFailed:
+class RestoreFailed(NamedTuple):
     """The broker refused (or did not answer) a command re-sent after a (re)connect.
 
     ``command`` is ``"subscribe"``, ``"expose"`` or ``"reactive"``; ``topic``
@@ -148,3 +138,8 @@ __all__ = [
     "RequestTimedOut",
     "RestoreFailed",
 ]
+
+
+typed_equality(Connected, ChallengeRequested, LoginFailed, PublicationReceived, RequestReceived,
+               RequestCompleted, RequestTimedOut, RequestAborted, PublishAcked, PublishFailed,
+               RestoreFailed)

@@ -37,6 +37,7 @@ from .constants import (
 )
 from .errors import MalformedMessage, MessageTooLarge, UnknownMessageType
 from .payload import NO_DATA, Payload, raw_payload
+from .values import typed_equality
 
 _TYPE_HEAD = [head(0, t) for t in range(256)]
 
@@ -289,25 +290,9 @@ class DecodeLimits:
 DEFAULT_LIMITS = DecodeLimits()
 
 
-_tuple_eq: Any = tuple.__eq__
-
-
-def _same_message(self: Any, other: object) -> bool:
-    return type(self) is type(other) and _tuple_eq(self, other) is True
-
-
-def _other_message(self: Any, other: object) -> bool:
-    return not _same_message(self, other)
-
-
-# Messages are named tuples: building one is several times cheaper than a frozen
-# dataclass, and decode is hot. Equality also compares the message type, so that
-# ACK(id) != ACK2(id) and no message equals a plain tuple.
-for _cls in (Identity, Pub, Rpc, Admin, Response, Ack, Ack2, Unregister, Register, Attestation):
-    _cls.__eq__ = _same_message  # type: ignore[method-assign]
-    _cls.__ne__ = _other_message  # type: ignore[method-assign]
-    _cls.__hash__ = tuple.__hash__  # type: ignore[method-assign]
-del _cls
+# Messages are built for every frame: named tuples cost a fraction of a frozen
+# dataclass to build (see values.py).
+typed_equality(Identity, Pub, Rpc, Admin, Response, Ack, Ack2, Unregister, Register, Attestation)
 
 _tuple_new = tuple.__new__
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+from .values import typed_equality
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A publication kept for subscribers that are away."""
+class StoredMessage(NamedTuple):
+    """A publication kept for subscribers that are away (a named tuple: one is
+    built for every retroactive publication)."""
 
     seq: int
     """Position in the archive: strictly increasing in publish order."""
@@ -29,6 +31,9 @@ class StoredMessage:
     payload: bytes
     """The payload exactly as received."""
     publisher: str
+
+
+typed_equality(StoredMessage)
 
 
 @dataclass(slots=True)
