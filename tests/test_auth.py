@@ -299,6 +299,42 @@ def test_register_checks_the_tenant_pin(name: str, pin: str, reason: str) -> Non
     assert net.security.public_key(name) is None
 
 
+def test_wrong_pins_lock_the_tenant_with_a_growing_lockout() -> None:
+    net = SecureNet(RouterConfig(pin_attempts=3, pin_lockout=10.0))
+    peer = net.connect()
+    for _ in range(3):
+        assert register(peer, "dev.acme", "0000").data.value == "wrong tenant/pin"
+    locked = register(net.connect(), "dev.acme", "4321")  # the right PIN, from anywhere
+    assert (locked.status, locked.data.value) == (
+        Status.GENERIC_ERROR, "tenant [acme]: too many wrong PINs, try again in 10 s")
+    assert register(peer, "plain", "1234").status == 0  # other tenants are not locked
+    net.advance(10.0)
+    assert register(peer, "dev.acme", "0000").data.value == "wrong tenant/pin"
+    assert "try again in 20 s" in register(peer, "dev.acme", "4321").data.value
+    net.advance(20.0)
+    assert register(peer, "dev.acme", "4321").status == 0
+    assert net.security.public_key("dev.acme") is not None
+
+
+def test_a_right_pin_resets_the_count_of_wrong_ones() -> None:
+    net = SecureNet(RouterConfig(pin_attempts=2))
+    peer = net.connect()
+    assert register(peer, "dev.acme", "0000").data.value == "wrong tenant/pin"
+    assert register(peer, "dev.acme", "4321").status == 0
+    assert register(peer, "dev.acme", "0000").data.value == "wrong tenant/pin"
+    assert register(peer, "dev2.acme", "4321").status == 0
+
+
+def test_the_lockout_is_at_most_an_hour() -> None:
+    net = SecureNet(RouterConfig(pin_attempts=1, pin_lockout=1000.0))
+    peer = net.connect()
+    for _ in range(3):
+        register(peer, "dev.acme", "0000")
+        net.advance(4000.0)
+    register(peer, "dev.acme", "0000")
+    assert "try again in 3600 s" in register(peer, "dev.acme", "4321").data.value
+
+
 def test_name_without_a_dot_belongs_to_the_dot_tenant() -> None:
     net = SecureNet()
     assert register(net.connect(), "plain", "1234").status == 0

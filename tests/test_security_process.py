@@ -21,6 +21,21 @@ def rembus_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
                           capture_output=True, timeout=WAIT, check=False)
 
 
+def test_pin_lockout_options_reach_the_broker(tmp_path: Path) -> None:
+    data = tmp_path / "broker"
+    env = dict(os.environ, REMBUS_DIR=str(tmp_path / "components"))
+    assert rembus_cli("broker", "tenant", "add", "acme", "4321", "--data-dir", str(data),
+                      env=env).returncode == 0
+    with BrokerProcess(data, "--pin-attempts", "1", "--pin-lockout", "600", env=env) as broker:
+        wrong = rembus_cli("register", "dev.acme", "--pin", "0000", "--url", broker.url,
+                           env=env)
+        assert wrong.returncode == 1 and "wrong tenant/pin" in wrong.stderr
+        locked = rembus_cli("register", "dev.acme", "--pin", "4321", "--url", broker.url,
+                            env=env)
+        assert locked.returncode == 1 and "try again in 600 s" in locked.stderr
+    assert not list((data / "keys").glob("dev.acme.*"))
+
+
 def test_register_restart_login_unregister(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     data, components = tmp_path / "broker", tmp_path / "components"

@@ -15,6 +15,7 @@ from rembus_proto.router import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
 
 from . import cli_client, cli_security
+from .cli_types import positive_int
 from .paths import user_data_dir
 from .server import Broker, BrokerConfig
 from .version import __version__
@@ -24,13 +25,6 @@ log = logging.getLogger("rembus")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
 
 
 def _env_port() -> int:
@@ -63,14 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         "REMBUS_POLICY", "first_up"), help="how an RPC picks among exposers")
     broker.add_argument("--overwrite-connection", action="store_true",
                         help="a new connection with a connected name replaces the old one")
-    broker.add_argument("--max-message-size", type=_positive_int, default=60 * 1024 * 1024,
+    broker.add_argument("--max-message-size", type=positive_int, default=60 * 1024 * 1024,
                         help="largest accepted message in bytes (default 60 MiB)")
-    broker.add_argument("--max-connections", type=_positive_int, default=10_000)
-    broker.add_argument("--max-backlog", type=_positive_int, default=64 * 1024 * 1024,
+    broker.add_argument("--max-connections", type=positive_int, default=10_000)
+    broker.add_argument("--max-backlog", type=positive_int, default=64 * 1024 * 1024,
                         help="bytes waiting for a slow consumer before it is disconnected")
     broker.add_argument("--retention-max-age", type=float, default=7 * 86_400.0,
                         help="seconds a stored message is kept (default 7 days)")
-    broker.add_argument("--retention-max-messages", type=_positive_int, default=100_000,
+    broker.add_argument("--retention-max-messages", type=positive_int, default=100_000,
                         help="stored messages kept per topic (default 100000)")
     broker.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -89,6 +83,8 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         overwrite_connection=args.overwrite_connection,
         authenticated=args.authenticated,
         challenge_timeout=args.challenge_timeout,
+        pin_attempts=args.pin_attempts,
+        pin_lockout=args.pin_lockout,
         retention_max_age=args.retention_max_age,
         retention_max_per_topic=args.retention_max_messages,
     )

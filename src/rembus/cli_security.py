@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_types import env_float, positive_float, positive_int
 from .errors import RembusError
 from .security import FileSecurity
 from .tls import server_context
@@ -29,29 +30,20 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"rembus: {name} must be a number, not {raw!r}") from None
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
 def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
-    """``--authenticated``, ``--challenge-timeout``, ``--tls-*`` and the tenant/admin commands."""
+    """Security options of `rembus broker` (login, PIN lockout, TLS) and its subcommands."""
     broker.add_argument("--authenticated", action="store_true",
                         default=os.environ.get("REMBUS_CONNECTION_MODE") == "authenticated",
                         help="accept only components that log in with a registered key")
-    broker.add_argument("--challenge-timeout", type=_positive_float,
-                        default=_env_float("REMBUS_CHALLENGE_TIMEOUT", 3.0),
+    broker.add_argument("--challenge-timeout", type=positive_float,
+                        default=env_float("REMBUS_CHALLENGE_TIMEOUT", 3.0),
                         help="seconds to answer a login challenge (default 3)")
+    broker.add_argument("--pin-attempts", type=positive_int, default=5,
+                        help="wrong tenant PINs in a row before the tenant's registrations "
+                             "are locked (default 5)")
+    broker.add_argument("--pin-lockout", type=positive_float, default=60.0,
+                        help="seconds of the first lockout, doubled by each further wrong PIN, "
+                             "at most an hour (default 60)")
     broker.add_argument("--tls-cert", type=Path, default=None,
                         help="serve wss:// with this certificate (PEM, with its chain)")
     broker.add_argument("--tls-key", type=Path, default=None,

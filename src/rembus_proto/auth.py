@@ -23,11 +23,16 @@ Rules, in short:
   does the challenge timeout.
 * A name is an admin, or authorized on a private topic, only on a connection
   that logged in with a key.
+* After ``pin_attempts`` wrong PINs in a row for a tenant, REGISTER for that
+  tenant is refused, right PIN or not, for ``pin_lockout`` seconds, doubled
+  by each wrong PIN after that (at most an hour); a right PIN outside a
+  lockout resets the count. Guessing a short PIN takes years, not minutes.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +64,7 @@ TOPIC_COMMANDS = frozenset({"subscribe", "add_interest", "unsubscribe", "remove_
                             "expose", "add_impl", "unexpose", "remove_impl"})
 
 UNAUTHORIZED = "unauthorized"
+_MAX_PIN_LOCKOUT = 3600.0
 
 
 class _Pending:
@@ -90,6 +96,8 @@ class Guard:
         """Connections whose input is screened by :meth:`admit` before routing."""
         self._closing: set[Connection] = set()
         self._pending: dict[Connection, _Pending] = {}
+        self._pin_failures: dict[str, tuple[int, float]] = {}
+        """Tenant -> (wrong PINs in a row, locked until); only tenants that exist."""
         self.private: dict[str, set[str]] = {
             topic: set(names) for topic, names in security.private_topics().items()}
         """Private topic -> names authorized on it (shared with the router)."""
@@ -254,8 +262,7 @@ class Guard:
         if pin is None:
             reply(conn, msg.id, error, f"tenant [{domain}] not enabled")
             return
-        if not hmac.compare_digest(pin.encode(), msg.pin.encode()):
-            reply(conn, msg.id, error, "wrong tenant/pin")
+        if not self._pin_accepted(domain, pin, msg.pin, conn, msg.id):
             return
         if self.security.public_key(name) is not None:
             reply(conn, msg.id, Status.NAME_ALREADY_TAKEN, f"name {name} already registered")
@@ -266,6 +273,29 @@ class Guard:
             reply(conn, msg.id, error, str(exc))
             return
         reply(conn, msg.id, Status.OK, None)
+
+    def _pin_accepted(self, domain: str, pin: str, given: str, conn: Connection,
+                      msg_id: bytes) -> bool:
+        """Check a tenant PIN under the lockout rule; answer the REGISTER if it fails."""
+        reply = self._router._reply
+        now = self._router._now
+        failures, locked_until = self._pin_failures.get(domain, (0, 0.0))
+        if now < locked_until:
+            reply(conn, msg_id, Status.GENERIC_ERROR,
+                  f"tenant [{domain}]: too many wrong PINs, try again in "
+                  f"{math.ceil(locked_until - now)} s")
+            return False
+        if hmac.compare_digest(pin.encode(), given.encode()):
+            self._pin_failures.pop(domain, None)
+            return True
+        failures += 1
+        config = self._router.config
+        if failures >= config.pin_attempts:
+            extra = min(failures - config.pin_attempts, 6)
+            locked_until = now + min(config.pin_lockout * (1 << extra), _MAX_PIN_LOCKOUT)
+        self._pin_failures[domain] = (failures, locked_until)
+        reply(conn, msg_id, Status.GENERIC_ERROR, "wrong tenant/pin")
+        return False
 
     def _on_unregister(self, conn: Connection, msg: Unregister) -> None:
         reply = self._router._reply

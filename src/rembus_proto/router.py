@@ -79,6 +79,10 @@ class RouterConfig:
     """Every connection must log in with a registered key (spec 5.4)."""
     challenge_timeout: float = 3.0
     """Seconds to answer a challenge; in authenticated mode, to log in at all."""
+    pin_attempts: int = 5
+    """Wrong PINs in a row for one tenant before its registrations are locked."""
+    pin_lockout: float = 60.0
+    """Seconds a tenant stays locked; doubled by every wrong PIN after that, up to an hour."""
     limits: DecodeLimits = DEFAULT_LIMITS
     ack_timeout: float = 2.0
     """Seconds before a QoS1/2 delivery is sent again."""
