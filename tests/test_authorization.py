@@ -66,6 +66,40 @@ def test_private_topics_config_lists_topics_and_names() -> None:
     assert reply.data.value == {"secret": ["alice", "bob"], "open": []}
 
 
+@pytest.mark.parametrize("cmd", ["broker_config", "load_config", "save_config", "shutdown"])
+def test_only_admins_run_the_broker_commands(cmd: str) -> None:
+    net = make_net()
+    unauthorized(login(net, "alice").admin(CONFIG, {"cmd": cmd}))
+    unauthorized(net.connect().admin(CONFIG, {"cmd": cmd}))
+    unauthorized(net.named("lazy").admin(CONFIG, {"cmd": cmd}))
+    assert not net.router.shutdown_requested
+    assert login(net, "boss").admin(CONFIG, {"cmd": cmd}).status == 0
+    assert net.router.shutdown_requested == (cmd == "shutdown")
+
+
+def test_broker_config_lists_exposers_and_subscribers() -> None:
+    net = make_net()
+    alice, bob = login(net, "alice"), login(net, "bob")
+    alice.expose("add")
+    bob.expose("add")
+    alice.subscribe("sensor")
+    bob.subscribe("sensors/*")
+    reply = login(net, "boss").admin(CONFIG, {"cmd": "broker_config"})
+    assert reply.data.value == {"exposers": {"add": ["alice", "bob"]},
+                                "subscribers": {"sensor": ["alice"], "sensors/*": ["bob"]}}
+
+
+def test_load_config_reads_the_private_topics_again() -> None:
+    net = make_net()
+    boss = login(net, "boss")
+    carol = login(net, "carol")
+    net.security.save_private_topic("secret", ["alice"])  # changed behind the router's back
+    ok(carol.admin("secret", {"cmd": "subscribe"}))
+    ok(boss.admin(CONFIG, {"cmd": "load_config"}))
+    assert net.router.guard.private == {"secret": {"alice"}}
+    unauthorized(carol.admin("secret", {"cmd": "subscribe"}))
+
+
 def test_admin_command_arguments_are_checked() -> None:
     net = make_net()
     boss = login(net, "boss")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import rembus
+import rembus.sync
 from broker_process import WAIT, BrokerProcess
 from security_helpers import make_tls, secret_pem
 
@@ -34,6 +35,27 @@ def test_pin_lockout_options_reach_the_broker(tmp_path: Path) -> None:
                             env=env)
         assert locked.returncode == 1 and "try again in 600 s" in locked.stderr
     assert not list((data / "keys").glob("dev.acme.*"))
+
+
+def test_an_admin_stops_the_broker_with_shutdown(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "broker"
+    env = dict(os.environ, REMBUS_DIR=str(tmp_path / "components"))
+    monkeypatch.setenv("REMBUS_DIR", env["REMBUS_DIR"])
+    for command in (["tenant", "add", ".", "1234"], ["admin", "add", "boss"]):
+        assert rembus_cli("broker", *command, "--data-dir", str(data), env=env).returncode == 0
+    broker = BrokerProcess(data, env=env).start()
+    try:
+        assert rembus_cli("register", "boss", "--pin", "1234", "--url", broker.url,
+                          env=env).returncode == 0
+        with rembus.sync.component(f"{broker.url}/boss", reconnect=False) as boss:
+            config = boss.admin("__config__", {"cmd": "broker_config"})
+            assert config == {"exposers": {}, "subscribers": {}}
+            assert boss.admin("__config__", {"cmd": "shutdown"}) is None
+            assert broker.process is not None
+            assert broker.process.wait_exit() == 0
+    finally:
+        broker.stop()
 
 
 def test_register_restart_login_unregister(tmp_path: Path,

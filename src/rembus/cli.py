@@ -120,7 +120,7 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
         return EXIT_FAILURE
     print(f"rembus {__version__}: broker {config.router.name!r} serving {broker.url} "
           f"(data dir {data_dir})", flush=True)
-    stop = asyncio.Event()
+    stop = broker.stop_requested  # set by SIGINT/SIGTERM or by an admin's shutdown command
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -249,6 +249,8 @@ class Broker:
         self._flush_scheduled = False
         self._ticker: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.stop_requested = asyncio.Event()
+        """Set when an admin sent ``shutdown``; whoever runs the broker then stops it."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -300,9 +302,11 @@ class Broker:
         await self.stop()
 
     async def serve_forever(self) -> None:
-        """Run until cancelled."""
-        assert self._server is not None
-        await self._server.serve_forever()
+        """Serve until cancelled or until an admin sends ``shutdown``, then stop."""
+        try:
+            await self.stop_requested.wait()
+        finally:
+            await self.stop()
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers."""
@@ -344,6 +348,9 @@ class Broker:
         router.flush()
         for close in router.take_closes():
             self._close(close)
+        if router.shutdown_requested and not self.stop_requested.is_set():
+            log.info("shutdown requested by an admin")
+            self.stop_requested.set()
         if drained:
             now = time.time()
             for conn in drained:

@@ -59,6 +59,8 @@ CLOSE_UNAUTHENTICATED = 1008
 #: Admin commands that change or show the private topics; admins only.
 SECURITY_COMMANDS = frozenset({"private_topic", "public_topic", "authorize", "unauthorize",
                                "private_topics_config", "topics_config"})
+#: Broker-level admin commands (spec 6.2), for admins only.
+BROKER_COMMANDS = frozenset({"broker_config", "load_config", "save_config", "shutdown"})
 #: Admin commands that need authorization when their topic is private.
 TOPIC_COMMANDS = frozenset({"subscribe", "add_interest", "unsubscribe", "remove_interest",
                             "expose", "add_impl", "unexpose", "remove_impl"})
@@ -332,6 +334,13 @@ class Guard:
         return [twin for twin in twins if twin.name in names and twin.conn is not None
                 and twin.conn in authenticated]
 
+    def reload(self) -> None:
+        """Read the private topics again from the security port (admin ``load_config``)."""
+        private = self.private  # shared with the router: update it in place
+        private.clear()
+        private.update((topic, set(names))
+                       for topic, names in self.security.private_topics().items())
+
     def admin_command(self, conn: Connection, msg: Admin) -> None:
         """private_topic, public_topic, authorize, unauthorize, private_topics_config."""
         reply = self._router._reply
@@ -389,4 +398,5 @@ class Guard:
         self._router._close(conn, CLOSE_UNAUTHENTICATED, reason)
 
 
-__all__ = ["CLOSE_UNAUTHENTICATED", "SECURITY_COMMANDS", "TOPIC_COMMANDS", "Guard"]
+__all__ = ["BROKER_COMMANDS", "CLOSE_UNAUTHENTICATED", "SECURITY_COMMANDS", "TOPIC_COMMANDS",
+           "Guard"]

@@ -26,12 +26,12 @@ import math
 import os
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import cbor
-from .auth import SECURITY_COMMANDS, TOPIC_COMMANDS, UNAUTHORIZED, Guard
+from .auth import BROKER_COMMANDS, SECURITY_COMMANDS, TOPIC_COMMANDS, UNAUTHORIZED, Guard
 from .cbor import byte_string, head, text
 from .constants import (
     CONFIG_TOPIC,
@@ -260,6 +260,8 @@ class Router:
         self.connections: set[Connection] = set()
         self._dirty: dict[Connection, None] = {}
         self._closes: list[Close] = []
+        self.shutdown_requested = False
+        """An admin sent ``shutdown``: the driver should stop the broker."""
         self._call_counter = int.from_bytes(id_factory(4), "little") << 32
         self._next_prune = now + self.config.prune_interval
         self.guard = Guard(self, security if security is not None else MemorySecurity(), verify,
@@ -741,6 +743,9 @@ class Router:
         if cmd in SECURITY_COMMANDS:
             self.guard.admin_command(conn, msg)
             return
+        if cmd in BROKER_COMMANDS:
+            self._broker_command(conn, msg.id, cmd)
+            return
         if self._private and cmd in TOPIC_COMMANDS and not self.guard.permits(conn, topic):
             self._reply(conn, msg.id, Status.GENERIC_ERROR, UNAUTHORIZED)
             return
@@ -772,6 +777,25 @@ class Router:
             self._reply(conn, msg.id, Status.UNKNOWN_ADMIN_CMD, None)
             return
         self._reply(conn, msg.id, Status.OK, None)
+
+    def _broker_command(self, conn: Connection, msg_id: bytes, cmd: str) -> None:
+        """broker_config, load_config, save_config and shutdown: for admins only."""
+        if not self.guard.is_admin(conn):
+            self._reply(conn, msg_id, Status.GENERIC_ERROR, UNAUTHORIZED)
+            return
+        value: Any = None
+        if cmd == "broker_config":
+            subscribers = {topic: _names(twins) for topic, twins in self._subs.items()}
+            for pattern, (_, twins) in self._patterns.items():
+                subscribers[pattern] = _names(twins)
+            value = {"exposers": {topic: _names(twins) for topic, twins in self._exposers.items()},
+                     "subscribers": subscribers}
+        elif cmd == "load_config":
+            self.guard.reload()
+        elif cmd == "shutdown":
+            self.shutdown_requested = True
+        # save_config: keys, tenants, admins and private topics are saved when they change
+        self._reply(conn, msg_id, Status.OK, value)
 
     def _subscribe(self, twin: Twin, topic: str, msg_from: float) -> None:
         if topic in twin.subs:
@@ -953,6 +977,10 @@ def _msg_from(command: dict[Any, Any]) -> float | None:
     if command.get("retroactive") is True:
         return math.inf
     return 0.0
+
+
+def _names(twins: Iterable[Twin]) -> list[str]:
+    return sorted(twin.name for twin in twins)
 
 
 def _topics(value: Any) -> list[str]:
