@@ -19,7 +19,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -51,6 +50,7 @@ from .client_events import (
     RestoreFailed,
 )
 from .constants import CONFIG_TOPIC, CONNECTION_ID, NOW, QOS1, QOS2, QOS_MASK, Status
+from .entropy import RandomPool
 from .errors import MalformedMessage
 from .messages import (
     Ack,
@@ -164,8 +164,9 @@ class ClientConnection:
 
     ``name`` is the component name (``None`` for an anonymous component, which
     sends no IDENTITY). ``id_factory(n)`` returns ``n`` fresh random bytes for
-    message ids. ``meta`` (a CBOR-encodable map such as ``{"ws": 9000}``) is
-    sent as the 4th IDENTITY element and 5th ATTESTATION element when given.
+    message ids (default: from ``os.urandom``, 4 KiB per system call).
+    ``meta`` (a CBOR-encodable map such as ``{"ws": 9000}``) is sent as the
+    4th IDENTITY element and 5th ATTESTATION element when given.
 
     Subscriptions, exposures and the reactive flag are the application's
     intent: they are recorded whether or not the connection is open and are
@@ -174,7 +175,7 @@ class ClientConnection:
     """
 
     def __init__(self, name: str | None, config: ClientConfig = _DEFAULT_CONFIG, *,
-                 id_factory: Callable[[int], bytes] = os.urandom, meta: Any = None) -> None:
+                 id_factory: Callable[[int], bytes] | None = None, meta: Any = None) -> None:
         if name is not None:
             if type(name) is not str:
                 raise TypeError(f"name must be a str or None (anonymous), not {_type_name(name)}")
@@ -182,7 +183,9 @@ class ClientConnection:
                 raise ValueError("name must not be empty; use None for an anonymous component")
         if not isinstance(config, ClientConfig):
             raise TypeError(f"config must be a ClientConfig, not {_type_name(config)}")
-        if not callable(id_factory):
+        if id_factory is None:
+            id_factory = RandomPool()
+        elif not callable(id_factory):
             raise TypeError("id_factory must be a callable taking a length and returning bytes")
         if meta is not None:
             _dumps(meta)  # raise EncodeError now rather than at connect()

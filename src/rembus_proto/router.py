@@ -23,7 +23,6 @@ and a delivery mark only moves once its message was handed to the socket::
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -40,6 +39,7 @@ from .constants import (
     QOS_MASK,
     Status,
 )
+from .entropy import RandomPool
 from .errors import MessageTooLarge
 from .messages import (
     DEFAULT_LIMITS,
@@ -239,12 +239,14 @@ class Router:
     """Routes messages between connections; see the module docstring for the driver loop."""
 
     def __init__(self, store: Store, config: RouterConfig | None = None, *,
-                 id_factory: Callable[[int], bytes] = os.urandom, now: float = 0.0,
+                 id_factory: Callable[[int], bytes] | None = None, now: float = 0.0,
                  security: Security | None = None, verify: Verify | None = None) -> None:
         self.config = config or RouterConfig()
         if self.config.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.config.policy!r}: use one of {POLICIES}")
         self.store = store
+        if id_factory is None:
+            id_factory = RandomPool()
         self._id_factory = id_factory
         self._started = now
         self._now = now

@@ -14,10 +14,10 @@ many small messages and the generic layer costs several microseconds each.
 from __future__ import annotations
 
 import codecs
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .entropy import RandomPool
 from .errors import FrameError, MessageTooLarge
 from .wsevents import Message, Pong
 
@@ -402,21 +402,11 @@ _SHORT_HEADERS = {
 class FrameWriter:
     """Serialises frames for one side of a connection (``client`` masks them)."""
 
-    __slots__ = ("_client", "_key_pos", "_keys")
+    __slots__ = ("_client", "_keys")
 
     def __init__(self, *, client: bool) -> None:
         self._client = client
-        self._keys = b""
-        self._key_pos = 0
-
-    def _next_key(self) -> bytes:
-        pos = self._key_pos
-        if pos >= len(self._keys):
-            # One system call for many frames; each key is still unpredictable.
-            self._keys = os.urandom(4096)
-            pos = 0
-        self._key_pos = pos + 4
-        return self._keys[pos : pos + 4]
+        self._keys = RandomPool()
 
     def message(self, data: bytes | bytearray | memoryview | str, out: list[bytes]) -> None:
         """Append the frame of one whole message (``str`` is sent as text) to ``out``."""
@@ -431,14 +421,7 @@ class FrameWriter:
             first = 0x80 | BINARY
         n = len(payload)
         if self._client:
-            pos = self._key_pos
-            keys = self._keys
-            if pos >= len(keys):
-                # One system call for many frames; each key is still unpredictable.
-                keys = self._keys = os.urandom(4096)
-                pos = 0
-            self._key_pos = pos + 4
-            key = keys[pos : pos + 4]
+            key = self._keys(4)
             head = _SHORT_HEADERS[first | 0x100][n] if n < 126 else _header(first, n, 0x80)
             out.append(head + key + mask(payload, key))
         elif n < 126:
@@ -469,7 +452,7 @@ class FrameWriter:
         if len(payload) > _MAX_CONTROL_PAYLOAD:
             raise ValueError("control frame payload longer than 125 bytes")
         if self._client:
-            key = self._next_key()
+            key = self._keys(4)
             return _header(0x80 | opcode, len(payload), 0x80) + key + mask(payload, key)
         return _header(0x80 | opcode, len(payload), 0) + payload
 
