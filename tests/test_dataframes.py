@@ -61,6 +61,32 @@ def test_pandas_frame_round_trip(session: Session) -> None:
     assert list(doubled["c"]) == [2, 4]
 
 
+def test_polars_frame_round_trip(session: Session) -> None:
+    pl = pytest.importorskip("polars")
+    sub = session.component("pl_sub", dataframe="polars")
+    pub = session.component(dataframe="polars")
+    frame = pl.DataFrame({"a": [1, 2], "b": ["x", None], "f": [0.25, 1.5]})
+    got = Collector()
+    sub.subscribe(got, topic="frames")
+    sub.expose(lambda df: df.with_columns((pl.col("a") * 2).alias("c")), topic="double")
+    pub.publish("frames", frame)
+    [received] = got.wait_for(1)
+    assert isinstance(received, pl.DataFrame) and received.equals(frame)
+    doubled = pub.rpc("double", frame)
+    assert isinstance(doubled, pl.DataFrame) and doubled["c"].to_list() == [2, 4]
+
+
+def test_a_frame_crosses_libraries(session: Session) -> None:
+    pl = pytest.importorskip("polars")
+    sub = session.component("mixed_sub", dataframe="pandas")
+    pub = session.component(dataframe="polars")
+    got = Collector()
+    sub.subscribe(got, topic="frames")
+    pub.publish("frames", pl.DataFrame({"a": [1, 2]}))
+    [received] = got.wait_for(1)
+    assert isinstance(received, pd.DataFrame) and list(received["a"]) == [1, 2]
+
+
 def test_plain_values_do_not_import_pyarrow() -> None:
     script = textwrap.dedent("""
         import asyncio, sys
