@@ -128,15 +128,56 @@ def test_oversize_message_is_refused_with_1009() -> None:
     run(scenario)
 
 
-def test_text_messages_are_refused() -> None:
+def test_json_components_publish_and_receive() -> None:
     async def scenario() -> None:
         async with broker() as b:
-            w = await wire(b)
-            w._ws.send_message('{"jsonrpc": "2.0", "method": "t", "params": []}')
-            w._writer.write(w._ws.data_to_send())
+            js, cb = await wire(b), await wire(b)
+            for w in (js, cb):
+                w.send(rp.encode(rp.Admin(ID, "t", {"cmd": "subscribe"})))
+                assert rp.decode(await w.recv()) == rp.Response(ID, 0)
+                w.send(rp.encode(rp.Admin(ID, "__config__", {"cmd": "reactive", "status": True})))
+                assert rp.decode(await w.recv()) == rp.Response(ID, 0)
+            js.send_text('{"jsonrpc": "2.0", "method": "t", "params": [1, "a"]}')
+            assert rp.decode(await cb.recv()) == rp.Pub("t", rp.Payload.of([1, "a"]))
+            cb.send(rp.encode(rp.Pub("t", rp.Payload.of([b"\x00\x01", 2.5]))))
+            assert json.loads(await js.recv_text()) == {
+                "jsonrpc": "2.0", "method": "t", "params": ["AAE=", 2.5], "data": ["AAE=", 2.5]}
+            js.send(rp.encode(rp.Rpc(ID, "rid", rp.NO_ARGS)))  # binary again: answers in CBOR
+            assert rp.decode(await js.recv()) == rp.Response(ID, 0, rp.Payload.of("broker"))
+
+    run(scenario)
+
+
+def test_json_rpc_reaches_a_cbor_exposer_and_back() -> None:
+    async def scenario() -> None:
+        async with broker() as b:
+            caller, exposer = await wire(b), await wire(b)
+            exposer.send(rp.encode(rp.Admin(ID, "add", {"cmd": "expose"})))
+            assert rp.decode(await exposer.recv()) == rp.Response(ID, 0)
+            caller.send_text('{"jsonrpc": "2.0", "id": 7, "method": "add", "params": [1, 2]}')
+            call = rp.decode(await exposer.recv())
+            assert isinstance(call, rp.Rpc) and call.data.args == (1, 2)
+            exposer.send(rp.encode(rp.Response(call.id, 0, rp.Payload.of(3))))
+            assert json.loads(await caller.recv_text()) == {
+                "jsonrpc": "2.0", "id": 7, "result": {"type": 4, "sts": 0, "data": 3}}
+            caller.send_text('{"jsonrpc": "2.0", "id": "8", "method": "nobody", "params": []}')
+            assert json.loads(await caller.recv_text()) == {
+                "jsonrpc": "2.0", "id": 8,
+                "error": {"type": 4, "sts": 42, "data": "nobody: method unknown"}}
+
+    run(scenario)
+
+
+def test_bad_json_closes_only_that_connection() -> None:
+    async def scenario() -> None:
+        async with broker() as b:
+            bad, ok = await wire(b), await wire(b)
+            bad.send_text('{"jsonrpc": "2.0", "id": -1, "method": "t", "params": []}')
             with pytest.raises(WireClosed):
-                await w.recv()
-            assert w.closed is not None and w.closed.code == 1003
+                await bad.recv()
+            assert bad.closed is not None and bad.closed.code == 1002
+            reply = await request(ok, rp.Rpc(ID, "rid", rp.NO_ARGS))
+            assert reply.data.value == "broker"
 
     run(scenario)
 

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rembus_proto import DecodeLimits, ProtocolError
+from rembus_proto import DecodeLimits, ProtocolError, decode
+from rembus_proto.jsonrpc import encode_json, to_cbor
 from rembus_proto.router import Close, Connection, Router, RouterConfig
 from rembus_proto.security import Security
 from rembus_proto.store import MemoryStore, Store
@@ -33,8 +34,6 @@ log = logging.getLogger("rembus.broker")
 CLOSE_PROTOCOL_ERROR = 1002
 #: Close code when the broker stops.
 CLOSE_GOING_AWAY = 1001
-#: Close code for a text (JSON dialect) message, which this broker does not speak.
-CLOSE_UNSUPPORTED = 1003
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,8 @@ class _Peer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.name = "?"
         self.paused = False
+        self.json = False
+        """The component last sent a text frame: it is written to in JSON (spec 1.2)."""
         self._handshake_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks ---------------------------------------------------
@@ -101,13 +102,20 @@ class _Peer(asyncio.Protocol):
         frames: list[bytes] = []  # consecutive messages go to the router together
         for event in events:
             if event.__class__ is Message:
-                frame = event.data
-                if frame.__class__ is not bytes:
-                    if not self._route(frames, now):
-                        return
-                    self._fail(CLOSE_UNSUPPORTED, "text messages (JSON) are not supported")
+                content = event.data
+                if type(content) is bytes:
+                    frames.append(content)
+                    if self.json:
+                        self.json = False  # answers go in the dialect last heard (spec 1.1)
+                    continue
+                assert isinstance(content, str)
+                try:
+                    frames.append(to_cbor(content))
+                except ProtocolError as exc:
+                    if self._route(frames, now):
+                        self._fail(CLOSE_PROTOCOL_ERROR, f"bad JSON message: {exc}")
                     return
-                frames.append(frame)
+                self.json = True
                 continue
             if frames and not self._route(frames, now):
                 return
@@ -126,6 +134,20 @@ class _Peer(asyncio.Protocol):
         if out:
             self._write(out)
         broker.schedule_flush()
+
+    def send(self, frames: list[bytes]) -> None:
+        """Write messages from the router, as JSON text to a component that speaks it."""
+        ws = self.ws
+        if self.json:
+            for frame in frames:
+                try:
+                    ws.send_message(encode_json(decode(frame)))
+                except ProtocolError as exc:
+                    log.warning("%s: a message cannot be sent as JSON, dropped: %s",
+                                self.name, exc)
+        else:
+            ws.send_messages(frames)
+        self._write(ws.data_to_send())
 
     def _route(self, frames: list[bytes], now: float) -> bool:
         """Give messages to the router; false when they made us close the connection."""
@@ -337,9 +359,7 @@ class Broker:
             peer = by_conn.get(conn)
             if peer is None or not peer.ws.is_open:
                 continue
-            ws = peer.ws
-            ws.send_messages(frames)
-            peer._write(ws.data_to_send())
+            peer.send(frames)
             transport = peer.transport
             if transport is not None and transport.get_write_buffer_size() > max_backlog:
                 peer._fail(1008, "slow consumer: too much data waiting to be sent")

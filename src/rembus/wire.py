@@ -1,7 +1,8 @@
 """A minimal asyncio WebSocket connection carrying raw Rembus frames.
 
-No protocol logic: it sends the bytes it is given as binary messages and
-returns whole messages received. Tests use it to speak to a broker frame by
+No protocol logic: it sends the bytes it is given as binary messages (and
+text as text messages, for the JSON dialect) and returns whole messages
+received. Tests use it to speak to a broker frame by
 frame (e.g. as a 0.1.x peer would) and benchmarks use it as a lean client.
 """
 
@@ -31,6 +32,7 @@ class Wire:
         self._writer = writer
         self._ws = ws
         self._inbox: deque[bytes] = deque()
+        self._texts: deque[str] = deque()
         self.closed: Closed | None = None
 
     @classmethod
@@ -65,6 +67,21 @@ class Wire:
         for frame in frames:
             ws.send_message(frame)
         self._writer.write(ws.data_to_send())
+
+    def send_text(self, text: str) -> None:
+        """Queue one text message."""
+        if not self._ws.is_open:
+            raise WireClosed("the connection is closed")
+        self._ws.send_message(text)
+        self._writer.write(self._ws.data_to_send())
+
+    async def recv_text(self) -> str:
+        """The next text message; raises :class:`WireClosed` at the end."""
+        while not self._texts:
+            if self.closed is not None:
+                raise WireClosed(f"closed with code {self.closed.code}: {self.closed.reason}")
+            self._keep(await self._read())
+        return self._texts.popleft()
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its high-water mark."""
@@ -126,7 +143,10 @@ class Wire:
 
     def _keep(self, events: list[object]) -> None:
         for event in events:
-            if isinstance(event, Message) and isinstance(event.data, bytes):
-                self._inbox.append(event.data)
+            if isinstance(event, Message):
+                if isinstance(event.data, bytes):
+                    self._inbox.append(event.data)
+                else:
+                    self._texts.append(event.data)
             elif isinstance(event, Closed):
                 self.closed = event

@@ -29,8 +29,10 @@ class Driver0823(Driver):
             return {"status": exc.status, "message": exc.message}
         return {}
 
-    def op_connect(self, url: str, authenticated: bool = False) -> None:
-        self.rb = Node(url, authenticated=authenticated)
+    def op_connect(self, url: str, authenticated: bool = False, json: bool = False) -> None:
+        """``json``: speak the JSON dialect (text frames) instead of CBOR."""
+        self.rb = Node(url, authenticated=authenticated,
+                       enc=protocol.JSON if json else protocol.CBOR)
 
     def op_register(self, url: str, name: str, pin: str, scheme: str = "rsa") -> None:
         """Register ``name`` (on an anonymous connection of its own); keeps the private key."""

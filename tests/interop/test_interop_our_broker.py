@@ -104,6 +104,25 @@ def test_retroactive_delivery(broker: OurBroker, spawn: Spawn, version: str) -> 
     assert live.pub("orders") == [3]  # what was published while it was away is not replayed
 
 
+def test_0823_components_speaking_json(broker: OurBroker, spawn: Spawn) -> None:
+    js, cb = spawn("0.8.23", "json_peer"), spawn("0.8.23", "cbor_peer")
+    js.call("connect", url=f"{broker.url}/json_peer", json=True)
+    cb.call("connect", url=f"{broker.url}/cbor_peer")
+    for peer in (js, cb):
+        peer.call("subscribe", topic="t")
+        peer.call("reactive")
+    js.call("expose", topic="add", kind="add")
+    cb.call("expose", topic="echo", kind="echo")
+
+    cb.call("publish", topic="t", args=[1.5, "x", {"k": [1, None]}])
+    assert js.pub("t") == [1.5, "x", {"k": [1, None]}]
+    js.call("publish", topic="t", args=[2, "y"])
+    assert cb.pub("t") == [2, "y"]
+    assert cb.call("rpc", topic="add", args=[1, 2]) == 3
+    assert js.call("rpc", topic="echo", args=[[1, "a"]]) == [1, "a"]
+    assert js.fails("rpc", topic="nosuch", args=[])[0] == 42
+
+
 def test_010_publisher_to_0823_subscriber(broker: OurBroker, spawn: Spawn) -> None:
     sub, pub = connect(spawn, broker, ("0.8.23", "sub0823"), ("0.1.0", "pub010"))
     sub.call("subscribe", topic="news")
