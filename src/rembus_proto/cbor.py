@@ -63,39 +63,37 @@ def read_head(buf: bytes, pos: int) -> tuple[int, int, int]:
     return major, int.from_bytes(buf[pos + 1 : end], "big"), end
 
 
-def read_text(buf: bytes, pos: int, what: str) -> tuple[str, int]:
-    """Read a text string (the ``what`` names the field in error messages)."""
+def _string_span(buf: bytes, pos: int, major: int, what: str) -> tuple[int, int]:
+    """Start and end of the text (major 3) or byte (major 2) string whose head is at ``pos``."""
     first = buf[pos] if pos < len(buf) else -1
-    if 0x60 <= first <= 0x77:  # under 24 bytes: the usual topic or name
+    base = major << 5
+    if base <= first < base + 24:  # under 24 bytes: every id, and the usual topic or name
         pos += 1
-        end = pos + first - 0x60
+        end = pos + first - base
     else:
-        major, length, pos = read_head(buf, pos)
-        if major != 3:
-            raise MalformedMessage(f"{what} must be a text string, got CBOR major type {major}")
+        got, length, pos = read_head(buf, pos)
+        if got != major:
+            kind = "text" if major == 3 else "byte"
+            raise MalformedMessage(f"{what} must be a {kind} string, got CBOR major type {got}")
         end = pos + length
     if end > len(buf):
         raise MalformedMessage(f"{what} is truncated")
+    return pos, end
+
+
+def read_text(buf: bytes, pos: int, what: str) -> tuple[str, int]:
+    """Read a text string (the ``what`` names the field in error messages)."""
+    start, end = _string_span(buf, pos, 3, what)
     try:
-        return buf[pos:end].decode("utf-8"), end
+        return buf[start:end].decode("utf-8"), end
     except UnicodeDecodeError:
         raise MalformedMessage(f"{what} is not valid UTF-8") from None
 
 
 def read_bytes(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
     """Read a byte string."""
-    first = buf[pos] if pos < len(buf) else -1
-    if 0x40 <= first <= 0x57:  # under 24 bytes: every message id
-        pos += 1
-        end = pos + first - 0x40
-    else:
-        major, length, pos = read_head(buf, pos)
-        if major != 2:
-            raise MalformedMessage(f"{what} must be a byte string, got CBOR major type {major}")
-        end = pos + length
-    if end > len(buf):
-        raise MalformedMessage(f"{what} is truncated")
-    return buf[pos:end], end
+    start, end = _string_span(buf, pos, 2, what)
+    return buf[start:end], end
 
 
 def read_uint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
