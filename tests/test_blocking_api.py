@@ -84,6 +84,7 @@ def test_async_handlers_are_refused(url: str) -> None:
             comp.expose(handler)
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_forever_returns_on_ctrl_c(url: str) -> None:
     comp = rembus.blocking.component(url + "/blocking_forever")
     entered = threading.Event()

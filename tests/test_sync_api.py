@@ -36,6 +36,7 @@ def entered_forever(comp: rembus.sync.Component) -> threading.Event:
     return entered
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_forever_returns_on_ctrl_c(url: str) -> None:
     comp = rembus.sync.component(url + "/forever_sigint")
     entered = entered_forever(comp)
