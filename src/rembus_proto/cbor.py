@@ -8,11 +8,16 @@ Every decoding helper raises :class:`MalformedMessage` and nothing else.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, TypeGuard
 
 import cbor2
 
 from .errors import EncodeError, MalformedMessage
+
+
+def is_uint64(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an int that a CBOR head can carry as an unsigned integer."""
+    return type(value) is int and 0 <= value < 1 << 64
 
 
 def head(major: int, arg: int) -> bytes:

@@ -22,6 +22,7 @@ import binascii
 import json
 from typing import Any
 
+from .cbor import is_uint64
 from .constants import FLAGS_MASK, Status
 from .errors import MalformedMessage
 from .messages import (
@@ -82,7 +83,7 @@ def _request(obj: dict[str, Any]) -> Message:
         return Unregister(msg_id)
     if kind == 10:
         key_type = params.get("key_type", 1)
-        if type(key_type) is not int or not 0 <= key_type < 1 << 64:
+        if not is_uint64(key_type):
             raise MalformedMessage('"key_type" must be an unsigned integer')
         return Register(msg_id, method, _text(params, "pin"), _base64(params, "key_val"), key_type)
     if kind == 11:
@@ -98,7 +99,7 @@ def _reply(obj: dict[str, Any], body: Any) -> Message:
     msg_id = _id(obj)
     if kind == 4:
         status = body.get("sts", Status.OK)
-        if type(status) is not int or not 0 <= status < 1 << 64:
+        if not is_uint64(status):
             raise MalformedMessage('"sts" must be an unsigned integer')
         data = body.get("data")
         return Response(msg_id, status, NO_DATA if data is None else Payload.of(data))
@@ -120,7 +121,7 @@ def _id(obj: dict[str, Any]) -> bytes:
     raw = obj.get("id")
     if type(raw) is str and raw.isdecimal() and len(raw) <= 20:
         raw = int(raw)
-    if type(raw) is not int or not 0 <= raw < 1 << 64:
+    if not is_uint64(raw):
         raise MalformedMessage('"id" must be an unsigned 64-bit integer or its decimal string')
     return raw.to_bytes(8, "little")
 

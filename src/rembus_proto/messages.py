@@ -17,6 +17,7 @@ from . import cbor
 from .cbor import (
     byte_string,
     head,
+    is_uint64,
     loads_exact,
     loads_items,
     read_bytes,
@@ -48,13 +49,10 @@ def _check_id(msg_id: object) -> bytes:
     return msg_id
 
 
-_U64 = 1 << 64
-
-
 def _check_uint(value: object, what: str) -> int:
     if type(value) is not int:
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not 0 <= value < _U64:
+    if not is_uint64(value):
         raise ValueError(f"{what} must be an unsigned 64-bit integer, not {value}")
     return value
 
@@ -183,7 +181,7 @@ class Response(NamedTuple):
     def encode(self) -> bytes:
         """The message as the bytes of one WebSocket binary message."""
         msg_id, status, data = self
-        if type(status) is not int or not 0 <= status < _U64:
+        if not is_uint64(status):
             status = _check_uint(int(status), "status")
         if type(msg_id) is not bytes:
             _check_id(msg_id)
@@ -423,7 +421,7 @@ def _decode_register(buf: bytes, count: int, pos: int, depth: int) -> Register:
     keytype = None
     if count == 6:
         keytype = rest[2]
-        if type(keytype) is not int or not 0 <= keytype < 1 << 64:
+        if not is_uint64(keytype):
             raise MalformedMessage(
                 f"REGISTER key type must be an unsigned 64-bit integer, not {keytype!r}")
     return Register(msg_id, cid, pin, pubkey, keytype)
