@@ -55,6 +55,7 @@ def args(*values: Any) -> Payload:
     (f'{{"id":{N},"result":{{"type":4,"sts":0,"data":3}}}}', Response(ID, 0, Payload.of(3))),
     (f'{{"id":{N},"error":{{"__type__":4,"sts":42,"data":"no"}}}}',
      Response(ID, 42, Payload.of("no"))),
+    (f'{{"id":{N},"result":{{"type":4,"data":3}}}}', Response(ID, 0, Payload.of(3))),
     (f'{{"id":{N},"result":{{"type":5}}}}', Ack(ID)),
     (f'{{"id":{N},"result":{{"type":6}}}}', Ack2(ID)),
 ])

@@ -98,7 +98,7 @@ def _reply(obj: dict[str, Any], body: Any) -> Message:
     kind = _type(body)
     msg_id = _id(obj)
     if kind == 4:
-        status = body.get("sts", Status.OK)
+        status = body.get("sts", int(Status.OK))
         if not is_uint64(status):
             raise MalformedMessage('"sts" must be an unsigned integer')
         data = body.get("data")
