@@ -40,7 +40,6 @@ from .constants import (
     Status,
 )
 from .entropy import RandomPool
-from .errors import MessageTooLarge
 from .messages import (
     DEFAULT_LIMITS,
     Ack,
@@ -408,18 +407,7 @@ class Router:
 
     def receive(self, conn: Connection, frame: bytes, now: float) -> None:
         """Process one message from ``conn``; raises :class:`ProtocolError` if malformed."""
-        self._now = now
-        if conn.closed:
-            return
-        gated = bool(self._gate) and conn in self._gate
-        if not gated:
-            quick = split_qos0_pub(frame)
-            if quick is not None:  # the hot path: nothing to decode but the topic
-                if len(frame) > self.config.limits.max_message_size:
-                    raise MessageTooLarge(len(frame), self.config.limits.max_message_size)
-                self._on_pub(conn, quick[0], 0, None, frame, quick[1])
-                return
-        self._dispatch(conn, frame, gated)
+        self.receive_many(conn, [frame], now)
 
     def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> None:
         """Decode a message and hand it to its handler."""
@@ -450,24 +438,23 @@ class Router:
     def receive_many(self, conn: Connection, frames: list[bytes], now: float) -> None:
         """Process messages of ``conn`` in order, as :meth:`receive` does one by one.
 
-        What a driver read at once: the plain publications among them take a
-        shorter path than one :meth:`receive` call each.
+        What a driver read at once. Plain publications take the hot path:
+        nothing is decoded but their topic.
         """
-        if self._gate and conn in self._gate:
-            for frame in frames:
-                self.receive(conn, frame, now)
-            return
         self._now = now
         limit = self.config.limits.max_message_size
+        gate = self._gate
         on_pub = self._on_pub
         for frame in frames:
             if conn.closed:
                 return
-            quick = split_qos0_pub(frame)
-            if quick is None or len(frame) > limit:
-                self._dispatch(conn, frame, False)  # decode() applies the size limit
-            else:
-                on_pub(conn, quick[0], 0, None, frame, quick[1])
+            gated = bool(gate) and conn in gate  # an attestation may open the gate
+            if not gated:
+                quick = split_qos0_pub(frame)
+                if quick is not None and len(frame) <= limit:
+                    on_pub(conn, quick[0], 0, None, frame, quick[1])
+                    continue
+            self._dispatch(conn, frame, gated)  # decode() applies the size limit
 
     def _on_pub(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
                 frame: bytes, offset: int) -> None:
