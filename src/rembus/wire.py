@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 
 from rembus_proto import ProtocolError
 from rembus_proto.ws import ClientWebSocket, WSConfig
@@ -59,8 +59,8 @@ class Wire:
         """Queue frames, each as one binary message (call :meth:`drain` to wait)."""
         self.send_all(frames)
 
-    def send_all(self, frames: Iterable[bytes]) -> None:
-        """Queue frames, each as one binary message, in one write."""
+    def send_all(self, frames: Iterable[bytes | str]) -> None:
+        """Queue frames, each as one message (binary, or text for a ``str``), in one write."""
         ws = self._ws
         if not ws.is_open:
             raise WireClosed("the connection is closed")
@@ -70,17 +70,11 @@ class Wire:
 
     def send_text(self, text: str) -> None:
         """Queue one text message."""
-        if not self._ws.is_open:
-            raise WireClosed("the connection is closed")
-        self._ws.send_message(text)
-        self._writer.write(self._ws.data_to_send())
+        self.send_all((text,))
 
     async def recv_text(self) -> str:
         """The next text message; raises :class:`WireClosed` at the end."""
-        while not self._texts:
-            if self.closed is not None:
-                raise WireClosed(f"closed with code {self.closed.code}: {self.closed.reason}")
-            self._keep(await self._read())
+        await self._wait_for(self._texts)
         return self._texts.popleft()
 
     async def drain(self) -> None:
@@ -107,7 +101,10 @@ class Wire:
 
     async def recv_wait(self) -> None:
         """Wait until a message is there; raises :class:`WireClosed` at the end."""
-        while not self._inbox:
+        await self._wait_for(self._inbox)
+
+    async def _wait_for(self, queue: Sized) -> None:
+        while not queue:
             if self.closed is not None:
                 raise WireClosed(f"closed with code {self.closed.code}: {self.closed.reason}")
             self._keep(await self._read())
