@@ -263,21 +263,18 @@ class Component(ComponentBase):
         ``admin("secret", {"cmd": "authorize", "cid": "alice"})`` or
         ``admin("__config__", {"cmd": "private_topics_config"})``.
         """
-        handle = self._admin_handle(topic, command)
-        self._schedule_flush()
-        return await self._wait(handle)
+        return await self._wait(self._admin_handle(topic, command))
 
     # -- internals -----------------------------------------------------------
 
     async def _call(self, method: str, args: tuple[Any, ...], target: str | None,
                     timeout: float | None) -> Any:
-        handle = self._rpc_handle(method, args, target, timeout)
-        self._schedule_flush()
-        return await self._wait(handle)
+        return await self._wait(self._rpc_handle(method, args, target, timeout))
 
     async def _admin(self, handle: int | None) -> None:
-        self._schedule_flush()
-        if handle is not None:
+        if handle is None:
+            self._schedule_flush()  # no answer to wait for; still write what was queued
+        else:
             await self._wait(handle)
 
     async def _wait(self, handle: int) -> Any:
