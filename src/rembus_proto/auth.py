@@ -108,13 +108,10 @@ class Guard:
 
     def on_connect(self, conn: Connection, now: float) -> None:
         """In authenticated mode, challenge the new connection at once."""
-        config = self._router.config
-        if not config.authenticated:
+        if not self._router.config.authenticated:
             return
-        challenge = self._random(4)
-        self._pending[conn] = _Pending(challenge, None, now + config.challenge_timeout)
         self.gate.add(conn)
-        self._router._reply(conn, CONNECTION_ID, Status.CHALLENGE, challenge)
+        self._send_challenge(conn, CONNECTION_ID, None, now)
 
     def forget(self, conn: Connection) -> None:
         """The connection is gone."""
@@ -176,11 +173,15 @@ class Guard:
         """IDENTITY of ``name``: challenge it if it is registered (then return True)."""
         if self.security.public_key(name) is None:
             return False
+        self._send_challenge(conn, msg_id, name, now)
+        return True
+
+    def _send_challenge(self, conn: Connection, msg_id: bytes, name: str | None,
+                        now: float) -> None:
         challenge = self._random(4)
         self._pending[conn] = _Pending(challenge, name,
                                        now + self._router.config.challenge_timeout)
         self._router._reply(conn, msg_id, Status.CHALLENGE, challenge)
-        return True
 
     def receive(self, conn: Connection, message: Attestation | Register | Unregister,
                 now: float) -> None:
