@@ -313,16 +313,6 @@ def _decode_pub(buf: bytes, count: int, type_byte: int, pos: int, depth: int) ->
     if count == 3:
         if pos >= len(buf):
             raise MalformedMessage("message is truncated: the PUB topic is missing")
-        first = buf[pos]
-        if 0x60 <= first <= 0x77:  # short topic: the common case, inlined
-            end = pos + 1 + first - 0x60
-            try:
-                topic = buf[pos + 1 : end].decode("utf-8")
-            except UnicodeDecodeError:
-                raise MalformedMessage("PUB topic is not valid UTF-8") from None
-            if end >= len(buf):
-                raise MalformedMessage("message is truncated: the data element is missing")
-            return _pub(topic, raw_payload(buf[end:], depth), None, 0)
         topic, pos = read_text(buf, pos, "PUB topic")
         return _pub(topic, _payload(buf, pos, depth), None, 0)
     if count == 4:

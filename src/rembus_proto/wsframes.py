@@ -88,12 +88,8 @@ def _mask_large(buf: bytearray, key: bytes) -> bytes:
 
 def mask(data: bytes, key: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``key`` repeated (masking and unmasking are the same)."""
-    n = len(data)
-    if n < _INT_MASK_LIMIT:
-        keys = (key * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(
-            n, "little"
-        )
+    if len(data) < _INT_MASK_LIMIT:
+        return _mask_small(data, key)
     return _mask_large(bytearray(data), key)
 
 
