@@ -105,20 +105,8 @@ class Driver010(Driver):
     def op_subscribe(self, topic: str, retroactive: bool = False) -> None:
         self._rb().subscribe(subscriber(topic), retroactive)
 
-    def op_unsubscribe(self, topic: str) -> None:
-        self._rb().unsubscribe(topic)
-
     def op_expose(self, topic: str, kind: str) -> None:
         self._rb().expose(method(topic, kind))
-
-    def op_unexpose(self, topic: str) -> None:
-        self._rb().unexpose(topic)
-
-    def op_reactive(self) -> None:
-        self._rb().reactive()
-
-    def op_unreactive(self) -> None:
-        self._rb().unreactive()
 
 
 if __name__ == "__main__":

@@ -61,20 +61,8 @@ class Driver0823(Driver):
         msg_from = rembus.LastReceived if retroactive else rembus.Now
         self._rb().subscribe(subscriber(topic), msg_from, topic)
 
-    def op_unsubscribe(self, topic: str) -> None:
-        self._rb().unsubscribe(topic)
-
     def op_expose(self, topic: str, kind: str) -> None:
         self._rb().expose(method(topic, kind), topic)
-
-    def op_unexpose(self, topic: str) -> None:
-        self._rb().unexpose(topic)
-
-    def op_reactive(self) -> None:
-        self._rb().reactive()
-
-    def op_unreactive(self) -> None:
-        self._rb().unreactive()
 
 
 if __name__ == "__main__":

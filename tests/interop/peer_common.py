@@ -96,8 +96,26 @@ def method(topic: str, kind: str) -> Callable[..., Any]:
 class Driver:
     """Base of the drivers: ``op_<name>`` methods implement the ops and raise on failure."""
 
+    def _rb(self) -> Any:
+        """The connected upstream component; raises ConnectionError if there is none."""
+        raise NotImplementedError
+
     def op_close(self) -> None:
         raise NotImplementedError
+
+    # Ops both generations spell the same way.
+
+    def op_unsubscribe(self, topic: str) -> None:
+        self._rb().unsubscribe(topic)
+
+    def op_unexpose(self, topic: str) -> None:
+        self._rb().unexpose(topic)
+
+    def op_reactive(self) -> None:
+        self._rb().reactive()
+
+    def op_unreactive(self) -> None:
+        self._rb().unreactive()
 
     def error_fields(self, exc: BaseException) -> dict[str, Any]:
         """Extra fields describing an upstream error (status code, message)."""
