@@ -329,8 +329,7 @@ class Component:
             self._closed = True
         try:
             if not self._io.in_thread():
-                self._publisher.wait_idle(self._inner.options.timeout)
-                self._io.run(self._inner.close())
+                self._run(self._inner.close())
         finally:
             self._pool.close()
             self._ordered.close()
