@@ -405,6 +405,20 @@ def unsolicited(peer: Peer) -> bytes:
     return value
 
 
+def identity_held_for_alice() -> tuple[SecureNet, Peer, bytes, bytes]:
+    """Authenticated mode: a connection that got the unsolicited challenge and sent
+    IDENTITY of registered alice; returns the net, the peer, the challenge and the
+    IDENTITY id."""
+    net = SecureNet(AUTH)
+    net.register("alice")
+    peer = net.connect()
+    net.pump()
+    challenge = unsolicited(peer)
+    identity_id = peer.new_id()
+    peer.send(rp.Identity(identity_id, "alice"))
+    return net, peer, challenge, identity_id
+
+
 def test_authenticated_mode_challenges_at_once() -> None:
     net = SecureNet(AUTH)
     net.register("alice")
@@ -424,13 +438,7 @@ def test_authenticated_mode_challenges_at_once() -> None:
 
 
 def test_authenticated_mode_holds_identity_until_the_attestation() -> None:
-    net = SecureNet(AUTH)
-    net.register("alice")
-    peer = net.connect()
-    net.pump()
-    challenge = unsolicited(peer)
-    identity_id = peer.new_id()
-    peer.send(rp.Identity(identity_id, "alice"))
+    _, peer, challenge, identity_id = identity_held_for_alice()
     assert peer.inbox == []
     peer.send(rp.Attestation(CONNECTION_ID, "alice", signature(challenge, "alice")))
     assert [(m.id, m.status) for m in responses(peer)] == [(CONNECTION_ID, 0), (identity_id, 0)]
@@ -477,13 +485,7 @@ def test_authenticated_mode_closes_on_commands_before_login(what: str) -> None:
 
 
 def test_authenticated_mode_closes_after_the_challenge_timeout() -> None:
-    net = SecureNet(AUTH)
-    net.register("alice")
-    peer = net.connect()
-    net.pump()
-    unsolicited(peer)
-    identity_id = peer.new_id()
-    peer.send(rp.Identity(identity_id, "alice"))
+    net, peer, _, identity_id = identity_held_for_alice()
     net.advance(2.9)
     assert closed(net, peer) == []
     net.advance(0.1)
@@ -494,13 +496,7 @@ def test_authenticated_mode_closes_after_the_challenge_timeout() -> None:
 
 
 def test_authenticated_mode_failed_attestation_answers_the_held_identity() -> None:
-    net = SecureNet(AUTH)
-    net.register("alice")
-    peer = net.connect()
-    net.pump()
-    unsolicited(peer)
-    identity_id = peer.new_id()
-    peer.send(rp.Identity(identity_id, "alice"))
+    net, peer, _, identity_id = identity_held_for_alice()
     peer.send(rp.Attestation(CONNECTION_ID, "alice", b"forged"))
     assert [(m.id, m.status) for m in responses(peer)] == [
         (CONNECTION_ID, Status.GENERIC_ERROR), (identity_id, Status.GENERIC_ERROR)]
