@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import rembus_proto as rp
-from rembus.wire import Wire
+from rembus.client.wire import Wire
 
 HERE = Path(__file__).resolve().parent
 QUIET = 3.0  # seconds without traffic after which missing messages count as lost

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from rembus.sqlite_store import SQLiteStore
+from rembus.broker.sqlite_store import SQLiteStore
 from rembus_proto.store import StoredMessage
 
 TOPICS = [f"sensors/{i}" for i in range(16)]

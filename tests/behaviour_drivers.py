@@ -4,7 +4,7 @@ A test gets a :class:`Session` for one driver and makes components with it;
 every component answers the same calls (``publish``, ``rpc``, ...), whatever
 drives it underneath:
 
-* ``async`` and ``httpx``: :mod:`rembus.aio` components on an event loop that a
+* ``async`` and ``httpx``: :mod:`rembus.client.aio` components on an event loop that a
   helper thread runs; each call waits for its coroutine there;
 * ``sync``: :mod:`rembus.sync` components, called directly;
 * ``blocking``: :mod:`rembus.blocking` components, each pumped by a small
@@ -36,7 +36,7 @@ from typing import Any
 import rembus
 import rembus.blocking
 import rembus.sync
-from rembus.server import Broker, BrokerConfig
+from rembus.broker.server import Broker, BrokerConfig
 
 DRIVERS = ("async", "sync", "blocking", "httpx")
 #: A safety net against hangs, never a timing threshold: waits end on events.

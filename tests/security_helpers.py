@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 import rembus_proto as rp
-from rembus import crypto
+from rembus.security import crypto
 from rembus_proto.router import Router, RouterConfig
 from rembus_proto.security import ECDSA, RSA, MemorySecurity, PublicKey, Security
 from rembus_proto.store import MemoryStore
@@ -105,7 +105,7 @@ class TLSFiles:
         return ssl.create_default_context(cafile=str(self.ca))
 
     def server_context(self) -> ssl.SSLContext:
-        from rembus.tls import server_context
+        from rembus.security.tls import server_context
 
         return server_context(self.cert, self.key)
 

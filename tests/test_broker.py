@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import rembus_proto as rp
-from rembus.server import Broker, BrokerConfig
-from rembus.wire import Wire, WireClosed
+from rembus.broker.server import Broker, BrokerConfig
+from rembus.client.wire import Wire, WireClosed
 from rembus_proto.router import RouterConfig
 
 ID = bytes(range(1, 9))

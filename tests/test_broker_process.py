@@ -12,8 +12,8 @@ from pathlib import Path
 import rembus.sync
 import rembus_proto as rp
 from broker_process import WAIT, BrokerProcess
-from rembus.server import Broker, BrokerConfig
-from rembus.wire import Wire
+from rembus.broker.server import Broker, BrokerConfig
+from rembus.client.wire import Wire
 
 
 def test_retroactive_messages_survive_a_broker_restart(tmp_path: Path) -> None:

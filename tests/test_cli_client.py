@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker_process import BrokerProcess, Process
-from rembus.cli_client import parse_value, show
+from rembus.cli.client import parse_value, show
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ def test_plain_values_do_not_import_pyarrow() -> None:
         import asyncio, sys
         sys.path.insert(0, sys.argv[1])
         import rembus
-        from rembus import dataframes
+        from rembus.client import dataframes
         from behaviour_drivers import Collector, in_process_broker
 
         async def main(url):

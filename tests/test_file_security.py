@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import rembus_proto as rp
-from rembus import crypto
-from rembus.cli import main
-from rembus.security import FileSecurity
+from rembus.cli.main import main
+from rembus.security import crypto
+from rembus.security.file_security import FileSecurity
 from rembus_proto.security import ECDSA, RSA, PublicKey, SecurityError
 from security_helpers import DER, PEM, PKCS1, SPKI, SecureNet, public_key, signature
 

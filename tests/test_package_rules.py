@@ -16,10 +16,10 @@ FORBIDDEN = {"asyncio", "socket", "selectors", "threading", "ssl", "time", "remb
 
 
 def core_modules() -> list[Path]:
-    return sorted((SRC / "rembus_proto").glob("*.py"))
+    return sorted((SRC / "rembus_proto").rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", core_modules(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", core_modules(), ids=lambda p: str(p.relative_to(SRC)))
 def test_the_core_does_no_io(path: Path) -> None:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
@@ -41,7 +41,7 @@ def public_objects() -> list[tuple[str, object]]:
     found = []
     for package_name in ("rembus_proto", "rembus"):
         package = importlib.import_module(package_name)
-        for info in pkgutil.iter_modules(package.__path__, package_name + "."):
+        for info in pkgutil.walk_packages(package.__path__, package_name + "."):
             if info.name.split(".")[-1].startswith("_") or info.name == "rembus.__main__":
                 continue
             module = importlib.import_module(info.name)

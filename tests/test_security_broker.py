@@ -18,11 +18,11 @@ import pytest
 import rembus
 import rembus.sync
 import rembus_proto as rp
-from rembus import keys
-from rembus.registration import register_sync
-from rembus.security import FileSecurity
-from rembus.server import Broker, BrokerConfig
-from rembus.wire import Wire, WireClosed
+from rembus.broker.server import Broker, BrokerConfig
+from rembus.client.wire import Wire, WireClosed
+from rembus.security import keys
+from rembus.security.file_security import FileSecurity
+from rembus.security.registration import register_sync
 from rembus_proto import CONNECTION_ID, Status
 from rembus_proto.router import RouterConfig
 from security_helpers import TLSFiles, make_tls, public_key, secret_pem, signature

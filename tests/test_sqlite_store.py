@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rembus import sqlite_store
-from rembus.sqlite_store import SCHEMA_VERSION, SQLiteStore, StoreError
+from rembus.broker import sqlite_store
+from rembus.broker.sqlite_store import SCHEMA_VERSION, SQLiteStore, StoreError
 from rembus_proto.router import RouterConfig
 from rembus_proto.store import MemoryStore, StoredMessage, TwinRecord
 from router_harness import Net
@@ -471,7 +471,7 @@ def test_a_failed_commit_goes_back_to_the_last_commit(tmp_path: Path) -> None:
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from rembus.sqlite_store import SQLiteStore
+    from rembus.broker.sqlite_store import SQLiteStore
     from rembus_proto.store import StoredMessage, TwinRecord
 
     store = SQLiteStore(sys.argv[1])

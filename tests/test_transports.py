@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import rembus
-from rembus.server import Broker, BrokerConfig
+from rembus.broker.server import Broker, BrokerConfig
 
 pytestmark = pytest.mark.timeout(60)
 

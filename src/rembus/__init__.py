@@ -11,8 +11,9 @@ The async API::
 ``import rembus.sync as rembus`` gives the same API with blocking calls.
 """
 
-from .aio import Component, component
-from .errors import (
+from rembus.client.aio import Component, component
+from rembus.client.options import Options
+from rembus.errors import (
     LoginFailed,
     MethodException,
     MethodLoopback,
@@ -26,9 +27,8 @@ from .errors import (
     TargetNotFound,
     UnknownCommand,
 )
-from .options import Options
-from .registration import register, unregister
-from .version import __version__
+from rembus.security.registration import register, unregister
+from rembus.version import __version__
 
 __all__ = [
     "Component",

@@ -33,6 +33,24 @@ import ssl
 import time
 from typing import Any
 
+from rembus import errors
+from rembus.client.base import ComponentBase
+from rembus.client.handlers import (
+    Handler,
+    Outcome,
+    challenge_signature,
+    check_handler,
+    exposer_call,
+    request_outcome,
+    response_for_error,
+    response_for_result,
+    subscriber_call,
+)
+from rembus.client.options import Options, make_options
+from rembus.client.transport import default_ssl_context
+from rembus.client.url import ComponentURL, parse
+from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
+from rembus.errors import LoginFailed, RembusConnectionClosed, RembusError
 from rembus_proto import ProtocolError
 from rembus_proto.client_events import (
     ChallengeRequested,
@@ -44,25 +62,6 @@ from rembus_proto.client_events import (
 from rembus_proto.client_events import LoginFailed as LoginRefused
 from rembus_proto.ws import ClientWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, Message, Opened
-
-from . import errors
-from .component_base import ComponentBase
-from .errors import *  # noqa: F403 - the error classes, as in rembus
-from .errors import LoginFailed, RembusConnectionClosed, RembusError
-from .handlers import (
-    Handler,
-    Outcome,
-    challenge_signature,
-    check_handler,
-    exposer_call,
-    request_outcome,
-    response_for_error,
-    response_for_result,
-    subscriber_call,
-)
-from .options import Options, make_options
-from .transport import default_ssl_context
-from .url import ComponentURL, parse
 
 log = logging.getLogger("rembus")
 

@@ -9,7 +9,7 @@
     print(rb.rpc("add", 1, 2))
     rb.close()
 
-Each component runs an asyncio :class:`rembus.aio.Component` on an I/O
+Each component runs an asyncio :class:`rembus.client.aio.Component` on an I/O
 thread of its own; every call here hands a coroutine to that thread and waits
 for its outcome, so behaviour and errors are those of the async API. Handlers
 are plain functions: they may block and may call this API (``rpc``,
@@ -34,18 +34,18 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from rembus import errors
+from rembus.client import aio
+from rembus.client.handlers import Handler, check_handler, check_topic, topic_of, wire_args
+from rembus.client.options import Options, make_options
+from rembus.client.threaded_lane import OrderedLane
+from rembus.client.threaded_publish import BatchPublisher
+from rembus.client.url import ComponentURL, parse
+from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
+from rembus.errors import RembusConnectionClosed
+from rembus.security.registration import register_sync as register
+from rembus.security.registration import unregister_sync as unregister
 from rembus_proto import Payload
-
-from . import aio, errors
-from .errors import *  # noqa: F403 - the error classes, as in rembus
-from .errors import RembusConnectionClosed
-from .handlers import Handler, check_handler, check_topic, topic_of, wire_args
-from .options import Options, make_options
-from .registration import register_sync as register
-from .registration import unregister_sync as unregister
-from .sync_lane import OrderedLane
-from .sync_publish import BatchPublisher
-from .url import ComponentURL, parse
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ class IOThread:
         if self.in_thread():
             coro.close()
             raise RuntimeError("the blocking rembus.sync API cannot be called from its own "
-                               "I/O thread (an async handler): await the rembus.aio API "
+                               "I/O thread (an async handler): await the rembus.client.aio API "
                                "there, or use a plain function handler")
         with self._lock:
             if self._stopped:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from upstream import Venv
 
 import rembus
-from rembus.server import Broker, BrokerConfig
+from rembus.broker.server import Broker, BrokerConfig
 from rembus_proto.client_events import Connected
 from rembus_proto.router import Router
 from rembus_proto.store import MemoryStore

@@ -7,12 +7,11 @@ import os
 import ssl
 from typing import Protocol
 
+from rembus.client.options import Options
+from rembus.client.url import ComponentURL
+from rembus.client.wire import Wire, WireClosed
+from rembus.paths import rembus_dir
 from rembus_proto.ws import WSConfig
-
-from .options import Options
-from .paths import rembus_dir
-from .url import ComponentURL
-from .wire import Wire, WireClosed
 
 
 class Transport(Protocol):
@@ -76,7 +75,7 @@ async def open_transport(url: ComponentURL, options: Options) -> Transport:
     if url.secure:
         context = options.ssl_context or default_ssl_context()
     if options.transport == "httpx":
-        from .httpx_transport import open_httpx
+        from rembus.client.httpx_transport import open_httpx
 
         return await asyncio.wait_for(open_httpx(url, options, context), options.timeout)
     config = WSConfig(max_message_size=options.max_message_size)

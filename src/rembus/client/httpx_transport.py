@@ -28,8 +28,8 @@ from httpx_ws import (
     aconnect_ws,
 )
 
-from .options import Options
-from .url import ComponentURL
+from rembus.client.options import Options
+from rembus.client.url import ComponentURL
 
 #: Bytes asked from the socket per read (httpx-ws calls it the message size, it is not).
 READ_CHUNK = 1 << 20

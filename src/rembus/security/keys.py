@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .paths import rembus_dir
+from rembus.paths import rembus_dir
 
 
 class KeyNotFound(Exception):

@@ -2,7 +2,7 @@
 
 Components trust the broker's certificate through ``$HTTP_CA_BUNDLE``, the
 single CA file in ``<rembus dir>/ca/`` or the ``ssl_context`` option (see
-:mod:`rembus.transport`).
+:mod:`rembus.client.transport`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from .handlers import Handler
+from rembus.client.handlers import Handler
 
 log = logging.getLogger("rembus")
 

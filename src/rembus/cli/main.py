@@ -11,14 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rembus.broker.server import Broker, BrokerConfig
+from rembus.cli import client as cli_client
+from rembus.cli import security as cli_security
+from rembus.cli.arguments import positive_int
+from rembus.paths import user_data_dir
+from rembus.version import __version__
 from rembus_proto.router import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
-
-from . import cli_client, cli_security
-from .cli_types import positive_int
-from .paths import user_data_dir
-from .server import Broker, BrokerConfig
-from .version import __version__
 
 log = logging.getLogger("rembus")
 
@@ -100,8 +100,8 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
 
 
 async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
-    from .security import FileSecurity
-    from .sqlite_store import SQLiteStore
+    from rembus.broker.sqlite_store import SQLiteStore
+    from rembus.security.file_security import FileSecurity
 
     security = FileSecurity(data_dir)
     try:

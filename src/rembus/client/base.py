@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from rembus.client.handlers import (
+    Handler,
+    Registry,
+    check_handler,
+    check_topic,
+    topic_of,
+    wire_args,
+)
+from rembus.client.options import Options
+from rembus.client.url import ComponentURL
+from rembus.errors import RembusConnectionClosed, RembusError
 from rembus_proto import LAST_RECEIVED, NOW, ClientConnection, Payload
 from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
-
-from .errors import RembusConnectionClosed, RembusError
-from .handlers import Handler, Registry, check_handler, check_topic, topic_of, wire_args
-from .options import Options
-from .url import ComponentURL
 
 
 class ComponentBase:

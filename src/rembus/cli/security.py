@@ -7,7 +7,7 @@
 * ``rembus unregister NAME [--url URL]``
 
 Tenants and admins live in files of the broker's data dir
-(:mod:`rembus.security`); a running broker sees changes at once.
+(:mod:`rembus.security.file_security`); a running broker sees changes at once.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_types import env_float, positive_float, positive_int
-from .errors import RembusError
-from .security import FileSecurity
-from .tls import server_context
-from .url import base_url, parse
+from rembus.cli.arguments import env_float, positive_float, positive_int
+from rembus.client.url import base_url, parse
+from rembus.errors import RembusError
+from rembus.security.file_security import FileSecurity
+from rembus.security.tls import server_context
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -152,7 +152,7 @@ def run_command(args: argparse.Namespace) -> int | None:
     """``rembus register`` / ``rembus unregister``; ``None`` for other commands."""
     if args.command not in ("register", "unregister"):
         return None
-    from .registration import register, unregister
+    from rembus.security.registration import register, unregister
 
     try:
         url = parse(args.component, base=args.url or base_url())

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rembus.security.crypto import verify_signature
+from rembus.version import __version__
 from rembus_proto import DecodeLimits, ProtocolError, decode
 from rembus_proto.jsonrpc import encode_json, to_cbor
 from rembus_proto.router import Close, Connection, Router, RouterConfig
@@ -24,9 +26,6 @@ from rembus_proto.security import Security
 from rembus_proto.store import MemoryStore, Store
 from rembus_proto.ws import ServerWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, HttpRequest, Message, Opened
-
-from .crypto import verify_signature
-from .version import __version__
 
 log = logging.getLogger("rembus.broker")
 
@@ -54,7 +53,7 @@ class BrokerConfig:
     tick: float = 0.1
     """Seconds between two timer checks (QoS resends, retention, challenges)."""
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
-    """Serve ``wss://`` with this TLS context (see :func:`rembus.tls.server_context`)."""
+    """Serve ``wss://`` with this TLS context (see :func:`rembus.security.tls.server_context`)."""
 
 
 class _Peer(asyncio.Protocol):
@@ -250,7 +249,8 @@ class Broker:
     def __init__(self, config: BrokerConfig | None = None, store: Store | None = None,
                  security: Security | None = None) -> None:
         """``store`` keeps twins and messages (default: in memory); ``security`` keeps keys,
-        tenants, admins and private topics (e.g. :class:`rembus.security.FileSecurity`;
+        tenants, admins and private topics (e.g.
+        :class:`rembus.security.file_security.FileSecurity`;
         default: in memory, empty: nothing registered, no tenant, no admin)."""
         self.config = config or BrokerConfig()
         self.store: Store = store if store is not None else MemoryStore()

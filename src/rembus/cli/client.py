@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from .errors import RembusError
+from rembus.errors import RembusError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -65,7 +65,7 @@ def run_command(args: argparse.Namespace) -> int | None:
     """Run ``pub``/``sub``/``rpc``; ``None`` for other commands."""
     if args.command not in COMMANDS:
         return None
-    from . import sync
+    from rembus import sync
 
     try:
         with sync.component(args.url) as rb:

@@ -20,18 +20,17 @@ import os
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from rembus.client.options import Options, make_options
+from rembus.errors import LoginFailed as LoginFailedError
+from rembus.errors import RembusConnectionClosed, RembusTimeout, error_for
+from rembus.security import keys
 from rembus_proto import ClientConnection, Register, Response, challenge_input, decode
 from rembus_proto.client_events import ChallengeRequested, Connected, LoginFailed, RequestCompleted
 
-from . import keys
-from .errors import LoginFailed as LoginFailedError
-from .errors import RembusConnectionClosed, RembusTimeout, error_for
-from .options import Options, make_options
-
 if TYPE_CHECKING:  # cryptography is imported only when a key is made
-    from .crypto import KeyType, PrivateKey
-from .transport import Transport, open_transport
-from .url import ComponentURL, parse
+    from rembus.security.crypto import KeyType, PrivateKey
+from rembus.client.transport import Transport, open_transport
+from rembus.client.url import ComponentURL, parse
 
 
 def _named(url: str | None) -> tuple[ComponentURL, str]:
@@ -52,8 +51,8 @@ def save_secret(name: str, key: PrivateKey) -> None:
     """Store the private key of ``name`` in ``<rembus dir>/<name>/.secret``."""
     path = keys.secret_path(name)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    from . import crypto
-    from .security import write_atomically
+    from rembus.security import crypto
+    from rembus.security.file_security import write_atomically
 
     write_atomically(path, crypto.private_pem(key), 0o600)
 
@@ -74,7 +73,7 @@ async def register(url: str | None, pin: str, *, key_type: KeyType = "rsa",
     parsed, name = _named(url)
     if not isinstance(pin, str):
         raise TypeError(f"pin must be a str, not {type(pin).__name__}")
-    from . import crypto
+    from rembus.security import crypto
 
     code = crypto.key_type_code(key_type)
     opts = make_options(options)

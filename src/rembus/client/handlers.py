@@ -6,6 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from rembus.client import dataframes
+from rembus.client.options import DataFrameKind
+from rembus.errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout, error_for
+from rembus.security import keys
 from rembus_proto import EncodeError, Payload, ProtocolError, Status, challenge_input
 from rembus_proto.client_events import (
     ChallengeRequested,
@@ -17,10 +21,6 @@ from rembus_proto.client_events import (
     RequestReceived,
     RequestTimedOut,
 )
-
-from . import dataframes, keys
-from .errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout, error_for
-from .options import DataFrameKind
 
 log = logging.getLogger("rembus")
 

@@ -27,9 +27,8 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from rembus.security.crypto import check_public_key
 from rembus_proto.security import KEY_TYPE_NAMES, PublicKey, SecurityError, is_valid_name
-
-from .crypto import check_public_key
 
 log = logging.getLogger("rembus.broker")
 

@@ -15,6 +15,22 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rembus.client.base import ComponentBase
+from rembus.client.dataframes import PLAIN_TYPES
+from rembus.client.handlers import (
+    Handler,
+    challenge_signature,
+    exposer_call,
+    request_outcome,
+    response_for_error,
+    response_for_result,
+    subscriber_call,
+)
+from rembus.client.options import Options, make_options
+from rembus.client.transport import Transport, open_transport
+from rembus.client.url import ComponentURL, parse
+from rembus.errors import LoginFailed as LoginFailedError
+from rembus.errors import RembusConnectionClosed, RembusError
 from rembus_proto import Payload, ProtocolError
 from rembus_proto.client_events import (
     ChallengeRequested,
@@ -24,23 +40,6 @@ from rembus_proto.client_events import (
     RequestReceived,
     RestoreFailed,
 )
-
-from .component_base import ComponentBase
-from .dataframes import PLAIN_TYPES
-from .errors import LoginFailed as LoginFailedError
-from .errors import RembusConnectionClosed, RembusError
-from .handlers import (
-    Handler,
-    challenge_signature,
-    exposer_call,
-    request_outcome,
-    response_for_error,
-    response_for_result,
-    subscriber_call,
-)
-from .options import Options, make_options
-from .transport import Transport, open_transport
-from .url import ComponentURL, parse
 
 log = logging.getLogger("rembus")
 
@@ -430,7 +429,7 @@ async def component(url: str | None = None, **options: Any) -> Component:
     ``url`` is ``"ws://host:port/name"`` (named), ``"ws://host:port"``
     (anonymous), ``"name"`` (named, at ``$REMBUS_BASE_URL`` or
     ``ws://127.0.0.1:8000``) or ``None`` (anonymous, same address). Options
-    are the fields of :class:`~rembus.options.Options` (``timeout=``, ...).
+    are the fields of :class:`~rembus.client.options.Options` (``timeout=``, ...).
     Raises :class:`RembusConnectionClosed` if the broker cannot be reached and
     :class:`~rembus.errors.LoginFailed` if it refuses the name.
     """

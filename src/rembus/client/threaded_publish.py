@@ -15,10 +15,9 @@ import logging
 import threading
 from collections import deque
 
+from rembus.client import aio
+from rembus.errors import RembusError
 from rembus_proto import Payload
-
-from . import aio
-from .errors import RembusError
 
 log = logging.getLogger("rembus")
 

@@ -1,0 +1,1 @@
+"""Client drivers: asyncio, threaded (``rembus.sync``), threadless (``rembus.blocking``), httpx."""

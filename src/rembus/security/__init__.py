@@ -1,0 +1,1 @@
+"""Keys, registration, the broker's security files, TLS."""
