@@ -165,7 +165,7 @@ def test_tenant_and_admin_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     data = str(tmp_path)
     assert main(["broker", "tenant", "add", "acme", "1234", "--data-dir", data]) == 0
     assert main(["broker", "--data-dir", data, "tenant", "add", ".", "0000"]) == 0
-    assert main(["broker", "admin", "add", "boss", "--data-dir", data]) == 0
+    assert main(["broker", "admin", "add", "boss", "--force", "--data-dir", data]) == 0
     capsys.readouterr()
     assert main(["broker", "tenant", "list", "--data-dir", data]) == 0
     assert capsys.readouterr().out == ".\t0000\nacme\t1234\n"

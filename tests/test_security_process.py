@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import rembus
 import rembus.sync
-from broker_process import WAIT, BrokerProcess
+from broker_process import BrokerProcess, rembus_cli
 from security_helpers import make_tls, secret_pem
-
-
-def rembus_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rembus", *args], env=env, text=True,
-                          capture_output=True, timeout=WAIT, check=False)
 
 
 def test_pin_lockout_options_reach_the_broker(tmp_path: Path) -> None:
@@ -42,12 +35,14 @@ def test_an_admin_stops_the_broker_with_shutdown(tmp_path: Path,
     data = tmp_path / "broker"
     env = dict(os.environ, REMBUS_DIR=str(tmp_path / "components"))
     monkeypatch.setenv("REMBUS_DIR", env["REMBUS_DIR"])
-    for command in (["tenant", "add", ".", "1234"], ["admin", "add", "boss"]):
-        assert rembus_cli("broker", *command, "--data-dir", str(data), env=env).returncode == 0
+    assert rembus_cli("broker", "tenant", "add", ".", "1234", "--data-dir", str(data),
+                      env=env).returncode == 0
     broker = BrokerProcess(data, env=env).start()
     try:
         assert rembus_cli("register", "boss", "--pin", "1234", "--url", broker.url,
                           env=env).returncode == 0
+        assert rembus_cli("broker", "admin", "add", "boss", "--data-dir", str(data),
+                          env=env).returncode == 0  # admins.json is read fresh
         with rembus.sync.component(f"{broker.url}/boss", reconnect=False) as boss:
             config = boss.admin("__config__", {"cmd": "broker_config"})
             assert config == {"exposers": {}, "subscribers": {}}

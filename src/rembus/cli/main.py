@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rembus.broker.datadir import DataDirBusy, DataDirLock
 from rembus.broker.server import Broker, BrokerConfig
 from rembus.cli import client as cli_client
 from rembus.cli import security as cli_security
@@ -153,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             log.error("cannot set up TLS: %s", exc)
             return EXIT_FAILURE
-        return asyncio.run(_run_broker(config, data_dir))
+        try:
+            with DataDirLock(data_dir):
+                return asyncio.run(_run_broker(config, data_dir))
+        except DataDirBusy as exc:
+            log.error("%s", exc)
+            return EXIT_FAILURE
     for run_command in (cli_security.run_command, cli_client.run_command):
         handled = run_command(args)
         if handled is not None:

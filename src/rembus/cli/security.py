@@ -68,6 +68,9 @@ def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
     admin_cmds = admin.add_subparsers(dest="admin_command", required=True)
     add = admin_cmds.add_parser("add", help="make a (registered) component an admin")
     add.add_argument("admin_name", metavar="NAME")
+    add.add_argument("--force", action="store_true",
+                     help="grant it even if NAME is not registered yet (whoever registers "
+                          "NAME first becomes admin)")
     remove = admin_cmds.add_parser("remove", help="take the admin right away")
     remove.add_argument("admin_name", metavar="NAME")
     listing = admin_cmds.add_parser("list", help="print the admins")
@@ -135,6 +138,12 @@ def _tenant(args: argparse.Namespace, security: FileSecurity) -> int:
 
 def _admin(args: argparse.Namespace, security: FileSecurity) -> int:
     if args.admin_command == "add":
+        registered = any(path.exists() for path, _ in security.key_paths(args.admin_name))
+        if not registered and not args.force:
+            print(f"rembus: {args.admin_name} is not registered, so whoever registers that name "
+                  "first would become admin; register it first (rembus register) or pass "
+                  "--force", file=sys.stderr)
+            return EXIT_FAILURE
         security.add_admin(args.admin_name)
         print(f"{args.admin_name} is an admin")
     elif args.admin_command == "remove":
