@@ -11,6 +11,7 @@ block) fails. A block that cannot run alone is preceded by
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -84,3 +85,24 @@ def test_readme_block_runs_as_written(run: int, block: Block, broker: BrokerProc
                           text=True, timeout=WAIT)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == block.expected
+
+
+def _section(heading: str) -> str:
+    return README.split(heading + "\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+
+
+def test_readme_broker_table_documents_every_option_and_the_exit_codes() -> None:
+    from rembus import cli, cli_client
+
+    broker_parser = next(action for action in cli.build_parser()._actions
+                         if isinstance(action, argparse._SubParsersAction)).choices["broker"]
+    options = {option for action in broker_parser._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"}
+    section = _section("## The broker")
+    documented = set(re.findall(r"^\| `(--[\w-]+)`(?:, `(--[\w-]+)`)? \|", section, re.M))
+    assert options == {option for pair in documented for option in pair if option}
+    codes = dict(re.findall(r"^\| (\d) \| (.+) \|$", section, re.M))
+    assert set(codes) == {str(cli.EXIT_OK), str(cli.EXIT_FAILURE), str(cli.EXIT_USAGE),
+                          str(cli_client.EXIT_FAILURE)}
+    assert "usage error" in codes[str(cli.EXIT_USAGE)]
+    assert "--log-format json" in _section("### Logs")
