@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from rembus_proto import Attestation, Identity, ProtocolError, decode
+from rembus_proto.wsevents import Closed
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
@@ -93,6 +94,14 @@ def refused(address: str, reason: str) -> None:
     """A connection closed before it became a WebSocket (bad request, limit, timeout)."""
     event(logging.WARNING, f"{address} refused: {reason}", event="refused", address=address,
           reason=reason)
+
+
+def closed_by_peer(closed: Closed) -> str:
+    """The reason of a close the component started (or of a connection lost without one)."""
+    if not closed.clean:
+        return "connection lost"
+    why = f": {closed.reason}" if closed.reason else ""
+    return f"closed by the component (code {closed.code}{why})"
 
 
 def only_login(frames: list[bytes]) -> bool:

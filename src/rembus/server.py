@@ -133,9 +133,7 @@ class _Peer(asyncio.Protocol):
             elif isinstance(event, HttpRequest):
                 self._http(event)
             elif isinstance(event, Closed):
-                self._ending(f"closed by the component (code {event.code}"
-                             f"{': ' + event.reason if event.reason else ''})" if event.clean
-                             else "connection lost", peer_fault=False)
+                self._ending(logs.closed_by_peer(event), peer_fault=False)
                 self._write(self.ws.data_to_send())
                 self._drop()
                 return
