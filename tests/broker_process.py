@@ -85,8 +85,10 @@ class BrokerProcess:
     """``python -m rembus broker`` on 127.0.0.1 with its own data dir."""
 
     def __init__(self, data_dir: Path, *args: str, port: int = 0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, launcher: tuple[str, ...] = ()) -> None:
+        """``launcher``: arguments of the interpreter before ``-m rembus`` (a wrapper script)."""
         self.data_dir = data_dir
+        self.launcher = launcher
         self.args = args
         self.port = port
         self.env = env if env is not None else dict(os.environ)
@@ -100,7 +102,7 @@ class BrokerProcess:
 
     def start(self) -> BrokerProcess:
         """Start (again, on the same port once one was chosen)."""
-        cmd = [sys.executable, "-m", "rembus", "broker", "--host", "127.0.0.1",
+        cmd = [sys.executable, *self.launcher, "-m", "rembus", "broker", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
         self.process = Process(cmd, self.env)
         line = self.process.wait_for(r"serving wss?://")

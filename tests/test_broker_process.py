@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 import rembus.sync
 import rembus_proto as rp
 from broker_process import WAIT, BrokerProcess
@@ -62,10 +64,15 @@ def test_exit_code_when_the_port_is_taken(tmp_path: Path) -> None:
     assert "cannot listen" in done.stderr
 
 
-def test_usage_error_exit_code() -> None:
-    done = subprocess.run([sys.executable, "-m", "rembus", "broker", "--port", "x"],
-                          capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("bad", [["--port", "x"], ["--port", "65536"], ["--port", "-1"],
+                                 ["--max-connections", "0"], ["--pin-lockout", "nan"],
+                                 ["--log-level", "LOUD"], ["--unknown"]], ids=" ".join)
+def test_usage_error_exit_code(bad: list[str], tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "rembus", "broker", "--data-dir",
+                           str(tmp_path), *bad], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "error:" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_consumer_that_does_not_read_is_disconnected_without_slowing_others() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from rembus_proto import entropy
 from rembus_proto.entropy import RandomPool
 
 
@@ -10,6 +13,7 @@ def test_every_byte_is_handed_out_once() -> None:
     draws = [pool(8) for _ in range(2000)]  # spans several refills
     assert all(len(d) == 8 for d in draws)
     assert len(set(draws)) == len(draws)
+    assert len(set(b"".join(draws))) == 256
 
 
 def test_requests_larger_than_the_chunk() -> None:
@@ -17,3 +21,14 @@ def test_requests_larger_than_the_chunk() -> None:
     pool(4000)
     big = pool(10_000)
     assert len(big) == 10_000 and len(pool(4)) == 4
+    # Random bytes, not a constant or a short cycle: 10,000 uniform bytes miss one of
+    # the 256 values with a probability below 1e-14.
+    assert len(set(big)) == 256
+    assert big != pool(10_000)
+
+
+def test_a_constant_source_fails_these_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entropy.os, "urandom", lambda n: bytes(n))
+    for check in (test_every_byte_is_handed_out_once, test_requests_larger_than_the_chunk):
+        with pytest.raises(AssertionError):
+            check()

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import rembus_proto as rp
-from rembus.cli.main import main
+from rembus.cli.command import main
 from rembus.security import crypto
 from rembus.security.file_security import FileSecurity
 from rembus_proto.security import ECDSA, RSA, PublicKey, SecurityError

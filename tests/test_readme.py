@@ -1,31 +1,109 @@
-"""The README's code that talks to a broker runs as written."""
+"""Every Python block of the README runs as written and prints what the README says.
+
+Each block runs in a process of its own with ``REMBUS_BASE_URL`` set to a
+broker started for this module; its output must equal the ``text`` block that
+follows it after a ``prints:`` line (no such block: it must print nothing),
+with nothing on stderr. Every block runs twice, after all the others, so a
+block that leaves state in the broker which breaks a later run (or another
+block) fails. A block that cannot run alone is preceded by
+``<!-- readme-test: skip -->``; the skipped blocks must be exactly ``SKIPPED``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from broker_process import BrokerProcess
+import pytest
+
+from broker_process import WAIT, BrokerProcess
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
+SKIP_MARK = "<!-- readme-test: skip -->"
+SKIPPED: set[str] = set()  # headings of the blocks marked as not runnable alone
 
 
-def snippet(after_heading: str) -> str:
-    section = README.split(after_heading, 1)[1]
-    return section.split("```python", 1)[1].split("```", 1)[0]
+@dataclass(frozen=True)
+class Block:
+    """A fenced ``python`` block of the README."""
+
+    heading: str
+    code: str
+    expected: str
+    skipped: bool
 
 
-def test_driving_a_client_connection_by_hand(tmp_path: Path) -> None:
-    code = snippet("### Driving a ClientConnection by hand over a plain socket")
-    with BrokerProcess(tmp_path / "broker") as broker:
-        code = re.sub(r"\b8000\b", str(broker.port), code)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().startswith("python_")
+def python_blocks(text: str) -> list[Block]:
+    """The README's Python blocks in order, with what each one prints."""
+    fences = list(FENCE.finditer(text))
+    blocks = []
+    for i, fence in enumerate(fences):
+        if fence.group(1) != "python":
+            continue
+        before = text[:fence.start()]
+        heading = re.findall(r"^#+ (.+)$", before, re.M)[-1]
+        expected = ""
+        following = fences[i + 1] if i + 1 < len(fences) else None
+        if (following is not None and following.group(1) == "text"
+                and text[fence.end():following.start()].strip() == "prints:"):
+            expected = following.group(2)
+        blocks.append(Block(heading, fence.group(2), expected,
+                            before.rstrip().endswith(SKIP_MARK)))
+    return blocks
 
 
-def test_codec_example() -> None:
-    exec(compile(snippet("## The protocol core: `rembus_proto`"), "README", "exec"), {})
+BLOCKS = python_blocks(README)
+RUNNABLE = [block for block in BLOCKS if not block.skipped]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    with BrokerProcess(tmp_path_factory.mktemp("readme-broker")) as running:
+        yield running
+
+
+def test_readme_blocks_are_found_and_only_the_expected_ones_are_skipped() -> None:
+    headings = [block.heading for block in BLOCKS]
+    assert len(set(headings)) == len(headings), headings  # the test ids are unique
+    assert {"Async", "Sync", "Blocking, no thread"} <= set(headings)
+    assert {block.heading for block in BLOCKS if block.skipped} == SKIPPED
+    assert all(block.expected for block in RUNNABLE if "print(" in block.code)
+
+
+@pytest.mark.parametrize(("run", "block"), [(run, block) for run in (1, 2) for block in RUNNABLE],
+                         ids=[f"{block.heading}-{run}" for run in (1, 2) for block in RUNNABLE])
+def test_readme_block_runs_as_written(run: int, block: Block, broker: BrokerProcess) -> None:
+    env = {**os.environ, "REMBUS_BASE_URL": broker.url}
+    done = subprocess.run([sys.executable, "-c", block.code], env=env, capture_output=True,
+                          text=True, timeout=WAIT)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout == block.expected
+
+
+def _section(heading: str) -> str:
+    return README.split(heading + "\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+
+
+def test_readme_broker_table_documents_every_option_and_the_exit_codes() -> None:
+    from rembus.cli import client as cli_client
+    from rembus.cli import command as cli
+
+    broker_parser = next(action for action in cli.build_parser()._actions
+                         if isinstance(action, argparse._SubParsersAction)).choices["broker"]
+    options = {option for action in broker_parser._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"}
+    section = _section("## The broker")
+    documented = set(re.findall(r"^\| `(--[\w-]+)`(?:, `(--[\w-]+)`)? \|", section, re.M))
+    assert options == {option for pair in documented for option in pair if option}
+    codes = dict(re.findall(r"^\| (\d) \| (.+) \|$", section, re.M))
+    assert set(codes) == {str(cli.EXIT_OK), str(cli.EXIT_FAILURE), str(cli.EXIT_USAGE),
+                          str(cli_client.EXIT_FAILURE)}
+    assert "usage error" in codes[str(cli.EXIT_USAGE)]
+    assert "--log-format json" in _section("### Logs")

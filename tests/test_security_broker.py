@@ -529,7 +529,11 @@ def test_tls_trusts_the_ca_in_the_rembus_dir(data_dir: Path, tls: TLSFiles) -> N
     async def scenario() -> None:
         async with broker(data_dir, ssl_context=tls.server_context()) as b:
             rb = await rembus.component(f"{b.url}/ca_dir")
+            assert await rb.rpc("rid") == "broker"  # a working TLS session
             await rb.close()
+            (ca_dir / "rembus-ca.crt").unlink()  # the trust came from that file, verified:
+            with pytest.raises(rembus.RembusConnectionClosed, match="CERTIFICATE_VERIFY_FAILED"):
+                await rembus.component(f"{b.url}/ca_dir", reconnect=False)
 
     run(scenario)
 

@@ -25,6 +25,7 @@ from rembus_proto.ws import (
     ServerWebSocket,
     WSConfig,
 )
+from tls_hello import client_hello
 from ws_oracle import build_frame
 
 KEY = b"\x10\x20\x30\x40"
@@ -640,3 +641,12 @@ def test_send_messages_matches_send_message_one_by_one(sizes: list[int]) -> None
     one_by_one = server.data_to_send()
     server.send_messages(frames)
     assert server.data_to_send() == one_by_one
+
+
+@pytest.mark.parametrize("chunk", [None, 1], ids=["whole", "first_byte_alone"])
+def test_tls_handshake_on_a_plain_port_is_named(chunk: int | None) -> None:
+    hello = client_hello()
+    server = ServerWebSocket()
+    with pytest.raises(HandshakeError, match=r"^TLS handshake on a plain ws:// port$"):
+        server.receive_data(hello[:chunk])
+    assert server.closed

@@ -2,6 +2,6 @@
 
 import sys
 
-from rembus.cli.main import main
+from rembus.cli.command import main
 
 sys.exit(main())

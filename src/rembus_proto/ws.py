@@ -50,7 +50,9 @@ Behaviour:
   queues an HTTP error response (400, 426) and raises
   :class:`~rembus_proto.HandshakeError`; a request head above
   ``max_http_head_size`` gets 431, a body above ``max_http_body_size`` gets
-  413 (``MessageTooLarge``). The size limit bounds memory; a peer that sends
+  413 (``MessageTooLarge``). A TLS ClientHello instead of HTTP (a ``wss://``
+  client on a plain port) raises ``HandshakeError("TLS handshake on a plain
+  ws:// port")``. The size limit bounds memory; a peer that sends
   its head slowly must be timed out by the driver.
 * Client: the upgrade request is queued at construction. A non-101 answer
   raises :class:`~rembus_proto.HandshakeError` with its ``status``.
@@ -103,6 +105,8 @@ _CLOSING = 3  # our close frame is sent, waiting for the peer's
 _CLOSED = 4
 
 _CLOSE_REASON_LIMIT = 123
+TLS_HANDSHAKE_RECORD = b"\x16"
+"""First byte of a TLS ClientHello: a ``wss://`` client talking to a plain port."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +296,9 @@ class _Connection:
         """Feed h11 until it needs more data or the HTTP phase ends; return unfed bytes."""
         conn = self._h11
         limit = self._config.max_http_head_size
+        if not self._client and not self._head_fed and data[:1] == TLS_HANDSHAKE_RECORD:
+            # A wss:// client on a plain port: say so, not "bad HTTP" with TLS bytes.
+            raise HandshakeError("TLS handshake on a plain ws:// port", 400)
         while data:
             if self._head_done:
                 chunk, data = data, b""

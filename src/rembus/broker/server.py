@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rembus import logs
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
 from rembus_proto import DecodeLimits, ProtocolError, decode
@@ -69,6 +70,11 @@ class _Peer(asyncio.Protocol):
         self.json = False
         """The component last sent a text frame: it is written to in JSON (spec 1.2)."""
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self.announced = False
+        """The "connected" line is logged (once the component is known named or not)."""
+        self.reason = ""
+        """Why the connection ends, for the "disconnected" line; empty while open."""
+        self.peer_fault = False
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -79,7 +85,7 @@ class _Peer(asyncio.Protocol):
         self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         broker = self.broker
         if len(broker.peers) >= broker.config.max_connections:
-            log.warning("%s refused: %d connections open", self.name, len(broker.peers))
+            logs.refused(self.name, f"{len(broker.peers)} connections open (--max-connections)")
             transport.abort()
             return
         broker.peers.add(self)
@@ -92,7 +98,9 @@ class _Peer(asyncio.Protocol):
         try:
             events = self.ws.receive_data(data)
         except ProtocolError as exc:
-            log.info("%s closed: %s", self.name, exc)
+            if self.conn is None:
+                logs.refused(self.name, str(exc))
+            self._ending(f"closed by the broker: {exc}", peer_fault=True)
             self._write(self.ws.data_to_send())
             self._drop()
             return
@@ -124,6 +132,7 @@ class _Peer(asyncio.Protocol):
             elif isinstance(event, HttpRequest):
                 self._http(event)
             elif isinstance(event, Closed):
+                self._ending(logs.closed_by_peer(event), peer_fault=False)
                 self._write(self.ws.data_to_send())
                 self._drop()
                 return
@@ -157,6 +166,9 @@ class _Peer(asyncio.Protocol):
         except ProtocolError as exc:
             self._fail(CLOSE_PROTOCOL_ERROR, str(exc))
             return False
+        if not self.announced and (self.conn.twin.named or not logs.only_login(frames)):
+            self.announced = True
+            logs.connected(self.name, self._component(self.conn))
         return True
 
     def eof_received(self) -> bool | None:
@@ -164,6 +176,7 @@ class _Peer(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._ending(f"connection lost: {exc}" if exc else "connection lost", peer_fault=False)
         self._forget()
 
     def pause_writing(self) -> None:
@@ -183,7 +196,7 @@ class _Peer(asyncio.Protocol):
             self._handshake_timer = None
         self.conn = self.broker.router.connect(now, self.name)
         self.broker.by_conn[self.conn] = self
-        log.debug("%s connected", self.name)
+        log.debug("%s: WebSocket open", self.name)
 
     def _http(self, request: HttpRequest) -> None:
         if self._handshake_timer is not None:
@@ -195,14 +208,15 @@ class _Peer(asyncio.Protocol):
             self.ws.send_http_response(200, [("content-type", "application/json")], body)
         else:
             self.ws.send_http_response(404, [("content-type", "text/plain")], b"not found\n")
+        log.debug("%s: HTTP %s %s", self.name, request.method, path)
         self._write(self.ws.data_to_send())
         self._drop()
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if self.conn is None and self.transport is not None:
-            log.info("%s closed: no WebSocket handshake within %.0f s", self.name,
-                     self.broker.config.handshake_timeout)
+            logs.refused(self.name, "no WebSocket handshake within "
+                         f"{self.broker.config.handshake_timeout:g} s")
             self._drop()
 
     def _write(self, data: bytes) -> None:
@@ -212,12 +226,12 @@ class _Peer(asyncio.Protocol):
 
     def _fail(self, code: int, reason: str) -> None:
         """Close this connection because of what its peer sent."""
-        log.warning("%s (%s) closed: %s", self.name, self.conn.twin.name if self.conn else "-",
-                    reason)
+        self._ending(f"closed by the broker: {reason} (code {code})", peer_fault=True)
         self.close(code, reason)
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (if open) and drop the connection."""
+        self._ending(f"closed by the broker: {reason} (code {code})", peer_fault=False)
         if self.ws.is_open:
             self.ws.close(code, reason[:120])
         self._write(self.ws.data_to_send())
@@ -240,7 +254,18 @@ class _Peer(asyncio.Protocol):
             broker.by_conn.pop(conn, None)
             broker.router.disconnect(conn, time.time())
             broker.schedule_flush()
-            log.debug("%s disconnected", self.name)
+            logs.disconnected(self.name, self._component(conn), self.reason or "closed",
+                              peer_fault=self.peer_fault)
+
+    def _ending(self, reason: str, *, peer_fault: bool) -> None:
+        """Note why the connection ends (the first reason given wins)."""
+        if not self.reason:
+            self.reason = reason
+            self.peer_fault = peer_fault
+
+    @staticmethod
+    def _component(conn: Connection) -> str | None:
+        return conn.twin.name if conn.twin.named else None
 
 
 class Broker:
@@ -299,7 +324,7 @@ class Broker:
             lambda: _Peer(self), self.config.host, self.config.port, reuse_address=True,
             ssl=context, ssl_handshake_timeout=self.config.handshake_timeout if context else None)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
-        log.info("broker %s listening on %s", self.config.router.name, self.url)
+        log.debug("broker %s listening on %s", self.config.router.name, self.url)
 
     async def stop(self) -> None:
         """Close every connection, save every twin and commit the store."""
@@ -380,8 +405,6 @@ class Broker:
     def _close(self, close: Close) -> None:
         peer = self.by_conn.get(close.conn)
         if peer is not None:
-            log.info("%s (%s) closed by the broker: %s", peer.name, close.conn.twin.name,
-                     close.reason)
             peer.close(close.code, close.reason)
 
     def _tick(self) -> None:

@@ -1,5 +1,5 @@
 """The ``rembus`` command."""
 
-from rembus.cli.main import main
+from rembus.cli.command import main
 
 __all__ = ["main"]

@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import Any
 
+from rembus.cli.arguments import positive_float, positive_int
 from rembus.errors import RembusError
 
 EXIT_OK = 0
@@ -41,24 +42,30 @@ def add_commands(commands: Any) -> None:
     url_help = "component URL or name (default: anonymous at $REMBUS_BASE_URL)"
     pub = commands.add_parser("pub", help="publish a message",
                               description="Publish ARGS on TOPIC.")
-    pub.add_argument("topic")
+    pub.add_argument("topic", help="topic to publish on")
     pub.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON or text)")
     pub.add_argument("--url", default=None, help=url_help)
-    pub.add_argument("--qos", type=int, choices=[0, 1, 2], default=0)
+    pub.add_argument("--qos", type=int, choices=[0, 1, 2], default=0,
+                     help="0: fire and forget; 1, 2: wait for the broker's ACK "
+                     "(default: %(default)s)")
     sub = commands.add_parser("sub", help="print the messages of a topic",
                               description="Print every message published on TOPIC.")
-    sub.add_argument("topic")
+    sub.add_argument("topic", help="topic (or pattern, e.g. house/*/temp) to print")
     sub.add_argument("--url", default=None, help=url_help)
     sub.add_argument("--retroactive", action="store_true",
-                     help="also get what was published while away (needs a named --url)")
-    sub.add_argument("--count", type=int, default=None, help="exit after COUNT messages")
+                     help="also get what was published while away (needs a named --url; "
+                     "default: only what is published from now on)")
+    sub.add_argument("--count", type=positive_int, default=None,
+                     help="exit after COUNT messages (default: run until Ctrl-C)")
     rpc = commands.add_parser("rpc", help="call a method and print its result",
                               description="Call METHOD with ARGS and print the result.")
-    rpc.add_argument("method")
+    rpc.add_argument("method", help="method to call")
     rpc.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON or text)")
     rpc.add_argument("--url", default=None, help=url_help)
-    rpc.add_argument("--target", default=None, help="call this component directly")
-    rpc.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+    rpc.add_argument("--target", default=None,
+                     help="call this component directly (default: any exposer)")
+    rpc.add_argument("--timeout", type=positive_float, default=None,
+                     help="seconds to wait (default: $REMBUS_TIMEOUT or 10)")
 
 
 def run_command(args: argparse.Namespace) -> int | None:

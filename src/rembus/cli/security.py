@@ -34,23 +34,27 @@ def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
     """Security options of `rembus broker` (login, PIN lockout, TLS) and its subcommands."""
     broker.add_argument("--authenticated", action="store_true",
                         default=os.environ.get("REMBUS_CONNECTION_MODE") == "authenticated",
-                        help="accept only components that log in with a registered key")
+                        help="accept only components that log in with a registered key "
+                        "(default: off, on when $REMBUS_CONNECTION_MODE is authenticated)")
     broker.add_argument("--challenge-timeout", type=positive_float,
                         default=env_float("REMBUS_CHALLENGE_TIMEOUT", 3.0),
-                        help="seconds to answer a login challenge (default 3)")
+                        help="seconds to answer a login challenge "
+                        "(default: $REMBUS_CHALLENGE_TIMEOUT or 3, here %(default)s)")
     broker.add_argument("--pin-attempts", type=positive_int, default=5,
                         help="wrong tenant PINs in a row before the tenant's registrations "
-                             "are locked (default 5)")
+                             "are locked (default: %(default)s)")
     broker.add_argument("--pin-lockout", type=positive_float, default=60.0,
                         help="seconds of the first lockout, doubled by each further wrong PIN, "
-                             "at most an hour (default 60)")
+                             "at most an hour (default: %(default)s)")
     broker.add_argument("--tls-cert", type=Path, default=None,
-                        help="serve wss:// with this certificate (PEM, with its chain)")
+                        help="serve wss:// with this certificate (PEM, with its chain; "
+                        "default: plain ws://)")
     broker.add_argument("--tls-key", type=Path, default=None,
                         help="private key of --tls-cert (PEM)")
     sub = broker.add_subparsers(dest="broker_command", metavar="{tenant,admin}")
     data_dir: dict[str, Any] = {"type": Path, "default": argparse.SUPPRESS,
-                                "help": "the broker's data dir"}
+                                "help": "the broker's data dir "
+                                "(default: $REMBUS_DIR or the user data directory)"}
 
     tenant = sub.add_parser("tenant", help="tenants allowed to register components")
     tenant_cmds = tenant.add_subparsers(dest="tenant_command", required=True)
@@ -59,7 +63,7 @@ def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
                      "without a dot")
     add.add_argument("pin", help="the PIN components give when they register")
     remove = tenant_cmds.add_parser("remove", help="disable a tenant")
-    remove.add_argument("tenant")
+    remove.add_argument("tenant", help="the tenant to disable")
     listing = tenant_cmds.add_parser("list", help="print tenants and PINs")
     for parser in (add, remove, listing):
         parser.add_argument("--data-dir", **data_dir)
@@ -67,12 +71,12 @@ def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
     admin = sub.add_parser("admin", help="components allowed to run privileged commands")
     admin_cmds = admin.add_subparsers(dest="admin_command", required=True)
     add = admin_cmds.add_parser("add", help="make a (registered) component an admin")
-    add.add_argument("admin_name", metavar="NAME")
+    add.add_argument("admin_name", metavar="NAME", help="the component name")
     add.add_argument("--force", action="store_true",
                      help="grant it even if NAME is not registered yet (whoever registers "
-                          "NAME first becomes admin)")
+                          "NAME first becomes admin); default: refuse")
     remove = admin_cmds.add_parser("remove", help="take the admin right away")
-    remove.add_argument("admin_name", metavar="NAME")
+    remove.add_argument("admin_name", metavar="NAME", help="the component name")
     listing = admin_cmds.add_parser("list", help="print the admins")
     for parser in (add, remove, listing):
         parser.add_argument("--data-dir", **data_dir)
@@ -89,7 +93,8 @@ def add_commands(commands: Any) -> None:
                           help="PIN of the name's tenant (default $REMBUS_PIN)")
     register.add_argument("--url", default=None,
                           help="broker address (default $REMBUS_BASE_URL or ws://127.0.0.1:8000)")
-    register.add_argument("--key-type", choices=["rsa", "ecdsa"], default="rsa")
+    register.add_argument("--key-type", choices=["rsa", "ecdsa"], default="rsa",
+                          help="RSA 2048 or ECDSA P-256 (default: %(default)s)")
     unregister = commands.add_parser(
         "unregister", help="remove a component's registration",
         description="Log in with the component's key, remove it from the broker and delete "

@@ -11,11 +11,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rembus import logs
 from rembus.broker.datadir import DataDirBusy, DataDirLock
 from rembus.broker.server import Broker, BrokerConfig
 from rembus.cli import client as cli_client
 from rembus.cli import security as cli_security
-from rembus.cli.arguments import positive_int
+from rembus.cli.arguments import (
+    EXIT_USAGE,
+    Parser,
+    env_port,
+    port,
+    positive_float,
+    positive_int,
+    usage_error,
+)
 from rembus.paths import user_data_dir
 from rembus.version import __version__
 from rembus_proto.router import POLICIES, RouterConfig
@@ -25,50 +34,50 @@ log = logging.getLogger("rembus")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
-def _env_port() -> int:
-    raw = os.environ.get("REMBUS_PORT")
-    if not raw:
-        return 8000
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"rembus: REMBUS_PORT must be a port number, not {raw!r}") from None
+def _env_policy() -> str:
+    policy = os.environ.get("REMBUS_POLICY", "").strip() or "first_up"
+    if policy not in POLICIES:
+        usage_error(f"REMBUS_POLICY must be one of {', '.join(POLICIES)}, not {policy!r}")
+    return policy
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``rembus`` command."""
-    parser = argparse.ArgumentParser(prog="rembus", description="Rembus Pub/Sub and RPC.")
+    parser = Parser(prog="rembus", description="Rembus Pub/Sub and RPC.")
     parser.add_argument("--version", action="version", version=f"rembus {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     broker = commands.add_parser("broker", help="run a broker",
                                  description="Run a Rembus broker.")
     broker.add_argument("--host", default="127.0.0.1", help="address to listen on "
-                        "(default 127.0.0.1; 0.0.0.0 for every interface)")
-    broker.add_argument("--port", type=int, default=None,
-                        help="port to listen on (default $REMBUS_PORT or 8000; 0 = any free)")
+                        "(default: %(default)s; 0.0.0.0 for every interface)")
+    broker.add_argument("--port", type=port, default=None,
+                        help="port to listen on, 0-65535 (default: $REMBUS_PORT or 8000; "
+                        "0: any free port)")
     broker.add_argument("--data-dir", type=Path, default=None,
                         help="where the broker keeps its database "
-                        "(default $REMBUS_DIR or the user data directory)")
-    broker.add_argument("--name", default="broker", help="broker name (default: broker)")
-    broker.add_argument("--policy", choices=POLICIES, default=os.environ.get(
-        "REMBUS_POLICY", "first_up"), help="how an RPC picks among exposers")
+                        "(default: $REMBUS_DIR or the user data directory)")
+    broker.add_argument("--name", default="broker", help="broker name (default: %(default)s)")
+    broker.add_argument("--policy", choices=POLICIES, default=_env_policy(),
+                        help="how an RPC picks among exposers "
+                        "(default: $REMBUS_POLICY or first_up, here %(default)s)")
     broker.add_argument("--overwrite-connection", action="store_true",
-                        help="a new connection with a connected name replaces the old one")
+                        help="a new connection with a connected name replaces the old one "
+                        "(default: it is refused)")
     broker.add_argument("--max-message-size", type=positive_int, default=60 * 1024 * 1024,
-                        help="largest accepted message in bytes (default 60 MiB)")
-    broker.add_argument("--max-connections", type=positive_int, default=10_000)
+                        help="largest accepted message in bytes (default: %(default)s, 60 MiB)")
+    broker.add_argument("--max-connections", type=positive_int, default=10_000,
+                        help="open connections beyond it are refused (default: %(default)s)")
     broker.add_argument("--max-backlog", type=positive_int, default=64 * 1024 * 1024,
-                        help="bytes waiting for a slow consumer before it is disconnected")
-    broker.add_argument("--retention-max-age", type=float, default=7 * 86_400.0,
-                        help="seconds a stored message is kept (default 7 days)")
+                        help="bytes waiting for a slow consumer before it is disconnected "
+                        "(default: %(default)s, 64 MiB)")
+    broker.add_argument("--retention-max-age", type=positive_float, default=7 * 86_400.0,
+                        help="seconds a stored message is kept (default: %(default)s, 7 days)")
     broker.add_argument("--retention-max-messages", type=positive_int, default=100_000,
-                        help="stored messages kept per topic (default 100000)")
-    broker.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+                        help="stored messages kept per topic (default: %(default)s)")
+    logs.add_arguments(broker)
     cli_security.add_broker_arguments(broker)
     cli_security.add_commands(commands)
     cli_client.add_commands(commands)
@@ -91,7 +100,7 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
     )
     return BrokerConfig(
         host=args.host,
-        port=args.port if args.port is not None else _env_port(),
+        port=args.port if args.port is not None else env_port("REMBUS_PORT", 8000),
         router=router,
         max_message_size=args.max_message_size,
         max_connections=args.max_connections,
@@ -129,7 +138,6 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     await stop.wait()
-    log.info("stopping")
     await broker.stop()
     store.close()
     return EXIT_OK
@@ -138,8 +146,7 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rembus`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
     if args.command == "broker":
         data_dir = args.data_dir or user_data_dir()
         try:
