@@ -205,22 +205,27 @@ class SubList(Generic[V]):
 
     def _collect(self, topic: str) -> dict[V, int]:
         found: dict[V, int] = {}
-        active: dict[_Node[V], None] = {self._root: None}
+        active: list[_Node[V]] = [self._root]
         start = 0
         for segment in topic.split("/"):
-            after: dict[_Node[V], None] = {}
+            after: list[_Node[V]] = []
+            loopers: set[_Node[V]] | None = None  # a ``**`` node may come twice: once only
             for node in active:
                 if node.tails:
                     _match_tails(node, segment, topic[start:], found)
                 child = node.literal.get(segment)
                 if child is not None:
-                    after[child] = None
-                if node.star is not None and segment:
-                    after[node.star] = None
-                if node.any is not None:
-                    after[node.any] = None
-                if node.loops:
-                    after[node] = None
+                    after.append(child)
+                star = node.star
+                if star is not None and segment:
+                    after.append(star)
+                if node.any is not None or node.loops:
+                    if loopers is None:
+                        loopers = set()
+                    for looper in (node.any, node if node.loops else None):
+                        if looper is not None and looper not in loopers:
+                            loopers.add(looper)
+                            after.append(looper)
             if not after:
                 return found
             active = after
