@@ -126,6 +126,25 @@ def test_a_value_under_several_patterns_comes_once_in_first_insertion_order() ->
     assert sublist.match("a/b") == ("late", "early", "exact")
 
 
+def test_tails_by_prefix_by_suffix_and_without_either() -> None:
+    sublist: SubList[str] = SubList()
+    tails = ["se*", "sec*t", "**.json", "*_temp", "*x*", "a/**/b*c", "a/*.json", "a/*x*"]
+    for pattern in tails:
+        sublist.insert(pattern, pattern)
+    assert sublist.match("secret") == ("se*", "sec*t")
+    assert sublist.match("d/e.json") == ("**.json",)
+    assert sublist.match("oven_temp") == ("*_temp",)
+    assert sublist.match("axe") == ("*x*",)
+    assert sublist.match("a/ax.json") == ("**.json", "a/*.json", "a/*x*")
+    assert sublist.match("a/x.json") == ("**.json", "a/*.json")
+    assert sublist.match("a/q/r/bxc") == ("a/**/b*c",)
+    assert sublist.match("a/q/r/bxc.json") == ("**.json",)
+    for pattern in tails:
+        assert sublist.remove(pattern, pattern)
+        assert not sublist.remove(pattern, pattern)
+    assert sublist._root.empty()
+
+
 def test_negative_cache_size_is_refused() -> None:
     with pytest.raises(ValueError, match="cache_size"):
         SubList(-1)

@@ -3,28 +3,33 @@
 :class:`SubList` is a trie of ``/``-separated segments, as in NATS. A node
 has a child per literal segment, one ``*`` child and one ``**`` child; a
 ``**`` node also loops on itself. Patterns mean what
-:mod:`rembus_proto.wildcard` says (``*`` one non-empty segment, ``**`` one or
-more segments). A segment mixing ``*`` with other characters, or with three
-or more stars (``se*``, ``a**b``, ``***``), ends the trie path: the rest of the
-pattern from that segment on is a *tail*, matched by a
-:class:`~rembus_proto.wildcard.Wildcard` against the rest of the topic, and
-filed at its node under its literal prefix (the text before its first ``*``).
+:mod:`rembus_proto.wildcard` says (as a whole segment, ``*`` is one non-empty
+segment and ``**`` one or more segments). A segment mixing ``*`` with other
+characters, or with three or more stars (``se*``, ``a**b``, ``***``), ends the
+trie path: the rest of the pattern from that segment on is a *tail*, matched
+by a :class:`~rembus_proto.wildcard.Wildcard` against the rest of the topic.
+A node files its tails under their literal prefix (the text before the first
+``*``: ``se`` for ``se*``), else under their literal suffix (the text after
+the last ``*``: ``.json`` for ``**.json``); a tail with neither (``*x*``) is
+tried at every visit of its node.
 
 Cost of :meth:`SubList.match` for a topic of ``n`` segments, proved here.
-Matching keeps the set ``A_j`` of nodes whose path matches the first ``j``
-segments, and builds ``A_{j+1}`` from it with at most three dict/attribute
-reads per node (literal child, ``*`` child, ``**`` child, plus the self-loop of
-a ``**`` node). ``A_j`` is a set, so it never holds a node twice, and only
-nodes whose path matches a prefix of the topic ever enter it: patterns that
-cannot match are not visited, however many there are. For one pattern of
-``s`` segments of which ``d`` are ``**``, its path holds one node per segment,
-and between two ``**`` segments the number of topic segments consumed is
-fixed, so at most ``d + 1`` of its nodes are in ``A_j``; for many patterns,
-``|A_j|`` is at most the number of trie nodes on paths that match a prefix of
-the topic. Total: O(n x |A|) steps, with ``|A| <= d + 1`` for a single
-pattern, never exponential. Each tail at a visited node is looked up by the
-prefix lengths present there (one dict read per distinct length) and runs in
-O(len(topic) x len(tail) / 64) (see :mod:`rembus_proto.wildcard`).
+Matching keeps the set ``A_j`` of the nodes whose path matches the first
+``j`` segments, and builds ``A_{j+1}`` from it with a few dict and attribute
+reads per node (literal child, ``*`` child, ``**`` child, the self-loop of a
+``**`` node). ``A_j`` holds no node twice, and only nodes whose path matches
+a prefix of the topic ever enter it, so patterns that cannot match are not
+visited however many there are. The nodes of one pattern of ``s`` segments
+lie on one path of ``s + 1`` nodes, so that pattern puts at most ``s + 1``
+nodes in ``A_j``; without ``**`` it puts at most one (its node at depth
+``j``), and only the nodes after its first ``**`` can be active together.
+Over all patterns, ``|A_j|`` is at most the number of trie nodes on paths
+that match a prefix of the topic, and a match costs O(n x max |A_j|) steps:
+O(n x s) for one pattern, with ``s`` bounded by the broker
+(:class:`rembus_proto.topics.NameLimits`), never exponential. At a visited
+node, tails cost one dict read per distinct key length present there, then
+O(len(topic) x len(tail) / 64) per tail whose key fits (see
+:mod:`rembus_proto.wildcard`), plus that for each tail without a key.
 
 Results are each matching value once, in the order of its first insertion
 among the matching patterns, so a broker delivers in a stable order. A bounded
@@ -53,8 +58,81 @@ class _Tail(Generic[V]):
         self.values: dict[V, int] = {}
 
 
+class _Buckets(Generic[V]):
+    """Tails filed under a key (a literal prefix or suffix), with the key lengths present."""
+
+    __slots__ = ("by_key", "lengths")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, dict[str, _Tail[V]]] = {}
+        self.lengths: tuple[int, ...] = ()
+
+    def entry(self, key: str, tail: str) -> _Tail[V]:
+        bucket = self.by_key.setdefault(key, {})
+        entry = bucket.get(tail)
+        if entry is None:
+            entry = bucket[tail] = _Tail(tail)
+            self.lengths = tuple(sorted({len(k) for k in self.by_key}))
+        return entry
+
+    def drop(self, key: str, tail: str, value: V) -> bool:
+        bucket = self.by_key.get(key)
+        entry = bucket.get(tail) if bucket is not None else None
+        if bucket is None or entry is None or entry.values.pop(value, None) is None:
+            return False
+        if not entry.values:
+            del bucket[tail]
+            if not bucket:
+                del self.by_key[key]
+                self.lengths = tuple(sorted({len(k) for k in self.by_key}))
+        return True
+
+    def match(self, text: str, from_end: bool, rest: str, found: dict[V, int]) -> None:
+        """Add the values of tails keyed by a start (or end) of ``text`` that match ``rest``."""
+        by_key = self.by_key
+        size = len(text)
+        for length in self.lengths:
+            if length > size:
+                break
+            bucket = by_key.get(text[size - length:] if from_end else text[:length])
+            if bucket is not None:
+                for entry in bucket.values():
+                    if entry.matcher.fullmatch(rest):
+                        _add(found, entry.values)
+
+
+class _Tails(Generic[V]):
+    """The tails of one node: by literal prefix if they have one, else by literal suffix.
+
+    Tails with neither (``*x*``) sit under the empty prefix: every visit of
+    the node tries them.
+    """
+
+    __slots__ = ("prefixed", "suffixed")
+
+    def __init__(self) -> None:
+        self.prefixed: _Buckets[V] = _Buckets()
+        self.suffixed: _Buckets[V] = _Buckets()
+
+    def place(self, tail: str) -> tuple[_Buckets[V], str]:
+        prefix = tail.partition("*")[0]
+        suffix = tail.rpartition("*")[2]
+        if prefix or not suffix:
+            return self.prefixed, prefix
+        return self.suffixed, suffix
+
+    def empty(self) -> bool:
+        return not (self.prefixed.by_key or self.suffixed.by_key)
+
+    def match(self, segment: str, rest: str, found: dict[V, int]) -> None:
+        if self.prefixed.lengths:
+            self.prefixed.match(segment, False, rest, found)
+        if self.suffixed.lengths:
+            self.suffixed.match(rest, True, rest, found)
+
+
 class _Node(Generic[V]):
-    __slots__ = ("any", "literal", "loops", "star", "tail_lengths", "tails", "values")
+    __slots__ = ("any", "literal", "loops", "star", "tails", "values")
 
     def __init__(self, loops: bool = False) -> None:
         self.literal: dict[str, _Node[V]] = {}
@@ -62,11 +140,11 @@ class _Node(Generic[V]):
         self.any: _Node[V] | None = None
         self.loops = loops  # a ``**`` node: consumes any further segments
         self.values: dict[V, int] = {}  # value -> insertion number
-        self.tails: dict[str, dict[str, _Tail[V]]] = {}  # prefix -> tail pattern -> tail
-        self.tail_lengths: tuple[int, ...] = ()
+        self.tails: _Tails[V] | None = None
 
     def empty(self) -> bool:
-        return not (self.literal or self.star or self.any or self.values or self.tails)
+        return not (self.literal or self.star or self.any or self.values
+                    or (self.tails is not None and not self.tails.empty()))
 
 
 def _is_plain(segment: str) -> bool:
@@ -95,7 +173,13 @@ class SubList(Generic[V]):
     def insert(self, pattern: str, value: V) -> bool:
         """Add ``value`` under ``pattern``; ``False`` if it was there already."""
         node, tail = self._walk(pattern)
-        values = node.values if tail is None else self._tail(node, tail).values
+        if tail is None:
+            values = node.values
+        else:
+            if node.tails is None:
+                node.tails = _Tails()
+            buckets, key = node.tails.place(tail)
+            values = buckets.entry(key, tail).values
         if value in values:
             return False
         values[value] = self._next
@@ -124,8 +208,14 @@ class SubList(Generic[V]):
         if tail is None:
             if node.values.pop(value, None) is None:
                 return False
-        elif not self._drop_tail(node, tail, value):
-            return False
+        else:
+            if node.tails is None:
+                return False
+            buckets, key = node.tails.place(tail)
+            if not buckets.drop(key, tail, value):
+                return False
+            if node.tails.empty():
+                node.tails = None
         self._count -= 1
         self._cache.clear()
         for parent, segment in reversed(path):
@@ -179,30 +269,6 @@ class SubList(Generic[V]):
                 node = child
         return node, None
 
-    @staticmethod
-    def _tail(node: _Node[V], tail: str) -> _Tail[V]:
-        prefix = tail.partition("*")[0]
-        bucket = node.tails.setdefault(prefix, {})
-        entry = bucket.get(tail)
-        if entry is None:
-            entry = bucket[tail] = _Tail(tail)
-            node.tail_lengths = tuple(sorted({len(p) for p in node.tails}))
-        return entry
-
-    @staticmethod
-    def _drop_tail(node: _Node[V], tail: str, value: V) -> bool:
-        prefix = tail.partition("*")[0]
-        bucket = node.tails.get(prefix)
-        entry = bucket.get(tail) if bucket is not None else None
-        if bucket is None or entry is None or entry.values.pop(value, None) is None:
-            return False
-        if not entry.values:
-            del bucket[tail]
-            if not bucket:
-                del node.tails[prefix]
-                node.tail_lengths = tuple(sorted({len(p) for p in node.tails}))
-        return True
-
     def _collect(self, topic: str) -> dict[V, int]:
         found: dict[V, int] = {}
         active: list[_Node[V]] = [self._root]
@@ -211,8 +277,8 @@ class SubList(Generic[V]):
             after: list[_Node[V]] = []
             loopers: set[_Node[V]] | None = None  # a ``**`` node may come twice: once only
             for node in active:
-                if node.tails:
-                    _match_tails(node, segment, topic[start:], found)
+                if node.tails is not None:
+                    node.tails.match(segment, topic[start:], found)
                 child = node.literal.get(segment)
                 if child is not None:
                     after.append(child)
@@ -233,19 +299,6 @@ class SubList(Generic[V]):
         for node in active:
             _add(found, node.values)
         return found
-
-
-def _match_tails(node: _Node[V], segment: str, rest: str, found: dict[V, int]) -> None:
-    tails = node.tails
-    for length in node.tail_lengths:
-        if length > len(segment):
-            break
-        bucket = tails.get(segment[:length])
-        if bucket is None:
-            continue
-        for entry in bucket.values():
-            if entry.matcher.fullmatch(rest):
-                _add(found, entry.values)
 
 
 def _add(found: dict[V, int], values: dict[V, int]) -> None:

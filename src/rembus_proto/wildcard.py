@@ -103,7 +103,7 @@ class _Chunk:
 class Wildcard:
     """One pattern, compiled for :meth:`fullmatch` (see the module doc)."""
 
-    __slots__ = ("_chunks", "pattern")
+    __slots__ = ("_chunks", "_head", "_literals", "_min_length", "_tail", "pattern")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -114,9 +114,25 @@ class Wildcard:
             elif piece:
                 chunks[-1].append(piece)
         self._chunks = [_Chunk(pieces) for pieces in chunks]
+        # Necessary conditions, checked at C speed before the automaton runs:
+        # the literal text in order, the literal start and end, a least length.
+        pieces = [piece for piece in _PIECES.split(pattern) if piece]
+        self._literals = [piece for piece in pieces if "*" not in piece]
+        self._head = pieces[0] if pieces and "*" not in pieces[0] else ""
+        self._tail = pieces[-1] if pieces and "*" not in pieces[-1] else ""
+        self._min_length = sum(map(len, self._literals)) + pieces.count("*")
 
     def fullmatch(self, topic: str) -> bool:
         """Whether the pattern matches all of ``topic``."""
+        if (len(topic) < self._min_length or not topic.startswith(self._head)
+                or not topic.endswith(self._tail)):
+            return False
+        pos = 0
+        for literal in self._literals:
+            pos = topic.find(literal, pos)
+            if pos < 0:
+                return False
+            pos += len(literal)
         chunks = self._chunks
         last = len(chunks) - 1
         if not last:
