@@ -10,6 +10,9 @@ Pure CPU, no sockets:
   broker does with ``compile_pattern``) against the
   :class:`rembus_proto.sublist.SubList` trie, without its cache (every
   topic new) and with it (a steady set of 100 topics);
+* the same with 10,000 patterns of one shape each, from a literal first
+  segment to none at all (``*aN*``: no literal prefix or suffix either, so the
+  trie finds it through the substrings of the topic);
 * the backtracking pattern ``**a**a**a**a**a**a**a**a**b`` against a topic
   of ``a`` only: the regex on short topics (its time grows as a power of the
   length, so keep them short), the trie and the linear matcher on long ones.
@@ -80,6 +83,23 @@ def match_cost(patterns: int, seconds: float) -> tuple[float, float, float, floa
             hits)
 
 
+SHAPES = ["site{i}/*/temp", "*/{i}/status", "site{i}/**", "dev{i}*/x", "*_t{i}", "*a{i}*"]
+
+
+def shape_cost(shape: str, patterns: int, seconds: float) -> tuple[float, float]:
+    """Microseconds per publication with ``patterns`` patterns of one shape: regex loop, trie."""
+    regexes = [compile_pattern(shape.format(i=i)) for i in range(patterns)]
+    trie: SubList[int] = SubList(cache_size=0)
+    for i in range(patterns):
+        trie.insert(shape.format(i=i), i)
+
+    def name(i: int) -> str:
+        return f"site{i % patterns}/floor/{i}"
+
+    return (per_call(lambda i: [r for r in regexes if r.fullmatch(name(i))], seconds) * 1e6,
+            per_call(lambda i: trie.match(name(i)), seconds) * 1e6)
+
+
 def attack_cost(kind: str, length: int, seconds: float) -> tuple[float, bool]:
     text = "a" * length
     if kind == "regex":
@@ -103,6 +123,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.3, help="time spent on one case")
     parser.add_argument("--patterns", type=numbers, default=[1, 100, 10_000],
                         help="pattern subscriptions held, comma-separated")
+    parser.add_argument("--shape-patterns", type=int, default=10_000,
+                        help="patterns per shape in the second table")
     parser.add_argument("--regex-lengths", type=numbers, default=[16, 20, 24, 28],
                         help="topic lengths for the backtracking regex (keep them short)")
     parser.add_argument("--lengths", type=numbers, default=[48, 56, 1024],
@@ -116,6 +138,13 @@ def main() -> None:
         regex_us, trie_us, cached_us, hits = match_cost(count, opts.seconds)
         print(f"{count:>9,}{regex_us:>13.2f}{trie_us:>10.2f}{cached_us:>9.2f}"
               f"{regex_us / trie_us:>9.1f}x{hits:>9.2f}")
+
+    print()
+    print(f"{opts.shape_patterns:,} patterns of one shape, per publication (microseconds)")
+    print(f"{'shape':<16}{'regex loop':>13}{'SubList':>10}{'speed-up':>10}")
+    for shape in SHAPES:
+        regex_us, trie_us = shape_cost(shape, opts.shape_patterns, opts.seconds)
+        print(f"{shape:<16}{regex_us:>13.2f}{trie_us:>10.2f}{regex_us / trie_us:>9.1f}x")
 
     print()
     print(f"Pattern {ATTACK!r} against 'a' * length (no match)")

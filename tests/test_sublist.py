@@ -87,6 +87,23 @@ def test_sublist_is_the_reference(ops: list[tuple[str, str, int, str]], cache_si
         assert len(sublist) == len(entries)
 
 
+infix_patterns = st.builds("{}*{}*{}".format, st.sampled_from(["", "a/", "*/", "**/"]),
+                           st.text(alphabet="ab/", min_size=1, max_size=5),
+                           st.sampled_from(["", "*", "/b", "/**"]))
+
+
+@given(st.lists(infix_patterns, min_size=60, max_size=120, unique=True), st.lists(topics))
+@settings(max_examples=50)
+def test_many_tails_without_prefix_or_suffix_are_found_by_substring(
+        many: list[str], probes: list[str]) -> None:
+    # More tails than (topic length x key lengths): the substring index is used.
+    sublist: SubList[str] = SubList()
+    for pattern in many:
+        sublist.insert(pattern, pattern)
+    for topic in probes:
+        assert list(sublist.match(topic)) == [p for p in many if reference(p, topic)]
+
+
 @given(st.lists(st.tuples(patterns, st.integers(0, 4)), max_size=20))
 def test_removing_everything_leaves_an_empty_trie(entries: list[tuple[str, int]]) -> None:
     sublist: SubList[int] = SubList()

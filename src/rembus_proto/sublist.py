@@ -59,19 +59,21 @@ class _Tail(Generic[V]):
 
 
 class _Buckets(Generic[V]):
-    """Tails filed under a key (a literal prefix or suffix), with the key lengths present."""
+    """Tails filed under a key (a literal prefix, suffix or infix), with the key lengths present."""
 
-    __slots__ = ("by_key", "lengths")
+    __slots__ = ("by_key", "lengths", "size")
 
     def __init__(self) -> None:
         self.by_key: dict[str, dict[str, _Tail[V]]] = {}
         self.lengths: tuple[int, ...] = ()
+        self.size = 0  # tails held
 
     def entry(self, key: str, tail: str) -> _Tail[V]:
         bucket = self.by_key.setdefault(key, {})
         entry = bucket.get(tail)
         if entry is None:
             entry = bucket[tail] = _Tail(tail)
+            self.size += 1
             self.lengths = tuple(sorted({len(k) for k in self.by_key}))
         return entry
 
@@ -82,6 +84,7 @@ class _Buckets(Generic[V]):
             return False
         if not entry.values:
             del bucket[tail]
+            self.size -= 1
             if not bucket:
                 del self.by_key[key]
                 self.lengths = tuple(sorted({len(k) for k in self.by_key}))
@@ -96,39 +99,77 @@ class _Buckets(Generic[V]):
                 break
             bucket = by_key.get(text[size - length:] if from_end else text[:length])
             if bucket is not None:
-                for entry in bucket.values():
-                    if entry.matcher.fullmatch(rest):
-                        _add(found, entry.values)
+                _try(bucket, rest, found)
+
+    def match_inside(self, rest: str, found: dict[V, int]) -> None:
+        """Add the values of tails keyed by a substring of ``rest`` that match ``rest``.
+
+        Looking up every substring costs ``len(rest)`` reads per key length;
+        when the tails are fewer, trying them all is cheaper.
+        """
+        by_key = self.by_key
+        size = len(rest)
+        if self.size <= size * len(self.lengths):
+            for every in by_key.values():
+                _try(every, rest, found)
+            return
+        tried: set[str] = set()
+        for length in self.lengths:
+            for start in range(size - length + 1):
+                key = rest[start:start + length]
+                bucket = by_key.get(key)
+                if bucket is not None and key not in tried:
+                    tried.add(key)
+                    _try(bucket, rest, found)
+
+
+def _try(bucket: dict[str, _Tail[V]], rest: str, found: dict[V, int]) -> None:
+    for entry in bucket.values():
+        if entry.matcher.fullmatch(rest):
+            _add(found, entry.values)
+
+
+_INFIX = 4  # characters of an infix key: short keys keep the substring reads few
 
 
 class _Tails(Generic[V]):
-    """The tails of one node: by literal prefix if they have one, else by literal suffix.
+    """The tails of one node, filed under the first of these they have.
 
-    Tails with neither (``*x*``) sit under the empty prefix: every visit of
-    the node tries them.
+    Their literal prefix (``se`` of ``se*``), their literal suffix (``.json``
+    of ``**.json``), the start of their longest literal piece (``abcd`` of
+    ``*abcdef*``, looked up among the substrings of the topic), else nothing
+    (``***``: every visit of the node tries them).
     """
 
-    __slots__ = ("prefixed", "suffixed")
+    __slots__ = ("infixed", "prefixed", "suffixed")
 
     def __init__(self) -> None:
         self.prefixed: _Buckets[V] = _Buckets()
         self.suffixed: _Buckets[V] = _Buckets()
+        self.infixed: _Buckets[V] = _Buckets()
 
     def place(self, tail: str) -> tuple[_Buckets[V], str]:
         prefix = tail.partition("*")[0]
-        suffix = tail.rpartition("*")[2]
-        if prefix or not suffix:
+        if prefix:
             return self.prefixed, prefix
-        return self.suffixed, suffix
+        suffix = tail.rpartition("*")[2]
+        if suffix:
+            return self.suffixed, suffix
+        infix = max(tail.split("*"), key=len)[:_INFIX]
+        if infix:
+            return self.infixed, infix
+        return self.prefixed, ""
 
     def empty(self) -> bool:
-        return not (self.prefixed.by_key or self.suffixed.by_key)
+        return not (self.prefixed.size or self.suffixed.size or self.infixed.size)
 
     def match(self, segment: str, rest: str, found: dict[V, int]) -> None:
-        if self.prefixed.lengths:
+        if self.prefixed.size:
             self.prefixed.match(segment, False, rest, found)
-        if self.suffixed.lengths:
+        if self.suffixed.size:
             self.suffixed.match(rest, True, rest, found)
+        if self.infixed.size:
+            self.infixed.match_inside(rest, found)
 
 
 class _Node(Generic[V]):
