@@ -9,9 +9,11 @@ characters, or with three or more stars (``se*``, ``a**b``, ``***``), ends the
 trie path: the rest of the pattern from that segment on is a *tail*, matched
 by a :class:`~rembus_proto.wildcard.Wildcard` against the rest of the topic.
 A node files its tails under their literal prefix (the text before the first
-``*``: ``se`` for ``se*``), else under their literal suffix (the text after
-the last ``*``: ``.json`` for ``**.json``); a tail with neither (``*x*``) is
-tried at every visit of its node.
+``*``: ``se`` for ``se*``), else their literal suffix (after the last ``*``:
+``.json`` for ``**.json``), else the first four characters of their longest
+literal piece (``abcd`` for ``*abcdef*``, looked up among the substrings of
+the topic when the tails outnumber those), else nothing: a tail of stars
+only (``***``) is tried at every visit of its node.
 
 Cost of :meth:`SubList.match` for a topic of ``n`` segments, proved here.
 Matching keeps the set ``A_j`` of the nodes whose path matches the first
@@ -27,7 +29,8 @@ Over all patterns, ``|A_j|`` is at most the number of trie nodes on paths
 that match a prefix of the topic, and a match costs O(n x max |A_j|) steps:
 O(n x s) for one pattern, with ``s`` bounded by the broker
 (:class:`rembus_proto.topics.NameLimits`), never exponential. At a visited
-node, tails cost one dict read per distinct key length present there, then
+node, tails cost one dict read per distinct key length present there (times
+``len(topic)`` for infix keys, of at most four lengths), then
 O(len(topic) x len(tail) / 64) per tail whose key fits (see
 :mod:`rembus_proto.wildcard`), plus that for each tail without a key.
 
