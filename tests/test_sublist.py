@@ -58,7 +58,7 @@ def test_semantics(pattern: str, topic: str, expected: bool) -> None:
 
 
 @given(patterns, topics)
-@settings(max_examples=1500)
+@settings(max_examples=1500, deadline=None)
 def test_wildcard_is_the_regex(pattern: str, topic: str) -> None:
     assert Wildcard(pattern).fullmatch(topic) is reference(pattern, topic)
 
@@ -69,7 +69,7 @@ operations = st.lists(
 
 
 @given(operations, st.sampled_from([0, 1, 3, 1024]))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_sublist_is_the_reference(ops: list[tuple[str, str, int, str]], cache_size: int) -> None:
     sublist: SubList[int] = SubList(cache_size)
     entries: list[tuple[str, int]] = []  # insertion order, as the trie reports it
@@ -93,7 +93,7 @@ infix_patterns = st.builds("{}*{}*{}".format, st.sampled_from(["", "a/", "*/", "
 
 
 @given(st.lists(infix_patterns, min_size=60, max_size=120, unique=True), st.lists(topics))
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 def test_many_tails_without_prefix_or_suffix_are_found_by_substring(
         many: list[str], probes: list[str]) -> None:
     # More tails than (topic length x key lengths): the substring index is used.
@@ -105,6 +105,7 @@ def test_many_tails_without_prefix_or_suffix_are_found_by_substring(
 
 
 @given(st.lists(st.tuples(patterns, st.integers(0, 4)), max_size=20))
+@settings(deadline=None)
 def test_removing_everything_leaves_an_empty_trie(entries: list[tuple[str, int]]) -> None:
     sublist: SubList[int] = SubList()
     for pattern, value in entries:
