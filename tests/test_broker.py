@@ -90,14 +90,19 @@ def test_pub_sub_and_rpc_through_sockets() -> None:
     run(scenario)
 
 
-def test_malformed_frame_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("bad_frame", [
+    b"\x83\x01\x61",
+    rp.Rpc(bytes(1 << 20), "t", rp.Payload.of(1)).encode(),  # ids are 8 or 16 bytes
+], ids=["truncated", "megabyte-id"])
+def test_malformed_frame_closes_only_that_connection(caplog: pytest.LogCaptureFixture,
+                                                     bad_frame: bytes) -> None:
     async def scenario() -> None:
         async with broker() as b:
             sub, bad, pub = await wire(b), await wire(b), await wire(b)
             for m in (rp.Admin(ID, "t", {"cmd": "subscribe", "msg_from": 0.0}),
                       rp.Admin(ID, "__config__", {"cmd": "reactive", "status": True})):
                 await request(sub, m)
-            bad.send(b"\x83\x01\x61")
+            bad.send(bad_frame)
             with pytest.raises(WireClosed):
                 await bad.recv()
             assert bad.closed is not None and bad.closed.code == 1002
@@ -126,6 +131,12 @@ def test_oversize_message_is_refused_with_1009() -> None:
             await ok.close()
 
     run(scenario)
+
+
+def test_the_message_size_option_keeps_the_other_decode_limits() -> None:
+    limits = rp.DecodeLimits(max_depth=7, max_id_length=8)
+    b = Broker(BrokerConfig(max_message_size=1000, router=RouterConfig(limits=limits)))
+    assert b.router.config.limits == rp.DecodeLimits(1000, 7, 8)
 
 
 def test_json_components_publish_and_receive() -> None:

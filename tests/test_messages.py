@@ -179,6 +179,34 @@ def test_depth_limit_is_configurable() -> None:
         shallow.data.validate()  # type: ignore[union-attr]
 
 
+def _with_id(msg_id: bytes) -> list[rp.Message]:
+    return [Identity(msg_id, "n"), Pub("t", Payload.of(1), msg_id, rp.QOS1),
+            Rpc(msg_id, "t", Payload.of(1)), Admin(msg_id, "t", {}), Response(msg_id, 0),
+            Ack(msg_id), Ack2(msg_id), Unregister(msg_id), Register(msg_id, "n", "p", b"k"),
+            Attestation(msg_id, "n", b"s")]
+
+
+@pytest.mark.parametrize("message", _with_id(b"\x01" * 65), ids=lambda m: type(m).__name__)
+def test_an_id_over_the_limit_is_malformed(message: rp.Message) -> None:
+    frame = message.encode()
+    with pytest.raises(rp.MalformedMessage, match="id of 65 bytes is longer than the limit of 64"):
+        rp.decode(frame)
+    assert rp.decode(frame, rp.DecodeLimits(max_id_length=65)) == message
+    with pytest.raises(rp.MalformedMessage, match="limit of 8 bytes"):
+        rp.decode(message._replace(id=b"\x01" * 9).encode(), rp.DecodeLimits(max_id_length=8))
+
+
+def test_a_megabyte_id_is_refused() -> None:
+    with pytest.raises(rp.MalformedMessage, match="RPC id of 1048576 bytes"):
+        rp.decode(Rpc(bytes(1 << 20), "t", Payload.of(1)).encode())
+
+
+@pytest.mark.parametrize("message", _with_id(b"\x01" * 64) + _with_id(b""),
+                         ids=lambda m: f"{type(m).__name__}-{len(m.id or b'')}")
+def test_ids_up_to_the_limit_are_accepted(message: rp.Message) -> None:
+    assert rp.decode(message.encode()) == message
+
+
 def test_encode_rejects_bad_fields_with_clear_errors() -> None:
     with pytest.raises(TypeError, match="topic must be a str"):
         Pub({"name": 1}, Payload.of([])).encode()  # type: ignore[arg-type]

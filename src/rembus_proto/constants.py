@@ -61,3 +61,5 @@ LAST_RECEIVED = float("inf")
 DEFAULT_MAX_MESSAGE_SIZE = 60 * 1024 * 1024
 #: Default maximum CBOR nesting depth of a payload.
 DEFAULT_MAX_DEPTH = 200
+#: Default maximum length of a message id in bytes (ids are 8 or 16 bytes).
+DEFAULT_MAX_ID_LENGTH = 64

@@ -29,6 +29,7 @@ from .cbor import (
 )
 from .constants import (
     DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ID_LENGTH,
     DEFAULT_MAX_MESSAGE_SIZE,
     FLAGS_MASK,
     QOS_MASK,
@@ -279,10 +280,20 @@ def encode(message: Message) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
-    """Limits applied while decoding input from the network."""
+    """Limits applied while decoding input from the network.
+
+    A message over a limit raises :class:`MessageTooLarge` (size) or
+    :class:`MalformedMessage` (the others).
+    """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    """Bytes of one message."""
     max_depth: int = DEFAULT_MAX_DEPTH
+    """Nesting of arrays and maps in one message."""
+    max_id_length: int = DEFAULT_MAX_ID_LENGTH
+    """Bytes of a message id. Peers send 8 (current) or 16 (0.1.x era) bytes;
+    ids are opaque and some peers echo any length, so other lengths pass up to
+    this bound, which keeps every table keyed by ids small."""
 
 
 DEFAULT_LIMITS = DecodeLimits()
@@ -303,71 +314,80 @@ def _count_error(kind: str, count: int, allowed: str) -> MalformedMessage:
     return MalformedMessage(f"{kind} message with {count} elements (expected {allowed})")
 
 
+def _read_id(buf: bytes, pos: int, what: str, limits: DecodeLimits) -> tuple[bytes, int]:
+    msg_id, pos = read_bytes(buf, pos, what)
+    if len(msg_id) > limits.max_id_length:
+        raise MalformedMessage(f"{what} of {len(msg_id)} bytes is longer than the limit of "
+                               f"{limits.max_id_length} bytes (ids are 8 or 16 bytes)")
+    return msg_id, pos
+
+
 def _payload(buf: bytes, pos: int, max_depth: int) -> Payload:
     if pos >= len(buf):
         raise MalformedMessage("message is truncated: the data element is missing")
     return raw_payload(buf[pos:], max_depth)
 
 
-def _decode_pub(buf: bytes, count: int, type_byte: int, pos: int, depth: int) -> Pub:
+def _decode_pub(buf: bytes, count: int, type_byte: int, pos: int, limits: DecodeLimits) -> Pub:
     if count == 3:
         if pos >= len(buf):
             raise MalformedMessage("message is truncated: the PUB topic is missing")
         topic, pos = read_text(buf, pos, "PUB topic")
-        return _pub(topic, _payload(buf, pos, depth), None, 0)
+        return _pub(topic, _payload(buf, pos, limits.max_depth), None, 0)
     if count == 4:
-        msg_id, pos = read_bytes(buf, pos, "PUB id")
+        msg_id, pos = _read_id(buf, pos, "PUB id", limits)
         topic, pos = read_text(buf, pos, "PUB topic")
-        return _pub(topic, _payload(buf, pos, depth), msg_id, type_byte & FLAGS_MASK)
+        return _pub(topic, _payload(buf, pos, limits.max_depth), msg_id, type_byte & FLAGS_MASK)
     raise _count_error("PUB", count, "3 or 4")
 
 
-def _decode_rpc(buf: bytes, count: int, pos: int, depth: int) -> Rpc:
+def _decode_rpc(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Rpc:
     if count not in (4, 5):
         raise _count_error("RPC", count, "4 or 5")
-    msg_id, pos = read_bytes(buf, pos, "RPC id")
+    msg_id, pos = _read_id(buf, pos, "RPC id", limits)
     topic, pos = read_text(buf, pos, "RPC topic")
     target = None
     if count == 5:
         target, pos = read_optional_text(buf, pos, "RPC target")
-    return _tuple_new(Rpc, (msg_id, topic, _payload(buf, pos, depth), target))
+    return _tuple_new(Rpc, (msg_id, topic, _payload(buf, pos, limits.max_depth), target))
 
 
-def _decode_response(buf: bytes, count: int, pos: int, depth: int) -> Response:
+def _decode_response(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Response:
     if count not in (3, 4):
         raise _count_error("RESPONSE", count, "3 or 4")
-    msg_id, pos = read_bytes(buf, pos, "RESPONSE id")
+    msg_id, pos = _read_id(buf, pos, "RESPONSE id", limits)
     status, pos = read_uint(buf, pos, "RESPONSE status")
     if count == 3:
         if pos != len(buf):
             raise MalformedMessage("trailing bytes after a 3-element RESPONSE")
         return Response(msg_id, status)
-    return _tuple_new(Response, (msg_id, status, _payload(buf, pos, depth)))
+    return _tuple_new(Response, (msg_id, status, _payload(buf, pos, limits.max_depth)))
 
 
-def _decode_admin(buf: bytes, count: int, pos: int, depth: int) -> Admin:
+def _decode_admin(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Admin:
     if count != 4:
         raise _count_error("ADMIN", count, "4")
-    msg_id, pos = read_bytes(buf, pos, "ADMIN id")
+    msg_id, pos = _read_id(buf, pos, "ADMIN id", limits)
     topic, pos = read_text(buf, pos, "ADMIN topic")
-    return Admin(msg_id, topic, loads_exact(bytes(buf[pos:]), depth))
+    return Admin(msg_id, topic, loads_exact(bytes(buf[pos:]), limits.max_depth))
 
 
-def _decode_identity(buf: bytes, count: int, pos: int, depth: int) -> Identity:
+def _decode_identity(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Identity:
     if count not in (3, 4):
         raise _count_error("IDENTITY", count, "3 or 4")
-    msg_id, pos = read_bytes(buf, pos, "IDENTITY id")
+    msg_id, pos = _read_id(buf, pos, "IDENTITY id", limits)
     cid, pos = read_text(buf, pos, "IDENTITY cid")
     if count == 3:
         _expect_end(buf, pos)
         return Identity(msg_id, cid)
-    return Identity(msg_id, cid, loads_exact(bytes(buf[pos:]), depth))
+    return Identity(msg_id, cid, loads_exact(bytes(buf[pos:]), limits.max_depth))
 
 
-def _id_only(buf: bytes, count: int, pos: int, kind: str, extra: int = 0) -> tuple[bytes, int]:
+def _id_only(buf: bytes, count: int, pos: int, kind: str, limits: DecodeLimits,
+             extra: int = 0) -> tuple[bytes, int]:
     if not 2 <= count <= 2 + extra:
         raise _count_error(kind, count, "2" if not extra else f"2 to {2 + extra}")
-    return read_bytes(buf, pos, f"{kind} id")
+    return _read_id(buf, pos, f"{kind} id", limits)
 
 
 def _expect_end(buf: bytes, pos: int) -> None:
@@ -375,14 +395,14 @@ def _expect_end(buf: bytes, pos: int) -> None:
         raise MalformedMessage(f"{len(buf) - pos} trailing bytes after the message")
 
 
-def _decode_ack(buf: bytes, count: int, pos: int, ack2: bool) -> Ack | Ack2:
-    msg_id, pos = _id_only(buf, count, pos, "ACK2" if ack2 else "ACK")
+def _decode_ack(buf: bytes, count: int, pos: int, ack2: bool, limits: DecodeLimits) -> Ack | Ack2:
+    msg_id, pos = _id_only(buf, count, pos, "ACK2" if ack2 else "ACK", limits)
     _expect_end(buf, pos)
     return Ack2(msg_id) if ack2 else Ack(msg_id)
 
 
-def _decode_unregister(buf: bytes, count: int, pos: int) -> Unregister:
-    msg_id, pos = _id_only(buf, count, pos, "UNREGISTER", extra=1)
+def _decode_unregister(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Unregister:
+    msg_id, pos = _id_only(buf, count, pos, "UNREGISTER", limits, extra=1)
     cid = None
     if count == 3:
         cid, pos = read_text(buf, pos, "UNREGISTER cid")
@@ -398,12 +418,12 @@ def _unwrap_bytes(value: Any, what: str) -> bytes:
     return value
 
 
-def _decode_register(buf: bytes, count: int, pos: int, depth: int) -> Register:
+def _decode_register(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Register:
     if count not in (5, 6):
         raise _count_error("REGISTER", count, "5 or 6")
-    msg_id, pos = read_bytes(buf, pos, "REGISTER id")
+    msg_id, pos = _read_id(buf, pos, "REGISTER id", limits)
     cid, pos = read_text(buf, pos, "REGISTER cid")
-    rest = loads_items(buf, pos, count - 3, depth)
+    rest = loads_items(buf, pos, count - 3, limits.max_depth)
     pin = rest[0]
     if not isinstance(pin, str):
         raise MalformedMessage("REGISTER pin must be a text string")
@@ -417,12 +437,12 @@ def _decode_register(buf: bytes, count: int, pos: int, depth: int) -> Register:
     return Register(msg_id, cid, pin, pubkey, keytype)
 
 
-def _decode_attestation(buf: bytes, count: int, pos: int, depth: int) -> Attestation:
+def _decode_attestation(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Attestation:
     if count not in (4, 5):
         raise _count_error("ATTESTATION", count, "4 or 5")
-    msg_id, pos = read_bytes(buf, pos, "ATTESTATION id")
+    msg_id, pos = _read_id(buf, pos, "ATTESTATION id", limits)
     cid, pos = read_text(buf, pos, "ATTESTATION cid")
-    rest = loads_items(buf, pos, count - 3, depth)
+    rest = loads_items(buf, pos, count - 3, limits.max_depth)
     signature = _unwrap_bytes(rest[0], "ATTESTATION signature")
     return Attestation(msg_id, cid, signature, rest[1] if count == 5 else None)
 
@@ -477,26 +497,25 @@ def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_
         type_byte, pos = read_uint(buf, pos, "message type")
         if type_byte > 0xFF:
             raise MalformedMessage(f"message type byte {type_byte} out of range")
-    depth = limits.max_depth
     kind = type_byte & 0x0F
     if kind == 1:
-        return _decode_pub(buf, count, type_byte, pos, depth)
+        return _decode_pub(buf, count, type_byte, pos, limits)
     if kind == 4:
-        return _decode_response(buf, count, pos, depth)
+        return _decode_response(buf, count, pos, limits)
     if kind == 2:
-        return _decode_rpc(buf, count, pos, depth)
+        return _decode_rpc(buf, count, pos, limits)
     if kind == 5 or kind == 6:
-        return _decode_ack(buf, count, pos, kind == 6)
+        return _decode_ack(buf, count, pos, kind == 6, limits)
     if kind == 3:
-        return _decode_admin(buf, count, pos, depth)
+        return _decode_admin(buf, count, pos, limits)
     if kind == 0:
-        return _decode_identity(buf, count, pos, depth)
+        return _decode_identity(buf, count, pos, limits)
     if kind == 11:
-        return _decode_attestation(buf, count, pos, depth)
+        return _decode_attestation(buf, count, pos, limits)
     if kind == 10:
-        return _decode_register(buf, count, pos, depth)
+        return _decode_register(buf, count, pos, limits)
     if kind == 9:
-        return _decode_unregister(buf, count, pos)
+        return _decode_unregister(buf, count, pos, limits)
     raise UnknownMessageType(type_byte)
 
 

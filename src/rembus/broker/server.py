@@ -20,7 +20,7 @@ from typing import Any
 from rembus import logs
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
-from rembus_proto import DecodeLimits, ProtocolError, decode
+from rembus_proto import ProtocolError, decode
 from rembus_proto.jsonrpc import encode_json, to_cbor
 from rembus_proto.router import Close, Connection, Router, RouterConfig
 from rembus_proto.security import Security
@@ -284,9 +284,8 @@ class Broker:
         if router_config.limits.max_message_size != self.config.max_message_size:
             from dataclasses import replace
 
-            router_config = replace(router_config, limits=DecodeLimits(
-                max_message_size=self.config.max_message_size,
-                max_depth=router_config.limits.max_depth))
+            router_config = replace(router_config, limits=replace(
+                router_config.limits, max_message_size=self.config.max_message_size))
         self.router = Router(self.store, router_config, now=time.time(), security=security,
                              verify=verify_signature)
         self.peers: set[_Peer] = set()
