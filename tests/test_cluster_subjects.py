@@ -80,11 +80,13 @@ def test_a_token_decodes_only_if_it_is_the_one_spelling_of_its_segment(token: st
     assert encode_segment(segment) == token
 
 
-@given(texts, texts)
-def test_a_publication_subject_gives_back_tenant_and_topic(tenant: str, topic: str) -> None:
-    subject = SPACE.publish(tenant, topic)
+@given(texts, texts, st.booleans())
+def test_a_publication_subject_gives_back_tenant_and_topic(tenant: str, topic: str,
+                                                           kept: bool) -> None:
+    subject = SPACE.publish(tenant, topic, kept)
     assert valid_subject(subject)
-    assert SPACE.parse_publish(subject) == (tenant, topic)
+    assert SPACE.parse_publish(subject) == (tenant, topic, kept)
+    assert nats_matches(SPACE.archive(), subject) == kept
 
 
 @given(texts, texts)
@@ -95,31 +97,35 @@ def test_tenants_and_topics_never_share_a_subject(tenant: str, topic: str) -> No
     assert SPACE.rpc(tenant, topic) != SPACE.publish(tenant, topic)
 
 
-@given(topics, patterns)
-@example("a/b/c", "a/**")
-@example("a/b", "a/**/b")
-@example("a", "a/**")
-def test_nats_delivers_every_topic_the_pattern_matches(topic: str, pattern: str) -> None:
+@given(topics, patterns, st.booleans())
+@example("a/b/c", "a/**", False)
+@example("a/b", "a/**/b", True)
+@example("a", "a/**", False)
+def test_nats_delivers_every_topic_the_pattern_matches(topic: str, pattern: str,
+                                                       kept: bool) -> None:
     interest = SPACE.subscription("t", pattern)
-    subject = SPACE.publish("t", topic)
+    subject = SPACE.publish("t", topic, kept)
     if compile_pattern(pattern).fullmatch(topic):
         assert nats_matches(interest.subject, subject)
 
 
-@given(topics, patterns)
-def test_an_exact_interest_delivers_only_matching_topics(topic: str, pattern: str) -> None:
+@given(topics, patterns, st.booleans())
+def test_an_exact_interest_delivers_only_matching_topics(topic: str, pattern: str,
+                                                         kept: bool) -> None:
     interest = SPACE.subscription("t", pattern)
     if not interest.exact or "" in topic.split("/"):
         return
-    subject = SPACE.publish("t", topic)
+    subject = SPACE.publish("t", topic, kept)
     assert nats_matches(interest.subject, subject) == bool(
         compile_pattern(pattern).fullmatch(topic))
 
 
-@given(topics, patterns)
-def test_other_tenants_never_match(topic: str, pattern: str) -> None:
+@given(topics, patterns, st.booleans())
+def test_other_tenants_never_match(topic: str, pattern: str, kept: bool) -> None:
     assert not nats_matches(SPACE.subscription("t", pattern).subject,
-                            SPACE.publish("u", topic))
+                            SPACE.publish("u", topic, kept))
+    assert not nats_matches(SPACE.subscription("t", pattern).subject,
+                            SPACE.rpc("t", topic))
 
 
 @pytest.mark.parametrize(("pattern", "tokens", "exact"), [
@@ -135,7 +141,7 @@ def test_other_tenants_never_match(topic: str, pattern: str) -> None:
     ("x.y/*", "x_2Ey.*", True),
 ])
 def test_patterns_nats_can_and_cannot_express(pattern: str, tokens: str, exact: bool) -> None:
-    root = SPACE.publish("t", "")[:-len(EMPTY)]
+    root = "rembus.test_20cluster_2E1.pub.*.t."
     assert SPACE.subscription("t", pattern) == Interest(root + tokens, exact)
 
 
@@ -143,6 +149,7 @@ def test_an_empty_segment_is_the_one_case_an_exact_star_lets_through() -> None:
     interest = SPACE.subscription("t", "a/*")
     assert interest.exact
     assert nats_matches(interest.subject, SPACE.publish("t", "a/"))
+    assert nats_matches(interest.subject, SPACE.publish("t", "a/b", kept=True))
     assert not compile_pattern("a/*").fullmatch("a/")
 
 
@@ -156,8 +163,9 @@ def test_subjects_are_bounded() -> None:
 
 
 def test_what_is_not_ours_is_refused() -> None:
-    for subject in ("rembus.other.pub.t.a", "rembus.test_20cluster_2E1.pub.t",
-                    "rembus.test_20cluster_2E1.pub.t.a_2"):
+    for subject in ("rembus.other.pub.live.t.a", "rembus.test_20cluster_2E1.pub.live.t",
+                    "rembus.test_20cluster_2E1.pub.live.t.a_2",
+                    "rembus.test_20cluster_2E1.pub.t.a", "rembus.test_20cluster_2E1.rpc.t.a"):
         with pytest.raises(SubjectError):
             SPACE.parse_publish(subject)
     with pytest.raises(SubjectError):
@@ -167,6 +175,7 @@ def test_what_is_not_ours_is_refused() -> None:
 
 
 def test_names_and_buckets_use_the_safe_alphabet() -> None:
+    assert encode_topic("a//x.y/") == f"a.{EMPTY}.x_2Ey.{EMPTY}"
     assert SPACE.direct("comp.tenant") == "rembus.test_20cluster_2E1.direct.comp_2Etenant"
     assert SPACE.broker("b-1") == "rembus.test_20cluster_2E1.broker.b-1"
     assert SPACE.rpc(".", "my/method") == "rembus.test_20cluster_2E1.rpc._2E.my.method"

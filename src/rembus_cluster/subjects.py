@@ -17,14 +17,22 @@ two different topics never share a subject and a subject decodes to one topic.
 Subjects of a cluster, ``<c>`` being the escaped cluster name and ``<t>`` the
 escaped tenant (one token each):
 
-==================================  =========================================
-``rembus.<c>.pub.<t>.<segments…>``  publications of tenant ``t`` on a topic
-``rembus.<c>.rpc.<t>.<segments…>``  calls of a method exposed in tenant ``t``
-                                    (subscribed in queue group
-                                    :data:`RPC_QUEUE`)
-``rembus.<c>.direct.<name>``        calls addressed to one named component
-``rembus.<c>.broker.<id>``          messages for one broker
-==================================  =========================================
+=======================================  ====================================
+``rembus.<c>.pub.live.<t>.<segments…>``  publications of tenant ``t`` on a
+                                         topic, for connected subscribers
+``rembus.<c>.pub.kept.<t>.<segments…>``  the same, also kept in the archive
+                                         stream (subjects :meth:`archive`)
+                                         for subscribers that are away
+``rembus.<c>.rpc.<t>.<segments…>``       calls of a method exposed in tenant
+                                         ``t`` (subscribed in queue group
+                                         :data:`RPC_QUEUE`)
+``rembus.<c>.direct.<name>``             calls addressed to one named
+                                         component
+``rembus.<c>.broker.<id>``               messages for one broker
+=======================================  ====================================
+
+A subscription covers both ``live`` and ``kept`` (``rembus.<c>.pub.*.<t>…``):
+the publishing broker alone decides whether a message must be kept.
 
 Rembus patterns (``*`` = one non-empty run of characters without ``/``,
 ``**`` = any text, ``/`` included; see :func:`rembus_proto.topics.compile_pattern`)
@@ -58,6 +66,10 @@ EMPTY = "_"
 #: its line with a reply subject and sizes.
 MAX_SUBJECT = 2048
 
+#: The token after ``pub`` of a publication for connected subscribers only.
+LIVE = "live"
+#: The token after ``pub`` of a publication the archive stream keeps.
+KEPT = "kept"
 #: The queue group brokers use on ``rpc`` subjects: NATS hands each call to one
 #: member of the group (groups are per subject, so one name serves every method).
 RPC_QUEUE = "rembus-rpc"
@@ -181,25 +193,32 @@ class SubjectSpace:
             raise SubjectError(f"subject longer than {self.max_subject} characters")
         return subject
 
-    def publish(self, tenant: str, topic: str) -> str:
-        """Where a publication of ``tenant`` on ``topic`` goes."""
-        return self._check(f"{self._root}.pub.{encode_segment(tenant)}.{encode_topic(topic)}")
+    def publish(self, tenant: str, topic: str, kept: bool = False) -> str:
+        """Where a publication of ``tenant`` on ``topic`` goes (``kept``: into the archive too)."""
+        mode = KEPT if kept else LIVE
+        return self._check(f"{self._root}.pub.{mode}.{encode_segment(tenant)}."
+                           f"{encode_topic(topic)}")
+
+    def archive(self) -> str:
+        """The subjects of the archive stream: every kept publication of the cluster."""
+        return f"{self._root}.pub.{KEPT}.>"
 
     def subscription(self, tenant: str, pattern: str) -> Interest:
         """What to subscribe to for a subscription (topic or pattern) of ``tenant``."""
         tokens, exact = pattern_tokens(pattern)
-        return Interest(self._check(f"{self._root}.pub.{encode_segment(tenant)}.{tokens}"),
+        return Interest(self._check(f"{self._root}.pub.*.{encode_segment(tenant)}.{tokens}"),
                         exact)
 
-    def parse_publish(self, subject: str) -> tuple[str, str]:
-        """``(tenant, topic)`` of a subject built by :meth:`publish`."""
+    def parse_publish(self, subject: str) -> tuple[str, str, bool]:
+        """``(tenant, topic, kept)`` of a subject built by :meth:`publish`."""
         head = f"{self._root}.pub."
-        if not subject.startswith(head):
+        mode, dot, rest = subject[len(head):].partition(".")
+        if not subject.startswith(head) or mode not in (LIVE, KEPT):
             raise SubjectError(f"not a publication subject of this cluster: {subject!r}")
-        tenant, dot, rest = subject[len(head):].partition(".")
+        tenant, dot, rest = rest.partition(".")
         if not dot:
             raise SubjectError(f"no topic in {subject!r}")
-        return decode_segment(tenant), decode_topic(rest)
+        return decode_segment(tenant), decode_topic(rest), mode == KEPT
 
     def rpc(self, tenant: str, method: str) -> str:
         """Where calls of ``method`` exposed in ``tenant`` go."""
