@@ -120,6 +120,16 @@ def test_an_exact_interest_delivers_only_matching_topics(topic: str, pattern: st
         compile_pattern(pattern).fullmatch(topic))
 
 
+@given(topics, patterns, st.booleans(), st.booleans())
+def test_a_live_or_kept_interest_sees_only_its_kind(topic: str, pattern: str, kept: bool,
+                                                    wanted: bool) -> None:
+    both = SPACE.subscription("t", pattern)
+    one = SPACE.subscription("t", pattern, kept=wanted)
+    subject = SPACE.publish("t", topic, kept)
+    assert nats_matches(one.subject, subject) == (
+        nats_matches(both.subject, subject) and kept == wanted)
+
+
 @given(topics, patterns, st.booleans())
 def test_other_tenants_never_match(topic: str, pattern: str, kept: bool) -> None:
     assert not nats_matches(SPACE.subscription("t", pattern).subject,

@@ -31,8 +31,9 @@ escaped tenant (one token each):
 ``rembus.<c>.broker.<id>``               messages for one broker
 =======================================  ====================================
 
-A subscription covers both ``live`` and ``kept`` (``rembus.<c>.pub.*.<t>…``):
-the publishing broker alone decides whether a message must be kept.
+A subscription covers both ``live`` and ``kept`` (``rembus.<c>.pub.*.<t>…``)
+unless asked for one of them: the publishing broker alone decides whether a
+message must be kept.
 
 Rembus patterns (``*`` = one non-empty run of characters without ``/``,
 ``**`` = any text, ``/`` included; see :func:`rembus_proto.topics.compile_pattern`)
@@ -203,11 +204,16 @@ class SubjectSpace:
         """The subjects of the archive stream: every kept publication of the cluster."""
         return f"{self._root}.pub.{KEPT}.>"
 
-    def subscription(self, tenant: str, pattern: str) -> Interest:
-        """What to subscribe to for a subscription (topic or pattern) of ``tenant``."""
+    def subscription(self, tenant: str, pattern: str, kept: bool | None = None) -> Interest:
+        """What to subscribe to for a subscription (topic or pattern) of ``tenant``.
+
+        ``kept``: only kept (``True``) or only live (``False``) publications;
+        both by default.
+        """
         tokens, exact = pattern_tokens(pattern)
-        return Interest(self._check(f"{self._root}.pub.*.{encode_segment(tenant)}.{tokens}"),
-                        exact)
+        mode = "*" if kept is None else KEPT if kept else LIVE
+        return Interest(self._check(f"{self._root}.pub.{mode}.{encode_segment(tenant)}."
+                                    f"{tokens}"), exact)
 
     def parse_publish(self, subject: str) -> tuple[str, str, bool]:
         """``(tenant, topic, kept)`` of a subject built by :meth:`publish`."""
