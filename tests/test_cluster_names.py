@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,7 +49,8 @@ async def jetstream(*urls: str) -> AsyncIterator[JetStreamContext]:
     try:
         yield nc.jetstream(timeout=5)
     finally:
-        await nc.close()
+        with suppress(ConnectionResetError):  # every server stopped: nothing to flush to
+            await nc.close()
 
 
 async def eventually(action: Callable[[], Awaitable[T]]) -> T:
@@ -138,6 +139,55 @@ def test_a_lease_expires_when_its_owner_stops_renewing(single: NatsCluster) -> N
             await until_true(lambda: other.acquire("n", "takes over"))
             assert await owner.renew_all() == ["n"]
             assert await owner.owner("n") == "takes over"
+
+    run(scenario)
+
+
+def test_kept_leases_outlive_their_ttl_and_report_a_loss(single: NatsCluster) -> None:
+    async def scenario() -> None:
+        async with jetstream(*single.urls) as js:
+            leases = await NameLeases.open(js, SPACE, ttl=1)
+            other = await NameLeases.open(js, SPACE, ttl=1)
+            assert await leases.acquire("kept", "b1")
+            first = await leases.bucket.get(encode_segment("kept"))
+            assert first is not None
+            lost: asyncio.Queue[str] = asyncio.Queue(maxsize=8)
+            keeper = asyncio.create_task(leases.keep_renewed(lost.put_nowait))
+            try:
+                async def renewed_past_the_ttl() -> bool:
+                    # a renewal every third of the TTL: the fourth is past the TTL
+                    entry = await leases.bucket.get(encode_segment("kept"))
+                    return entry is not None and entry.revision >= first.revision + 4
+
+                await until_true(renewed_past_the_ttl)
+                assert not await other.acquire("kept", "b2")
+                assert lost.empty()
+                # someone overwrites the lease (as after an expiry and a new owner)
+                await leases.bucket.write(encode_segment("kept"), b"b2", None, 1)
+                assert await lost.get() == "kept"
+                assert leases.held == {}
+            finally:
+                keeper.cancel()
+
+    run(scenario)
+
+
+def test_a_lease_counts_as_lost_when_nats_is_gone(single: NatsCluster) -> None:
+    async def scenario() -> None:
+        async with jetstream(*single.urls) as js:
+            leases = await NameLeases.open(js, SPACE, ttl=1)
+            assert await leases.acquire("cut off", "b1")
+            deadline = leases.deadline("cut off")
+            assert deadline is not None
+            lost: asyncio.Queue[str] = asyncio.Queue(maxsize=8)
+            single.stop()
+            keeper = asyncio.create_task(leases.keep_renewed(lost.put_nowait))
+            try:
+                assert await lost.get() == "cut off"
+                assert asyncio.get_running_loop().time() >= deadline
+                assert leases.held == {} and leases.deadline("cut off") is None
+            finally:
+                keeper.cancel()
 
     run(scenario)
 

@@ -22,8 +22,11 @@ Per-key TTLs need nats-server 2.11 or later.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import nats.errors
 from nats.js import JetStreamContext
 
 from .kvstore import Bucket
@@ -46,6 +49,8 @@ class LeaseLimit(RuntimeError):
 class _Held:
     owner: bytes
     revision: int
+    sent_at: float
+    """Event-loop time when the write that set ``revision`` was sent."""
 
 
 class NameLeases:
@@ -84,9 +89,10 @@ class NameLeases:
         held = self._held.get(name)
         expected = held.revision if held is not None and held.owner == value else 0
         for _ in range(_ATTEMPTS):
+            sent_at = asyncio.get_running_loop().time()
             revision = await self.bucket.write(key, value, expected, self.ttl)
             if revision is not None:
-                self._held[name] = _Held(value, revision)
+                self._held[name] = _Held(value, revision, sent_at)
                 return True
             entry = await self.bucket.get(key)
             if entry is not None and entry.value not in (None, value):
@@ -100,13 +106,51 @@ class NameLeases:
         held = self._held.get(name)
         if held is None:
             return False
+        sent_at = asyncio.get_running_loop().time()
         revision = await self.bucket.write(encode_segment(name), held.owner, held.revision,
                                            self.ttl)
         if revision is None:
-            del self._held[name]
+            self._forget(name, held)
             return False
-        held.revision = revision
+        held.revision, held.sent_at = revision, sent_at
         return True
+
+    def deadline(self, name: str) -> float | None:
+        """Event-loop time after which the lease of ``name`` counts as lost unless renewed.
+
+        The server frees a name ``ttl`` seconds after it stored the last write;
+        counting from when that write was *sent*, and keeping one renewal
+        interval in hand, the broker gives a name up before anyone else can get it.
+        """
+        held = self._held.get(name)
+        return None if held is None else held.sent_at + self.ttl - self.renew_interval
+
+    async def keep_renewed(self, on_lost: Callable[[str], object]) -> None:
+        """Renew every lease each :attr:`renew_interval`, until cancelled.
+
+        A lease is lost when a renewal finds another revision, or when no
+        renewal succeeded before its :meth:`deadline` (NATS unreachable,
+        JetStream without quorum): it is forgotten and ``on_lost(name)`` is
+        called, so that the broker closes that component's connection.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.renew_interval)
+            for name, held in list(self._held.items()):
+                if self._held.get(name) is not held:
+                    continue  # released (or lost and taken again) while we renewed others
+                deadline = held.sent_at + self.ttl - self.renew_interval
+                try:
+                    renewed = await asyncio.wait_for(self.renew(name), deadline - loop.time())
+                except (nats.errors.Error, asyncio.TimeoutError):
+                    renewed = loop.time() < deadline  # try again next round, while there is time
+                if not renewed:
+                    self._forget(name, held)
+                    on_lost(name)
+
+    def _forget(self, name: str, held: _Held) -> None:
+        if self._held.get(name) is held:
+            del self._held[name]
 
     async def renew_all(self) -> list[str]:
         """Renew every lease held; the names whose lease was lost."""
