@@ -19,7 +19,12 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+
+import nats
+from nats.aio.client import Client
 
 from broker_process import WAIT, Process
 
@@ -190,3 +195,15 @@ def _read_ports(directory: Path, process: Process) -> dict[str, list[str]]:
 def _meta_leader(report: dict[str, object]) -> bool:
     meta = report.get("meta_cluster")
     return isinstance(meta, dict) and bool(meta.get("leader"))
+
+
+@asynccontextmanager
+async def nats_client(*urls: str) -> AsyncIterator[Client]:
+    """A NATS client of the given nodes (it fails over between them), closed at the end."""
+    nc = await nats.connect(servers=list(urls), connect_timeout=5, reconnect_time_wait=0.1,
+                            max_reconnect_attempts=100)
+    try:
+        yield nc
+    finally:
+        with suppress(ConnectionResetError):  # every server stopped: nothing to flush to
+            await nc.close()

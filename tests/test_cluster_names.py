@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
-import nats
 import nats.errors
 import pytest
 from nats.js import JetStreamContext
 
 from broker_process import WAIT
-from nats_cluster import POLL, NatsCluster
+from nats_cluster import POLL, NatsCluster, nats_client
 from rembus_cluster.kvstore import Bucket
 from rembus_cluster.locations import Locations
 from rembus_cluster.names import LeaseLimit, NameLeases
@@ -25,32 +23,15 @@ T = TypeVar("T")
 SPACE = SubjectSpace("tests")
 
 
-@pytest.fixture
-def single(tmp_path: Path) -> Iterator[NatsCluster]:
-    with NatsCluster(tmp_path) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def trio(tmp_path: Path) -> Iterator[NatsCluster]:
-    with NatsCluster(tmp_path, size=3) as cluster:
-        yield cluster
-
-
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), WAIT))  # type: ignore[arg-type]
 
 
 @asynccontextmanager
 async def jetstream(*urls: str) -> AsyncIterator[JetStreamContext]:
-    """A client of the given nodes (it fails over between them)."""
-    nc = await nats.connect(servers=list(urls), connect_timeout=5, reconnect_time_wait=0.1,
-                            max_reconnect_attempts=100)
-    try:
+    """JetStream through a client of the given nodes."""
+    async with nats_client(*urls) as nc:
         yield nc.jetstream(timeout=5)
-    finally:
-        with suppress(ConnectionResetError):  # every server stopped: nothing to flush to
-            await nc.close()
 
 
 async def eventually(action: Callable[[], Awaitable[T]]) -> T:
@@ -73,11 +54,11 @@ async def until_true(action: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(POLL)
 
 
-def test_one_name_has_one_owner(single: NatsCluster) -> None:
+def test_one_name_has_one_owner(nats_node: NatsCluster) -> None:
     name = "sensor.kitchen/é 1"
 
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             first = await NameLeases.open(js, SPACE)
             second = await NameLeases.open(js, SPACE)
             assert await first.acquire(name, "broker-a/1")
@@ -96,9 +77,9 @@ def test_one_name_has_one_owner(single: NatsCluster) -> None:
     run(scenario)
 
 
-def test_a_broker_holds_a_bounded_number_of_leases(single: NatsCluster) -> None:
+def test_a_broker_holds_a_bounded_number_of_leases(nats_node: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             leases = await NameLeases.open(js, SPACE, max_held=2)
             assert await leases.acquire("a", "b1") and await leases.acquire("b", "b1")
             with pytest.raises(LeaseLimit):
@@ -110,11 +91,12 @@ def test_a_broker_holds_a_bounded_number_of_leases(single: NatsCluster) -> None:
     run(scenario)
 
 
-def test_contenders_on_two_nodes_one_wins(trio: NatsCluster) -> None:
+def test_contenders_on_two_nodes_one_wins(nats_trio: NatsCluster) -> None:
     names = [f"comp{i}" for i in range(8)]
 
     async def scenario() -> None:
-        async with jetstream(trio.nodes[0].url) as js_a, jetstream(trio.nodes[1].url) as js_b:
+        first, second = (node.url for node in nats_trio.nodes[:2])
+        async with jetstream(first) as js_a, jetstream(second) as js_b:
             a = await NameLeases.open(js_a, SPACE, replicas=3)
             b = await NameLeases.open(js_b, SPACE, replicas=3)
             for name in names:
@@ -128,9 +110,9 @@ def test_contenders_on_two_nodes_one_wins(trio: NatsCluster) -> None:
     run(scenario)
 
 
-def test_a_lease_expires_when_its_owner_stops_renewing(single: NatsCluster) -> None:
+def test_a_lease_expires_when_its_owner_stops_renewing(nats_node: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             owner = await NameLeases.open(js, SPACE, ttl=1)
             other = await NameLeases.open(js, SPACE, ttl=1)
             assert await owner.acquire("n", "dies")
@@ -143,9 +125,9 @@ def test_a_lease_expires_when_its_owner_stops_renewing(single: NatsCluster) -> N
     run(scenario)
 
 
-def test_kept_leases_outlive_their_ttl_and_report_a_loss(single: NatsCluster) -> None:
+def test_kept_leases_outlive_their_ttl_and_report_a_loss(nats_node: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             leases = await NameLeases.open(js, SPACE, ttl=1)
             other = await NameLeases.open(js, SPACE, ttl=1)
             assert await leases.acquire("kept", "b1")
@@ -172,15 +154,15 @@ def test_kept_leases_outlive_their_ttl_and_report_a_loss(single: NatsCluster) ->
     run(scenario)
 
 
-def test_a_lease_counts_as_lost_when_nats_is_gone(single: NatsCluster) -> None:
+def test_a_lease_counts_as_lost_when_nats_is_gone(nats_node: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             leases = await NameLeases.open(js, SPACE, ttl=1)
             assert await leases.acquire("cut off", "b1")
             deadline = leases.deadline("cut off")
             assert deadline is not None
             lost: asyncio.Queue[str] = asyncio.Queue(maxsize=8)
-            single.stop()
+            nats_node.stop()
             keeper = asyncio.create_task(leases.keep_renewed(lost.put_nowait))
             try:
                 assert await lost.get() == "cut off"
@@ -192,9 +174,9 @@ def test_a_lease_counts_as_lost_when_nats_is_gone(single: NatsCluster) -> None:
     run(scenario)
 
 
-def test_a_released_name_leaves_nothing_behind(single: NatsCluster) -> None:
+def test_a_released_name_leaves_nothing_behind(nats_node: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             leases = await NameLeases.open(js, SPACE, ttl=1)
             assert await leases.acquire("gone", "b1")
             assert await leases.release("gone")
@@ -209,17 +191,17 @@ def test_a_released_name_leaves_nothing_behind(single: NatsCluster) -> None:
     run(scenario)
 
 
-def test_the_names_survive_losing_a_node(trio: NatsCluster) -> None:
+def test_the_names_survive_losing_a_node(nats_trio: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*trio.urls) as js:
+        async with jetstream(*nats_trio.urls) as js:
             holder = await NameLeases.open(js, SPACE, replicas=3)
             assert await holder.acquire("kept", "holder")
             info = await js.stream_info(holder.bucket.stream)
             assert info.cluster is not None and info.cluster.replicas is not None
             assert len(info.cluster.replicas) == 2
-            leader = trio.node(info.cluster.leader or "")
+            leader = nats_trio.node(info.cluster.leader or "")
             leader.stop(signal.SIGKILL)
-            survivors = trio.urls
+            survivors = nats_trio.urls
             assert len(survivors) == 2
             async with jetstream(*survivors) as js_other:
                 other = NameLeases(Bucket(js_other, holder.bucket.name))
@@ -231,9 +213,9 @@ def test_the_names_survive_losing_a_node(trio: NatsCluster) -> None:
     run(scenario)
 
 
-def test_locations_follow_a_component_between_brokers(single: NatsCluster) -> None:
+def test_locations_follow_a_component_between_brokers(nats_node: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             where = await Locations.open(js, SPACE)
             assert await where.locate("comp.t") is None
             await where.place("comp.t", "b1")
@@ -248,9 +230,9 @@ def test_locations_follow_a_component_between_brokers(single: NatsCluster) -> No
     run(scenario)
 
 
-def test_a_location_of_a_dead_broker_expires(single: NatsCluster) -> None:
+def test_a_location_of_a_dead_broker_expires(nats_node: NatsCluster) -> None:
     async def scenario() -> None:
-        async with jetstream(*single.urls) as js:
+        async with jetstream(*nats_node.urls) as js:
             where = await Locations.open(js, SPACE, ttl=1)
             await where.place("comp", "dead")
             assert await where.locate("comp") == "dead"

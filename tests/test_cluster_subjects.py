@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from broker_process import WAIT
+from nats_cluster import NatsCluster, nats_client
 from rembus_cluster.subjects import (
     EMPTY,
     SAFE,
@@ -191,3 +195,31 @@ def test_names_and_buckets_use_the_safe_alphabet() -> None:
     assert SPACE.rpc(".", "my/method") == "rembus.test_20cluster_2E1.rpc._2E.my.method"
     bucket = SPACE.bucket("names")
     assert set(bucket) <= SAFE | {"_"}
+
+
+def test_a_nats_server_matches_as_the_model_does(nats_node: NatsCluster) -> None:
+    """The matcher the properties above rely on agrees with a real server."""
+    patterns = ["a/b", "*", "a/*", "a/**", "**", "a/**/b", "a*", "x.y/*", "*/*", "é/**", "a/*/b"]
+    topics = ["a", "a/b", "a/b/c", "a/", "a/x/b", "ab", "x.y/z", "é/1", "", "a b/c", "b", "a//b"]
+
+    async def scenario() -> None:
+        async with nats_client(*nats_node.urls) as nc:
+            interests = {p: SPACE.subscription("t", p).subject for p in patterns}
+            subs = {p: await nc.subscribe(subject) for p, subject in interests.items()}
+            sent = [(topic, kept) for kept in (False, True) for topic in topics]
+            for topic, kept in sent:
+                await nc.publish(SPACE.publish("t", topic, kept), topic.encode())
+            await nc.publish(SPACE.publish("u", "a/b"), b"another tenant")
+            # The server answers our PING after handling every earlier PUB of this
+            # connection, and it delivered their copies to us before that PONG.
+            await nc.flush()
+            for pattern, sub in subs.items():
+                got = [(await sub.next_msg(timeout=WAIT)).data.decode()
+                       for _ in range(sub.pending_msgs)]
+                assert got == [topic for topic, kept in sent
+                               if nats_matches(interests[pattern],
+                                               SPACE.publish("t", topic, kept))], pattern
+                wanted = {topic for topic in topics if compile_pattern(pattern).fullmatch(topic)}
+                assert wanted <= set(got), pattern
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
