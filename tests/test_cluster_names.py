@@ -65,7 +65,8 @@ def test_one_name_has_one_owner(nats_node: NatsCluster) -> None:
             assert not await second.acquire(name, "broker-b/7")
             assert await second.owner(name) == "broker-a/1"
             assert await first.acquire(name, "broker-a/1")  # the owner again: still its own
-            assert await first.renew(name)
+            assert not await first.acquire(name, "broker-a/2")  # another connection: refused
+            assert await first.renew(name)  # and the first one keeps it
             assert not await second.renew(name)  # never held
             assert await first.release(name)
             assert await first.owner(name) is None

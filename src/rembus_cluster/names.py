@@ -98,7 +98,8 @@ class NameLeases:
             if entry is not None and entry.value not in (None, value):
                 break
             expected = 0 if entry is None else entry.revision
-        self._held.pop(name, None)
+        if held is not None and held.owner == value:
+            self._forget(name, held)  # we believed it ours: it was lost
         return False
 
     async def renew(self, name: str) -> bool:
