@@ -210,9 +210,12 @@ def test_a_nats_server_matches_as_the_model_does(nats_node: NatsCluster) -> None
             for topic, kept in sent:
                 await nc.publish(SPACE.publish("t", topic, kept), topic.encode())
             await nc.publish(SPACE.publish("u", "a/b"), b"another tenant")
-            # The server answers our PING after handling every earlier PUB of this
-            # connection, and it delivered their copies to us before that PONG.
-            await nc.flush()
+            # One server handles the PUBs of a connection in order and writes each
+            # copy for that same connection at once: when the last one's copy is
+            # in, every earlier copy is too.
+            last = await nc.subscribe(SPACE.broker("end"))
+            await nc.publish(SPACE.broker("end"), b"")
+            await last.next_msg(timeout=WAIT)
             for pattern, sub in subs.items():
                 got = [(await sub.next_msg(timeout=WAIT)).data.decode()
                        for _ in range(sub.pending_msgs)]
