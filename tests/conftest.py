@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from nats_cluster import NatsCluster
 
 
 @pytest.fixture
@@ -21,3 +26,21 @@ def ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def nats_node(tmp_path: Path) -> Iterator[NatsCluster]:
+    """One NATS server with JetStream on 127.0.0.1, stopped after the test."""
+    from nats_cluster import NatsCluster
+
+    with NatsCluster(tmp_path) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def nats_trio(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A cluster of three NATS servers with JetStream on 127.0.0.1, stopped after the test."""
+    from nats_cluster import NatsCluster
+
+    with NatsCluster(tmp_path, size=3) as cluster:
+        yield cluster

@@ -1,0 +1,11 @@
+"""Brokers joined through a NATS cluster with JetStream: the parts that do not need a broker.
+
+* :mod:`.subjects` — Rembus topics, tenants and patterns as NATS subjects and
+  subscriptions (pure, no I/O);
+* :mod:`.names` — one name, one connection, cluster-wide: leases in a
+  JetStream key-value bucket;
+* :mod:`.locations` — which broker holds the connection of a named component.
+
+The ``nats`` package (extra ``rembus[cluster]``) is imported only by the
+modules that talk to NATS.
+"""
