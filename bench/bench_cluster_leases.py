@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from nats_cluster import NatsCluster, nats_client
-from rembus_cluster.names import NameLeases
-from rembus_cluster.subjects import SubjectSpace
+from rembus.broker.cluster.names import NameLeases
+from rembus.broker.cluster.subjects import SubjectSpace
 
 
 async def rate(names: list[str], concurrency: int,

@@ -14,10 +14,10 @@ from nats.js import JetStreamContext
 
 from broker_process import WAIT
 from nats_cluster import POLL, NatsCluster, nats_client
-from rembus_cluster.kvstore import Bucket
-from rembus_cluster.locations import Locations
-from rembus_cluster.names import LeaseLimit, NameLeases
-from rembus_cluster.subjects import SubjectSpace, encode_segment
+from rembus.broker.cluster.kvstore import Bucket
+from rembus.broker.cluster.locations import Locations
+from rembus.broker.cluster.names import LeaseLimit, NameLeases
+from rembus.broker.cluster.subjects import SubjectSpace, encode_segment
 
 T = TypeVar("T")
 SPACE = SubjectSpace("tests")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from broker_process import WAIT
 from nats_cluster import NatsCluster, nats_client
-from rembus_cluster.subjects import (
+from rembus.broker.cluster.subjects import (
     EMPTY,
     SAFE,
     Interest,

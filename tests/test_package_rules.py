@@ -39,7 +39,7 @@ def test_the_core_does_no_io(path: Path) -> None:
 
 def public_objects() -> list[tuple[str, object]]:
     found = []
-    for package_name in ("rembus_proto", "rembus", "rembus_cluster"):
+    for package_name in ("rembus_proto", "rembus"):
         package = importlib.import_module(package_name)
         for info in pkgutil.walk_packages(package.__path__, package_name + "."):
             if info.name.split(".")[-1].startswith("_") or info.name == "rembus.__main__":
