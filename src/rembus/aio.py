@@ -33,7 +33,6 @@ from .handlers import (
     Handler,
     challenge_signature,
     exposer_call,
-    request_outcome,
     response_for_error,
     response_for_result,
     subscriber_call,
@@ -185,13 +184,23 @@ class Component(ComponentBase):
     # -- the API -------------------------------------------------------------
 
     async def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
-        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK.
+
+        The wait lasts at most ``Options.timeout`` seconds, across a reconnect
+        that happens meanwhile; then :class:`RembusTimeout` is raised and the
+        publication stays queued (sent or resent when the connection allows,
+        so it may still arrive; ``close()`` drops it).
+        """
         handle = self._publish_handle(topic, args, qos)
         self._published()
-        if handle is not None:
-            await self._wait(handle)
-        else:
+        if handle is None:
             await self.drain()
+            return
+        try:
+            await asyncio.wait_for(self._wait(handle), self.options.timeout)
+        except asyncio.TimeoutError:
+            self._futures.pop(handle, None)
+            raise self._publish_timeout(topic) from None
 
     def publish_nowait(self, topic: str, data: Payload) -> None:
         """Queue a QoS0 publication of encoded arguments without waiting (the sync API's path).
@@ -321,8 +330,7 @@ class Component(ComponentBase):
         self._process()
 
     def _on_event(self, event: object) -> None:
-        options = self.options
-        outcome = request_outcome(event, options.dataframe, options.timeout)
+        outcome = self._outcome(event)
         if outcome is not None:
             self._resolve(*outcome)
         elif isinstance(event, PublicationReceived):

@@ -48,14 +48,13 @@ from rembus_proto.wsevents import Closed, Message, Opened
 from . import errors
 from .component_base import ComponentBase
 from .errors import *  # noqa: F403 - the error classes, as in rembus
-from .errors import LoginFailed, RembusConnectionClosed, RembusError
+from .errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout
 from .handlers import (
     Handler,
     Outcome,
     challenge_signature,
     check_handler,
     exposer_call,
-    request_outcome,
     response_for_error,
     response_for_result,
     subscriber_call,
@@ -205,8 +204,21 @@ class Component(ComponentBase):
     # -- the API -------------------------------------------------------------
 
     def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
-        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
-        self._admin(self._publish_handle(topic, args, qos))
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, pump until the broker's ACK.
+
+        The wait lasts at most ``Options.timeout`` seconds, across a reconnect
+        that happens meanwhile; then :class:`RembusTimeout` is raised and the
+        publication stays queued (sent or resent when the connection allows,
+        so it may still arrive; ``close()`` drops it).
+        """
+        handle = self._publish_handle(topic, args, qos)
+        if handle is None:
+            self._send_soon()
+            return
+        try:
+            self._wait(handle, time.monotonic() + self.options.timeout)
+        except RembusTimeout:
+            raise self._publish_timeout(topic) from None
 
     def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker; pump until its result arrives."""
@@ -278,7 +290,8 @@ class Component(ComponentBase):
         else:
             self._wait(handle)
 
-    def _wait(self, handle: int) -> Any:
+    def _wait(self, handle: int, deadline: float | None = None) -> Any:
+        """Pump until the outcome of ``handle``; past ``deadline`` raise RembusTimeout."""
         self._waiting.add(handle)
         try:
             self._send_soon()
@@ -287,7 +300,13 @@ class Component(ComponentBase):
                     raise RembusConnectionClosed("the component is closed")
                 if self._sock is None and self._reconnect_at is None:
                     raise RembusConnectionClosed(f"not connected to {self.url.endpoint}")
-                self.process(None)
+                if deadline is None:
+                    self.process(None)
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RembusTimeout(f"no answer within {self.options.timeout:g} s")
+                self.process(left)
             _, value, error = self._done.pop(handle)
         finally:
             self._waiting.discard(handle)
@@ -489,14 +508,13 @@ class Component(ComponentBase):
 
     def _dispatch(self) -> int:
         count = 0
-        options = self.options
         while True:
             events = self.conn.events()
             if not events:
                 return count
             count += len(events)
             for event in events:
-                outcome = request_outcome(event, options.dataframe, options.timeout)
+                outcome = self._outcome(event)
                 if outcome is not None:
                     if outcome[0] in self._waiting:
                         self._done[outcome[0]] = outcome

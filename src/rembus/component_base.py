@@ -12,8 +12,18 @@ from typing import Any
 from rembus_proto import LAST_RECEIVED, NOW, ClientConnection, Payload
 from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
 
-from .errors import RembusConnectionClosed, RembusError
-from .handlers import Handler, Registry, check_handler, check_topic, topic_of, wire_args
+from .errors import RembusConnectionClosed, RembusError, RembusTimeout
+from .handlers import (
+    Calls,
+    Handler,
+    Outcome,
+    Registry,
+    check_handler,
+    check_topic,
+    request_outcome,
+    topic_of,
+    wire_args,
+)
 from .options import Options
 from .url import ComponentURL
 
@@ -26,6 +36,7 @@ class ComponentBase:
         self.options = options
         self.conn = ClientConnection(url.name, options.client_config(), meta=options.meta)
         self.registry = Registry()
+        self._calls: Calls = {}
         self._closing = False
         self._explicit_unreactive = False
 
@@ -39,8 +50,23 @@ class ComponentBase:
         """True while the connection to the broker is up and logged in."""
         return self.conn.state is ConnectionState.OPEN
 
+    @property
+    def dropped_messages(self) -> int:
+        """Messages dropped (and logged) because their payload could not be decoded."""
+        return self.registry.dropped
+
     def _now(self) -> float:
         raise NotImplementedError
+
+    def _outcome(self, event: object) -> Outcome | None:
+        """The outcome ``event`` reports for a request or QoS publication, else ``None``."""
+        return request_outcome(event, self.options.dataframe, self._calls, self.options.timeout)
+
+    def _publish_timeout(self, topic: str) -> RembusTimeout:
+        """The error of a QoS publication not acknowledged within ``Options.timeout``."""
+        return RembusTimeout(
+            f"publish {topic!r}: no ACK within {self.options.timeout:g} s; the publication "
+            f"stays queued and is sent again when the connection allows")
 
     def _check_handler(self, fn: Any, what: str) -> None:
         check_handler(fn, what)
@@ -55,7 +81,7 @@ class ComponentBase:
 
     def _publish_handle(self, topic: str, args: tuple[Any, ...] | Payload,
                         qos: int) -> int | None:
-        check_topic(topic)
+        check_topic(topic, "publish")
         self._check_open_for_use()
         data = args if isinstance(args, Payload) else wire_args(args)
         try:
@@ -65,17 +91,23 @@ class ComponentBase:
 
     def _rpc_handle(self, method: str, args: tuple[Any, ...], target: str | None,
                     timeout: float | None) -> int:
-        check_topic(method)
+        what = "rpc" if target is None else "direct"
         if target is not None and (not isinstance(target, str) or not target):
-            raise TypeError("direct() takes the target component name first")
+            raise TypeError(f"the target must be a component name (a non-empty str), not "
+                            f"{target!r} (direct(target, method, *args) takes the target "
+                            f"first)")
+        check_topic(method, what)
         self._check_open_for_use()
         try:
-            return self.conn.rpc(method, wire_args(args), target=target, now=self._now(),
-                                 timeout=timeout)
+            handle = self.conn.rpc(method, wire_args(args), target=target, now=self._now(),
+                                   timeout=timeout)
         except NotConnected:
             raise RembusConnectionClosed(f"not connected to {self.url.endpoint}") from None
         except TooManyPending as exc:
             raise RembusError(str(exc)) from None
+        self._calls[handle] = (f"{what} {method!r}",
+                               self.options.timeout if timeout is None else timeout)
+        return handle
 
     def _subscribe_handle(self, fn: Handler, retroactive: bool, topic: str | None) -> int | None:
         self._check_handler(fn, "subscribe")
@@ -101,7 +133,7 @@ class ComponentBase:
         return self.conn.unexpose(name, now=self._now())
 
     def _admin_handle(self, topic: str, command: dict[str, Any]) -> int:
-        check_topic(topic)
+        check_topic(topic, "admin")
         if not isinstance(command, dict) or not isinstance(command.get("cmd"), str):
             raise TypeError('an admin command is a dict with a "cmd" string, '
                             'e.g. {"cmd": "private_topic"}')

@@ -34,12 +34,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from rembus_proto import Payload
-
 from . import aio, errors
 from .errors import *  # noqa: F403 - the error classes, as in rembus
 from .errors import RembusConnectionClosed
-from .handlers import Handler, check_handler, check_topic, topic_of, wire_args
+from .handlers import Handler, check_handler, check_topic, topic_of, wire_payload
 from .options import Options, make_options
 from .registration import register_sync as register
 from .registration import unregister_sync as unregister
@@ -252,12 +250,10 @@ class Component:
         then are logged.
         """
         if qos == 0 and self._inner.is_connected and not self._io.in_thread():
-            check_topic(topic)
+            check_topic(topic, "publish")
             if self._closed:
                 raise RembusConnectionClosed("the component is closed")
-            data = Payload.of_args(wire_args(args))
-            data.raw  # noqa: B018 - encode here: errors belong to the caller
-            self._publisher.post(topic, data)
+            self._publisher.post(topic, wire_payload(args))
             return
         self._run(self._inner.publish(topic, *args, qos=qos))
 
