@@ -233,6 +233,11 @@ class Component:
         """True while the connection to the broker is up and logged in."""
         return self._inner.is_connected
 
+    @property
+    def dropped_messages(self) -> int:
+        """Messages dropped (and logged) because their payload could not be decoded."""
+        return self._inner.dropped_messages
+
     def __repr__(self) -> str:
         return f"<rembus.sync Component {self._inner.url}>"
 
