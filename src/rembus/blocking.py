@@ -45,7 +45,7 @@ from rembus_proto.client_events import LoginFailed as LoginRefused
 from rembus_proto.ws import ClientWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, Message, Opened
 
-from . import errors
+from . import errors, lifetime
 from .component_base import ComponentBase
 from .errors import *  # noqa: F403 - the error classes, as in rembus
 from .errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout
@@ -179,7 +179,11 @@ class Component(ComponentBase):
             raise self._failure
 
     def close(self) -> None:
-        """Write what is queued, close the connection; pending requests fail."""
+        """Write what is queued, close the connection; pending requests fail.
+
+        A component still open when the interpreter exits is closed then.
+        """
+        lifetime.forget_at_exit(self)
         if self._closing:
             return
         self._closing = True
@@ -595,6 +599,7 @@ def component(url: str | None = None, **options: Any) -> Component:
     """
     comp = Component(parse(url), make_options(options))
     comp._start()
+    lifetime.close_at_exit(comp)
     return comp
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from rembus_proto import LAST_RECEIVED, NOW, ClientConnection, Payload
 from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
 
+from . import lifetime
 from .errors import RembusConnectionClosed, RembusError, RembusTimeout
 from .handlers import (
     Calls,
@@ -39,6 +40,7 @@ class ComponentBase:
         self._calls: Calls = {}
         self._closing = False
         self._explicit_unreactive = False
+        lifetime.track(self)
 
     @property
     def name(self) -> str | None:

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from . import aio, errors
+from . import aio, errors, lifetime
 from .errors import *  # noqa: F403 - the error classes, as in rembus
 from .errors import RembusConnectionClosed
 from .handlers import Handler, check_handler, check_topic, topic_of, wire_payload
@@ -212,6 +212,7 @@ class Component:
         self._publisher = BatchPublisher(io.loop, inner)
         self._close_lock = threading.Lock()
         self._closed = False
+        lifetime.close_at_exit(self)
 
     @property
     def name(self) -> str | None:
@@ -323,7 +324,11 @@ class Component:
                 raise
 
     def close(self) -> None:
-        """Close the connection, stop the I/O thread; pending requests fail."""
+        """Close the connection, stop the I/O thread; pending requests fail.
+
+        A component still open when the interpreter exits is closed then.
+        """
+        lifetime.forget_at_exit(self)
         with self._close_lock:
             if self._closed:
                 return
