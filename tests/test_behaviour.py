@@ -322,6 +322,14 @@ def test_misuse_messages_name_the_call(session: Session) -> None:
             getattr(comp, call)(lambda: None, topic=5)
     with pytest.raises(TypeError, match=r"cmd"):
         comp.admin("t", {"no": "cmd"})
+    with pytest.raises(ValueError, match=r"qos must be the int 0, 1 or 2, not 3 \(publish\("):
+        comp.publish("t", 1, qos=3)
+    with pytest.raises(ValueError, match=r"^rpc\(\.\.\., timeout=\) takes a positive number"):
+        comp.rpc("m", timeout=-1)
+    with pytest.raises(TypeError, match=r"^direct\(\.\.\., timeout=\) takes a number"):
+        comp.direct("someone", "m", timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"must be what CBOR carries"):
+        comp.publish("t", [object()])
 
 
 def test_closed_component_refuses_calls(session: Session) -> None:

@@ -20,6 +20,8 @@ from .handlers import (
     Outcome,
     Registry,
     check_handler,
+    check_qos,
+    check_timeout,
     check_topic,
     request_outcome,
     topic_of,
@@ -84,11 +86,12 @@ class ComponentBase:
     def _publish_handle(self, topic: str, args: tuple[Any, ...] | Payload,
                         qos: int) -> int | None:
         check_topic(topic, "publish")
+        check_qos(qos)
         self._check_open_for_use()
         data = args if isinstance(args, Payload) else wire_args(args)
         try:
             return self.conn.publish(topic, data, qos=qos, now=self._now())
-        except OutboxFull as exc:
+        except (OutboxFull, TooManyPending) as exc:
             raise RembusError(str(exc)) from None
 
     def _rpc_handle(self, method: str, args: tuple[Any, ...], target: str | None,
@@ -99,6 +102,7 @@ class ComponentBase:
                             f"{target!r} (direct(target, method, *args) takes the target "
                             f"first)")
         check_topic(method, what)
+        check_timeout(timeout, what)
         self._check_open_for_use()
         try:
             handle = self.conn.rpc(method, wire_args(args), target=target, now=self._now(),

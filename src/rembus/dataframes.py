@@ -87,7 +87,8 @@ def encode(value: Any) -> Payload:
     except ImportError:
         raise
     except Exception as exc:
-        raise EncodeError(f"cannot encode {type(value).__name__} as CBOR: {exc}") from None
+        raise EncodeError(f"{exc}: arguments and results must be what CBOR carries (None, "
+                          f"bool, int, float, str, bytes, list, dict) or DataFrames") from None
     return Payload(raw=raw, value=value)
 
 

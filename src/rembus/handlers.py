@@ -64,6 +64,25 @@ def check_topic(topic: Any, what: str) -> str:
     return topic
 
 
+def check_qos(qos: Any) -> None:
+    """Raise a clear error unless ``qos`` is the int 0, 1 or 2."""
+    if qos.__class__ is not int or not 0 <= qos <= 2:
+        raise (TypeError if qos.__class__ is not int else ValueError)(
+            f"qos must be the int 0, 1 or 2, not {qos!r} (publish(topic, *args, qos=1))")
+
+
+def check_timeout(timeout: Any, what: str) -> None:
+    """Raise a clear error unless ``timeout`` is ``None`` or a positive number of seconds."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what}(..., timeout=) takes a number of seconds, not "
+                        f"{type(timeout).__name__}")
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"{what}(..., timeout=) takes a positive number of seconds, "
+                         f"not {timeout!r}")
+
+
 def check_handler(fn: Any, what: str) -> Handler:
     """Return ``fn`` if it can be called, else raise a clear ``TypeError``."""
     if not callable(fn):
