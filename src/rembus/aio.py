@@ -196,11 +196,11 @@ class Component(ComponentBase):
         if handle is None:
             await self.drain()
             return
+        timer = self._loop.call_later(self.options.timeout, self._expire, handle, topic)
         try:
-            await asyncio.wait_for(self._wait(handle), self.options.timeout)
-        except asyncio.TimeoutError:
-            self._futures.pop(handle, None)
-            raise self._publish_timeout(topic) from None
+            await self._wait(handle)
+        finally:
+            timer.cancel()
 
     def publish_nowait(self, topic: str, data: Payload) -> None:
         """Queue a QoS0 publication of encoded arguments without waiting (the sync API's path).
@@ -292,6 +292,12 @@ class Component(ComponentBase):
         self._room.set()
         self._schedule_flush()  # requests made in the same loop turn share one write
         return await future
+
+    def _expire(self, handle: int, topic: str) -> None:
+        """A QoS publication got no ACK within the timeout: its caller stops waiting."""
+        future = self._futures.pop(handle, None)
+        if future is not None and not future.done():
+            future.set_exception(self._publish_timeout(topic))
 
     def _schedule_flush(self) -> None:
         """Write the core's output at the end of this loop turn."""
