@@ -253,7 +253,9 @@ class Component:
 
         A QoS0 publication made while connected returns once it is queued
         (in order with the others); errors that only the I/O thread can see
-        then are logged.
+        then are logged. A QoS1/2 one waits at most ``Options.timeout``
+        seconds, across a reconnect, then raises :class:`RembusTimeout`; the
+        publication stays queued (see :meth:`rembus.Component.publish`).
         """
         if qos == 0 and self._inner.is_connected and not self._io.in_thread():
             check_topic(topic, "publish")
