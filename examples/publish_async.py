@@ -3,8 +3,6 @@
 Run a broker first (``rembus broker``), then: python examples/publish_async.py
 """
 
-import asyncio
-
 import rembus
 
 
@@ -17,4 +15,4 @@ async def main() -> None:
     print("published 4 readings")
 
 
-asyncio.run(main())
+rembus.run(main())

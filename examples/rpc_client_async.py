@@ -16,8 +16,8 @@ async def main() -> None:
     try:
         await rb.rpc("no_such_method")
     except rembus.MethodNotFound as exc:
-        print("no_such_method:", exc.message)
+        print("rpc failed:", exc.message)
     await rb.close()
 
 
-asyncio.run(main())
+rembus.run(main())

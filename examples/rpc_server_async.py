@@ -1,6 +1,6 @@
 """Serve ``add`` over RPC with an async handler (async API).
 
-Run a broker first, then: python examples/rpc_server_async.py
+Run a broker first, then: python examples/rpc_server_async.py (Ctrl-C stops it)
 """
 
 import asyncio
@@ -20,4 +20,4 @@ async def main() -> None:
     await rb.forever()
 
 
-asyncio.run(main())
+rembus.run(main())

@@ -33,4 +33,4 @@ async def main(count: int | None) -> None:
         await rb.close()
 
 
-asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else None))
+rembus.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else None))

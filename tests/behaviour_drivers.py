@@ -140,6 +140,14 @@ class Face:
         """Send an RPC; the returned function waits for its result (or raises)."""
         raise NotImplementedError
 
+    def start_publish(self, topic: str, *args: Any, qos: int) -> Callable[[], Any]:
+        """Publish from a helper thread; the returned function waits for the outcome."""
+        return _in_thread(lambda: self.publish(topic, *args, qos=qos))
+
+    @property
+    def dropped_messages(self) -> int:
+        return int(self.comp.dropped_messages)
+
     def rpc_many(self, method: str, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Make all calls at once (as concurrently as the driver allows); results in order."""
         raise NotImplementedError

@@ -64,6 +64,14 @@ class Process:
     def wait_exit(self) -> int:
         return self.proc.wait(WAIT)
 
+    def rest(self) -> str:
+        """The output not read yet, up to the end (call once the process exits)."""
+        lines = []
+        while (line := self._lines.get(timeout=WAIT)) is not None:
+            lines.append(line)
+        self.output.extend(lines)
+        return "".join(lines)
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the process and wait for it (killing it if it does not stop)."""
         if self.proc.poll() is None:

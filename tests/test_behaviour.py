@@ -234,6 +234,19 @@ def test_rpc_timeout(session: Session) -> None:
     assert client.rpc("never_answers") == "released"
 
 
+def test_rpc_timeout_message_names_the_per_call_timeout(session: Session) -> None:
+    server, client = session.component("slow_named"), session.component(timeout=30)
+    release = threading.Event()
+    try:
+        server.expose_waiting("slow", release)
+        with pytest.raises(RembusTimeout, match=r"rpc 'slow': no answer within 0\.2 s"):
+            client.rpc("slow", timeout=0.2)
+        with pytest.raises(RembusTimeout, match=r"direct 'slow': no answer within 0\.3 s"):
+            client.direct("slow_named", "slow", timeout=0.3)
+    finally:
+        release.set()
+
+
 def test_unexpose(session: Session) -> None:
     server, client = session.component("unexposer"), session.component()
     server.expose(lambda x: x, topic="echo1")
@@ -287,6 +300,38 @@ def test_misuse_errors(session: Session) -> None:
         session.connect_raw("ws://127.0.0.1:1/nobody_listens")
 
 
+def test_misuse_messages_name_the_call(session: Session) -> None:
+    comp = session.component()
+    with pytest.raises(TypeError, match=r"method name must be a str, not int \(rpc\(method"):
+        comp.rpc(5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"method name must not be empty \(rpc\(method"):
+        comp.rpc("")
+    with pytest.raises(TypeError, match=r"method name must be a str, not int \(direct\("):
+        comp.direct("someone", 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"target must be a component name.*direct\(target"):
+        comp.direct(5, "method")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"topic must be a str, not int \(publish\(topic"):
+        comp.publish(5, "x")
+    with pytest.raises(TypeError, match=r"topic must be a str, not int \(admin\(topic"):
+        comp.admin(5, {"cmd": "x"})  # type: ignore[arg-type]
+    for call in ("subscribe", "expose", "unsubscribe", "unexpose"):
+        with pytest.raises(TypeError, match=rf"^{call}\(\) takes a function"):
+            getattr(comp, call)(5)
+    for call in ("subscribe", "expose"):
+        with pytest.raises(TypeError, match=rf"topic must be a str, not int \({call}\(\)"):
+            getattr(comp, call)(lambda: None, topic=5)
+    with pytest.raises(TypeError, match=r"cmd"):
+        comp.admin("t", {"no": "cmd"})
+    with pytest.raises(ValueError, match=r"qos must be the int 0, 1 or 2, not 3 \(publish\("):
+        comp.publish("t", 1, qos=3)
+    with pytest.raises(ValueError, match=r"^rpc\(\.\.\., timeout=\) takes a positive number"):
+        comp.rpc("m", timeout=-1)
+    with pytest.raises(TypeError, match=r"^direct\(\.\.\., timeout=\) takes a number"):
+        comp.direct("someone", "m", timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"must be what CBOR carries"):
+        comp.publish("t", [object()])
+
+
 def test_closed_component_refuses_calls(session: Session) -> None:
     comp = session.component()
     comp.close()
@@ -297,6 +342,59 @@ def test_closed_component_refuses_calls(session: Session) -> None:
 
 
 # -- reconnect ------------------------------------------------------------------
+
+FAST = {"reconnect_initial": 0.05, "reconnect_max": 0.2}
+
+
+def _lose_broker(session: Session, broker: BrokerProcess, pub: Any) -> None:
+    """Stop the broker and return once ``pub`` has seen its connection go."""
+    release = threading.Event()
+    hanging = session.component(f"hanging_{session.driver}", **FAST)
+    try:
+        hanging.expose_waiting("hangs", release)
+        pending = pub.start_rpc("hangs")
+        broker.stop()
+        with pytest.raises(RembusConnectionClosed):
+            pending()  # the loss reached pub
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_qos_publish_while_broker_down_times_out(
+        driver: str, broker_process: BrokerProcess, qos: int) -> None:
+    session = Session(driver, broker_process.url)
+    try:
+        sub = session.component(f"down_sub_{driver}", **FAST)
+        got = Collector()
+        sub.subscribe(got, True, topic="down_topic")
+        pub = session.component(f"down_pub_{driver}", timeout=1, **FAST)
+        _lose_broker(session, broker_process, pub)
+        with pytest.raises(RembusTimeout, match=r"publish 'down_topic': no ACK within 1 s"):
+            pub.publish("down_topic", "queued", qos=qos)
+        broker_process.start()
+        # As documented: the publication stayed queued and goes out after the reconnect.
+        assert got.wait_for(1) == ["queued"]
+    finally:
+        session.close()
+
+
+def test_qos_publish_while_broker_down_succeeds_after_restart(
+        driver: str, broker_process: BrokerProcess) -> None:
+    session = Session(driver, broker_process.url)
+    try:
+        sub = session.component(f"back_sub_{driver}", **FAST)
+        got = Collector()
+        sub.subscribe(got, True, topic="back_topic")
+        pub = session.component(f"back_pub_{driver}", timeout=30, **FAST)
+        _lose_broker(session, broker_process, pub)
+        outcome = pub.start_publish("back_topic", "waited", qos=1)
+        broker_process.start()
+        assert outcome() is None
+        assert got.wait_for(1) == ["waited"]
+    finally:
+        session.close()
+
 
 
 def test_reconnect_after_broker_restart(driver: str, broker_process: BrokerProcess) -> None:

@@ -360,10 +360,14 @@ def _conn_in(state: str) -> ClientConnection:
     return conn
 
 
-def _feed(conn: ClientConnection, frame: bytes) -> None:
-    with contextlib.suppress(ProtocolError):
+def _feed(conn: ClientConnection, frame: bytes) -> bool:
+    """Feed one hostile frame and everything a driver does next; True if it raised
+    ProtocolError (a driver then drops the connection and reconnects)."""
+    raised = False
+    try:
         conn.receive_message(frame, 1.0)
-    # The connection stays usable whatever happened.
+    except ProtocolError:
+        raised = True
     conn.data_to_send()
     for event in conn.events():
         data = getattr(event, "data", None)
@@ -372,6 +376,33 @@ def _feed(conn: ClientConnection, frame: bytes) -> None:
                 data.value  # noqa: B018
     conn.next_deadline()
     conn.handle_timer(100.0)
+    return raised
+
+
+def _sent(conn: ClientConnection, kind: type[Any]) -> Any:
+    """The one message of type ``kind`` in the output."""
+    [msg] = [m for m in map(decode, conn.data_to_send()) if isinstance(m, kind)]
+    return msg
+
+
+def _assert_usable(conn: ClientConnection, broken: bool) -> None:
+    """The connection stays usable: a normal exchange works, on the same connection or,
+    when the input broke it, after the reconnect a driver makes."""
+    now = 200.0
+    if broken or conn.state is not ConnectionState.OPEN:
+        conn.connection_lost(now)
+        conn.data_to_send()  # a driver drops what was not written on the lost transport
+        conn.connect(now)
+        if conn.state is ConnectionState.HANDSHAKING:
+            conn.receive_message(response(_sent(conn, Identity).id, 0, None), now)
+    assert conn.state is ConnectionState.OPEN
+    conn.data_to_send()
+    conn.events()
+    handle = conn.rpc("echo", [7], now=now)
+    conn.receive_message(response(_sent(conn, Rpc).id, 0, 7), now)
+    events = conn.events()
+    assert [(type(e), e.handle, e.status, e.data.value) for e in events  # type: ignore[attr-defined]
+            ] == [(RequestCompleted, handle, 0, 7)]
 
 
 STATES = st.sampled_from(["open", "handshaking", "challenged"])
@@ -381,8 +412,10 @@ STATES = st.sampled_from(["open", "handshaking", "challenged"])
 @given(state=STATES, frames=st.lists(st.binary(max_size=64), max_size=4))
 def test_arbitrary_bytes_raise_only_protocol_error(state: str, frames: list[bytes]) -> None:
     conn = _conn_in(state)
+    broken = False
     for frame in frames:
-        _feed(conn, frame)
+        broken |= _feed(conn, frame)
+    _assert_usable(conn, broken)
 
 
 def _mutate(frame: bytes, data: st.DataObject) -> bytes:
@@ -421,11 +454,13 @@ def _valid_frames() -> list[bytes]:
 def test_mutated_frames_raise_only_protocol_error(state: str, data: st.DataObject) -> None:
     conn = _conn_in(state)
     frames = _valid_frames()
+    broken = False
     for _ in range(data.draw(st.integers(1, 4))):
         frame = data.draw(st.sampled_from(frames))
         if data.draw(st.booleans()):
             frame = _mutate(frame, data)
-        _feed(conn, frame)
+        broken |= _feed(conn, frame)
+    _assert_usable(conn, broken)
 
 
 @settings(max_examples=200, deadline=None)

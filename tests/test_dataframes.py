@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cbor2 import CBORTag
 
 from behaviour_drivers import DRIVERS, Collector, Session, in_process_broker
+from rembus import RembusError
 
 pa = pytest.importorskip("pyarrow")
 pd = pytest.importorskip("pandas")
@@ -113,3 +115,45 @@ def test_plain_values_do_not_import_pyarrow() -> None:
     done = subprocess.run([sys.executable, "-c", script, tests_dir], capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout.strip() == "not loaded"
+
+
+def test_nested_dataframes_at_any_depth(session: Session) -> None:
+    pl = pytest.importorskip("polars")
+    sub = session.component("nested_sub", dataframe="pandas")
+    pub = session.component()
+    got = Collector()
+    sub.subscribe(got, topic="nested")
+    sub.expose(lambda: [pd.DataFrame({"a": [1, 2]}), "text", {"deep": [table()]}],
+               topic="make_nested")
+    sub.expose(lambda box: box["frames"][1]["a"].tolist(), topic="read_nested")
+    pub.publish("nested", {"frames": [table(), pl.DataFrame({"b": [3]})]}, [[table()]])
+    [(mapping, listed)] = got.wait_for(1)
+    first, second = mapping["frames"]
+    assert isinstance(first, pd.DataFrame) and list(first["id"]) == [1, 2, 3]
+    assert isinstance(second, pd.DataFrame) and list(second["b"]) == [3]
+    assert isinstance(listed[0][0], pd.DataFrame)
+    made = pub.rpc("make_nested")
+    assert made[0].equals(pa.table({"a": [1, 2]})) and made[1] == "text"
+    assert made[2]["deep"][0].equals(table())
+    assert pub.rpc("read_nested", {"frames": ["x", pl.DataFrame({"a": [7, 8]})]}) == [7, 8]
+
+
+def test_corrupt_dataframe_is_dropped_and_the_component_goes_on(session: Session) -> None:
+    sub, pub = session.component("corrupt_sub"), session.component()
+    got = Collector()
+    sub.subscribe(got, topic="frames")
+    sub.expose(lambda t: t.num_rows, topic="rows")
+    bad = CBORTag(80, b"not an Arrow stream")
+    pub.publish("frames", [bad])  # tag 80 holding garbage, nested
+    pub.publish("frames", bad)
+    pub.publish("frames", table())
+    [received] = got.wait_for(1)
+    assert received.equals(table())
+    assert sub.dropped_messages == 2
+    with pytest.raises(RembusError, match="malformed arguments"):
+        pub.rpc("rows", bad)
+    assert pub.rpc("rows", table()) == 3
+    sub.expose(lambda: bad, topic="bad_result")
+    with pytest.raises(RembusError, match="malformed response"):
+        pub.rpc("bad_result")
+    assert pub.rpc("rows", table()) == 3

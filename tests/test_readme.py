@@ -7,27 +7,37 @@ with nothing on stderr. Every block runs twice, after all the others, so a
 block that leaves state in the broker which breaks a later run (or another
 block) fails. A block that cannot run alone is preceded by
 ``<!-- readme-test: skip -->``; the skipped blocks must be exactly ``SKIPPED``.
+A block that serves until Ctrl-C is preceded by
+``<!-- readme-test: serves METHOD [ARGS] RESULT -->`` (JSON): the test calls the
+method until the block answers, expects RESULT, then sends SIGINT and expects a
+quiet exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import rembus.sync
 from broker_process import WAIT, BrokerProcess
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
 SKIP_MARK = "<!-- readme-test: skip -->"
 SKIPPED: set[str] = set()  # headings of the blocks marked as not runnable alone
+SERVES_MARK = re.compile(r"<!-- readme-test: serves (\w+) (\[.*\]) (.+) -->\s*$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class Block:
     code: str
     expected: str
     skipped: bool
+    serves: tuple[str, list[Any], Any] | None = None
+    """``(method, args, result)`` for a block that serves until Ctrl-C."""
 
 
 def python_blocks(text: str) -> list[Block]:
@@ -54,13 +66,18 @@ def python_blocks(text: str) -> list[Block]:
         if (following is not None and following.group(1) == "text"
                 and text[fence.end():following.start()].strip() == "prints:"):
             expected = following.group(2)
+        serves = SERVES_MARK.search(before)
         blocks.append(Block(heading, fence.group(2), expected,
-                            before.rstrip().endswith(SKIP_MARK)))
+                            before.rstrip().endswith(SKIP_MARK),
+                            None if serves is None else
+                            (serves.group(1), json.loads(serves.group(2)),
+                             json.loads(serves.group(3)))))
     return blocks
 
 
 BLOCKS = python_blocks(README)
-RUNNABLE = [block for block in BLOCKS if not block.skipped]
+RUNNABLE = [block for block in BLOCKS if not block.skipped and block.serves is None]
+SERVING = [block for block in BLOCKS if block.serves is not None]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +102,36 @@ def test_readme_block_runs_as_written(run: int, block: Block, broker: BrokerProc
                           text=True, timeout=WAIT)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert done.stdout == block.expected
+
+
+@pytest.mark.parametrize("block", SERVING, ids=[block.heading for block in SERVING])
+def test_readme_serving_block_answers_and_stops_quietly_on_ctrl_c(
+        block: Block, broker: BrokerProcess) -> None:
+    assert block.serves is not None
+    method, args, result = block.serves
+    env = {**os.environ, "REMBUS_BASE_URL": broker.url}
+    # a child of a non-interactive shell inherits SIGINT ignored: restore the default
+    proc = subprocess.Popen([sys.executable, "-c", block.code], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        with rembus.sync.component(broker.url, reconnect=False) as caller:
+            deadline = time.monotonic() + WAIT
+            while True:  # until the block has exposed its method
+                try:
+                    assert caller.rpc(method, *args) == result
+                    break
+                except (rembus.sync.MethodNotFound, rembus.sync.MethodUnavailable):
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=WAIT)
+        assert (proc.returncode, err) == (0, ""), err
+        assert out == block.expected
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _section(heading: str) -> str:

@@ -4,14 +4,18 @@ The async API::
 
     import rembus
 
-    rb = await rembus.component("ws://127.0.0.1:8000/myname")
-    await rb.publish("temperature", 21.5)
-    await rb.close()
+    async def main() -> None:
+        rb = await rembus.component("ws://127.0.0.1:8000/myname")
+        await rb.publish("temperature", 21.5)
+        await rb.forever()  # until Ctrl-C
+
+    rembus.run(main())  # closes the components at the end, quiet on Ctrl-C
 
 ``import rembus.sync as rembus`` gives the same API with blocking calls.
 """
 
 from rembus.client.aio import Component, component
+from rembus.client.lifetime import run
 from rembus.client.options import Options
 from rembus.errors import (
     LoginFailed,
@@ -48,5 +52,6 @@ __all__ = [
     "__version__",
     "component",
     "register",
+    "run",
     "unregister",
 ]

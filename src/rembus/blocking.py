@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from rembus import errors
+from rembus.client import lifetime
 from rembus.client.base import ComponentBase
 from rembus.client.handlers import (
     Handler,
@@ -41,7 +42,6 @@ from rembus.client.handlers import (
     challenge_signature,
     check_handler,
     exposer_call,
-    request_outcome,
     response_for_error,
     response_for_result,
     subscriber_call,
@@ -50,7 +50,7 @@ from rembus.client.options import Options, make_options
 from rembus.client.transport import default_ssl_context
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
-from rembus.errors import LoginFailed, RembusConnectionClosed, RembusError
+from rembus.errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout
 from rembus_proto import ProtocolError
 from rembus_proto.client_events import (
     ChallengeRequested,
@@ -179,7 +179,11 @@ class Component(ComponentBase):
             raise self._failure
 
     def close(self) -> None:
-        """Write what is queued, close the connection; pending requests fail."""
+        """Write what is queued, close the connection; pending requests fail.
+
+        A component still open when the interpreter exits is closed then.
+        """
+        lifetime.forget_at_exit(self)
         if self._closing:
             return
         self._closing = True
@@ -204,8 +208,21 @@ class Component(ComponentBase):
     # -- the API -------------------------------------------------------------
 
     def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
-        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
-        self._admin(self._publish_handle(topic, args, qos))
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, pump until the broker's ACK.
+
+        The wait lasts at most ``Options.timeout`` seconds, across a reconnect
+        that happens meanwhile; then :class:`RembusTimeout` is raised and the
+        publication stays queued (sent or resent when the connection allows,
+        so it may still arrive; ``close()`` drops it).
+        """
+        handle = self._publish_handle(topic, args, qos)
+        if handle is None:
+            self._send_soon()
+            return
+        try:
+            self._wait(handle, time.monotonic() + self.options.timeout)
+        except RembusTimeout:
+            raise self._publish_timeout(topic) from None
 
     def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker; pump until its result arrives."""
@@ -277,7 +294,8 @@ class Component(ComponentBase):
         else:
             self._wait(handle)
 
-    def _wait(self, handle: int) -> Any:
+    def _wait(self, handle: int, deadline: float | None = None) -> Any:
+        """Pump until the outcome of ``handle``; past ``deadline`` raise RembusTimeout."""
         self._waiting.add(handle)
         try:
             self._send_soon()
@@ -286,7 +304,13 @@ class Component(ComponentBase):
                     raise RembusConnectionClosed("the component is closed")
                 if self._sock is None and self._reconnect_at is None:
                     raise RembusConnectionClosed(f"not connected to {self.url.endpoint}")
-                self.process(None)
+                if deadline is None:
+                    self.process(None)
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RembusTimeout(f"no answer within {self.options.timeout:g} s")
+                self.process(left)
             _, value, error = self._done.pop(handle)
         finally:
             self._waiting.discard(handle)
@@ -488,14 +512,13 @@ class Component(ComponentBase):
 
     def _dispatch(self) -> int:
         count = 0
-        options = self.options
         while True:
             events = self.conn.events()
             if not events:
                 return count
             count += len(events)
             for event in events:
-                outcome = request_outcome(event, options.dataframe, options.timeout)
+                outcome = self._outcome(event)
                 if outcome is not None:
                     if outcome[0] in self._waiting:
                         self._done[outcome[0]] = outcome
@@ -576,6 +599,7 @@ def component(url: str | None = None, **options: Any) -> Component:
     """
     comp = Component(parse(url), make_options(options))
     comp._start()
+    lifetime.close_at_exit(comp)
     return comp
 
 

@@ -35,8 +35,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from rembus import errors
-from rembus.client import aio
-from rembus.client.handlers import Handler, check_handler, check_topic, topic_of, wire_args
+from rembus.client import aio, lifetime
+from rembus.client.handlers import Handler, check_handler, check_topic, topic_of, wire_payload
 from rembus.client.options import Options, make_options
 from rembus.client.threaded_lane import OrderedLane
 from rembus.client.threaded_publish import BatchPublisher
@@ -45,7 +45,6 @@ from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
 from rembus.errors import RembusConnectionClosed
 from rembus.security.registration import register_sync as register
 from rembus.security.registration import unregister_sync as unregister
-from rembus_proto import Payload
 
 T = TypeVar("T")
 
@@ -214,6 +213,7 @@ class Component:
         self._publisher = BatchPublisher(io.loop, inner)
         self._close_lock = threading.Lock()
         self._closed = False
+        lifetime.close_at_exit(self)
 
     @property
     def name(self) -> str | None:
@@ -235,6 +235,11 @@ class Component:
         """True while the connection to the broker is up and logged in."""
         return self._inner.is_connected
 
+    @property
+    def dropped_messages(self) -> int:
+        """Messages dropped (and logged) because their payload could not be decoded."""
+        return self._inner.dropped_messages
+
     def __repr__(self) -> str:
         return f"<rembus.sync Component {self._inner.url}>"
 
@@ -249,15 +254,15 @@ class Component:
 
         A QoS0 publication made while connected returns once it is queued
         (in order with the others); errors that only the I/O thread can see
-        then are logged.
+        then are logged. A QoS1/2 one waits at most ``Options.timeout``
+        seconds, across a reconnect, then raises :class:`RembusTimeout`; the
+        publication stays queued (see :meth:`rembus.Component.publish`).
         """
         if qos == 0 and self._inner.is_connected and not self._io.in_thread():
-            check_topic(topic)
+            check_topic(topic, "publish")
             if self._closed:
                 raise RembusConnectionClosed("the component is closed")
-            data = Payload.of_args(wire_args(args))
-            data.raw  # noqa: B018 - encode here: errors belong to the caller
-            self._publisher.post(topic, data)
+            self._publisher.post(topic, wire_payload(args))
             return
         self._run(self._inner.publish(topic, *args, qos=qos))
 
@@ -322,7 +327,11 @@ class Component:
                 raise
 
     def close(self) -> None:
-        """Close the connection, stop the I/O thread; pending requests fail."""
+        """Close the connection, stop the I/O thread; pending requests fail.
+
+        A component still open when the interpreter exits is closed then.
+        """
+        lifetime.forget_at_exit(self)
         with self._close_lock:
             if self._closed:
                 return

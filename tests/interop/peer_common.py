@@ -51,7 +51,9 @@ def emit(obj: dict[str, Any]) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """Values as JSON can carry them (tuples to lists)."""
+    """Values as JSON can carry them (tuples to lists, a DataFrame to its columns)."""
+    if type(value).__name__ == "DataFrame":  # pandas or polars
+        return {"DataFrame": {str(c): _plain(value[c].to_list()) for c in value.columns}}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -87,6 +89,10 @@ def method(topic: str, kind: str) -> Callable[..., Any]:
             return args[0] if len(args) == 1 else list(args)
         if kind == "fail":
             raise ValueError("kaboom")
+        if kind == "frames":  # a DataFrame nested in the result
+            import pandas
+
+            return [pandas.DataFrame({"a": [1, 2]}), "text"]
         raise ValueError(f"unknown kind {kind}")
 
     handler.__name__ = topic

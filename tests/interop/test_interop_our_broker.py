@@ -219,6 +219,19 @@ def test_our_client_with_upstream_peer(broker: OurBroker, spawn: Spawn,
     assert received == [[qos] for qos in levels]
 
 
+def test_nested_dataframes_with_0823(broker: OurBroker, spawn: Spawn,
+                                     ours: Callable[[str], OurClient]) -> None:
+    pa = pytest.importorskip("pyarrow")
+    [peer] = connect(spawn, broker, ("0.8.23", "df_peer"))
+    mine = ours(f"{broker.url}/df_mine")
+    peer.call("expose", topic="their_frames", kind="frames")
+    table, text = mine.rpc("their_frames")
+    assert isinstance(table, pa.Table) and table.to_pydict() == {"a": [1, 2]}
+    assert text == "text"
+    mine.expose(lambda: [pa.table({"b": [3, 4]}), "ours"], topic="our_frames")
+    assert peer.call("rpc", topic="our_frames", args=[]) == [{"DataFrame": {"b": [3, 4]}}, "ours"]
+
+
 def test_both_generations_and_ours_on_one_broker(
         broker: OurBroker, spawn: Spawn, ours: Callable[[str], OurClient]) -> None:
     old, new = connect(spawn, broker, ("0.1.0", "old"), ("0.8.23", "new"))

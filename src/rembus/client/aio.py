@@ -21,7 +21,6 @@ from rembus.client.handlers import (
     Handler,
     challenge_signature,
     exposer_call,
-    request_outcome,
     response_for_error,
     response_for_result,
     subscriber_call,
@@ -184,13 +183,23 @@ class Component(ComponentBase):
     # -- the API -------------------------------------------------------------
 
     async def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
-        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK."""
+        """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK.
+
+        The wait lasts at most ``Options.timeout`` seconds, across a reconnect
+        that happens meanwhile; then :class:`RembusTimeout` is raised and the
+        publication stays queued (sent or resent when the connection allows,
+        so it may still arrive; ``close()`` drops it).
+        """
         handle = self._publish_handle(topic, args, qos)
         self._published()
-        if handle is not None:
-            await self._wait(handle)
-        else:
+        if handle is None:
             await self.drain()
+            return
+        timer = self._loop.call_later(self.options.timeout, self._expire, handle, topic)
+        try:
+            await self._wait(handle)
+        finally:
+            timer.cancel()
 
     def publish_nowait(self, topic: str, data: Payload) -> None:
         """Queue a QoS0 publication of encoded arguments without waiting (the sync API's path).
@@ -283,6 +292,12 @@ class Component(ComponentBase):
         self._schedule_flush()  # requests made in the same loop turn share one write
         return await future
 
+    def _expire(self, handle: int, topic: str) -> None:
+        """A QoS publication got no ACK within the timeout: its caller stops waiting."""
+        future = self._futures.pop(handle, None)
+        if future is not None and not future.done():
+            future.set_exception(self._publish_timeout(topic))
+
     def _schedule_flush(self) -> None:
         """Write the core's output at the end of this loop turn."""
         if not self._flush_scheduled:
@@ -320,8 +335,7 @@ class Component(ComponentBase):
         self._process()
 
     def _on_event(self, event: object) -> None:
-        options = self.options
-        outcome = request_outcome(event, options.dataframe, options.timeout)
+        outcome = self._outcome(event)
         if outcome is not None:
             self._resolve(*outcome)
         elif isinstance(event, PublicationReceived):

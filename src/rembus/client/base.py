@@ -9,17 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from rembus.client import lifetime
 from rembus.client.handlers import (
+    Calls,
     Handler,
+    Outcome,
     Registry,
     check_handler,
+    check_qos,
+    check_timeout,
     check_topic,
+    request_outcome,
     topic_of,
     wire_args,
 )
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
-from rembus.errors import RembusConnectionClosed, RembusError
+from rembus.errors import RembusConnectionClosed, RembusError, RembusTimeout
 from rembus_proto import LAST_RECEIVED, NOW, ClientConnection, Payload
 from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
 
@@ -32,8 +38,10 @@ class ComponentBase:
         self.options = options
         self.conn = ClientConnection(url.name, options.client_config(), meta=options.meta)
         self.registry = Registry()
+        self._calls: Calls = {}
         self._closing = False
         self._explicit_unreactive = False
+        lifetime.track(self)
 
     @property
     def name(self) -> str | None:
@@ -45,8 +53,23 @@ class ComponentBase:
         """True while the connection to the broker is up and logged in."""
         return self.conn.state is ConnectionState.OPEN
 
+    @property
+    def dropped_messages(self) -> int:
+        """Messages dropped (and logged) because their payload could not be decoded."""
+        return self.registry.dropped
+
     def _now(self) -> float:
         raise NotImplementedError
+
+    def _outcome(self, event: object) -> Outcome | None:
+        """The outcome ``event`` reports for a request or QoS publication, else ``None``."""
+        return request_outcome(event, self.options.dataframe, self._calls, self.options.timeout)
+
+    def _publish_timeout(self, topic: str) -> RembusTimeout:
+        """The error of a QoS publication not acknowledged within ``Options.timeout``."""
+        return RembusTimeout(
+            f"publish {topic!r}: no ACK within {self.options.timeout:g} s; the publication "
+            f"stays queued and is sent again when the connection allows")
 
     def _check_handler(self, fn: Any, what: str) -> None:
         check_handler(fn, what)
@@ -61,27 +84,35 @@ class ComponentBase:
 
     def _publish_handle(self, topic: str, args: tuple[Any, ...] | Payload,
                         qos: int) -> int | None:
-        check_topic(topic)
+        check_topic(topic, "publish")
+        check_qos(qos)
         self._check_open_for_use()
         data = args if isinstance(args, Payload) else wire_args(args)
         try:
             return self.conn.publish(topic, data, qos=qos, now=self._now())
-        except OutboxFull as exc:
+        except (OutboxFull, TooManyPending) as exc:
             raise RembusError(str(exc)) from None
 
     def _rpc_handle(self, method: str, args: tuple[Any, ...], target: str | None,
                     timeout: float | None) -> int:
-        check_topic(method)
+        what = "rpc" if target is None else "direct"
         if target is not None and (not isinstance(target, str) or not target):
-            raise TypeError("direct() takes the target component name first")
+            raise TypeError(f"the target must be a component name (a non-empty str), not "
+                            f"{target!r} (direct(target, method, *args) takes the target "
+                            f"first)")
+        check_topic(method, what)
+        check_timeout(timeout, what)
         self._check_open_for_use()
         try:
-            return self.conn.rpc(method, wire_args(args), target=target, now=self._now(),
-                                 timeout=timeout)
+            handle = self.conn.rpc(method, wire_args(args), target=target, now=self._now(),
+                                   timeout=timeout)
         except NotConnected:
             raise RembusConnectionClosed(f"not connected to {self.url.endpoint}") from None
         except TooManyPending as exc:
             raise RembusError(str(exc)) from None
+        self._calls[handle] = (f"{what} {method!r}",
+                               self.options.timeout if timeout is None else timeout)
+        return handle
 
     def _subscribe_handle(self, fn: Handler, retroactive: bool, topic: str | None) -> int | None:
         self._check_handler(fn, "subscribe")
@@ -107,7 +138,7 @@ class ComponentBase:
         return self.conn.unexpose(name, now=self._now())
 
     def _admin_handle(self, topic: str, command: dict[str, Any]) -> int:
-        check_topic(topic)
+        check_topic(topic, "admin")
         if not isinstance(command, dict) or not isinstance(command.get("cmd"), str):
             raise TypeError('an admin command is a dict with a "cmd" string, '
                             'e.g. {"cmd": "private_topic"}')

@@ -30,9 +30,9 @@ Handler = Callable[..., Any]
 def topic_of(fn_or_topic: Any, topic: str | None, what: str) -> str:
     """The topic of a handler: ``topic`` if given, else the function's name."""
     if topic is not None:
-        return check_topic(topic)
+        return check_topic(topic, what)
     if isinstance(fn_or_topic, str):
-        return check_topic(fn_or_topic)
+        return check_topic(fn_or_topic, what)
     if not callable(fn_or_topic):
         raise TypeError(f"{what}() takes a function (or a topic string), "
                         f"not {type(fn_or_topic).__name__}")
@@ -43,14 +43,44 @@ def topic_of(fn_or_topic: Any, topic: str | None, what: str) -> str:
     return name
 
 
-def check_topic(topic: Any) -> str:
-    """Return ``topic`` if it is a non-empty str, else raise a clear error."""
+#: What each call takes first, for the error that a wrong value raises.
+_FIRST_ARGUMENT = {
+    "publish": ("topic", "publish(topic, *args) takes the topic first"),
+    "rpc": ("method name", "rpc(method, *args) takes the name of the method first"),
+    "direct": ("method name",
+               "direct(target, method, *args) takes the name of the method second"),
+    "admin": ("topic", "admin(topic, command) takes the topic first"),
+}
+
+
+def check_topic(topic: Any, what: str) -> str:
+    """Return ``topic`` if it is a non-empty str, else raise an error naming the call ``what``."""
+    noun, usage = _FIRST_ARGUMENT.get(
+        what, ("topic", f"{what}() takes a function or a topic"))
     if not isinstance(topic, str):
-        raise TypeError(f"the topic must be a str, not {type(topic).__name__} "
-                        f"(publish(topic, *args) takes the topic first)")
+        raise TypeError(f"the {noun} must be a str, not {type(topic).__name__} ({usage})")
     if not topic:
-        raise ValueError("the topic must not be empty")
+        raise ValueError(f"the {noun} must not be empty ({usage})")
     return topic
+
+
+def check_qos(qos: Any) -> None:
+    """Raise a clear error unless ``qos`` is the int 0, 1 or 2."""
+    if qos.__class__ is not int or not 0 <= qos <= 2:
+        raise (TypeError if qos.__class__ is not int else ValueError)(
+            f"qos must be the int 0, 1 or 2, not {qos!r} (publish(topic, *args, qos=1))")
+
+
+def check_timeout(timeout: Any, what: str) -> None:
+    """Raise a clear error unless ``timeout`` is ``None`` or a positive number of seconds."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what}(..., timeout=) takes a number of seconds, not "
+                        f"{type(timeout).__name__}")
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"{what}(..., timeout=) takes a positive number of seconds, "
+                         f"not {timeout!r}")
 
 
 def check_handler(fn: Any, what: str) -> Handler:
@@ -61,36 +91,48 @@ def check_handler(fn: Any, what: str) -> Handler:
 
 
 class Registry:
-    """Handlers by topic: subscribers and exposed methods."""
+    """Handlers by topic, and the count of messages dropped for a bad payload."""
 
     def __init__(self) -> None:
         self.subscribers: dict[str, Handler] = {}
         self.exposed: dict[str, Handler] = {}
+        self.dropped = 0
+
+    def call_args(self, data: Payload, kind: DataFrameKind, topic: str
+                  ) -> tuple[Any, ...] | None:
+        """Positional arguments for a handler of ``topic``, or ``None`` (counted in
+        :attr:`dropped`, logged) when the payload is malformed or holds a bad DataFrame."""
+        try:
+            return dataframes.from_payload(data, data.args, kind)  # type: ignore[no-any-return]
+        except (ProtocolError, dataframes.BadDataFrame) as exc:
+            self.dropped += 1
+            log.warning("dropping a message on %s with a bad payload: %s", topic, exc)
+            return None
 
 
-def call_args(data: Payload, kind: DataFrameKind) -> tuple[Any, ...] | None:
-    """Positional arguments for a handler, or ``None`` when the payload is malformed."""
-    try:
-        args = data.args
-    except ProtocolError as exc:
-        log.warning("dropping a message with a malformed payload: %s", exc)
-        return None
-    return dataframes.from_wire_args(args, kind)
-
-
-def wire_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+def wire_args(args: tuple[Any, ...]) -> tuple[Any, ...] | Payload:
     """Outgoing arguments as the protocol core takes them (DataFrames become tag 80)."""
     return dataframes.to_wire_args(args)
 
 
+def wire_payload(args: tuple[Any, ...]) -> Payload:
+    """Outgoing arguments encoded now (encoding errors are raised here)."""
+    data = dataframes.to_wire_args(args)
+    if isinstance(data, Payload):
+        return data
+    payload = Payload.of_args(data)
+    payload.raw  # noqa: B018 - encode now: errors belong to the caller
+    return payload
+
+
 def response_for_result(result: Any) -> tuple[int, Any]:
     """Status and value answering a request whose handler returned ``result``."""
-    payload = Payload.of(dataframes.to_wire(result))
+    if type(result) in dataframes.SCALAR_TYPES:
+        return Status.OK, result
     try:
-        payload.raw  # noqa: B018 - encode now to report failures as errors
+        return Status.OK, dataframes.encode(result)
     except EncodeError as exc:
         return Status.METHOD_EXCEPTION, f"the result cannot be sent: {exc}"
-    return Status.OK, payload
 
 
 def response_for_error(exc: BaseException) -> tuple[int, Any]:
@@ -108,18 +150,31 @@ def result_of(status: int, data: Payload, kind: DataFrameKind) -> Any:
         raise RembusError(f"malformed response: {exc}") from None
     if status != Status.OK:
         raise error_for(status, value)
-    return dataframes.from_wire(value, kind)
+    try:
+        return dataframes.from_payload(data, value, kind)
+    except dataframes.BadDataFrame as exc:
+        raise RembusError(f"malformed response: {exc}") from None
 
 
 Outcome = tuple[int, Any, BaseException | None]
 """How a request ended: its handle, its value and the error to raise (or ``None``)."""
 
+Calls = dict[int, tuple[str, float]]
+"""What each request in flight is (e.g. ``rpc 'add'``) and its timeout, by handle."""
 
-def request_outcome(event: object, kind: DataFrameKind, timeout: float) -> Outcome | None:
-    """The outcome an event reports for a request or QoS publication, else ``None``."""
+
+def request_outcome(event: object, kind: DataFrameKind, calls: Calls,
+                    timeout: float) -> Outcome | None:
+    """The outcome an event reports for a request or QoS publication, else ``None``.
+
+    ``calls`` describes the requests whose timeout error must name them (the
+    entry of a request that ended is removed); others report ``timeout``.
+    """
     cls = event.__class__
     if cls is RequestCompleted:
         assert isinstance(event, RequestCompleted)
+        if calls:
+            calls.pop(event.handle, None)
         try:
             return event.handle, result_of(event.status, event.data, kind), None
         except RembusError as exc:
@@ -129,9 +184,12 @@ def request_outcome(event: object, kind: DataFrameKind, timeout: float) -> Outco
         return event.handle, None, None
     if cls is RequestTimedOut:
         assert isinstance(event, RequestTimedOut)
-        return event.handle, None, RembusTimeout(f"no answer within {timeout} s")
+        what, wait = calls.pop(event.handle, ("the request", timeout))
+        return event.handle, None, RembusTimeout(f"{what}: no answer within {wait:g} s")
     if cls is RequestAborted:
         assert isinstance(event, RequestAborted)
+        if calls:
+            calls.pop(event.handle, None)
         return event.handle, None, RembusConnectionClosed(event.reason)
     if cls is PublishFailed:
         assert isinstance(event, PublishFailed)
@@ -145,7 +203,7 @@ def subscriber_call(registry: Registry, event: PublicationReceived,
     handler = registry.subscribers.get(event.topic)
     if handler is None:
         return None
-    args = call_args(event.data, kind)
+    args = registry.call_args(event.data, kind, event.topic)
     if args is None:
         return None
     return handler, args
@@ -157,7 +215,7 @@ def exposer_call(registry: Registry, event: RequestReceived, kind: DataFrameKind
     handler = registry.exposed.get(event.topic)
     if handler is None:
         return None, (Status.METHOD_NOT_FOUND, event.topic)
-    args = call_args(event.data, kind)
+    args = registry.call_args(event.data, kind, event.topic)
     if args is None:
         return None, (Status.METHOD_ARGS_ERROR, "malformed arguments")
     return handler, args
