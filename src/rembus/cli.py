@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rembus_proto.router import POLICIES, RouterConfig
+from rembus_proto.broker import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
 
 from . import cli_client, cli_security
