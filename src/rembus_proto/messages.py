@@ -114,16 +114,16 @@ class Pub(NamedTuple):
         if msg_id is None:
             if flags:
                 raise ValueError("a PUB with QoS or SLOT flags needs an id")
-            if data._raw is None:
-                return cbor.dumps([1, topic, data._value])
-            return b"\x83\x01" + text(topic) + data._raw
+            if data.encoded is None:
+                return cbor.dumps([1, topic, data.decoded])
+            return b"\x83\x01" + text(topic) + data.encoded
         type_byte = 1 | (flags & FLAGS_MASK)
         if type(msg_id) is not bytes:
             _check_id(msg_id)
-        if data._raw is None:
-            return cbor.dumps([type_byte, msg_id, topic, data._value])
+        if data.encoded is None:
+            return cbor.dumps([type_byte, msg_id, topic, data.decoded])
         return b"".join((b"\x84", _TYPE_HEAD[type_byte], byte_string(msg_id), text(topic),
-                         data._raw))
+                         data.encoded))
 
 
 class Rpc(NamedTuple):
@@ -142,10 +142,10 @@ class Rpc(NamedTuple):
             _check_str(topic, "topic")
         if target is not None:
             _check_str(target, "target")
-        if data._raw is None:
-            return cbor.dumps([2, msg_id, topic, target, data._value])
+        if data.encoded is None:
+            return cbor.dumps([2, msg_id, topic, target, data.decoded])
         return b"".join((b"\x85\x02", byte_string(msg_id), text(topic),
-                         cbor.NULL if target is None else text(target), data._raw))
+                         cbor.NULL if target is None else text(target), data.encoded))
 
 
 class Admin(NamedTuple):
@@ -186,9 +186,9 @@ class Response(NamedTuple):
             status = _check_uint(int(status), "status")
         if type(msg_id) is not bytes:
             _check_id(msg_id)
-        if data._raw is None:
-            return cbor.dumps([4, msg_id, status, data._value])
-        return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), data._raw))
+        if data.encoded is None:
+            return cbor.dumps([4, msg_id, status, data.decoded])
+        return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), data.encoded))
 
 
 class Ack(NamedTuple):
