@@ -42,12 +42,14 @@ class RegexMatcher:
         self._entries: dict[str, tuple[re.Pattern[str], set[str]]] = {}
 
     def insert(self, pattern: str, value: str) -> None:
+        """Store ``value`` under ``pattern``."""
         entry = self._entries.get(pattern)
         if entry is None:
             entry = self._entries[pattern] = (compile_pattern(pattern), set())
         entry[1].add(value)
 
     def remove(self, pattern: str, value: str) -> None:
+        """Forget ``value`` under ``pattern``."""
         entry = self._entries.get(pattern)
         if entry is not None:
             entry[1].discard(value)
@@ -55,6 +57,7 @@ class RegexMatcher:
                 del self._entries[pattern]
 
     def match(self, topic: str) -> list[str]:
+        """The values of every pattern that matches ``topic``."""
         return [value for regex, values in self._entries.values() if regex.fullmatch(topic)
                 for value in values]
 
