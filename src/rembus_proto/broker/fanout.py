@@ -24,13 +24,19 @@ class Fanout:
         self.guard = guard
         self.archive = archive
         self.replayer = replayer
+        # the hot path reads these directly; none of them is ever replaced
+        self._exact = index.exact
+        self._patterns = index.patterns
+        self._retro = index.retro
+        self._private = guard.private
+        self._max_queued = effects.config.max_queued
 
     def publish(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
                 frame: bytes, offset: int) -> None:
         """Route a publication; its payload is ``frame[offset:]``, sliced only if needed."""
         publisher = conn.twin
         effects = self.effects
-        private = self.guard.private
+        private = self._private
         acl = private.get(topic) if private else None
         if acl is not None and not self.guard.allowed(conn, acl):
             return  # private topic: dropped silently (spec 7.1)
@@ -45,23 +51,21 @@ class Fanout:
                 seen[msg_id] = None
                 if len(seen) > effects.config.qos2_dedup_size:
                     seen.popitem(last=False)
-        index = self.index
-        patterns: Sequence[str] = index.match(topic) if index.has_patterns else ()
+        patterns: Sequence[str] = self.index.match(topic) if self._patterns else ()
         seq = 0
-        if index.archived(topic, patterns):
+        if self._retro and self.index.archived(topic, patterns):
             seq = self.archive.append(topic, flags, msg_id, frame[offset:], publisher.name,
                                       effects.wall)
         if qos and msg_id is not None:
             effects.send(conn, encode_ack(msg_id))
-        subscribers: Collection[Twin] | None = index.subscribers(topic)
+        subscribers: Collection[Twin] | None = self._exact.get(topic)
         if subscribers and acl is not None:
             subscribers = self.guard.only_allowed(subscribers, acl)
         if subscribers:
             tenant = publisher.tenant
             legacy_frame: bytes | None = None
             dirty = effects.dirty
-            max_queued = effects.config.max_queued
-            deliver = effects.deliver
+            max_queued = self._max_queued
             for twin in subscribers:
                 sub_conn = twin.conn
                 if (sub_conn is None or twin is publisher or not twin.reactive
@@ -72,9 +76,9 @@ class Fanout:
                 if sub_conn.id_len == 16:
                     if legacy_frame is None:
                         legacy_frame = encode_pub_raw(topic, frame[offset:])
-                    deliver(twin, sub_conn, legacy_frame, 0, seq, None)
+                    effects.deliver(twin, sub_conn, legacy_frame, 0, seq, None)
                 elif qos or (seq and twin.named) or sub_conn.closed:
-                    deliver(twin, sub_conn, frame, qos, seq, msg_id)
+                    effects.deliver(twin, sub_conn, frame, qos, seq, msg_id)
                 else:  # plain QoS0 delivery, inlined: the most frequent case by far
                     out = sub_conn.out
                     out.append(frame)

@@ -66,44 +66,49 @@ class SubscriptionIndex:
     """Topic or pattern -> subscribed twins, with counts of the retroactive ones."""
 
     def __init__(self, matcher: PatternMatcher | None = None) -> None:
-        self._exact: dict[str, dict[Twin, None]] = {}
-        self._patterns: dict[str, dict[Twin, None]] = {}
+        # The three dicts below are public for the fan-out hot path, read-only
+        # there; they are never replaced, so a reference to them stays valid.
+        self.exact: dict[str, dict[Twin, None]] = {}
+        """Topic -> twins subscribed to exactly that topic."""
+        self.patterns: dict[str, dict[Twin, None]] = {}
+        """Pattern -> twins subscribed to it."""
+        self.retro: dict[str, int] = {}
+        """Exact topic -> how many retroactive subscriptions it has."""
         self._matcher: PatternMatcher = matcher if matcher is not None else RegexMatcher()
-        self._retro: dict[str, int] = {}
         self._retro_patterns: dict[str, int] = {}
 
     def add(self, topic: str, twin: Twin, retro: bool) -> None:
         """Index the subscription of ``twin`` to ``topic`` (a pattern or not)."""
         if is_pattern(topic):
-            twins = self._patterns.get(topic)
+            twins = self.patterns.get(topic)
             if twins is None:
-                twins = self._patterns[topic] = {}
+                twins = self.patterns[topic] = {}
                 self._matcher.insert(topic, topic)
             twins[twin] = None
             counts = self._retro_patterns
         else:
-            self._exact.setdefault(topic, {})[twin] = None
-            counts = self._retro
+            self.exact.setdefault(topic, {})[twin] = None
+            counts = self.retro
         if retro:
             counts[topic] = counts.get(topic, 0) + 1
 
     def remove(self, topic: str, twin: Twin, retro: bool) -> None:
         """Undo :meth:`add` (same ``retro``)."""
         if is_pattern(topic):
-            twins = self._patterns.get(topic)
+            twins = self.patterns.get(topic)
             if twins is not None:
                 twins.pop(twin, None)
                 if not twins:
-                    del self._patterns[topic]
+                    del self.patterns[topic]
                     self._matcher.remove(topic, topic)
             counts = self._retro_patterns
         else:
-            exact = self._exact.get(topic)
+            exact = self.exact.get(topic)
             if exact is not None:
                 exact.pop(twin, None)
                 if not exact:
-                    del self._exact[topic]
-            counts = self._retro
+                    del self.exact[topic]
+            counts = self.retro
         if retro:
             left = counts.get(topic, 0) - 1
             if left > 0:
@@ -121,26 +126,17 @@ class SubscriptionIndex:
         for topic in twin.subs:
             self.remove(topic, twin, twin.retroactive(topic))
 
-    def subscribers(self, topic: str) -> dict[Twin, None] | None:
-        """Twins subscribed to exactly ``topic``."""
-        return self._exact.get(topic)
-
-    @property
-    def has_patterns(self) -> bool:
-        """Whether any pattern is subscribed."""
-        return bool(self._patterns)
-
     def match(self, topic: str) -> list[str]:
         """The subscribed patterns that match ``topic``."""
-        return list(self._matcher.match(topic)) if self._patterns else []
+        return list(self._matcher.match(topic)) if self.patterns else []
 
     def pattern_subscribers(self, pattern: str) -> dict[Twin, None]:
         """Twins subscribed to ``pattern``."""
-        return self._patterns.get(pattern) or {}
+        return self.patterns.get(pattern) or {}
 
     def archived(self, topic: str, patterns: Iterable[str]) -> bool:
         """Whether a publication on ``topic`` (matching ``patterns``) must be stored."""
-        retro = self._retro
+        retro = self.retro
         if not retro:
             return False
         if topic in retro:
@@ -150,8 +146,8 @@ class SubscriptionIndex:
 
     def snapshot(self) -> dict[str, list[str]]:
         """Every topic and pattern with the sorted names of its subscribers."""
-        out = {topic: sorted(t.name for t in twins) for topic, twins in self._exact.items()}
-        out.update((p, sorted(t.name for t in twins)) for p, twins in self._patterns.items())
+        out = {topic: sorted(t.name for t in twins) for topic, twins in self.exact.items()}
+        out.update((p, sorted(t.name for t in twins)) for p, twins in self.patterns.items())
         return out
 
 
