@@ -214,17 +214,17 @@ def make_guard(**keys: PublicKey) -> tuple[Guard, Effects, Connection]:
 
 def test_the_guard_asks_for_a_key_then_decides_to_bind_a_free_name() -> None:
     guard, effects, conn = make_guard()
-    assert guard.identify(conn, b"i" * 8, "bob", 0.0) == LookUpKey("bob")
+    assert guard.identify(conn, b"i" * 8, "bob") == LookUpKey("bob")
     guard.key_found(conn, "bob", None)
-    assert guard.identify(conn, b"i" * 8, "bob", 0.0) == Bind(b"i" * 8, "bob")
-    assert guard.identify(conn, b"i" * 8, "bob", 0.0) == LookUpKey("bob")  # answers are single-use
+    assert guard.identify(conn, b"i" * 8, "bob") == Bind(b"i" * 8, "bob")
+    assert guard.identify(conn, b"i" * 8, "bob") == LookUpKey("bob")  # answers are single-use
     assert effects.data_to_send() == [] and effects.events() == []
 
 
 def test_the_guard_challenges_a_registered_name_and_binds_after_the_attestation() -> None:
     guard, effects, conn = make_guard(bob=KEY)
     guard.key_found(conn, "bob", KEY)
-    assert guard.identify(conn, b"i" * 8, "bob", 0.0) is DONE
+    assert guard.identify(conn, b"i" * 8, "bob") is DONE
     ((_, frames),) = effects.data_to_send()
     assert rp.decode(frames[0]) == rp.response_for(b"i" * 8, rp.Status.CHALLENGE, b"\x07" * 4)
     attestation = rp.Attestation(b"a" * 8, "bob", b"good")
@@ -240,7 +240,7 @@ def test_the_guard_challenges_a_registered_name_and_binds_after_the_attestation(
 def test_the_guard_refuses_a_bad_signature_with_a_close() -> None:
     guard, effects, conn = make_guard(bob=KEY)
     guard.key_found(conn, "bob", KEY)
-    guard.identify(conn, b"i" * 8, "bob", 0.0)
+    guard.identify(conn, b"i" * 8, "bob")
     guard.key_found(conn, "bob", KEY)
     assert guard.receive(conn, rp.Attestation(b"a" * 8, "bob", b"bad"), 1.0) is DONE
     (close,) = effects.events()

@@ -217,7 +217,7 @@ class Guard:
 
     # -- login -----------------------------------------------------------------
 
-    def identify(self, conn: Connection, msg_id: bytes, name: str, now: float) -> Decision:
+    def identify(self, conn: Connection, msg_id: bytes, name: str) -> Decision:
         """IDENTITY of a free ``name``: challenge it if it is registered, else bind it."""
         found, key = self._key(conn, name)
         if not found:

@@ -100,17 +100,17 @@ class Router:
 
     def connect(self, now: float, peer: str = "") -> Connection:
         """A transport connection was accepted; returns its handle."""
-        self._effects.at(now, None)
+        self._effects.now = now
         return self._sessions.connect(peer)
 
     def disconnect(self, conn: Connection, now: float) -> None:
         """The transport connection is gone (closed by either side or lost)."""
-        self._effects.at(now, None)
+        self._effects.now = now
         self._sessions.disconnect(conn)
 
     def drained(self, conn: Connection, now: float) -> None:
         """The connection's socket buffer has room again: continue a replay."""
-        self._effects.at(now, None)
+        self._effects.now = now
         conn.waiting_drain = False
         twin = conn.twin
         if twin.replaying and twin.conn is conn:
@@ -268,7 +268,7 @@ class Router:
         if error is not None:
             self._effects.reply(conn, msg.id, Status.GENERIC_ERROR, error)
             return DONE
-        return self._apply(conn, self.guard.identify(conn, msg.id, name, self._effects.now))
+        return self._apply(conn, self.guard.identify(conn, msg.id, name))
 
     def _apply(self, conn: Connection, decision: Decision) -> Decision:
         """Carry out a :class:`Bind`; pass any other decision on."""
