@@ -4,8 +4,9 @@ Run: python fuzz/fuzz_router.py -max_total_time=60 [corpus-dir]
 
 The input is a program: each step picks a connection (of three, one of them
 with 16-byte ids), an action (a frame, a disconnect, a reconnect, time
-passing, a drain) and, for frames, the frame bytes. Only ProtocolError may
-escape Router.receive; every other call must not raise at all.
+passing, a drain) and, for frames, the frame bytes. After each step the
+router's data requests are answered in line. Only ProtocolError may escape
+Router.receive; every other call must not raise at all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 with atheris.instrument_imports():
     import rembus_proto as rp
-    from rembus_proto.router import Router, RouterConfig
+    from rembus_proto.broker import Close, Router, RouterConfig, answer_requests
+    from rembus_proto.security import MemorySecurity
     from rembus_proto.store import MemoryStore
 
 SEEDS = [
@@ -39,10 +41,15 @@ SEEDS = [
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     store = MemoryStore()
+    security = MemorySecurity()
     config = RouterConfig(max_inflight=8, replay_batch=4, max_queued=64,
                           limits=rp.DecodeLimits(max_message_size=4096, max_depth=32))
     counter = iter(range(1, 1 << 30))
-    router = Router(store, config, id_factory=lambda n: next(counter).to_bytes(n, "little"))
+
+    def ids(n: int) -> bytes:
+        return next(counter).to_bytes(n, "little")
+
+    router = Router(store, config, id_factory=ids, security=security)
     now = 1000.0
     conns = [router.connect(now) for _ in range(3)]
     for _ in range(fdp.ConsumeIntInRange(1, 40)):
@@ -66,16 +73,18 @@ def test_one_input(data: bytes) -> None:
             router.drained(conns[slot], now)
         else:
             router.shutdown(now)
-            router = Router(store, config, id_factory=lambda n: next(counter).to_bytes(n, "little"))
+            router = Router(store, config, id_factory=ids, security=security)
             conns = [router.connect(now) for _ in range(3)]
+        orders = answer_requests(router, store, security, now)
         store.commit()
-        for _conn, _frames in router.pull():
+        for _conn, _frames in router.data_to_send():
             pass
         router.flush()
-        for close in router.take_closes():
-            router.disconnect(close.conn, now)
-            if close.conn in conns:
-                conns[conns.index(close.conn)] = router.connect(now)
+        for order in orders:
+            if isinstance(order, Close):
+                router.disconnect(order.conn, now)
+                if order.conn in conns:
+                    conns[conns.index(order.conn)] = router.connect(now)
 
 
 def main() -> None:

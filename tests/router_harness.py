@@ -6,7 +6,15 @@ import itertools
 from typing import Any
 
 import rembus_proto as rp
-from rembus_proto.router import Close, Connection, Router, RouterConfig
+from rembus_proto.broker import (
+    Close,
+    Connection,
+    Order,
+    Router,
+    RouterConfig,
+    ShutdownRequested,
+    answer_requests,
+)
 from rembus_proto.store import MemoryStore, Store
 
 
@@ -110,6 +118,8 @@ class Net:
         self.router = Router(self.store, self.config, id_factory=self._ids, now=now)
         self.peers: dict[Connection, Peer] = {}
         self.closes: list[Close] = []
+        self.orders: list[Order] = []
+        """Every order the router gave (closes, shutdown), in order."""
         self.auto_drain = True
 
     def _ids(self, size: int) -> bytes:
@@ -127,16 +137,20 @@ class Net:
 
     def pump(self) -> None:
         for _ in range(1000):
+            router = self.router
+            orders = answer_requests(router, self.store, router.guard.security, self.now)
             self.store.commit()
-            pulled = list(self.router.pull())
+            pulled = router.data_to_send()
             for conn, frames in pulled:
                 peer = self.peers.get(conn)
                 if peer is not None:
                     peer.inbox.extend(frames)
-            self.router.flush()
-            for close in self.router.take_closes():
-                self.closes.append(close)
-                self.router.disconnect(close.conn, self.now)
+            router.flush()
+            self.orders.extend(orders)
+            for order in orders:
+                if isinstance(order, Close):
+                    self.closes.append(order)
+                    router.disconnect(order.conn, self.now)
             if not self.auto_drain:
                 return
             waiting = [c for c in self.router.connections if c.waiting_drain]
@@ -145,6 +159,11 @@ class Net:
             for conn in waiting:
                 self.router.drained(conn, self.now)
         raise AssertionError("the router never settled")
+
+    @property
+    def shutdown_requested(self) -> bool:
+        """An admin asked the broker to stop."""
+        return any(isinstance(order, ShutdownRequested) for order in self.orders)
 
     def advance(self, seconds: float) -> None:
         self.now += seconds

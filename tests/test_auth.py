@@ -10,8 +10,7 @@ import pytest
 
 import rembus_proto as rp
 from rembus_proto import CONNECTION_ID, Status
-from rembus_proto.auth import CLOSE_UNAUTHENTICATED
-from rembus_proto.router import CLOSE_OVERWRITTEN, RouterConfig
+from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_UNAUTHENTICATED, RouterConfig
 from rembus_proto.security import ECDSA, RSA, MemorySecurity, PublicKey
 from rembus_proto.store import MemoryStore
 from router_harness import Peer

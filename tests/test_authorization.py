@@ -72,9 +72,9 @@ def test_only_admins_run_the_broker_commands(cmd: str) -> None:
     unauthorized(login(net, "alice").admin(CONFIG, {"cmd": cmd}))
     unauthorized(net.connect().admin(CONFIG, {"cmd": cmd}))
     unauthorized(net.named("lazy").admin(CONFIG, {"cmd": cmd}))
-    assert not net.router.shutdown_requested
+    assert not net.shutdown_requested
     assert login(net, "boss").admin(CONFIG, {"cmd": cmd}).status == 0
-    assert net.router.shutdown_requested == (cmd == "shutdown")
+    assert net.shutdown_requested == (cmd == "shutdown")
 
 
 def test_broker_config_lists_exposers_and_subscribers() -> None:
@@ -263,4 +263,4 @@ def test_public_topics_are_untouched_by_the_checks() -> None:
     sub.subscribe("t")
     pub.publish("t", 1)
     assert sub.pubs() == [("t", (1,))]
-    assert net.router._private == {}
+    assert net.router.guard.private == {}

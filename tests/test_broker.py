@@ -14,7 +14,7 @@ import pytest
 import rembus_proto as rp
 from rembus.broker.server import Broker, BrokerConfig
 from rembus.client.wire import Wire, WireClosed
-from rembus_proto.router import RouterConfig
+from rembus_proto.broker import RouterConfig
 
 ID = bytes(range(1, 9))
 

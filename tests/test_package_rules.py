@@ -19,7 +19,8 @@ def core_modules() -> list[Path]:
     return sorted((SRC / "rembus_proto").rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", core_modules(), ids=lambda p: str(p.relative_to(SRC)))
+@pytest.mark.parametrize("path", core_modules(),
+                         ids=lambda p: str(p.relative_to(SRC / "rembus_proto")))
 def test_the_core_does_no_io(path: Path) -> None:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
@@ -74,3 +75,42 @@ def test_importing_the_client_api_stays_light() -> None:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def _core_imports(path: Path) -> set[str]:
+    """The core modules ``path`` imports at run time (``TYPE_CHECKING`` blocks count too)."""
+    package = list(path.relative_to(SRC).parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_core_has_no_import_cycle() -> None:
+    modules = {".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in core_modules()}
+    graph = {name: {m for m in _core_imports(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    # a package's own __init__ re-exporting its modules is not a cycle
+    for name in graph:
+        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            if state.get(dep) == 1:
+                raise AssertionError(" -> ".join([*trail, name, dep]))
+            if dep not in state:
+                visit(dep, [*trail, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])

@@ -8,7 +8,7 @@ import pytest
 
 import rembus_proto as rp
 from rembus_proto import Status
-from rembus_proto.router import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
+from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
 from router_harness import Net
 
 INF = math.inf

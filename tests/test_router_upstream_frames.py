@@ -8,7 +8,7 @@ The hex frames are copied from ``tests/data/captured_frames.jsonl`` (PyPI
 from __future__ import annotations
 
 import rembus_proto as rp
-from rembus_proto.router import RouterConfig
+from rembus_proto.broker import RouterConfig
 from router_harness import Net, Peer
 
 # rembus 0.1.0: IDENTITY "g0comp"; add_interest "mytopic" (retroactive false);

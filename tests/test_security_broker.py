@@ -24,7 +24,7 @@ from rembus.security import keys
 from rembus.security.file_security import FileSecurity
 from rembus.security.registration import register_sync
 from rembus_proto import CONNECTION_ID, Status
-from rembus_proto.router import RouterConfig
+from rembus_proto.broker import RouterConfig
 from security_helpers import TLSFiles, make_tls, public_key, secret_pem, signature
 
 _ids = itertools.count(1)

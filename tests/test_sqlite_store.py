@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from rembus.broker import sqlite_store
 from rembus.broker.sqlite_store import SCHEMA_VERSION, SQLiteStore, StoreError
-from rembus_proto.router import RouterConfig
+from rembus_proto.broker import RouterConfig
 from rembus_proto.store import MemoryStore, StoredMessage, TwinRecord
 from router_harness import Net
 

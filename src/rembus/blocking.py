@@ -83,13 +83,13 @@ class Reply:
 
     def done(self) -> bool:
         """True once the answer (or the error) is there; :meth:`result` then does not block."""
-        return self._outcome is not None or self._handle in self._component._done
+        return self._outcome is not None or self._component.answered(self._handle)
 
     def result(self) -> Any:
         """Pump until the answer arrives; return it or raise the request's error."""
         if self._outcome is None:
             try:
-                self._outcome = (self._component._wait(self._handle), None)
+                self._outcome = (self._component.wait_for(self._handle), None)
             except RembusError as exc:
                 self._outcome = (None, exc)
         value, error = self._outcome
@@ -220,7 +220,7 @@ class Component(ComponentBase):
             self._send_soon()
             return
         try:
-            self._wait(handle, time.monotonic() + self.options.timeout)
+            self.wait_for(handle, time.monotonic() + self.options.timeout)
         except RembusTimeout:
             raise self._publish_timeout(topic) from None
 
@@ -279,7 +279,7 @@ class Component(ComponentBase):
 
     def admin(self, topic: str, command: dict[str, Any]) -> Any:
         """Send a broker admin command and return its answer (see ``rembus.Component.admin``)."""
-        return self._wait(self._admin_handle(topic, command))
+        return self.wait_for(self._admin_handle(topic, command))
 
     # -- requests ------------------------------------------------------------
 
@@ -292,9 +292,13 @@ class Component(ComponentBase):
         if handle is None:
             self._send_soon()
         else:
-            self._wait(handle)
+            self.wait_for(handle)
 
-    def _wait(self, handle: int, deadline: float | None = None) -> Any:
+    def answered(self, handle: int) -> bool:
+        """Whether the answer to request ``handle`` is there (:meth:`wait_for` takes it)."""
+        return handle in self._done
+
+    def wait_for(self, handle: int, deadline: float | None = None) -> Any:
         """Pump until the outcome of ``handle``; past ``deadline`` raise RembusTimeout."""
         self._waiting.add(handle)
         try:
@@ -353,7 +357,8 @@ class Component(ComponentBase):
         self._on_ws_events(early, now)
         self._queue_output()
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Connect and log in (done by :func:`component`; call it once)."""
         try:
             self._connect()
         except (OSError, ProtocolError) as exc:
@@ -598,7 +603,7 @@ def component(url: str | None = None, **options: Any) -> Component:
     refuses the name.
     """
     comp = Component(parse(url), make_options(options))
-    comp._start()
+    comp.start()
     lifetime.close_at_exit(comp)
     return comp
 

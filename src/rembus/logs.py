@@ -16,9 +16,6 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from rembus_proto import Attestation, Identity, ProtocolError, decode
-from rembus_proto.wsevents import Closed
-
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -94,26 +91,3 @@ def refused(address: str, reason: str) -> None:
     """A connection closed before it became a WebSocket (bad request, limit, timeout)."""
     event(logging.WARNING, f"{address} refused: {reason}", event="refused", address=address,
           reason=reason)
-
-
-def closed_by_peer(closed: Closed) -> str:
-    """The reason of a close the component started (or of a connection lost without one)."""
-    if not closed.clean:
-        return "connection lost"
-    why = f": {closed.reason}" if closed.reason else ""
-    return f"closed by the component (code {closed.code}{why})"
-
-
-def only_login(frames: list[bytes]) -> bool:
-    """Whether ``frames`` are only login messages (IDENTITY, ATTESTATION).
-
-    Until a component sends something else, it may still turn out to be named,
-    so its "connected" line waits.
-    """
-    for frame in frames:
-        try:
-            if not isinstance(decode(frame), Identity | Attestation):
-                return False
-        except ProtocolError:
-            return False
-    return True

@@ -39,6 +39,7 @@ from .constants import (
 )
 from .errors import MalformedMessage, MessageTooLarge, UnknownMessageType
 from .payload import NO_DATA, Payload, raw_payload
+from .topics import pattern_payload
 from .values import typed_equality
 
 _TYPE_HEAD = [head(0, t) for t in range(256)]
@@ -114,16 +115,16 @@ class Pub(NamedTuple):
         if msg_id is None:
             if flags:
                 raise ValueError("a PUB with QoS or SLOT flags needs an id")
-            if data._raw is None:
-                return cbor.dumps([1, topic, data._value])
-            return b"\x83\x01" + text(topic) + data._raw
+            if data.encoded is None:
+                return cbor.dumps([1, topic, data.decoded])
+            return b"\x83\x01" + text(topic) + data.encoded
         type_byte = 1 | (flags & FLAGS_MASK)
         if type(msg_id) is not bytes:
             _check_id(msg_id)
-        if data._raw is None:
-            return cbor.dumps([type_byte, msg_id, topic, data._value])
+        if data.encoded is None:
+            return cbor.dumps([type_byte, msg_id, topic, data.decoded])
         return b"".join((b"\x84", _TYPE_HEAD[type_byte], byte_string(msg_id), text(topic),
-                         data._raw))
+                         data.encoded))
 
 
 class Rpc(NamedTuple):
@@ -142,10 +143,10 @@ class Rpc(NamedTuple):
             _check_str(topic, "topic")
         if target is not None:
             _check_str(target, "target")
-        if data._raw is None:
-            return cbor.dumps([2, msg_id, topic, target, data._value])
+        if data.encoded is None:
+            return cbor.dumps([2, msg_id, topic, target, data.decoded])
         return b"".join((b"\x85\x02", byte_string(msg_id), text(topic),
-                         cbor.NULL if target is None else text(target), data._raw))
+                         cbor.NULL if target is None else text(target), data.encoded))
 
 
 class Admin(NamedTuple):
@@ -186,9 +187,9 @@ class Response(NamedTuple):
             status = _check_uint(int(status), "status")
         if type(msg_id) is not bytes:
             _check_id(msg_id)
-        if data._raw is None:
-            return cbor.dumps([4, msg_id, status, data._value])
-        return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), data._raw))
+        if data.encoded is None:
+            return cbor.dumps([4, msg_id, status, data.decoded])
+        return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), data.encoded))
 
 
 class Ack(NamedTuple):
@@ -524,6 +525,49 @@ def response_for(request_id: bytes, status: int = Status.OK, value: Any = None) 
     return Response(request_id, int(status), NO_DATA if value is None else Payload.of(value))
 
 
+# -- fast encoders for a broker: raw payloads in, frames out, nothing decoded --
+
+def encode_ack(msg_id: bytes) -> bytes:
+    """``[5, id]``."""
+    return b"\x82\x05" + byte_string(msg_id)
+
+
+def encode_ack2(msg_id: bytes) -> bytes:
+    """``[6, id]``."""
+    return b"\x82\x06" + byte_string(msg_id)
+
+
+def encode_reply(msg_id: bytes, status: int, value: Any = None) -> bytes:
+    """``[4, id, status, value]``: a RESPONSE built from a Python value."""
+    data = cbor.NULL if value is None else cbor.dumps(value)
+    return b"".join((b"\x84\x04", byte_string(msg_id), head(0, int(status)), data))
+
+
+def encode_response_raw(msg_id: bytes, status: int, raw: bytes) -> bytes:
+    """``[4, id, status, data]`` with the data element already encoded."""
+    return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), raw))
+
+
+def encode_rpc_raw(msg_id: bytes, topic: str, raw: bytes) -> bytes:
+    """``[2, id, topic, null, data]`` with the data element already encoded."""
+    return b"".join((b"\x85\x02", byte_string(msg_id), text(topic), cbor.NULL, raw))
+
+
+def encode_pub_raw(topic: str, raw: bytes) -> bytes:
+    """``[1, topic, data]`` (QoS0) with the data element already encoded."""
+    return b"\x83\x01" + text(topic) + raw
+
+
+def encode_pub_flags_raw(flags: int, msg_id: bytes, topic: str, raw: bytes) -> bytes:
+    """``[1|flags, id, topic, data]`` with the data element already encoded."""
+    return b"".join((b"\x84", head(0, 1 | flags), byte_string(msg_id), text(topic), raw))
+
+
+def encode_pattern_pub(pattern: str, topic: str, raw: bytes) -> bytes:
+    """A key-space delivery: ``[1, pattern, [topic, *args]]`` from the raw data of ``topic``."""
+    return b"\x83\x01" + text(pattern) + pattern_payload(topic, raw)
+
+
 def challenge_input(challenge: bytes, name: str) -> bytes:
     """The bytes a component signs to answer ``challenge`` (spec 5.3)."""
     return b"\x82" + byte_string(challenge) + text(name)
@@ -548,5 +592,13 @@ __all__ = [
     "challenge_input",
     "decode",
     "encode",
+    "encode_ack",
+    "encode_ack2",
+    "encode_pattern_pub",
+    "encode_pub_flags_raw",
+    "encode_pub_raw",
+    "encode_reply",
+    "encode_response_raw",
+    "encode_rpc_raw",
     "response_for",
 ]

@@ -19,23 +19,26 @@ class Payload:
     A payload built by the application encodes on first use of :attr:`raw`.
     """
 
-    __slots__ = ("_max_depth", "_raw", "_value")
+    __slots__ = ("decoded", "encoded", "max_depth")
 
     def __init__(self, raw: bytes | None = None, value: Any = _UNSET,
                  max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         if raw is None and value is _UNSET:
             raise ValueError("a Payload needs raw bytes or a value")
-        self._raw = raw
-        self._value = value
-        self._max_depth = max_depth
+        self.encoded: bytes | None = raw
+        """The CBOR bytes when known (received, or already encoded); else ``None``."""
+        self.decoded: Any = value
+        """The value when known (built, or already decoded); else an internal marker."""
+        self.max_depth = max_depth
+        """Nesting limit applied when the bytes are decoded."""
 
     @staticmethod
     def of(value: Any) -> Payload:
         """Wrap an application value; it is encoded when first needed."""
         payload: Payload = _new(Payload)
-        payload._raw = None
-        payload._value = value
-        payload._max_depth = DEFAULT_MAX_DEPTH
+        payload.encoded = None
+        payload.decoded = value
+        payload.max_depth = DEFAULT_MAX_DEPTH
         return payload
 
     @staticmethod
@@ -46,18 +49,18 @@ class Payload:
     @property
     def raw(self) -> bytes:
         """The CBOR encoding (raises :class:`EncodeError` for unencodable values)."""
-        raw = self._raw
+        raw = self.encoded
         if raw is None:
-            raw = self._raw = cbor.dumps(self._value)
+            raw = self.encoded = cbor.dumps(self.decoded)
         return raw
 
     @property
     def value(self) -> Any:
         """The decoded value (raises :class:`ProtocolError` for malformed bytes)."""
-        value = self._value
+        value = self.decoded
         if value is _UNSET:
-            assert self._raw is not None
-            value = self._value = cbor.loads_exact(self._raw, self._max_depth)
+            assert self.encoded is not None
+            value = self.decoded = cbor.loads_exact(self.encoded, self.max_depth)
         return value
 
     @property
@@ -67,10 +70,10 @@ class Payload:
         An array gives its elements, ``null`` gives no arguments and any other
         value is one argument (the tolerant reading of spec section 2.5).
         """
-        value = self._value
+        value = self.decoded
         if value is _UNSET:
-            assert self._raw is not None
-            value = self._value = cbor.loads_exact(self._raw, self._max_depth)
+            assert self.encoded is not None
+            value = self.decoded = cbor.loads_exact(self.encoded, self.max_depth)
         if type(value) is list:
             return tuple(value)
         if value is None:
@@ -90,19 +93,22 @@ class Payload:
         return hash(self.raw)
 
     def __repr__(self) -> str:
-        if self._value is not _UNSET:
-            return f"Payload({self._value!r})"
-        assert self._raw is not None
-        return f"Payload(raw={self._raw[:32].hex()}{'...' if len(self._raw) > 32 else ''})"
+        if self.decoded is not _UNSET:
+            return f"Payload({self.decoded!r})"
+        assert self.encoded is not None
+        return f"Payload(raw={self.encoded[:32].hex()}{'...' if len(self.encoded) > 32 else ''})"
+
+    @staticmethod
+    def received(raw: bytes, max_depth: int) -> Payload:
+        """A payload of bytes received from the network (fast path of the decoder)."""
+        payload: Payload = _new(Payload)
+        payload.encoded = raw
+        payload.decoded = _UNSET
+        payload.max_depth = max_depth
+        return payload
 
 
-def raw_payload(raw: bytes, max_depth: int) -> Payload:
-    """A payload of bytes received from the network (fast path of the decoder)."""
-    payload: Payload = _new(Payload)
-    payload._raw = raw
-    payload._value = _UNSET
-    payload._max_depth = max_depth
-    return payload
+raw_payload = Payload.received
 
 
 NO_DATA = Payload(raw=cbor.NULL, value=None)

@@ -24,8 +24,8 @@ from upstream import Venv
 
 import rembus
 from rembus.broker.server import Broker, BrokerConfig
+from rembus_proto.broker import Router
 from rembus_proto.client_events import Connected
-from rembus_proto.router import Router
 from rembus_proto.store import MemoryStore
 
 HERE = Path(__file__).resolve().parent

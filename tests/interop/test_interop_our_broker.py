@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 from harness import CliBroker, OurBroker, OurClient, Peer, exchange_with_peer
 
-from rembus_proto.router import Router
+from rembus_proto.broker import Router
 
 pytestmark = pytest.mark.interop
 

@@ -1,10 +1,12 @@
 """The broker: an asyncio server around the sans-IO Router and a store.
 
-One asyncio protocol object per TCP connection feeds a
-:class:`~rembus_proto.ws.ServerWebSocket`; whole messages go to the shared
-:class:`~rembus_proto.router.Router`. Output is written once per event-loop
-turn: the store commits first (so stored messages are durable before any
-QoS ACK leaves), then every connection gets one ``write``.
+One asyncio protocol object per TCP connection moves bytes to and from a
+:class:`~rembus_proto.broker.peer.BrokerPeer` (WebSocket, dialect, router
+feed). Once per event-loop turn the broker answers the router's data
+requests (stored messages, keys) from its ports, commits the store (so
+stored messages are durable before any QoS ACK leaves), gives every
+connection one ``write`` and carries out the router's orders. Timers run on
+the monotonic clock; stored messages are stamped with the wall clock.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ from typing import Any
 from rembus import logs
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
-from rembus_proto import ProtocolError, decode
-from rembus_proto.jsonrpc import encode_json, to_cbor
-from rembus_proto.router import Close, Connection, Router, RouterConfig
-from rembus_proto.security import Security
+from rembus_proto.broker import (
+    CLOSE_GOING_AWAY,
+    Close,
+    Connection,
+    Router,
+    RouterConfig,
+    ShutdownRequested,
+    answer_requests,
+)
+from rembus_proto.broker.peer import BrokerPeer
+from rembus_proto.security import MemorySecurity, Security
 from rembus_proto.store import MemoryStore, Store
-from rembus_proto.ws import ServerWebSocket, WSConfig
-from rembus_proto.wsevents import Closed, HttpRequest, Message, Opened
+from rembus_proto.ws import WSConfig
+from rembus_proto.wsevents import HttpRequest, Opened
 
 log = logging.getLogger("rembus.broker")
-
-#: Close code for a connection whose peer sent something we cannot accept.
-CLOSE_PROTOCOL_ERROR = 1002
-#: Close code when the broker stops.
-CLOSE_GOING_AWAY = 1001
 
 
 @dataclass(frozen=True)
@@ -54,27 +58,20 @@ class BrokerConfig:
     tick: float = 0.1
     """Seconds between two timer checks (QoS resends, retention, challenges)."""
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
-    """Serve ``wss://`` with this TLS context (see :func:`rembus.security.tls.server_context`)."""
+    """Serve ``wss://`` with this TLS context (see :func:`rembus.tls.server_context`)."""
 
 
 class _Peer(asyncio.Protocol):
-    """One TCP connection."""
+    """One TCP connection: moves bytes between its transport and a :class:`BrokerPeer`."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.ws = ServerWebSocket(broker.ws_config)
-        self.conn: Connection | None = None
+        self.core: BrokerPeer | None = None
         self.transport: asyncio.Transport | None = None
-        self.name = "?"
         self.paused = False
-        self.json = False
-        """The component last sent a text frame: it is written to in JSON (spec 1.2)."""
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.announced = False
         """The "connected" line is logged (once the component is known named or not)."""
-        self.reason = ""
-        """Why the connection ends, for the "disconnected" line; empty while open."""
-        self.peer_fault = False
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -82,12 +79,13 @@ class _Peer(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         broker = self.broker
         if len(broker.peers) >= broker.config.max_connections:
-            logs.refused(self.name, f"{len(broker.peers)} connections open (--max-connections)")
+            logs.refused(name, f"{len(broker.peers)} connections open (--max-connections)")
             transport.abort()
             return
+        self.core = BrokerPeer(broker.router, broker.ws_config, name, broker.config.max_backlog)
         broker.peers.add(self)
         transport.set_write_buffer_limits(broker.config.write_high_water,
                                           broker.config.write_low_water)
@@ -95,88 +93,47 @@ class _Peer(asyncio.Protocol):
                                                        self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            events = self.ws.receive_data(data)
-        except ProtocolError as exc:
-            if self.conn is None:
-                logs.refused(self.name, str(exc))
-            self._ending(f"closed by the broker: {exc}", peer_fault=True)
-            self._write(self.ws.data_to_send())
+        core = self.core
+        if core is None:
+            return
+        for event in core.receive_data(data, time.monotonic(), time.time()):
+            self._cancel_handshake_timer()
+            if isinstance(event, Opened):
+                assert core.conn is not None
+                self.broker.by_conn[core.conn] = self
+                log.debug("%s: WebSocket open", core.name)
+            else:
+                self._http(core, event)
+        self._announce()
+        self._write(core.data_to_send())
+        if core.finished:
             self._drop()
             return
-        broker = self.broker
-        now = time.time()
-        frames: list[bytes] = []  # consecutive messages go to the router together
-        for event in events:
-            if event.__class__ is Message:
-                content = event.data
-                if type(content) is bytes:
-                    frames.append(content)
-                    if self.json:
-                        self.json = False  # answers go in the dialect last heard (spec 1.1)
-                    continue
-                assert isinstance(content, str)
-                try:
-                    frames.append(to_cbor(content))
-                except ProtocolError as exc:
-                    if self._route(frames, now):
-                        self._fail(CLOSE_PROTOCOL_ERROR, f"bad JSON message: {exc}")
-                    return
-                self.json = True
-                continue
-            if frames and not self._route(frames, now):
-                return
-            frames = []
-            if isinstance(event, Opened):
-                self._opened(now)
-            elif isinstance(event, HttpRequest):
-                self._http(event)
-            elif isinstance(event, Closed):
-                self._ending(logs.closed_by_peer(event), peer_fault=False)
-                self._write(self.ws.data_to_send())
-                self._drop()
-                return
-        if frames and not self._route(frames, now):
-            return
-        out = self.ws.data_to_send()
-        if out:
-            self._write(out)
-        broker.schedule_flush()
+        self.broker.schedule_flush()
 
     def send(self, frames: list[bytes]) -> None:
-        """Write messages from the router, as JSON text to a component that speaks it."""
-        ws = self.ws
-        if self.json:
-            for frame in frames:
-                try:
-                    ws.send_message(encode_json(decode(frame)))
-                except ProtocolError as exc:
-                    log.warning("%s: a message cannot be sent as JSON, dropped: %s",
-                                self.name, exc)
-        else:
-            ws.send_messages(frames)
-        self._write(ws.data_to_send())
-
-    def _route(self, frames: list[bytes], now: float) -> bool:
-        """Give messages to the router; false when they made us close the connection."""
-        if self.conn is None:
-            return True
-        try:
-            self.broker.router.receive_many(self.conn, frames, now)
-        except ProtocolError as exc:
-            self._fail(CLOSE_PROTOCOL_ERROR, str(exc))
-            return False
-        if not self.announced and (self.conn.twin.named or not logs.only_login(frames)):
-            self.announced = True
-            logs.connected(self.name, self._component(self.conn))
-        return True
+        """Write messages from the router."""
+        core = self.core
+        if core is None or not core.ws.is_open:
+            return
+        core.send(frames)
+        self._announce()  # e.g. the answer to an IDENTITY whose key was looked up
+        for problem in core.dropped:
+            log.warning("%s: a message cannot be sent as JSON, dropped: %s", core.name, problem)
+        core.dropped.clear()
+        self._write(core.data_to_send())
+        transport = self.transport
+        if transport is not None and core.check_backlog(transport.get_write_buffer_size()):
+            self._drop()
 
     def eof_received(self) -> bool | None:
         self.data_received(b"")
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._ending(f"connection lost: {exc}" if exc else "connection lost", peer_fault=False)
+        if self.core is not None:
+            self.core.ending(f"connection lost: {exc}" if exc else "connection lost",
+                             peer_fault=False)
         self._forget()
 
     def pause_writing(self) -> None:
@@ -184,38 +141,40 @@ class _Peer(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if self.conn is not None and self.conn.waiting_drain:
-            self.broker.router.drained(self.conn, time.time())
+        conn = self.core.conn if self.core is not None else None
+        if conn is not None and conn.waiting_drain:
+            self.broker.router.drained(conn, time.monotonic())
             self.broker.schedule_flush()
 
     # -- helpers -----------------------------------------------------------
 
-    def _opened(self, now: float) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        self.conn = self.broker.router.connect(now, self.name)
-        self.broker.by_conn[self.conn] = self
-        log.debug("%s: WebSocket open", self.name)
+    def _announce(self) -> None:
+        """Log the "connected" line once the component is known named or anonymous."""
+        core = self.core
+        if self.announced or core is None or core.conn is None:
+            return
+        if core.identified or core.conn.twin.named:
+            self.announced = True
+            logs.connected(core.name, _component(core.conn))
 
-    def _http(self, request: HttpRequest) -> None:
+    def _cancel_handshake_timer(self) -> None:
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+
+    def _http(self, core: BrokerPeer, request: HttpRequest) -> None:
         path = request.target.split("?", 1)[0]
         if request.method in ("GET", "HEAD") and path == "/health":
-            body = json.dumps(self.broker.health()).encode()
-            self.ws.send_http_response(200, [("content-type", "application/json")], body)
+            core.answer_http(200, "application/json", json.dumps(self.broker.health()).encode())
         else:
-            self.ws.send_http_response(404, [("content-type", "text/plain")], b"not found\n")
-        log.debug("%s: HTTP %s %s", self.name, request.method, path)
-        self._write(self.ws.data_to_send())
-        self._drop()
+            core.answer_http(404, "text/plain", b"not found\n")
+        log.debug("%s: HTTP %s %s", core.name, request.method, path)
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
-        if self.conn is None and self.transport is not None:
-            logs.refused(self.name, "no WebSocket handshake within "
+        core = self.core
+        if core is not None and core.conn is None and self.transport is not None:
+            logs.refused(core.name, "no WebSocket handshake within "
                          f"{self.broker.config.handshake_timeout:g} s")
             self._drop()
 
@@ -224,48 +183,38 @@ class _Peer(asyncio.Protocol):
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
 
-    def _fail(self, code: int, reason: str) -> None:
-        """Close this connection because of what its peer sent."""
-        self._ending(f"closed by the broker: {reason} (code {code})", peer_fault=True)
-        self.close(code, reason)
-
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (if open) and drop the connection."""
-        self._ending(f"closed by the broker: {reason} (code {code})", peer_fault=False)
-        if self.ws.is_open:
-            self.ws.close(code, reason[:120])
-        self._write(self.ws.data_to_send())
+        if self.core is not None:
+            self.core.close(code, reason)
+            self._write(self.core.data_to_send())
         self._drop()
 
     def _drop(self) -> None:
+        core = self.core
+        if core is not None and core.conn is None and core.problem:
+            logs.refused(core.name, core.problem)  # before the WebSocket opened
+            core.problem = ""
         self._forget()
         if self.transport is not None:
             self.transport.close()
 
     def _forget(self) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
+        self._cancel_handshake_timer()
         broker = self.broker
         broker.peers.discard(self)
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
+        core = self.core
+        conn = core.conn if core is not None else None
+        if core is not None and conn is not None:
             broker.by_conn.pop(conn, None)
-            broker.router.disconnect(conn, time.time())
+            core.lost(time.monotonic())
             broker.schedule_flush()
-            logs.disconnected(self.name, self._component(conn), self.reason or "closed",
-                              peer_fault=self.peer_fault)
+            logs.disconnected(core.name, _component(conn), core.reason or "closed",
+                              peer_fault=core.peer_fault)
 
-    def _ending(self, reason: str, *, peer_fault: bool) -> None:
-        """Note why the connection ends (the first reason given wins)."""
-        if not self.reason:
-            self.reason = reason
-            self.peer_fault = peer_fault
 
-    @staticmethod
-    def _component(conn: Connection) -> str | None:
-        return conn.twin.name if conn.twin.named else None
+def _component(conn: Connection) -> str | None:
+    return conn.twin.name if conn.twin.named else None
 
 
 class Broker:
@@ -274,8 +223,7 @@ class Broker:
     def __init__(self, config: BrokerConfig | None = None, store: Store | None = None,
                  security: Security | None = None) -> None:
         """``store`` keeps twins and messages (default: in memory); ``security`` keeps keys,
-        tenants, admins and private topics (e.g.
-        :class:`rembus.security.file_security.FileSecurity`;
+        tenants, admins and private topics (e.g. :class:`rembus.security.FileSecurity`;
         default: in memory, empty: nothing registered, no tenant, no admin)."""
         self.config = config or BrokerConfig()
         self.store: Store = store if store is not None else MemoryStore()
@@ -286,8 +234,9 @@ class Broker:
 
             router_config = replace(router_config, limits=replace(
                 router_config.limits, max_message_size=self.config.max_message_size))
-        self.router = Router(self.store, router_config, now=time.time(), security=security,
-                             verify=verify_signature)
+        self.security: Security = security if security is not None else MemorySecurity()
+        self.router = Router(self.store, router_config, now=time.monotonic(),
+                             security=self.security, verify=verify_signature)
         self.peers: set[_Peer] = set()
         self.by_conn: dict[Connection, _Peer] = {}
         self.started = time.time()
@@ -334,7 +283,7 @@ class Broker:
             self._ticker.cancel()
         for peer in list(self.peers):
             peer.close(CLOSE_GOING_AWAY, "broker shutting down")
-        self.router.shutdown(time.time())
+        self.router.shutdown(time.monotonic())
         self.store.commit()
         await self._server.wait_closed()
         self._server = None
@@ -375,28 +324,26 @@ class Broker:
     def _flush(self) -> None:
         self._flush_scheduled = False
         router = self.router
+        orders = answer_requests(router, self.store, self.security, time.monotonic(), time.time())
         self.store.commit()
         by_conn = self.by_conn
-        max_backlog = self.config.max_backlog
         drained: list[Connection] = []
-        for conn, frames in router.pull():
+        for conn, frames in router.data_to_send():
             peer = by_conn.get(conn)
-            if peer is None or not peer.ws.is_open:
+            if peer is None:
                 continue
             peer.send(frames)
-            transport = peer.transport
-            if transport is not None and transport.get_write_buffer_size() > max_backlog:
-                peer._fail(1008, "slow consumer: too much data waiting to be sent")
-            elif conn.waiting_drain and not peer.paused:
+            if conn.waiting_drain and not peer.paused and conn in by_conn:
                 drained.append(conn)
         router.flush()
-        for close in router.take_closes():
-            self._close(close)
-        if router.shutdown_requested and not self.stop_requested.is_set():
-            log.info("shutdown requested by an admin")
-            self.stop_requested.set()
+        for order in orders:
+            if isinstance(order, Close):
+                self._close(order)
+            elif isinstance(order, ShutdownRequested) and not self.stop_requested.is_set():
+                log.info("shutdown requested by an admin")
+                self.stop_requested.set()
         if drained:
-            now = time.time()
+            now = time.monotonic()
             for conn in drained:
                 router.drained(conn, now)
             self.schedule_flush()
@@ -409,6 +356,6 @@ class Broker:
     def _tick(self) -> None:
         self._ticker = self.loop.call_later(self.config.tick, self._tick)
         try:
-            self.router.handle_timer(time.time())
+            self.router.handle_timer(time.monotonic(), time.time())
         finally:
             self.schedule_flush()

@@ -27,7 +27,7 @@ from rembus.cli.arguments import (
 )
 from rembus.paths import user_data_dir
 from rembus.version import __version__
-from rembus_proto.router import POLICIES, RouterConfig
+from rembus_proto.broker import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
 
 log = logging.getLogger("rembus")

@@ -73,7 +73,8 @@ class Component(ComponentBase):
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Connect and log in (done by :func:`component`; call it once)."""
         await self._open_transport()
         self._runner = self._loop.create_task(self._run(), name=f"rembus {self.url}")
         try:
@@ -451,7 +452,7 @@ async def component(url: str | None = None, **options: Any) -> Component:
     opts = make_options(options)
     comp = Component(parsed, opts)
     try:
-        await comp._start()
+        await comp.start()
     except (OSError, asyncio.TimeoutError) as exc:
         raise RembusConnectionClosed(f"cannot connect to {parsed.endpoint}: {exc}") from None
     return comp

@@ -62,7 +62,8 @@ class HttpxTransport:
         self._written = asyncio.Event()
         self._stop = asyncio.Event()
         self._error: str | None = None
-        self._owner: asyncio.Task[None] | None = None
+        self.owner: asyncio.Task[None] | None = None
+        """The task running :meth:`run`; :meth:`close` waits for it."""
 
     # -- the Transport protocol ---------------------------------------------
 
@@ -97,7 +98,7 @@ class HttpxTransport:
         """Write what is queued, send a close frame and end the session."""
         self._stop.set()
         self._to_write.set()
-        owner = self._owner
+        owner = self.owner
         if owner is not None and owner is not asyncio.current_task():
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await owner
@@ -198,7 +199,7 @@ async def open_httpx(url: ComponentURL, options: Options,
     transport = HttpxTransport(options.max_message_size)
     opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     owner = asyncio.ensure_future(transport.run(http_url(url), client, opened))
-    transport._owner = owner
+    transport.owner = owner
     try:
         await opened
     except BaseException:

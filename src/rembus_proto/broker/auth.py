@@ -1,12 +1,15 @@
-"""Authentication and authorization rules of the router (spec 5.3-5.6, 6.2, 7.10).
+"""Authentication and authorization rules of the broker (spec 5.3-5.6, 6.2, 7.10).
 
-:class:`Guard` is the router's security officer. The router calls it from a
-few places only: when a connection opens or goes away, on IDENTITY of a
-registered name, on ATTESTATION / REGISTER / UNREGISTER, on the privileged
-admin commands, on timers, and - only for connections still to be
-authenticated in "authenticated" mode - before any other input. Keys,
-tenants, admins and private topics are reached through the
-:class:`~rembus_proto.security.Security` port; signatures through an
+:class:`Guard` is the broker's security officer. It answers requests it owns
+(challenges, REGISTER, UNREGISTER, the private-topic admin commands) through
+:class:`~rembus_proto.broker.effects.Effects` and returns a *decision* for
+what it does not own: :class:`Bind` a name to a connection, :class:`LookUpKey`
+before going on, :data:`PROCEED` with routing, or :data:`DONE`. Keys are
+never read inside the guard: the router turns :class:`LookUpKey` into a
+:class:`~rembus_proto.broker.actions.NeedKey` request, holds the connection's
+input, and replays it once the driver calls :meth:`Guard.key_found`.
+Tenants, admins and private topics come from the
+:class:`~rembus_proto.security.Security` port; signatures are checked by an
 injected :data:`~rembus_proto.security.Verify` callable.
 
 Rules, in short:
@@ -26,7 +29,7 @@ Rules, in short:
 * After ``pin_attempts`` wrong PINs in a row for a tenant, REGISTER for that
   tenant is refused, right PIN or not, for ``pin_lockout`` seconds, doubled
   by each wrong PIN after that (at most an hour); a right PIN outside a
-  lockout resets the count. Guessing a short PIN takes years, not minutes.
+  lockout resets the count.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ from __future__ import annotations
 import hmac
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from .constants import CONFIG_TOPIC, CONNECTION_ID, Status
-from .messages import (
+from ..constants import CONFIG_TOPIC, CONNECTION_ID, Status
+from ..messages import (
     Admin,
     Attestation,
     Identity,
@@ -47,14 +51,11 @@ from .messages import (
     Unregister,
     challenge_input,
 )
-from .security import KEY_TYPE_NAMES, PublicKey, Security, SecurityError, Verify, is_valid_name
-from .topics import normalize_name, tenant
-
-if TYPE_CHECKING:
-    from .router import Connection, Router, Twin
-
-#: WebSocket close code for a connection refused by the security rules (policy violation).
-CLOSE_UNAUTHENTICATED = 1008
+from ..security import KEY_TYPE_NAMES, PublicKey, Security, SecurityError, Verify, is_valid_name
+from ..topics import normalize_name, tenant
+from .config import CLOSE_UNAUTHENTICATED, RouterConfig
+from .effects import Effects
+from .state import Connection, Twin
 
 #: Admin commands that change or show the private topics; admins only.
 SECURITY_COMMANDS = frozenset({"private_topic", "public_topic", "authorize", "unauthorize",
@@ -67,6 +68,41 @@ TOPIC_COMMANDS = frozenset({"subscribe", "add_interest", "unsubscribe", "remove_
 
 UNAUTHORIZED = "unauthorized"
 _MAX_PIN_LOCKOUT = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Proceed:
+    """Route the message as usual."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The guard answered or refused the message: nothing more to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class LookUpKey:
+    """The registered key of ``name`` is needed: hold the input, ask the driver, retry."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Give the connection the twin of ``name``, answering ``msg_id``; then tell
+    :meth:`Guard.bound` whether it was done."""
+
+    msg_id: bytes
+    name: str
+    login: bool = False
+    """Bound after a valid ATTESTATION (not a free name)."""
+    held: tuple[bytes, str] | None = None
+    """An IDENTITY (id, name) held until the login, answered after it."""
+
+
+Decision = Proceed | Done | LookUpKey | Bind
+PROCEED = Proceed()
+DONE = Done()
 
 
 class _Pending:
@@ -86,9 +122,10 @@ class _Pending:
 class Guard:
     """Authentication state of the connections and the private topics of a router."""
 
-    def __init__(self, router: Router, security: Security, verify: Verify | None,
-                 random: Callable[[int], bytes]) -> None:
-        self._router = router
+    def __init__(self, config: RouterConfig, effects: Effects, security: Security,
+                 verify: Verify | None, random: Callable[[int], bytes]) -> None:
+        self.config = config
+        self.effects = effects
         self.security = security
         self._verify = verify
         self._random = random
@@ -98,27 +135,34 @@ class Guard:
         """Connections whose input is screened by :meth:`admit` before routing."""
         self._closing: set[Connection] = set()
         self._pending: dict[Connection, _Pending] = {}
+        self._keys: dict[Connection, tuple[str, PublicKey | None]] = {}
+        """Key lookups answered by the driver, each used once."""
         self._pin_failures: dict[str, tuple[int, float]] = {}
         """Tenant -> (wrong PINs in a row, locked until); only tenants that exist."""
         self.private: dict[str, set[str]] = {
             topic: set(names) for topic, names in security.private_topics().items()}
-        """Private topic -> names authorized on it (shared with the router)."""
+        """Private topic -> names authorized on it."""
 
     # -- connections ---------------------------------------------------------
 
-    def on_connect(self, conn: Connection, now: float) -> None:
+    def on_connect(self, conn: Connection) -> None:
         """In authenticated mode, challenge the new connection at once."""
-        if not self._router.config.authenticated:
+        if not self.config.authenticated:
             return
         self.gate.add(conn)
-        self._send_challenge(conn, CONNECTION_ID, None, now)
+        self._send_challenge(conn, CONNECTION_ID, None)
 
     def forget(self, conn: Connection) -> None:
         """The connection is gone."""
         self._pending.pop(conn, None)
+        self._keys.pop(conn, None)
         self.gate.discard(conn)
         self._closing.discard(conn)
         self.authenticated.discard(conn)
+
+    def key_found(self, conn: Connection, name: str, key: PublicKey | None) -> None:
+        """The driver's answer to a key lookup for ``conn``: used by the retried input."""
+        self._keys[conn] = (name, key)
 
     def next_deadline(self) -> float | None:
         """When a challenge expires next."""
@@ -134,68 +178,75 @@ class Guard:
         for conn in expired:
             pending = self._pending.pop(conn)
             if conn in self.gate and conn not in self._closing:
-                reason = (f"not authenticated within "
-                          f"{self._router.config.challenge_timeout:g} seconds")
+                reason = f"not authenticated within {self.config.challenge_timeout:g} seconds"
                 if pending.held is not None:
-                    self._router._reply(conn, pending.held[0], Status.GENERIC_ERROR, reason)
+                    self.effects.reply(conn, pending.held[0], Status.GENERIC_ERROR, reason)
                 self._doom(conn, reason)
 
     # -- screening (authenticated mode) ---------------------------------------
 
-    def admit(self, conn: Connection, message: Message) -> bool:
+    def admit(self, conn: Connection, message: Message) -> Decision:
         """Whether input from a screened connection goes on to the router."""
         if conn in self._closing:
-            return False
+            return DONE
         if isinstance(message, (Attestation, Register, Unregister)):
-            return True
-        router = self._router
+            return PROCEED
+        reply = self.effects.reply
         if isinstance(message, Identity):
-            router._learn_generation(conn, message.id)
+            conn.learn_generation(message.id)
             name = normalize_name(message.cid)
             pending = self._pending.get(conn)
             if not name:
-                router._reply(conn, message.id, Status.GENERIC_ERROR, "empty cid")
-            elif pending is None or self.security.public_key(name) is None:
-                reason = f"authentication required: {name} is not registered"
-                router._reply(conn, message.id, Status.GENERIC_ERROR, reason)
-                self._doom(conn, reason)
-            else:
-                pending.held = (message.id, name)  # answered after the attestation
-            return False
+                reply(conn, message.id, Status.GENERIC_ERROR, "empty cid")
+                return DONE
+            if pending is not None:
+                found, key = self._key(conn, name)
+                if not found:
+                    return LookUpKey(name)
+                if key is not None:
+                    pending.held = (message.id, name)  # answered after the attestation
+                    return DONE
+            reason = f"authentication required: {name} is not registered"
+            reply(conn, message.id, Status.GENERIC_ERROR, reason)
+            self._doom(conn, reason)
+            return DONE
         if isinstance(message, (Rpc, Admin)):
-            router._reply(conn, message.id, Status.GENERIC_ERROR, "authentication required")
+            reply(conn, message.id, Status.GENERIC_ERROR, "authentication required")
         self._doom(conn, "authentication required")
-        return False
+        return DONE
 
     # -- login -----------------------------------------------------------------
 
-    def challenge(self, conn: Connection, msg_id: bytes, name: str, now: float) -> bool:
-        """IDENTITY of ``name``: challenge it if it is registered (then return True)."""
-        if self.security.public_key(name) is None:
-            return False
-        self._send_challenge(conn, msg_id, name, now)
-        return True
+    def identify(self, conn: Connection, msg_id: bytes, name: str) -> Decision:
+        """IDENTITY of a free ``name``: challenge it if it is registered, else bind it."""
+        found, key = self._key(conn, name)
+        if not found:
+            return LookUpKey(name)
+        if key is None:
+            return Bind(msg_id, name)
+        self._send_challenge(conn, msg_id, name)
+        return DONE
 
-    def _send_challenge(self, conn: Connection, msg_id: bytes, name: str | None,
-                        now: float) -> None:
+    def _send_challenge(self, conn: Connection, msg_id: bytes, name: str | None) -> None:
         challenge = self._random(4)
         self._pending[conn] = _Pending(challenge, name,
-                                       now + self._router.config.challenge_timeout)
-        self._router._reply(conn, msg_id, Status.CHALLENGE, challenge)
+                                       self.effects.now + self.config.challenge_timeout)
+        self.effects.reply(conn, msg_id, Status.CHALLENGE, challenge)
 
     def receive(self, conn: Connection, message: Attestation | Register | Unregister,
-                now: float) -> None:
+                now: float) -> Decision:
         """ATTESTATION, REGISTER or UNREGISTER."""
         if isinstance(message, Attestation):
-            self._on_attestation(conn, message, now)
-        elif isinstance(message, Register):
-            self._on_register(conn, message)
-        else:
-            self._on_unregister(conn, message)
+            return self._on_attestation(conn, message, now)
+        if isinstance(message, Register):
+            return self._on_register(conn, message)
+        self._on_unregister(conn, message)
+        return DONE
 
-    def _on_attestation(self, conn: Connection, msg: Attestation, now: float) -> None:
-        pending = self._pending.pop(conn, None)  # single use, whatever the outcome
+    def _on_attestation(self, conn: Connection, msg: Attestation, now: float) -> Decision:
+        pending = self._pending.get(conn)
         name = msg.cid
+        reason = ""
         if conn.twin.named:
             reason = "already identified"
         elif pending is None:
@@ -204,21 +255,26 @@ class Guard:
             reason = "challenge expired"
         elif pending.name is not None and pending.name != name:
             reason = "attestation for another name than the challenged one"
-        else:
-            key = self.security.public_key(name)
+        if not reason:
+            assert pending is not None
+            found, key = self._key(conn, name)
+            if not found:
+                return LookUpKey(name)  # the challenge stays until the key is known
             if key is None:
                 reason = f"{name} is not registered"
             elif not self._signature_ok(key, challenge_input(pending.challenge, name),
                                         msg.signature):
                 reason = "signature verification failed"
-            else:
-                self._login(conn, msg.id, name, pending)
-                return
+        self._pending.pop(conn, None)  # single use, whatever the outcome
+        if not reason:
+            assert pending is not None
+            return Bind(msg.id, name, True, pending.held)
         held = pending.held if pending is not None else None
-        self._router._reply(conn, msg.id, Status.GENERIC_ERROR, reason)
+        self.effects.reply(conn, msg.id, Status.GENERIC_ERROR, reason)
         if held is not None:
-            self._router._reply(conn, held[0], Status.GENERIC_ERROR, reason)
+            self.effects.reply(conn, held[0], Status.GENERIC_ERROR, reason)
         self._doom(conn, reason)
+        return DONE
 
     def _signature_ok(self, key: PublicKey, signed: bytes, signature: bytes) -> bool:
         if self._verify is None:
@@ -228,60 +284,66 @@ class Guard:
         except Exception:  # an injected verifier must never break the router
             return False
 
-    def _login(self, conn: Connection, msg_id: bytes, name: str, pending: _Pending) -> None:
-        router = self._router
-        self.authenticated.add(conn)
-        if not router._bind(conn, msg_id, name):
-            self.authenticated.discard(conn)
+    def bound(self, conn: Connection, decision: Bind, ok: bool) -> None:
+        """The router did (``ok``) or could not do what ``decision`` asked."""
+        if not decision.login:
+            return
+        if not ok:
             if conn in self.gate:
                 self._doom(conn, "already connected")
             return
+        self.authenticated.add(conn)
         self.gate.discard(conn)
-        held = pending.held
+        held = decision.held
         if held is not None:
-            if held[1] == name:
-                router._reply(conn, held[0], Status.OK, None)
+            if held[1] == decision.name:
+                self.effects.reply(conn, held[0], Status.OK, None)
             else:
-                router._reply(conn, held[0], Status.GENERIC_ERROR,
-                              f"identity {held[1]} does not match the attested name {name}")
+                self.effects.reply(conn, held[0], Status.GENERIC_ERROR,
+                                   f"identity {held[1]} does not match the attested name "
+                                   f"{decision.name}")
 
     # -- registration ----------------------------------------------------------
 
-    def _on_register(self, conn: Connection, msg: Register) -> None:
-        reply = self._router._reply
+    def _on_register(self, conn: Connection, msg: Register) -> Decision:
+        reply = self.effects.reply
         name = msg.cid
         error = Status.GENERIC_ERROR
         if msg.keytype is None:
             reply(conn, msg.id, error, "this REGISTER form (0.1.x) is not supported")
-            return
+            return DONE
         if not is_valid_name(name):
             reply(conn, msg.id, error, f"invalid name {name!r}")
-            return
+            return DONE
         if msg.keytype not in KEY_TYPE_NAMES:
             reply(conn, msg.id, error, f"unknown key type {msg.keytype}")
-            return
+            return DONE
         domain = tenant(name)
         pin = self.security.tenant_pin(domain)
         if pin is None:
             reply(conn, msg.id, error, f"tenant [{domain}] not enabled")
-            return
+            return DONE
         if not self._pin_accepted(domain, pin, msg.pin, conn, msg.id):
-            return
-        if self.security.public_key(name) is not None:
+            return DONE
+        found, key = self._key(conn, name)
+        if not found:
+            return LookUpKey(name)  # the PIN is checked again on the retry
+        if key is not None:
             reply(conn, msg.id, Status.NAME_ALREADY_TAKEN, f"name {name} already registered")
-            return
+            return DONE
         try:
             self.security.save_key(name, PublicKey(msg.pubkey, msg.keytype))
         except SecurityError as exc:
             reply(conn, msg.id, error, str(exc))
-            return
+            return DONE
         reply(conn, msg.id, Status.OK, None)
+        return DONE
 
     def _pin_accepted(self, domain: str, pin: str, given: str, conn: Connection,
                       msg_id: bytes) -> bool:
         """Check a tenant PIN under the lockout rule; answer the REGISTER if it fails."""
-        reply = self._router._reply
-        now = self._router._now
+        reply = self.effects.reply
+        now = self.effects.now
         failures, locked_until = self._pin_failures.get(domain, (0, 0.0))
         if now < locked_until:
             reply(conn, msg_id, Status.GENERIC_ERROR,
@@ -292,7 +354,7 @@ class Guard:
             self._pin_failures.pop(domain, None)
             return True
         failures += 1
-        config = self._router.config
+        config = self.config
         if failures >= config.pin_attempts:
             extra = min(failures - config.pin_attempts, 6)
             locked_until = now + min(config.pin_lockout * (1 << extra), _MAX_PIN_LOCKOUT)
@@ -301,7 +363,7 @@ class Guard:
         return False
 
     def _on_unregister(self, conn: Connection, msg: Unregister) -> None:
-        reply = self._router._reply
+        reply = self.effects.reply
         twin = conn.twin
         if (not twin.named or conn not in self.authenticated
                 or (msg.cid is not None and normalize_name(msg.cid) != twin.name)):
@@ -337,14 +399,14 @@ class Guard:
 
     def reload(self) -> None:
         """Read the private topics again from the security port (admin ``load_config``)."""
-        private = self.private  # shared with the router: update it in place
+        private = self.private  # readers keep a reference: update it in place
         private.clear()
         private.update((topic, set(names))
                        for topic, names in self.security.private_topics().items())
 
     def admin_command(self, conn: Connection, msg: Admin) -> None:
         """private_topic, public_topic, authorize, unauthorize, private_topics_config."""
-        reply = self._router._reply
+        reply = self.effects.reply
         cmd = msg.cmd
         if not self.is_admin(conn):
             reply(conn, msg.id, Status.GENERIC_ERROR, UNAUTHORIZED)
@@ -390,14 +452,21 @@ class Guard:
 
     # -- helpers -----------------------------------------------------------------
 
+    def _key(self, conn: Connection, name: str) -> tuple[bool, PublicKey | None]:
+        """``(True, key)`` when the driver answered a lookup of ``name``, used once."""
+        answer = self._keys.pop(conn, None)
+        if answer is not None and answer[0] == name:
+            return True, answer[1]
+        return False, None
+
     def _doom(self, conn: Connection, reason: str) -> None:
         """Close ``conn`` and ignore whatever else it sends."""
         self._pending.pop(conn, None)
         self.authenticated.discard(conn)
         self.gate.add(conn)
         self._closing.add(conn)
-        self._router._close(conn, CLOSE_UNAUTHENTICATED, reason)
+        self.effects.close(conn, CLOSE_UNAUTHENTICATED, reason)
 
 
-__all__ = ["BROKER_COMMANDS", "CLOSE_UNAUTHENTICATED", "SECURITY_COMMANDS", "TOPIC_COMMANDS",
-           "Guard"]
+__all__ = ["BROKER_COMMANDS", "DONE", "PROCEED", "SECURITY_COMMANDS", "TOPIC_COMMANDS",
+           "UNAUTHORIZED", "Bind", "Decision", "Done", "Guard", "LookUpKey", "Proceed"]

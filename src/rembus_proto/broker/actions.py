@@ -1,0 +1,66 @@
+"""What the router asks of its driver: the values :meth:`Router.events` returns.
+
+:class:`Close`, :class:`ShutdownRequested` and :class:`PruneArchive` are
+orders; :class:`NeedReplay` and :class:`NeedKey` are data requests that the
+driver answers between two turns with :meth:`Router.replay_batch` and
+:meth:`Router.key_found`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from .state import Connection, Twin
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The driver must close ``conn`` (after flushing its pending output)."""
+
+    conn: Connection
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownRequested:
+    """An admin sent ``shutdown``: the driver should stop the broker."""
+
+
+@dataclass(frozen=True, slots=True)
+class NeedReplay:
+    """Read up to ``limit`` stored messages with ``seq > after_seq`` (only ``topics``
+    when not ``None``) and hand them to :meth:`Router.replay_batch` with ``token``."""
+
+    twin: Twin
+    token: int
+    after_seq: int
+    topics: Collection[str] | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class NeedKey:
+    """Look up the registered key of ``name`` and hand it to :meth:`Router.key_found`;
+    the input of ``conn`` waits until then."""
+
+    conn: Connection
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PruneArchive:
+    """Time to apply the retention rules: drop stored messages received before
+    ``before_ns`` (wall clock) and all but the newest ``max_per_topic`` of each topic."""
+
+    before_ns: int
+    max_per_topic: int
+
+
+Order = Close | ShutdownRequested | PruneArchive
+Request = NeedReplay | NeedKey
+Event = Order | Request
+
+__all__ = ["Close", "Event", "NeedKey", "NeedReplay", "Order", "PruneArchive", "Request",
+           "ShutdownRequested"]

@@ -1,0 +1,132 @@
+"""Publication fan-out: PUB in, deliveries out, ACKs of QoS1/2 deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from ..constants import QOS2, QOS_MASK
+from ..messages import encode_ack, encode_ack2, encode_pattern_pub, encode_pub_raw
+from .auth import Guard
+from .config import CLOSE_SLOW_CONSUMER
+from .effects import Effects
+from .index import SubscriptionIndex
+from .replay import Archive, Replayer
+from .state import Connection, Twin
+
+
+class Fanout:
+    """Routes publications to subscribers, archiving those a named subscriber may miss."""
+
+    def __init__(self, effects: Effects, index: SubscriptionIndex, guard: Guard,
+                 archive: Archive, replayer: Replayer) -> None:
+        self.effects = effects
+        self.index = index
+        self.guard = guard
+        self.archive = archive
+        self.replayer = replayer
+        # the hot path reads these directly; none of them is ever replaced
+        self._exact = index.exact
+        self._patterns = index.patterns
+        self._retro = index.retro
+        self._private = guard.private
+        self._max_queued = effects.config.max_queued
+
+    def publish(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
+                frame: bytes, offset: int) -> None:
+        """Route a publication; its payload is ``frame[offset:]``, sliced only if needed."""
+        publisher = conn.twin
+        effects = self.effects
+        private = self._private
+        acl = private.get(topic) if private else None
+        if acl is not None and not self.guard.allowed(conn, acl):
+            return  # private topic: dropped silently (spec 7.1)
+        qos = flags & QOS_MASK
+        if msg_id is not None:
+            conn.learn_generation(msg_id)
+            if qos == QOS2:
+                seen = publisher.qos2_seen
+                if msg_id in seen:
+                    effects.send(conn, encode_ack(msg_id))
+                    return
+                seen[msg_id] = None
+                if len(seen) > effects.config.qos2_dedup_size:
+                    seen.popitem(last=False)
+        patterns: Sequence[str] = self.index.match(topic) if self._patterns else ()
+        seq = 0
+        if self._retro and self.index.archived(topic, patterns):
+            seq = self.archive.append(topic, flags, msg_id, frame[offset:], publisher.name,
+                                      effects.wall)
+        if qos and msg_id is not None:
+            effects.send(conn, encode_ack(msg_id))
+        subscribers: Collection[Twin] | None = self._exact.get(topic)
+        if subscribers and acl is not None:
+            subscribers = self.guard.only_allowed(subscribers, acl)
+        if subscribers:
+            tenant = publisher.tenant
+            legacy_frame: bytes | None = None
+            dirty = effects.dirty
+            max_queued = self._max_queued
+            for twin in subscribers:
+                sub_conn = twin.conn
+                if (sub_conn is None or twin is publisher or not twin.reactive
+                        or twin.tenant != tenant):
+                    continue
+                if seq and twin.replaying:
+                    continue  # the replay reaches it, in order
+                if sub_conn.id_len == 16:
+                    if legacy_frame is None:
+                        legacy_frame = encode_pub_raw(topic, frame[offset:])
+                    effects.deliver(twin, sub_conn, legacy_frame, 0, seq, None)
+                elif qos or (seq and twin.named) or sub_conn.closed:
+                    effects.deliver(twin, sub_conn, frame, qos, seq, msg_id)
+                else:  # plain QoS0 delivery, inlined: the most frequent case by far
+                    out = sub_conn.out
+                    out.append(frame)
+                    if len(out) == 1:
+                        dirty[sub_conn] = None
+                    elif len(out) == max_queued + 1:
+                        effects.close(sub_conn, CLOSE_SLOW_CONSUMER, "too many queued messages")
+        if patterns:
+            self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl)
+
+    def _deliver_patterns(self, publisher: Twin, topic: str, patterns: Sequence[str],
+                          payload: bytes, seq: int, acl: set[str] | None) -> None:
+        allowed = self.guard.allowed
+        for pattern in patterns:
+            frame = encode_pattern_pub(pattern, topic, payload)
+            for twin in self.index.pattern_subscribers(pattern):
+                conn = twin.conn
+                if (conn is None or twin is publisher or not twin.reactive
+                        or twin.tenant != publisher.tenant or (twin.replaying and seq)
+                        or (acl is not None and not allowed(conn, acl))):
+                    continue
+                self.effects.deliver(twin, conn, frame, 0, seq, None)
+
+    def ack(self, conn: Connection, msg_id: bytes) -> None:
+        """ACK of a QoS1/2 delivery (answered with ACK2 for QoS2)."""
+        twin = conn.twin
+        inflight = twin.inflight.pop(msg_id, None)
+        if inflight is None:
+            return
+        if inflight.qos2:
+            self.effects.send(conn, encode_ack2(msg_id))
+        if inflight.seq:
+            twin.complete(inflight.seq)
+        if twin.replaying and not conn.waiting_drain:
+            self.replayer.resume(twin)
+
+    def resend(self, conn: Connection, now: float) -> None:
+        """Send again the deliveries of ``conn`` whose ACK is late; give up after the retries."""
+        twin = conn.twin
+        for msg_id, inflight in list(twin.inflight.items()):
+            if inflight.deadline > now:
+                continue
+            if inflight.retries <= 0:
+                del twin.inflight[msg_id]  # stays in the archive for a later replay
+                continue
+            inflight.retries -= 1
+            inflight.deadline = now + self.effects.config.ack_timeout
+            self.effects.send(conn, inflight.frame)
+
+
+__all__ = ["Fanout"]

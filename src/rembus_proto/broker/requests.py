@@ -1,0 +1,39 @@
+"""In-line answers to the router's data requests, for drivers that read their ports
+between two turns (the asyncio broker, the test harness, the fuzzer)."""
+
+from __future__ import annotations
+
+from ..security import Security
+from ..store import Store
+from .actions import NeedKey, NeedReplay, Order, PruneArchive
+from .router import Router
+
+#: Rounds of requests answered in one call: each answer can raise new requests
+#: (a found key lets held input go on), but only as many as the held input.
+MAX_ROUNDS = 10_000
+
+
+def answer_requests(router: Router, store: Store, security: Security, now: float,
+                    wall: float | None = None) -> list[Order]:
+    """Answer every data request of ``router`` from ``store`` and ``security``, and
+    prune the archive when asked; return the other orders (closes, shutdown)."""
+    orders: list[Order] = []
+    for _ in range(MAX_ROUNDS):
+        events = router.events()
+        if not events:
+            break
+        for event in events:
+            if isinstance(event, NeedReplay):
+                batch = store.replay(event.after_seq, event.topics, event.limit)
+                router.replay_batch(event, batch, now, wall)
+            elif isinstance(event, NeedKey):
+                router.key_found(event.conn, event.name, security.public_key(event.name), now,
+                                 wall)
+            elif isinstance(event, PruneArchive):
+                store.prune(event.before_ns, event.max_per_topic)
+            else:
+                orders.append(event)
+    return orders
+
+
+__all__ = ["MAX_ROUNDS", "answer_requests"]

@@ -1,0 +1,282 @@
+"""The broker's facade: one object the driver feeds and drains.
+
+Input: :meth:`Router.connect`, :meth:`Router.receive` / :meth:`Router.receive_many`
+(whole messages), :meth:`Router.disconnect`, :meth:`Router.drained`,
+:meth:`Router.handle_timer`, and the answers to data requests,
+:meth:`Router.replay_batch` and :meth:`Router.key_found`. Output:
+:meth:`Router.data_to_send` (frames per connection) and :meth:`Router.events`
+(closes, shutdown, data requests, archive pruning). ``now`` is monotonic
+seconds (timers); ``wall`` is wall-clock seconds since the epoch, used only
+to stamp and age stored messages; it defaults to ``now`` for drivers that run
+one clock (tests).
+
+The router calls no blocking port while it handles input: it writes to the
+store (staged until the driver commits) but reads stored messages and keys
+only through :class:`~rembus_proto.broker.actions.NeedReplay` and
+:class:`~rembus_proto.broker.actions.NeedKey`. One driver turn::
+
+    router.receive_many(conn, frames, now, wall)   # for every input of this turn
+    answer data requests from router.events()      # replay_batch / key_found; keep orders
+    store.commit()                                 # durable before any ACK leaves
+    for conn, frames in router.data_to_send():     # delivery marks advance here
+        write(conn, frames)
+    router.flush()                                 # stage twin updates for the next commit
+    carry out the orders (Close, ShutdownRequested, PruneArchive)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..constants import Status
+from ..entropy import RandomPool
+from ..errors import ProtocolError
+from ..messages import Ack, Ack2, Admin, Identity, Pub, Response, Rpc, decode, split_qos0_pub
+from ..security import MemorySecurity, PublicKey, Security, Verify
+from ..store import Store, StoredMessage
+from ..topics import normalize_name
+from .actions import Event, NeedKey, NeedReplay, PruneArchive
+from .admin import AdminCommands
+from .auth import DONE, PROCEED, Bind, Decision, Guard, LookUpKey
+from .config import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER, POLICIES, RouterConfig
+from .effects import Effects
+from .fanout import Fanout
+from .index import PatternMatcher, SubscriptionIndex
+from .replay import Archive, Replayer
+from .rpc import RpcRouter
+from .sessions import Sessions
+from .state import Connection, Twin
+
+
+class Router:
+    """Routes messages between connections; see the module docstring for the driver loop."""
+
+    def __init__(self, store: Store, config: RouterConfig | None = None, *,
+                 id_factory: Callable[[int], bytes] | None = None, now: float = 0.0,
+                 security: Security | None = None, verify: Verify | None = None,
+                 matcher: PatternMatcher | None = None) -> None:
+        self.config = config or RouterConfig()
+        if self.config.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.config.policy!r}: use one of {POLICIES}")
+        self.store = store
+        if id_factory is None:
+            id_factory = RandomPool()
+        self._started = now
+        self._next_prune = now + self.config.prune_interval
+        last_seq, records = store.load()
+        effects = self._effects = Effects(self.config, now, now)
+        self.guard = Guard(self.config, effects, security if security is not None
+                           else MemorySecurity(), verify, id_factory)
+        self._index = SubscriptionIndex(matcher)
+        self._archive = Archive(store, last_seq)
+        self._replayer = Replayer(effects, self._index, self.guard)
+        self.twins: dict[str, Twin] = {}
+        builtins: dict[str, Callable[[], Any]] = {
+            "rid": lambda: self.config.name,
+            "version": lambda: self.config.version,
+            "uptime": lambda: f"up for {int(effects.now - self._started)} seconds",
+        }
+        self._rpc = RpcRouter(effects, self.guard, self.twins,
+                              int.from_bytes(id_factory(4), "little") << 32, builtins)
+        self._fanout = Fanout(effects, self._index, self.guard, self._archive, self._replayer)
+        self._admin = AdminCommands(effects, self.guard, self._index, self._rpc,
+                                    self._archive, self._replayer)
+        self._sessions = Sessions(effects, store, self._index, self._rpc, self.guard,
+                                  self._archive, self._replayer, self.twins, id_factory)
+        self._sessions.load(records)
+
+    # -- connections -------------------------------------------------------
+
+    @property
+    def connections(self) -> set[Connection]:
+        """Open connections."""
+        return self._sessions.connections
+
+    @property
+    def now(self) -> float:
+        """The last monotonic time given to the router."""
+        return self._effects.now
+
+    def connect(self, now: float, peer: str = "") -> Connection:
+        """A transport connection was accepted; returns its handle."""
+        self._effects.now = now
+        return self._sessions.connect(peer)
+
+    def disconnect(self, conn: Connection, now: float) -> None:
+        """The transport connection is gone (closed by either side or lost)."""
+        self._effects.now = now
+        self._sessions.disconnect(conn)
+
+    def drained(self, conn: Connection, now: float) -> None:
+        """The connection's socket buffer has room again: continue a replay."""
+        self._effects.now = now
+        conn.waiting_drain = False
+        twin = conn.twin
+        if twin.replaying and twin.conn is conn:
+            self._replayer.resume(twin)
+
+    def shutdown(self, now: float) -> None:
+        """Save every twin; call before the last commit of the store."""
+        for conn in list(self.connections):
+            self.disconnect(conn, now)
+        self.flush()
+
+    # -- output ------------------------------------------------------------
+
+    def data_to_send(self) -> list[tuple[Connection, list[bytes]]]:
+        """Frames to write, per connection; delivery marks advance as they are taken."""
+        return self._effects.data_to_send()
+
+    def events(self) -> list[Event]:
+        """Orders (:class:`Close`, :class:`ShutdownRequested`, :class:`PruneArchive`) and
+        data requests (:class:`NeedReplay`, :class:`NeedKey`) since the last call."""
+        return self._effects.events()
+
+    def flush(self) -> None:
+        """Stage the updates of twins whose state changed (delivery marks)."""
+        self._sessions.flush()
+
+    # -- timers ------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must be called next."""
+        deadline = self._next_prune
+        for conn in self.connections:
+            for inflight in conn.twin.inflight.values():
+                deadline = min(deadline, inflight.deadline)
+            for call in conn.calls.values():
+                deadline = min(deadline, call.deadline)
+        challenge = self.guard.next_deadline()
+        return deadline if challenge is None else min(deadline, challenge)
+
+    def handle_timer(self, now: float, wall: float | None = None) -> None:
+        """Resend unacknowledged QoS deliveries, forget stale calls, prune the archive."""
+        effects = self._effects
+        effects.at(now, wall)
+        cfg = self.config
+        for conn in list(self.connections):
+            self._fanout.resend(conn, now)
+            self._rpc.expire(conn, now)
+        self.guard.handle_timer(now)
+        if now >= self._next_prune:
+            self._next_prune = now + cfg.prune_interval
+            effects.emit(PruneArchive(int((effects.wall - cfg.retention_max_age) * 1e9),
+                                      cfg.retention_max_per_topic))
+
+    # -- answers to data requests ----------------------------------------------
+
+    def replay_batch(self, request: NeedReplay, batch: list[StoredMessage], now: float,
+                     wall: float | None = None) -> None:
+        """The stored messages asked for by ``request`` (fewer than its limit: no more)."""
+        self._effects.at(now, wall)
+        self._replayer.batch(request.twin, request.token, batch)
+
+    def key_found(self, conn: Connection, name: str, key: PublicKey | None, now: float,
+                  wall: float | None = None) -> None:
+        """The key of ``name`` asked for by :class:`NeedKey` (``None``: not registered).
+
+        The held input of ``conn`` goes on; a malformed message in it is answered
+        with a :class:`Close` event rather than an exception.
+        """
+        held = conn.held
+        if conn.closed or held is None:
+            return
+        conn.held = None
+        self.guard.key_found(conn, name, key)
+        try:
+            self.receive_many(conn, held, now, wall)
+        except ProtocolError as exc:
+            conn.held = []  # nothing more from it: the driver closes it
+            self._effects.close(conn, CLOSE_PROTOCOL_ERROR, str(exc))
+
+    # -- input -------------------------------------------------------------
+
+    def receive(self, conn: Connection, frame: bytes, now: float,
+                wall: float | None = None) -> None:
+        """Process one message from ``conn``; raises :class:`ProtocolError` if malformed."""
+        self.receive_many(conn, [frame], now, wall)
+
+    def receive_many(self, conn: Connection, frames: list[bytes], now: float,
+                     wall: float | None = None) -> None:
+        """Process messages of ``conn`` in order, as :meth:`receive` does one by one.
+
+        What a driver read at once. Plain publications take the hot path:
+        nothing is decoded but their topic.
+        """
+        self._effects.at(now, wall)
+        if conn.held is not None:
+            self._hold(conn, frames)
+            return
+        limit = self.config.limits.max_message_size
+        gate = self.guard.gate
+        publish = self._fanout.publish
+        for i, frame in enumerate(frames):
+            if conn.closed:
+                return
+            gated = bool(gate) and conn in gate  # an attestation may open the gate
+            if not gated:
+                quick = split_qos0_pub(frame)
+                if quick is not None and len(frame) <= limit:
+                    publish(conn, quick[0], 0, None, frame, quick[1])
+                    continue
+            decision = self._dispatch(conn, frame, gated)
+            if isinstance(decision, LookUpKey):
+                conn.held = frames[i:]
+                self._effects.emit(NeedKey(conn, decision.name))
+                return
+
+    def _hold(self, conn: Connection, frames: list[bytes]) -> None:
+        held = conn.held
+        assert held is not None
+        if len(held) + len(frames) > self.config.max_held:
+            self._effects.close(conn, CLOSE_SLOW_CONSUMER, "too many messages while logging in")
+            return
+        held.extend(frames)
+
+    def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> Decision:
+        """Decode a message and hand it to its handler."""
+        message = decode(frame, self.config.limits)
+        if gated:
+            decision = self.guard.admit(conn, message)
+            if decision is not PROCEED:
+                return decision
+        if isinstance(message, Pub):  # its payload is the tail of the frame
+            self._fanout.publish(conn, message.topic, message.flags, message.id, frame,
+                                 len(frame) - len(message.data.raw))
+        elif isinstance(message, Rpc):
+            self._rpc.request(conn, message)
+        elif isinstance(message, Response):
+            self._rpc.response(conn, message)
+        elif isinstance(message, Ack):
+            self._fanout.ack(conn, message.id)
+        elif isinstance(message, Ack2):
+            conn.twin.qos2_seen.pop(message.id, None)
+        elif isinstance(message, Admin):
+            self._admin.receive(conn, message)
+        elif isinstance(message, Identity):
+            return self._identity(conn, message)
+        else:
+            conn.learn_generation(message.id)
+            return self._apply(conn, self.guard.receive(conn, message, self._effects.now))
+        return DONE
+
+    def _identity(self, conn: Connection, msg: Identity) -> Decision:
+        conn.learn_generation(msg.id)
+        name = normalize_name(msg.cid)
+        error = self._sessions.identity_error(conn, name)
+        if error is not None:
+            self._effects.reply(conn, msg.id, Status.GENERIC_ERROR, error)
+            return DONE
+        return self._apply(conn, self.guard.identify(conn, msg.id, name))
+
+    def _apply(self, conn: Connection, decision: Decision) -> Decision:
+        """Carry out a :class:`Bind`; pass any other decision on."""
+        if isinstance(decision, Bind):
+            ok = self._sessions.bind(conn, decision.msg_id, decision.name)
+            self.guard.bound(conn, decision, ok)
+            return DONE
+        return decision
+
+
+__all__ = ["Router"]

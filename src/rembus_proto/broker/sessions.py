@@ -1,0 +1,125 @@
+"""Connections and twins: who is connected, under which name; binding a name."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from ..constants import Status
+from ..store import Store, TwinRecord
+from .auth import Guard
+from .config import CLOSE_OVERWRITTEN
+from .effects import Effects
+from .index import SubscriptionIndex
+from .replay import Archive, Replayer
+from .rpc import RpcRouter
+from .state import Connection, Twin
+
+
+class Sessions:
+    """Every twin (named ones persist) and every open connection."""
+
+    def __init__(self, effects: Effects, store: Store, index: SubscriptionIndex,
+                 rpc: RpcRouter, guard: Guard, archive: Archive, replayer: Replayer,
+                 twins: dict[str, Twin], id_factory: Callable[[int], bytes]) -> None:
+        self.effects = effects
+        self.store = store
+        self.index = index
+        self.rpc = rpc
+        self.guard = guard
+        self.archive = archive
+        self.replayer = replayer
+        self.twins = twins
+        self.connections: set[Connection] = set()
+        self._id_factory = id_factory
+
+    def load(self, records: list[TwinRecord]) -> None:
+        """Bring back the named twins of a previous run."""
+        for record in records:
+            twin = Twin(record.name, True, record)
+            self.twins[twin.name] = twin
+            self.index.add_twin(twin)
+            self.rpc.index(twin)
+
+    def connect(self, peer: str) -> Connection:
+        """A new connection, with an anonymous twin of its own."""
+        name = str(uuid.UUID(bytes=self._id_factory(16), version=4))
+        conn = Connection(Twin(name, False), peer)
+        conn.twin.conn = conn
+        self.connections.add(conn)
+        self.guard.on_connect(conn)
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        """The connection is gone: fail its calls, keep a named twin, drop an anonymous one."""
+        if conn.closed:
+            return
+        conn.closed = True
+        conn.held = None
+        self.connections.discard(conn)
+        self.effects.dirty.pop(conn, None)
+        self.guard.forget(conn)
+        self.rpc.fail_calls(conn)
+        twin = conn.twin
+        if twin.conn is not conn:
+            return
+        twin.conn = None
+        twin.reactive = False
+        self.replayer.stop(twin)
+        twin.inflight.clear()
+        if twin.named:
+            self.save(twin)
+        else:
+            self.index.remove_twin(twin)
+            self.rpc.unindex(twin)
+
+    def identity_error(self, conn: Connection, name: str) -> str | None:
+        """Why ``conn`` cannot take ``name`` now, or ``None``."""
+        if not name:
+            return "empty cid"
+        if conn.twin.named:
+            return "already identified"
+        twin = self.twins.get(name)
+        if (twin is not None and twin.conn is not None
+                and not self.effects.config.overwrite_connection):
+            return "already connected"
+        return None
+
+    def bind(self, conn: Connection, msg_id: bytes, name: str) -> bool:
+        """Give the connection the twin of ``name`` and answer ``msg_id`` (OK or 10)."""
+        effects = self.effects
+        twin = self.twins.get(name)
+        if twin is not None and twin.conn is not None:
+            if not effects.config.overwrite_connection:
+                effects.reply(conn, msg_id, Status.GENERIC_ERROR, "already connected")
+                return False
+            old = twin.conn
+            self.disconnect(old)
+            effects.close(old, CLOSE_OVERWRITTEN, "overwritten")
+        anonymous = conn.twin
+        self.index.remove_twin(anonymous)
+        self.rpc.unindex(anonymous)
+        if twin is None:
+            twin = Twin(name, True)
+            twin.mark = self.archive.last_seq  # retroactive: "what is published while away"
+            self.twins[name] = twin
+            self.save(twin)
+        twin.conn = conn
+        twin.reactive = False
+        conn.twin = twin
+        effects.reply(conn, msg_id, Status.OK, None)
+        return True
+
+    def save(self, twin: Twin) -> None:
+        """Stage the persistent part of ``twin``."""
+        twin.dirty = False
+        self.store.save_twin(twin.record())
+
+    def flush(self) -> None:
+        """Stage the twins whose state changed."""
+        for twin in self.twins.values():
+            if twin.dirty:
+                self.save(twin)
+
+
+__all__ = ["Sessions"]

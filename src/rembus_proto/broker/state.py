@@ -1,0 +1,154 @@
+"""Connection and twin state: what the broker knows of each peer and component."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from ..store import TwinRecord
+from ..topics import tenant
+
+
+class Call:
+    """An RPC forwarded to an exposer, waiting for its RESPONSE."""
+
+    __slots__ = ("deadline", "orig_id", "requester", "topic")
+
+    def __init__(self, requester: Connection, orig_id: bytes, topic: str, deadline: float) -> None:
+        self.requester = requester
+        self.orig_id = orig_id
+        self.topic = topic
+        self.deadline = deadline
+
+
+class Inflight:
+    """A QoS1/2 delivery to a subscriber, waiting for its ACK."""
+
+    __slots__ = ("deadline", "frame", "qos2", "retries", "seq")
+
+    def __init__(self, frame: bytes, seq: int, qos2: bool, deadline: float, retries: int) -> None:
+        self.frame = frame
+        self.seq = seq
+        self.qos2 = qos2
+        self.deadline = deadline
+        self.retries = retries
+
+
+class Twin:
+    """The broker-side state of one component (persistent when named)."""
+
+    __slots__ = (
+        "conn",
+        "dirty",
+        "done_above",
+        "exposed",
+        "inflight",
+        "mark",
+        "name",
+        "named",
+        "qos2_seen",
+        "reactive",
+        "replay_cursor",
+        "replay_token",
+        "replay_waiting",
+        "replaying",
+        "since",
+        "subs",
+        "tenant",
+    )
+
+    def __init__(self, name: str, named: bool, record: TwinRecord | None = None) -> None:
+        self.name = name
+        self.named = named
+        self.tenant = tenant(name)
+        self.conn: Connection | None = None
+        self.reactive = False
+        self.subs: dict[str, float] = dict(record.subscriptions) if record else {}
+        self.exposed: list[str] = list(record.exposed) if record else []
+        self.mark = record.mark if record else 0
+        self.done_above: set[int] = set(record.done_above) if record else set()
+        self.since: dict[str, int] = dict(record.since) if record else {}
+        self.inflight: dict[bytes, Inflight] = {}
+        self.qos2_seen: OrderedDict[bytes, None] = OrderedDict()
+        self.replaying = False
+        self.replay_cursor = 0
+        self.replay_token = 0
+        """Tells the answer to the current replay request from stale ones."""
+        self.replay_waiting = False
+        """A replay request is out and not answered yet."""
+        self.dirty = False
+
+    def record(self) -> TwinRecord:
+        """The persistent part."""
+        return TwinRecord(self.name, dict(self.subs), list(self.exposed), self.mark,
+                          sorted(self.done_above), dict(self.since))
+
+    def retroactive_topics(self) -> dict[str, float]:
+        """Subscriptions that want stored messages: topic -> ``msg_from``."""
+        return {topic: window for topic, window in self.subs.items() if window > 0}
+
+    def retroactive(self, topic: str) -> bool:
+        """Whether the subscription to ``topic`` wants stored messages."""
+        return self.named and self.subs[topic] > 0
+
+    def complete(self, seq: int) -> None:
+        """A delivery of archive entry ``seq`` is done (written or acknowledged)."""
+        if seq <= self.mark:
+            return
+        lowest_open = min((i.seq for i in self.inflight.values() if i.seq > 0),
+                          default=None)
+        if lowest_open is None or seq < lowest_open:
+            self.mark = seq
+            if self.done_above:
+                limit = lowest_open if lowest_open is not None else math.inf
+                below = [s for s in self.done_above if s < limit]
+                if below:
+                    self.mark = max(self.mark, *below)
+                    self.done_above.difference_update(below)
+        else:
+            self.done_above.add(seq)
+        self.dirty = True
+
+    def changed(self) -> None:
+        """Its persistent part changed: it is saved at the next flush."""
+        if self.named:
+            self.dirty = True
+
+    def __repr__(self) -> str:
+        return f"Twin({self.name!r})"
+
+
+class Connection:
+    """One transport connection as the router sees it."""
+
+    __slots__ = ("calls", "calls_made", "closed", "held", "id_len", "out", "peer", "twin",
+                 "waiting_drain", "written")
+
+    def __init__(self, twin: Twin, peer: str) -> None:
+        self.twin = twin
+        self.peer = peer
+        self.out: list[bytes] = []
+        self.written: list[int] = []
+        self.calls: dict[bytes, Call] = {}
+        self.calls_made = 0
+        self.id_len = 0
+        self.closed = False
+        self.waiting_drain = False
+        self.held: list[bytes] | None = None
+        """Input waiting for a key lookup (the first one asked for it); ``None``: none."""
+
+    @property
+    def legacy(self) -> bool:
+        """A 0.1.x peer (16-byte ids): gets plain QoS0 PUBs and null login data."""
+        return self.id_len == 16
+
+    def learn_generation(self, msg_id: bytes) -> None:
+        """The first id a peer sends tells its generation (8 or 16 bytes)."""
+        if not self.id_len:
+            self.id_len = len(msg_id)
+
+    def __repr__(self) -> str:
+        return f"Connection({self.twin.name!r}, {self.peer!r})"
+
+
+__all__ = ["Call", "Connection", "Inflight", "Twin"]
