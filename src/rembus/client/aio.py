@@ -15,6 +15,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rembus.client import lifetime
 from rembus.client.base import ComponentBase
 from rembus.client.dataframes import PLAIN_TYPES
 from rembus.client.handlers import (
@@ -52,6 +53,7 @@ class Component(ComponentBase):
     def __init__(self, url: ComponentURL, options: Options) -> None:
         super().__init__(url, options)
         self._loop = asyncio.get_running_loop()
+        lifetime.track(self, self._loop)
         self._transport: Transport | None = None
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._connected: asyncio.Future[None] = self._loop.create_future()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rembus.client import lifetime
 from rembus.client.handlers import (
     Calls,
     Handler,
@@ -41,7 +40,6 @@ class ComponentBase:
         self._calls: Calls = {}
         self._closing = False
         self._explicit_unreactive = False
-        lifetime.track(self)
 
     @property
     def name(self) -> str | None:

@@ -32,7 +32,7 @@ class Closable(Protocol):
 _lock = threading.Lock()
 _open: dict[int, Closable] = {}  # insertion-ordered, by id(): components need no hash
 _hooked = False
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_live: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
 
 
 def close_at_exit(component: Closable) -> None:
@@ -62,15 +62,13 @@ def _close_open() -> None:
             log.debug("closing %r at exit failed: %s", component, exc)
 
 
-def track(component: Any) -> None:
-    """Remember an async component so that :func:`run` can close it (weakly held)."""
-    _live.add(component)
+def track(component: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Remember an async component and its loop so that :func:`run` can close it (weakly)."""
+    _live[component] = loop
 
 
 async def _close_components(loop: asyncio.AbstractEventLoop) -> None:
-    from rembus.client.aio import Component
-
-    mine = [c for c in list(_live) if isinstance(c, Component) and c._loop is loop]
+    mine = [c for c, its_loop in list(_live.items()) if its_loop is loop]
     await asyncio.gather(*(c.close() for c in mine), return_exceptions=True)
 
 
