@@ -69,6 +69,7 @@ from typing import cast
 import h11
 
 from .constants import DEFAULT_MAX_MESSAGE_SIZE
+from .entropy import RandomPool, RandomSource
 from .errors import FrameError, HandshakeError, MessageTooLarge, ProtocolError
 from .wsevents import Closed, Event, Headers, HttpRequest, Message, Opened, Pong
 from .wsframes import PING, PONG, CloseFrame, FrameReader, FrameWriter, PingFrame, ReaderItem
@@ -135,13 +136,15 @@ def _check_close_code(code: int) -> None:
 class _Connection:
     """What both roles share: the open state, closing, output."""
 
-    def __init__(self, *, client: bool, config: WSConfig | None) -> None:
+    def __init__(self, *, client: bool, config: WSConfig | None,
+                 random: RandomSource | None = None) -> None:
         self._config = config if config is not None else WSConfig()
         self._client = client
+        self._random = random if random is not None else RandomPool()
         self._state = _HANDSHAKE
         self._out: list[bytes] = []
         self._reader = FrameReader(client=client, max_size=self._config.max_message_size)
-        self._writer = FrameWriter(client=client)
+        self._writer = FrameWriter(client=client, random=self._random)
         self._h11 = h11.Connection(
             h11.CLIENT if client else h11.SERVER,
             max_incomplete_event_size=self._config.max_http_head_size,
@@ -437,7 +440,9 @@ class ClientWebSocket(_Connection):
     ``host`` is the ``Host`` header value (``"example.com:8338"``); ``path``
     the request target. ``extra_headers`` are added to the request (an
     offered ``Sec-WebSocket-Protocol`` is then accepted in the answer).
-    Raises ``ValueError`` if they cannot form a valid request.
+    ``random(n)`` gives the handshake key and the mask keys (default: a
+    fork-safe :class:`~rembus_proto.entropy.RandomPool`). Raises
+    ``ValueError`` if the arguments cannot form a valid request.
     """
 
     def __init__(
@@ -446,11 +451,13 @@ class ClientWebSocket(_Connection):
         path: str = "/",
         config: WSConfig | None = None,
         extra_headers: Sequence[tuple[str, str]] = (),
+        *,
+        random: RandomSource | None = None,
     ) -> None:
-        super().__init__(client=True, config=config)
+        super().__init__(client=True, config=config, random=random)
         self.host = host
         self.path = path
-        self._key = new_key()
+        self._key = new_key(self._random)
         self._protocols = {
             token.strip().lower().encode("latin-1")
             for name, value in extra_headers

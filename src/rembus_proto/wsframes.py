@@ -17,7 +17,7 @@ import codecs
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .entropy import RandomPool
+from .entropy import RandomPool, RandomSource
 from .errors import FrameError, MessageTooLarge
 from .wsevents import Message, Pong
 
@@ -396,13 +396,16 @@ _SHORT_HEADERS = {
 
 
 class FrameWriter:
-    """Serialises frames for one side of a connection (``client`` masks them)."""
+    """Serialises frames for one side of a connection (``client`` masks them).
+
+    ``random`` gives the mask keys (default: a :class:`RandomPool` of its own).
+    """
 
     __slots__ = ("_client", "_keys")
 
-    def __init__(self, *, client: bool) -> None:
+    def __init__(self, *, client: bool, random: RandomSource | None = None) -> None:
         self._client = client
-        self._keys = RandomPool()
+        self._keys = random if random is not None else RandomPool()
 
     def message(self, data: bytes | bytearray | memoryview | str, out: list[bytes]) -> None:
         """Append the frame of one whole message (``str`` is sent as text) to ``out``."""
