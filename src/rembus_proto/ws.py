@@ -55,7 +55,8 @@ Behaviour:
 * Client: the upgrade request is queued at construction. A non-101 answer
   raises :class:`~rembus_proto.HandshakeError` with its ``status``.
 * Calling an action in a state that does not allow it (sending before
-  :class:`Opened` or after closing) raises :class:`InvalidStateError`: it is a
+  :class:`Opened` or after closing) raises :class:`~rembus_proto.InvalidState`
+  (``InvalidStateError`` is its former name here): it is a
   driver bug, not the peer's fault; check :attr:`is_open` first.
 """
 
@@ -70,7 +71,7 @@ import h11
 
 from .constants import DEFAULT_MAX_MESSAGE_SIZE
 from .entropy import RandomPool, RandomSource
-from .errors import FrameError, HandshakeError, MessageTooLarge, ProtocolError
+from .errors import FrameError, HandshakeError, InvalidState, MessageTooLarge, ProtocolError
 from .wsevents import Closed, Event, Headers, HttpRequest, Message, Opened, Pong
 from .wsframes import PING, PONG, CloseFrame, FrameReader, FrameWriter, PingFrame, ReaderItem
 from .wshandshake import (
@@ -89,6 +90,7 @@ __all__ = [
     "Event",
     "Headers",
     "HttpRequest",
+    "InvalidState",
     "InvalidStateError",
     "Message",
     "Opened",
@@ -124,8 +126,8 @@ class WSConfig:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
 
 
-class InvalidStateError(RuntimeError):
-    """An action was called in a state that does not allow it (a driver bug)."""
+#: The former name of :class:`~rembus_proto.errors.InvalidState` in this module.
+InvalidStateError = InvalidState
 
 
 def _check_close_code(code: int) -> None:
@@ -193,19 +195,19 @@ class _Connection:
     def send_message(self, data: bytes | bytearray | memoryview | str) -> None:
         """Queue one message: ``bytes`` go as a binary message, ``str`` as text."""
         if self._state != _OPEN:
-            raise InvalidStateError("the WebSocket is not open")
+            raise InvalidState("the WebSocket is not open")
         self._writer.message(data, self._out)
 
     def send_messages(self, frames: Iterable[bytes]) -> None:
         """Queue binary messages, one per item (the batched form of :meth:`send_message`)."""
         if self._state != _OPEN:
-            raise InvalidStateError("the WebSocket is not open")
+            raise InvalidState("the WebSocket is not open")
         self._writer.messages(frames, self._out)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload); the answer is a :class:`Pong` event."""
         if self._state != _OPEN:
-            raise InvalidStateError("the WebSocket is not open")
+            raise InvalidState("the WebSocket is not open")
         self._out.append(self._writer.control(PING, bytes(payload)))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -353,7 +355,7 @@ class ServerWebSocket(_Connection):
         invalid status or header.
         """
         if self._state != _HTTP or self._request is None:
-            raise InvalidStateError("no HTTP request is waiting for a response")
+            raise InvalidState("no HTTP request is waiting for a response")
         if not 200 <= status <= 599:
             raise ValueError(f"invalid HTTP status {status}")
         framing = {"content-length", "transfer-encoding", "connection"}
