@@ -437,8 +437,5 @@ async def component(url: str | None = None, **options: Any) -> Component:
     parsed = parse(url)
     opts = make_options(options)
     comp = Component(parsed, opts)
-    try:
-        await comp._start()
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise RembusConnectionClosed(f"cannot connect to {parsed.endpoint}: {exc}") from None
+    await comp._start()
     return comp

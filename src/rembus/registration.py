@@ -41,13 +41,6 @@ def _named(url: str | None) -> tuple[ComponentURL, str]:
     return parsed, parsed.name
 
 
-async def _connect(url: ComponentURL, options: Options) -> Transport:
-    try:
-        return await open_transport(url, options)
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise RembusConnectionClosed(f"cannot connect to {url.endpoint}: {exc}") from None
-
-
 def save_secret(name: str, key: PrivateKey) -> None:
     """Store the private key of ``name`` in ``<rembus dir>/<name>/.secret``."""
     path = keys.secret_path(name)
@@ -82,7 +75,7 @@ async def register(url: str | None, pin: str, *, key_type: KeyType = "rsa",
     msg_id = os.urandom(8)
     frame = Register(msg_id, name, pin, crypto.public_pem(private), code).encode()
     anonymous = ComponentURL(parsed.scheme, parsed.host, parsed.port, None)
-    transport = await _connect(anonymous, opts)
+    transport = await open_transport(anonymous, opts)
     try:
         transport.send([frame])
         reply = await asyncio.wait_for(_response(transport, msg_id), opts.timeout)
@@ -119,7 +112,7 @@ async def unregister(url: str | None, **options: Any) -> None:
     """
     parsed, name = _named(url)
     opts = make_options(options)
-    transport = await _connect(parsed, opts)
+    transport = await open_transport(parsed, opts)
     try:
         await asyncio.wait_for(_unregister(transport, name, opts), opts.timeout)
     except asyncio.TimeoutError:

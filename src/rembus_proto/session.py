@@ -67,6 +67,7 @@ class ClientSession:
         self._opened = False
         self._events: list[SessionEvent] = []
         self._ended = False
+        self._end_reason: str | None = None
         self._failure: ProtocolError | None = None
 
     @property
@@ -78,6 +79,11 @@ class ClientSession:
     def ended(self) -> bool:
         """True once :class:`Disconnected` was queued: flush the output, drop the transport."""
         return self._ended
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the session ended (the reason of :class:`Disconnected`); ``None`` until then."""
+        return self._end_reason
 
     # -- the contract --------------------------------------------------------
 
@@ -162,6 +168,7 @@ class ClientSession:
         if self._ended:
             return
         self._ended = True
+        self._end_reason = reason
         self._open_deadline = None
         self.conn.connection_lost(now)
         self._events.extend(self.conn.events())
