@@ -491,9 +491,13 @@ class ClientConnection:
             rec.deadline = None
             del self._internal[msg_id]
         elif (msg_id == CONNECTION_ID and msg.status == Status.CHALLENGE
-              and self._name is None):
+              and self._name is None and not self._registering()):
             self._login_failed(Status.CHALLENGE, "the broker requires authentication, "
                                "which an anonymous component cannot provide")
+
+    def _registering(self) -> bool:
+        # REGISTER is allowed before the challenge is answered: keep waiting for its answer.
+        return any(rec.cmd == "register" for rec in self._requests.values())
 
     def _on_login_response(self, msg: Response, now: float) -> None:
         status = msg.status
@@ -884,7 +888,9 @@ class ClientConnection:
         """Register ``pubkey`` for ``name`` (REGISTER ``[10, id, name, pin, pubkey, keytype]``).
 
         ``keytype`` is 1 for RSA, 2 for ECDSA. Send it on an anonymous
-        connection: Julia brokers ignore it on a named one. Returns a handle.
+        connection: Julia brokers ignore it on a named one. While it waits for
+        its answer, the unsolicited challenge of a broker in authenticated mode
+        is ignored (registering needs no login). Returns a handle.
         """
         if type(name) is not str:
             raise TypeError(f"name must be a str, not {_type_name(name)}")
