@@ -35,27 +35,19 @@ import time
 from typing import Any
 
 from rembus_proto import Backoff, ClientSession, Disconnected, ProtocolError
-from rembus_proto.client_events import (
-    ChallengeRequested,
-    Connected,
-    PublicationReceived,
-    RequestReceived,
-    RestoreFailed,
-)
-from rembus_proto.client_events import LoginFailed as LoginRefused
+from rembus_proto.client_events import PublicationReceived, RequestReceived
 from rembus_proto.ws import WSConfig
 
 from . import errors
 from .component_base import ComponentBase
+from .dispatch import EventDispatcher
 from .errors import *  # noqa: F403 - the error classes, as in rembus
 from .errors import LoginFailed, RembusConnectionClosed, RembusError
 from .handlers import (
     Handler,
     Outcome,
-    challenge_signature,
     check_handler,
     exposer_call,
-    request_outcome,
     response_for_error,
     response_for_result,
     subscriber_call,
@@ -99,7 +91,7 @@ class Reply:
         return value
 
 
-class Component(ComponentBase):
+class Component(EventDispatcher, ComponentBase):
     """A component driven by its caller (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options) -> None:
@@ -476,23 +468,13 @@ class Component(ComponentBase):
 
     def _dispatch(self) -> int:
         count = 0
-        options = self.options
         while True:
             events = self._take_events()
             if not events:
                 return count
             count += len(events)
             for event in events:
-                outcome = request_outcome(event, options.dataframe, options.timeout)
-                if outcome is not None:
-                    if outcome[0] in self._waiting:
-                        self._done[outcome[0]] = outcome
-                elif isinstance(event, PublicationReceived):
-                    self._on_publication(event)
-                elif isinstance(event, RequestReceived):
-                    self._on_request(event)
-                else:
-                    self._on_state_event(event)
+                self._on_event(event)
             self._write()
 
     def _take_events(self) -> list[Any]:
@@ -501,19 +483,12 @@ class Component(ComponentBase):
         events += session.events() if session is not None else self.conn.events()
         return events
 
-    def _on_state_event(self, event: object) -> None:
-        if isinstance(event, Connected):
-            self._connected = True
-        elif isinstance(event, ChallengeRequested):
-            try:
-                self.conn.attest(challenge_signature(event), time.monotonic())
-            except LoginFailed as exc:
-                self._login_refused(exc)
-        elif isinstance(event, LoginRefused):
-            self._login_refused(LoginFailed(event.reason, event.status))
-        elif isinstance(event, RestoreFailed):
-            log.warning("%s: could not restore %s %s after reconnecting: %s (status %s)",
-                        self.url, event.command, event.topic, event.reason, event.status)
+    def _resolve(self, handle: int, value: Any, error: BaseException | None) -> None:
+        if handle in self._waiting:
+            self._done[handle] = (handle, value, error)
+
+    def _on_connected(self) -> None:
+        self._connected = True
 
     def _login_refused(self, error: LoginFailed) -> None:
         self._failure = error
