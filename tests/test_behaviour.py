@@ -326,7 +326,8 @@ def connect_error(driver: str, url: str, **options: Any) -> str:
             s.connect_raw(url, **options)
     finally:
         s.close()
-    return str(info.value.message)
+    assert str(info.value) == info.value.message
+    return str(info.value)
 
 
 def test_no_upgrade_answer_is_one_clear_error(driver: str, silent_listener: str) -> None:

@@ -34,7 +34,7 @@ import ssl
 import time
 from typing import Any
 
-from rembus_proto import Backoff, ClientSession, Disconnected, ProtocolError
+from rembus_proto import Backoff, ClientSession, ProtocolError
 from rembus_proto.client_events import PublicationReceived, RequestReceived
 from rembus_proto.ws import WSConfig
 
@@ -323,8 +323,7 @@ class Component(EventDispatcher, ComponentBase):
             raise
         if not session.is_open:
             sock.close()
-            reason = next(e.reason for e in session.events() if isinstance(e, Disconnected))
-            raise connect_error(url, reason)
+            raise connect_error(url, session.end_reason or "the WebSocket upgrade failed")
         sock.setblocking(False)
         self._sock, self._session = sock, session
         self._out.clear()

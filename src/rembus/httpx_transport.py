@@ -29,6 +29,8 @@ from httpx_ws import (
     aconnect_ws,
 )
 
+from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
+
 from .options import Options
 from .url import ComponentURL
 
@@ -199,9 +201,9 @@ def _open_failure(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
         return f"no TCP connection within {timeout:g} s"
     if isinstance(exc, httpx.ReadTimeout):
-        return f"no WebSocket upgrade answer within {timeout:g} s"
+        return no_upgrade_answer(timeout)
     if isinstance(exc, WebSocketUpgradeError):
-        return f"WebSocket upgrade refused: {_describe(exc)}"
+        return upgrade_refused(_describe(exc))
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError) or "connection refused" in str(
@@ -209,7 +211,7 @@ def _open_failure(exc: BaseException, timeout: float) -> str:
             return "connection refused"
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.RemoteProtocolError):
-        return f"the connection was closed without a WebSocket upgrade answer ({exc})"
+        return f"{CLOSED_BEFORE_UPGRADE} ({exc})"
     return _describe(exc)
 
 

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Sized
 
 from rembus_proto import ProtocolError
+from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
 from rembus_proto.ws import ClientWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, Message, Opened
 
@@ -60,7 +61,7 @@ class Wire:
             await asyncio.wait_for(wire._upgrade(), timeout)
         except asyncio.TimeoutError:
             writer.close()
-            raise WireClosed(f"no WebSocket upgrade answer within {timeout:g} s") from None
+            raise WireClosed(no_upgrade_answer(timeout or 0)) from None
         except BaseException:
             writer.close()
             raise
@@ -75,8 +76,8 @@ class Wire:
             if self.closed is not None or self._reader.at_eof():
                 reason = self.closed.reason if self.closed is not None else ""
                 if self.closed is not None and self.closed.code == 1002:
-                    raise WireClosed(f"WebSocket upgrade refused: {reason}")
-                raise WireClosed("the connection was closed without a WebSocket upgrade answer")
+                    raise WireClosed(upgrade_refused(reason))
+                raise WireClosed(CLOSED_BEFORE_UPGRADE)
 
     def send(self, *frames: bytes) -> None:
         """Queue frames, each as one binary message (call :meth:`drain` to wait)."""

@@ -30,6 +30,19 @@ from .errors import ConnectionFailed, HandshakeError, ProtocolError
 from .ws import ClientWebSocket, WSConfig
 from .wsevents import Closed, Message, Opened
 
+#: Why a connection ended before the WebSocket upgrade: the words every driver uses.
+CLOSED_BEFORE_UPGRADE = "the connection was closed without a WebSocket upgrade answer"
+
+
+def no_upgrade_answer(timeout: float) -> str:
+    """The reason of a connection that got no upgrade answer within ``timeout`` seconds."""
+    return f"no WebSocket upgrade answer within {timeout:g} s"
+
+
+def upgrade_refused(detail: object) -> str:
+    """The reason of a connection whose upgrade the server refused (``detail`` says how)."""
+    return f"WebSocket upgrade refused: {detail}"
+
 
 class Disconnected(NamedTuple):
     """The connection is over (reported once, last). ``reason`` says why, for people.
@@ -152,7 +165,7 @@ class ClientSession:
         opening = self._open_deadline
         if opening is not None and now >= opening and not self._ended:
             self._ws.close()
-            self._end(f"no WebSocket upgrade answer within {self._open_timeout:g} s", now)
+            self._end(no_upgrade_answer(self._open_timeout), now)
         self.conn.handle_timer(now)
 
     def close(self, now: float) -> None:
@@ -176,15 +189,22 @@ class ClientSession:
 
     def _closed_reason(self, event: Closed) -> str:
         if not self._opened:
-            return "the connection was closed without a WebSocket upgrade answer"
+            return CLOSED_BEFORE_UPGRADE
         if not event.clean:
             return "the connection was closed by the broker"
         return f"closed by the broker ({event.code} {event.reason})".strip()
 
     def _failure_reason(self, exc: ProtocolError) -> str:
         if isinstance(exc, HandshakeError):
-            return f"WebSocket upgrade refused: {exc}"
+            return upgrade_refused(exc)
         return f"the broker sent bad data: {exc}"
 
 
-__all__ = ["ClientSession", "Disconnected", "SessionEvent"]
+__all__ = [
+    "CLOSED_BEFORE_UPGRADE",
+    "ClientSession",
+    "Disconnected",
+    "SessionEvent",
+    "no_upgrade_answer",
+    "upgrade_refused",
+]
