@@ -116,21 +116,14 @@ def parse_close(payload: bytes) -> CloseFrame:
     return CloseFrame(code, reason)
 
 
-def _check_opcode(b0: int, opcode: int, length: int) -> None:
+def _check_control(b0: int, opcode: int, length: int) -> None:
+    """Check the opcode of a frame that is not a known data frame."""
     if opcode not in _OPCODES:
         raise FrameError(f"invalid opcode {opcode:#x}")
-    if opcode & 0x8:
-        if not b0 & 0x80:
-            raise FrameError("fragmented control frame")
-        if length > _MAX_CONTROL_PAYLOAD:
-            raise FrameError("control frame payload longer than 125 bytes")
-
-
-def _length16(data: bytes, pos: int) -> int:
-    length = (data[pos + 2] << 8) | data[pos + 3]
-    if length < 126:
-        raise FrameError("payload length not in its shortest form")
-    return length
+    if not b0 & 0x80:
+        raise FrameError("fragmented control frame")
+    if length > _MAX_CONTROL_PAYLOAD:
+        raise FrameError("control frame payload longer than 125 bytes")
 
 
 def _length64(data: bytes, pos: int) -> int:
@@ -231,39 +224,53 @@ class FrameReader:
         pos = 0
         masked = self._masked
         mask_bit = 0x80 if masked else 0
+        short_head = 6 if masked else 2
         fast_limit = self._fast_limit
+        max_size = self._max_size
         out_append = out.append
         while True:
             if end - pos < 2:
                 if pos < end:
                     self._hold_header(data, pos, 2)
                 return
-            b1 = data[pos + 1]
-            # Fast path: a whole binary message in one short frame, outside a fragmented message.
-            if data[pos] == 0x82 and (b1 ^ mask_bit) <= fast_limit and not self._opcode:
-                start = pos + 6 if masked else pos + 2
-                stop = start + (b1 ^ mask_bit)
-                if stop <= end:
+            # Fast path: a whole binary message in one frame with a 7- or 16-bit length and
+            # the expected mask bit, outside a fragmented message, within the size limit.
+            # Anything else, an incomplete frame included, takes the checked path below.
+            if data[pos] == 0x82 and not self._opcode:
+                n = data[pos + 1] ^ mask_bit
+                if n <= fast_limit:
+                    start = pos + short_head
+                elif (n == 126 and end - pos >= 4
+                      and 126 <= (n := (data[pos + 2] << 8) | data[pos + 3]) <= max_size):
+                    start = pos + short_head + 2
+                else:
+                    start = -1
+                stop = start + n
+                if start >= 0 and stop <= end:
                     message = _new(Message)
-                    if masked:
+                    if not masked:
+                        _set_data(message, data[start:stop])
+                    elif n < _INT_MASK_LIMIT:
                         _set_data(message, _mask_small(data[start:stop], data[start - 4 : start]))
                     else:
-                        _set_data(message, data[start:stop])
+                        _set_data(message, _mask_large(
+                            bytearray(memoryview(data)[start:stop]), data[start - 4 : start]))
                     out_append(message)
                     pos = stop
                     continue
-            pos = self._frame_at(data, pos, out)
+            header = self._header(data, pos)
+            if isinstance(header, int):
+                self._hold_header(data, pos, header)
+                return
+            pos = self._frame_at(data, pos, header, out)
             if pos < 0:
                 return
 
-    def _frame_at(self, data: bytes, pos: int, out: list[ReaderItem]) -> int:
-        """Process the frame at ``pos``; return where the next one starts, or -1 when the
-        rest of ``data`` is held (an incomplete frame) or the peer closed."""
-        header = self._header(data, pos)
-        if type(header) is int:
-            self._hold_header(data, pos, header)
-            return -1
-        assert isinstance(header, tuple)
+    def _frame_at(self, data: bytes, pos: int, header: tuple[int, int, int, bool],
+                  out: list[ReaderItem]) -> int:
+        """Process the payload of the frame at ``pos`` with its checked ``header``; return
+        where the next frame starts, or -1 when the rest of ``data`` is held (an incomplete
+        payload) or the peer closed."""
         b0, head, length, keyed = header
         start = pos + head
         stop = start + length
@@ -290,12 +297,15 @@ class FrameReader:
         b1 = data[pos + 1]
         opcode = b0 & 0x0F
         length = b1 & 0x7F
-        _check_opcode(b0, opcode, length)
+        if opcode & 0x8 or opcode not in _OPCODES:
+            _check_control(b0, opcode, length)
         head = 2
         if length == 126:
             if avail < 4:
                 return 4
-            length = _length16(data, pos)
+            length = (data[pos + 2] << 8) | data[pos + 3]
+            if length < 126:
+                raise FrameError("payload length not in its shortest form")
             head = 4
         elif length == 127:
             if avail < 10:
@@ -313,7 +323,8 @@ class FrameReader:
                 return head
         elif self._masked:
             raise FrameError("unmasked frame from a client")
-        if not opcode & 0x8:
+        # A new message within the limit (the usual case) needs no more checks.
+        if not opcode & 0x8 and (self._opcode or not opcode or length > self._max_size):
             self._check_data_frame(opcode, length)
         return b0, head, length, keyed
 
