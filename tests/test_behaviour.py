@@ -8,6 +8,7 @@ process where it must be restarted). Waits end on events, never on sleeps;
 from __future__ import annotations
 
 import math
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -339,6 +340,50 @@ def test_closed_component_refuses_calls(session: Session) -> None:
         comp.publish("t", 1)
     with pytest.raises(RembusConnectionClosed):
         comp.rpc("m")
+
+
+# -- connecting ------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[str]:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers.
+
+    The kernel completes each TCP handshake into the backlog; nothing is ever
+    read or written, as with a broker that hangs.
+    """
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as server:
+        yield f"ws://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.fixture
+def closed_port() -> str:
+    """The URL of a port of 127.0.0.1 that nothing listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+    return f"ws://127.0.0.1:{port}"
+
+
+def connect_error(driver: str, url: str, **options: Any) -> str:
+    s = Session(driver, url)
+    try:
+        with pytest.raises(RembusConnectionClosed) as info:
+            s.connect_raw(url, **options)
+    finally:
+        s.close()
+    assert str(info.value) == info.value.message
+    return str(info.value)
+
+
+def test_no_upgrade_answer_is_one_clear_error(driver: str, silent_listener: str) -> None:
+    message = connect_error(driver, silent_listener, connect_timeout=0.3)
+    assert message == (f"cannot connect to {silent_listener}: "
+                       f"no WebSocket upgrade answer within 0.3 s")
+
+
+def test_refused_connection_is_one_clear_error(driver: str, closed_port: str) -> None:
+    message = connect_error(driver, closed_port, connect_timeout=5)
+    assert message == f"cannot connect to {closed_port}: connection refused"
 
 
 # -- reconnect ------------------------------------------------------------------

@@ -265,6 +265,16 @@ class TestHandshake:
         assert isinstance(event, LoginFailed) and event.status == Status.CHALLENGE
         assert state(conn) is ConnectionState.CLOSED
 
+    def test_unsolicited_challenge_waits_for_a_register_in_flight(self) -> None:
+        conn = make(None)
+        conn.connect(0.0)
+        conn.events()
+        h = conn.register("mycomp", "11223344", b"-----BEGIN PUBLIC KEY-----", 2, now=0.0)
+        conn.receive_message(golden("unsolicited_challenge_connection_id"), 0.0)
+        assert conn.events() == [] and state(conn) is ConnectionState.OPEN
+        conn.receive_message(response(ident(1), 0, None), 0.0)
+        assert conn.events() == [RequestCompleted(h, 0, Payload.of(None))]
+
     def test_unsolicited_challenge_when_open_and_named_is_ignored(self) -> None:
         conn = open_conn()
         conn.receive_message(golden("unsolicited_challenge_connection_id"), 0.0)

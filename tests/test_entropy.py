@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rembus_proto import entropy
@@ -32,3 +34,23 @@ def test_a_constant_source_fails_these_checks(monkeypatch: pytest.MonkeyPatch) -
     for check in (test_every_byte_is_handed_out_once, test_requests_larger_than_the_chunk):
         with pytest.raises(AssertionError):
             check()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_draws_other_bytes_than_its_parent() -> None:
+    pool = RandomPool()
+    pool(8)  # the pool now holds bytes that both processes would inherit
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its draws and leave at once
+        try:
+            os.write(write_end, pool(64))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert len(child) == 64
+    assert pool(64) != child

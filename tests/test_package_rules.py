@@ -69,7 +69,7 @@ def test_importing_the_client_api_stays_light() -> None:
     import sys
 
     code = ("import sys, rembus, rembus.sync, rembus.blocking; "
-            "print(sorted(m for m in ('cryptography', 'pyarrow', 'httpx', 'sqlite3') "
+            "print(sorted(m for m in ('cryptography', 'pyarrow', 'httpx', 'sqlite3', 'wsproto') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)

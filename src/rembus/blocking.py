@@ -24,6 +24,7 @@ thread-safe: use it from one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import random
@@ -36,10 +37,10 @@ from typing import Any
 from rembus import errors
 from rembus.client import lifetime
 from rembus.client.base import ComponentBase
+from rembus.client.dispatch import EventDispatcher
 from rembus.client.handlers import (
     Handler,
     Outcome,
-    challenge_signature,
     check_handler,
     exposer_call,
     response_for_error,
@@ -47,21 +48,13 @@ from rembus.client.handlers import (
     subscriber_call,
 )
 from rembus.client.options import Options, make_options
-from rembus.client.transport import default_ssl_context
+from rembus.client.transport import connect_error, default_ssl_context, describe_os_error
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
 from rembus.errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout
-from rembus_proto import ProtocolError
-from rembus_proto.client_events import (
-    ChallengeRequested,
-    Connected,
-    PublicationReceived,
-    RequestReceived,
-    RestoreFailed,
-)
-from rembus_proto.client_events import LoginFailed as LoginRefused
-from rembus_proto.ws import ClientWebSocket, WSConfig
-from rembus_proto.wsevents import Closed, Message, Opened
+from rembus_proto import Backoff, ClientSession, ProtocolError
+from rembus_proto.client_events import PublicationReceived, RequestReceived
+from rembus_proto.ws import WSConfig
 
 log = logging.getLogger("rembus")
 
@@ -98,20 +91,22 @@ class Reply:
         return value
 
 
-class Component(ComponentBase):
+class Component(EventDispatcher, ComponentBase):
     """A component driven by its caller (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options) -> None:
         super().__init__(url, options)
         self._sock: socket.socket | None = None
-        self._ws: ClientWebSocket | None = None
+        self._session: ClientSession | None = None
+        self._backlog: list[Any] = []  # events of a session already dropped
         self._out = bytearray()
         self._waiting: set[int] = set()
         self._done: dict[int, Outcome] = {}
         self._connected = False
         self._failure: BaseException | None = None
         self._reconnect_at: float | None = None
-        self._delay = options.reconnect_initial
+        self._backoff = Backoff(options.reconnect_initial, options.reconnect_max,
+                                random.random)
 
     def _now(self) -> float:
         return time.monotonic()
@@ -142,7 +137,7 @@ class Component(ComponentBase):
         sock = self._sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return time.monotonic()  # decrypted bytes wait: a selector would not see them
-        deadline = self.conn.next_deadline()
+        deadline = (self._session or self.conn).next_deadline()
         again = self._reconnect_at
         if again is not None and (deadline is None or again < deadline):
             deadline = again
@@ -188,12 +183,11 @@ class Component(ComponentBase):
             return
         self._closing = True
         self._reconnect_at = None
-        sock, ws = self._sock, self._ws
-        if sock is not None and ws is not None:
+        sock, session = self._sock, self._session
+        if sock is not None and session is not None:
             self._queue_output()
-            if ws.is_open:
-                ws.close()
-                self._out += ws.data_to_send()
+            session.close(time.monotonic())
+            self._queue_output()
             self._write_all(time.monotonic() + self.options.timeout)
         self._drop_socket()
         self.conn.close()
@@ -333,37 +327,39 @@ class Component(ComponentBase):
     # -- the connection ------------------------------------------------------
 
     def _connect(self) -> None:
-        """Open the socket and the WebSocket, then start the login (blocking, bounded
-        by ``Options.timeout``); raises OSError if it cannot."""
+        """Open the socket, then the WebSocket (each step bounded by ``open_timeout``), and
+        start the login; raises :class:`RembusConnectionClosed` saying what did not happen."""
         url = self.url
-        timeout = self.options.timeout
-        sock = socket.create_connection((url.host, url.port), timeout=timeout)
+        timeout = self.options.open_timeout
         try:
+            sock = socket.create_connection((url.host, url.port), timeout=timeout)
             if url.secure:
                 context = self.options.ssl_context or default_ssl_context()
                 sock = context.wrap_socket(sock, server_hostname=url.host)
-            ws = ClientWebSocket(url.endpoint.split("://", 1)[1], "/",
-                                 config=WSConfig(max_message_size=self.options.max_message_size))
-            sock.sendall(ws.data_to_send())
-            early = _handshake(sock, ws)
+        except OSError as exc:
+            raise connect_error(url, describe_os_error(exc, timeout)) from None
+        session = ClientSession(self.conn, url.endpoint.split("://", 1)[1], "/",
+                                now=time.monotonic(), open_timeout=timeout,
+                                config=WSConfig(max_message_size=self.options.max_message_size))
+        try:
+            _open(sock, session)
+        except OSError as exc:
+            sock.close()
+            raise connect_error(url, describe_os_error(exc, timeout)) from None
         except BaseException:
             sock.close()
             raise
+        if not session.is_open:
+            sock.close()
+            raise connect_error(url, session.end_reason or "the WebSocket upgrade failed")
         sock.setblocking(False)
-        self._sock, self._ws = sock, ws
+        self._sock, self._session = sock, session
         self._out.clear()
-        now = time.monotonic()
-        self.conn.connect(now)
-        self._on_ws_events(early, now)
         self._queue_output()
 
     def start(self) -> None:
         """Connect and log in (done by :func:`component`; call it once)."""
-        try:
-            self._connect()
-        except (OSError, ProtocolError) as exc:
-            raise RembusConnectionClosed(
-                f"cannot connect to {self.url.endpoint}: {exc}") from None
+        self._connect()
         try:
             while not self._connected:
                 if self._failure is not None:
@@ -384,17 +380,20 @@ class Component(ComponentBase):
             log.info("%s: connection lost: %s", self.url, reason)
         self._drop_socket()
         now = time.monotonic()
-        self.conn.connection_lost(now)
         if self._connected and self.options.reconnect and self._failure is None:
-            self._reconnect_at = now + self._delay * random.uniform(0.5, 1.0)
+            self._reconnect_at = now + self._backoff.next_delay()
         elif self._connected:
             self._closing = True
             self.conn.close()
 
     def _drop_socket(self) -> None:
-        sock = self._sock
-        self._sock = self._ws = None
+        sock, session = self._sock, self._session
+        self._sock = self._session = None
         self._out.clear()
+        if session is not None:
+            if not session.ended:
+                session.receive_data(b"", time.monotonic())  # the end of the stream
+            self._backlog += session.events()
         if sock is not None:
             sock.close()
 
@@ -402,12 +401,11 @@ class Component(ComponentBase):
         self._reconnect_at = None
         try:
             self._connect()
-        except (OSError, ProtocolError) as exc:
+        except RembusConnectionClosed as exc:
             log.debug("%s: reconnect failed: %s", self.url, exc)
-            self._delay = min(self._delay * 2, self.options.reconnect_max)
-            self._reconnect_at = time.monotonic() + self._delay * random.uniform(0.5, 1.0)
+            self._reconnect_at = time.monotonic() + self._backoff.next_delay()
             return
-        self._delay = self.options.reconnect_initial
+        self._backoff.reset()
         log.info("%s reconnected", self.url)
 
     # -- one turn ------------------------------------------------------------
@@ -418,9 +416,10 @@ class Component(ComponentBase):
         if self._reconnect_at is not None and now >= self._reconnect_at and not self._closing:
             self._try_reconnect(now)
         self._read()
-        deadline = self.conn.next_deadline()
+        timers = self._session or self.conn
+        deadline = timers.next_deadline()
         if deadline is not None and time.monotonic() >= deadline:
-            self.conn.handle_timer(time.monotonic())
+            timers.handle_timer(time.monotonic())
         return self._dispatch()
 
     def _wait_io(self, timeout: float | None) -> None:
@@ -442,8 +441,8 @@ class Component(ComponentBase):
     def _read(self) -> None:
         for _ in range(READS_PER_PROCESS):
             sock = self._sock
-            ws = self._ws
-            if sock is None or ws is None:
+            session = self._session
+            if sock is None or session is None:
                 return
             try:
                 data = sock.recv(READ_SIZE)
@@ -453,43 +452,23 @@ class Component(ComponentBase):
                 self._lost(str(exc))
                 return
             try:
-                events = ws.receive_data(data)
+                session.receive_data(data, time.monotonic())
             except ProtocolError as exc:
                 log.warning("%s: closing the connection, the broker sent bad data: %s",
                             self.url, exc)
-                self._lost(str(exc))
-                return
-            self._on_ws_events(events, time.monotonic())
-            if not data:
-                self._lost("closed by the broker")
-                return
-
-    def _on_ws_events(self, events: list[Any], now: float) -> None:
-        conn = self.conn
-        for event in events:
-            if event.__class__ is Message:
-                if isinstance(event.data, bytes):
-                    try:
-                        conn.receive_message(event.data, now)
-                    except ProtocolError as exc:
-                        log.warning("%s: closing the connection, the broker sent bad data: "
-                                    "%s", self.url, exc)
-                        self._lost(str(exc))
-                        return
-            elif isinstance(event, Closed):
+            if session.ended:
                 self._queue_output()
                 self._write()
-                self._lost(f"closed by the broker ({event.code} {event.reason})".strip())
+                self._lost(session.end_reason or "connection lost")
                 return
 
     def _queue_output(self) -> None:
-        frames = self.conn.data_to_send()
-        ws = self._ws
-        if ws is None or not ws.is_open:
-            return  # not connected: the core keeps what must survive (outbox, QoS)
-        for frame in frames:
-            ws.send_message(frame)
-        self._out += ws.data_to_send()
+        session = self._session
+        if session is None:
+            self.conn.data_to_send()  # not connected: the core keeps what must survive
+            return
+        for data in session.data_to_send():
+            self._out += data
 
     def _write(self) -> None:
         self._queue_output()
@@ -518,36 +497,26 @@ class Component(ComponentBase):
     def _dispatch(self) -> int:
         count = 0
         while True:
-            events = self.conn.events()
+            events = self._take_events()
             if not events:
                 return count
             count += len(events)
             for event in events:
-                outcome = self._outcome(event)
-                if outcome is not None:
-                    if outcome[0] in self._waiting:
-                        self._done[outcome[0]] = outcome
-                elif isinstance(event, PublicationReceived):
-                    self._on_publication(event)
-                elif isinstance(event, RequestReceived):
-                    self._on_request(event)
-                else:
-                    self._on_state_event(event)
+                self._on_event(event)
             self._write()
 
-    def _on_state_event(self, event: object) -> None:
-        if isinstance(event, Connected):
-            self._connected = True
-        elif isinstance(event, ChallengeRequested):
-            try:
-                self.conn.attest(challenge_signature(event), time.monotonic())
-            except LoginFailed as exc:
-                self._login_refused(exc)
-        elif isinstance(event, LoginRefused):
-            self._login_refused(LoginFailed(event.reason, event.status))
-        elif isinstance(event, RestoreFailed):
-            log.warning("%s: could not restore %s %s after reconnecting: %s (status %s)",
-                        self.url, event.command, event.topic, event.reason, event.status)
+    def _take_events(self) -> list[Any]:
+        events, self._backlog = self._backlog, []
+        session = self._session
+        events += session.events() if session is not None else self.conn.events()
+        return events
+
+    def _resolve(self, handle: int, value: Any, error: BaseException | None) -> None:
+        if handle in self._waiting:
+            self._done[handle] = (handle, value, error)
+
+    def _on_connected(self) -> None:
+        self._connected = True
 
     def _login_refused(self, error: LoginFailed) -> None:
         self._failure = error
@@ -580,19 +549,23 @@ class Component(ComponentBase):
         self.conn.respond(event.request_id, status, value)
 
 
-def _handshake(sock: socket.socket, ws: ClientWebSocket) -> list[Any]:
-    """Read the upgrade answer; return the events that came after ``Opened``."""
-    while True:
-        data = sock.recv(READ_SIZE)
-        if not data:
-            raise ConnectionError("the broker closed the connection during the handshake")
-        events = ws.receive_data(data)
-        out = ws.data_to_send()
-        if out:
-            sock.sendall(out)
-        for index, event in enumerate(events):
-            if isinstance(event, Opened):
-                return events[index + 1:]
+def _open(sock: socket.socket, session: ClientSession) -> None:
+    """Send the upgrade request and wait for the answer (or the session's deadline)."""
+    sock.settimeout(None)
+    while not session.is_open and not session.ended:
+        for data in session.data_to_send():
+            sock.sendall(data)
+        deadline = session.next_deadline()
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+        readable = pending or select.select([sock], [], [], wait)[0]
+        if not readable:
+            session.handle_timer(time.monotonic())
+            continue
+        with contextlib.suppress(ProtocolError):  # then it ended; Disconnected says why
+            session.receive_data(sock.recv(READ_SIZE), time.monotonic())
+    for data in session.data_to_send():
+        sock.sendall(data)
 
 
 def component(url: str | None = None, **options: Any) -> Component:

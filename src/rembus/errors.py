@@ -30,6 +30,11 @@ class RembusTimeout(RembusError, TimeoutError):
 class RembusConnectionClosed(RembusError, ConnectionError):
     """The connection to the broker is not there (or was lost during the request)."""
 
+    def __str__(self) -> str:
+        # No broker sent a status: the message alone says what happened.
+        return self.message if isinstance(self.message, str) and self.message else (
+            super().__str__())
+
 
 class MethodNotFound(RembusError):
     """Nobody exposes the method (status 42)."""

@@ -5,12 +5,12 @@ in as ``now``. Nothing here opens a socket, starts a thread, reads a clock or
 an environment variable.
 """
 
+from .backoff import Backoff
 from .client import ClientConnection
 from .client_config import (
     ClientConfig,
     ClientError,
     ConnectionState,
-    InvalidState,
     NotConnected,
     OutboxFull,
     TooManyPending,
@@ -41,9 +41,11 @@ from .constants import (
     Status,
 )
 from .errors import (
+    ConnectionFailed,
     EncodeError,
     FrameError,
     HandshakeError,
+    InvalidState,
     MalformedMessage,
     MessageTooLarge,
     ProtocolError,
@@ -71,6 +73,7 @@ from .messages import (
     response_for,
 )
 from .payload import NO_ARGS, NO_DATA, Payload
+from .session import ClientSession, Disconnected
 from .ws import ClientWebSocket, ServerWebSocket, WSConfig
 
 __all__ = [
@@ -88,15 +91,19 @@ __all__ = [
     "Ack2",
     "Admin",
     "Attestation",
+    "Backoff",
     "ChallengeRequested",
     "ClientConfig",
     "ClientConnection",
     "ClientError",
     "ClientEvent",
+    "ClientSession",
     "ClientWebSocket",
     "Connected",
+    "ConnectionFailed",
     "ConnectionState",
     "DecodeLimits",
+    "Disconnected",
     "EncodeError",
     "FrameError",
     "HandshakeError",

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import InvalidState
 from .messages import DEFAULT_LIMITS, DecodeLimits
 
 OverflowPolicy = Literal["error", "drop_oldest", "drop_newest"]
@@ -33,11 +34,7 @@ class ClientError(RuntimeError):
     """Base class of the errors a client connection raises for local reasons."""
 
 
-class InvalidState(ClientError):
-    """The call is not allowed in the current state (see the message)."""
-
-
-class NotConnected(InvalidState):
+class NotConnected(InvalidState, ClientError):
     """A request needs an OPEN connection; wait for ``Connected`` and retry."""
 
 

@@ -61,5 +61,28 @@ class FrameError(WebSocketError):
         self.close_code = close_code
 
 
+class InvalidState(RuntimeError):
+    """A call or an input is not allowed in the current state of a state machine.
+
+    It is the caller's (the driver's) mistake, never the peer's: sending on a
+    WebSocket that is not open, ``attest()`` without a challenge, feeding a
+    connection that already failed. Shared by the WebSocket layer and the
+    client machine.
+    """
+
+
+class ConnectionFailed(InvalidState):
+    """Input was given to a connection after it failed with a :class:`ProtocolError`.
+
+    The error state is sticky: once the peer broke the protocol, every further
+    input raises this and changes nothing; the driver drops the transport.
+    ``cause`` is the original error.
+    """
+
+    def __init__(self, cause: ProtocolError) -> None:
+        super().__init__(f"the connection already failed: {cause}")
+        self.cause = cause
+
+
 class EncodeError(TypeError):
     """A value given by the application cannot be encoded as CBOR."""

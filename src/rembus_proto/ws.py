@@ -57,7 +57,8 @@ Behaviour:
 * Client: the upgrade request is queued at construction. A non-101 answer
   raises :class:`~rembus_proto.HandshakeError` with its ``status``.
 * Calling an action in a state that does not allow it (sending before
-  :class:`Opened` or after closing) raises :class:`InvalidStateError`: it is a
+  :class:`Opened` or after closing) raises :class:`~rembus_proto.InvalidState`
+  (``InvalidStateError`` is its former name here): it is a
   driver bug, not the peer's fault; check :attr:`is_open` first.
 """
 
@@ -71,7 +72,8 @@ from typing import cast
 import h11
 
 from .constants import DEFAULT_MAX_MESSAGE_SIZE
-from .errors import FrameError, HandshakeError, MessageTooLarge, ProtocolError
+from .entropy import RandomPool, RandomSource
+from .errors import FrameError, HandshakeError, InvalidState, MessageTooLarge, ProtocolError
 from .wsevents import Closed, Event, Headers, HttpRequest, Message, Opened, Pong
 from .wsframes import PING, PONG, CloseFrame, FrameReader, FrameWriter, PingFrame, ReaderItem
 from .wshandshake import (
@@ -90,6 +92,7 @@ __all__ = [
     "Event",
     "Headers",
     "HttpRequest",
+    "InvalidState",
     "InvalidStateError",
     "Message",
     "Opened",
@@ -127,8 +130,8 @@ class WSConfig:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
 
 
-class InvalidStateError(RuntimeError):
-    """An action was called in a state that does not allow it (a driver bug)."""
+#: The former name of :class:`~rembus_proto.errors.InvalidState` in this module.
+InvalidStateError = InvalidState
 
 
 def _check_close_code(code: int) -> None:
@@ -139,13 +142,15 @@ def _check_close_code(code: int) -> None:
 class _Connection:
     """What both roles share: the open state, closing, output."""
 
-    def __init__(self, *, client: bool, config: WSConfig | None) -> None:
+    def __init__(self, *, client: bool, config: WSConfig | None,
+                 random: RandomSource | None = None) -> None:
         self._config = config if config is not None else WSConfig()
         self._client = client
+        self._random = random if random is not None else RandomPool()
         self._state = _HANDSHAKE
         self._out: list[bytes] = []
         self._reader = FrameReader(client=client, max_size=self._config.max_message_size)
-        self._writer = FrameWriter(client=client)
+        self._writer = FrameWriter(client=client, random=self._random)
         self._h11 = h11.Connection(
             h11.CLIENT if client else h11.SERVER,
             max_incomplete_event_size=self._config.max_http_head_size,
@@ -194,19 +199,19 @@ class _Connection:
     def send_message(self, data: bytes | bytearray | memoryview | str) -> None:
         """Queue one message: ``bytes`` go as a binary message, ``str`` as text."""
         if self._state != _OPEN:
-            raise InvalidStateError("the WebSocket is not open")
+            raise InvalidState("the WebSocket is not open")
         self._writer.message(data, self._out)
 
     def send_messages(self, frames: Iterable[bytes]) -> None:
         """Queue binary messages, one per item (the batched form of :meth:`send_message`)."""
         if self._state != _OPEN:
-            raise InvalidStateError("the WebSocket is not open")
+            raise InvalidState("the WebSocket is not open")
         self._writer.messages(frames, self._out)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload); the answer is a :class:`Pong` event."""
         if self._state != _OPEN:
-            raise InvalidStateError("the WebSocket is not open")
+            raise InvalidState("the WebSocket is not open")
         self._out.append(self._writer.control(PING, bytes(payload)))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -357,7 +362,7 @@ class ServerWebSocket(_Connection):
         invalid status or header.
         """
         if self._state != _HTTP or self._request is None:
-            raise InvalidStateError("no HTTP request is waiting for a response")
+            raise InvalidState("no HTTP request is waiting for a response")
         if not 200 <= status <= 599:
             raise ValueError(f"invalid HTTP status {status}")
         framing = {"content-length", "transfer-encoding", "connection"}
@@ -444,7 +449,9 @@ class ClientWebSocket(_Connection):
     ``host`` is the ``Host`` header value (``"example.com:8338"``); ``path``
     the request target. ``extra_headers`` are added to the request (an
     offered ``Sec-WebSocket-Protocol`` is then accepted in the answer).
-    Raises ``ValueError`` if they cannot form a valid request.
+    ``random(n)`` gives the handshake key and the mask keys (default: a
+    fork-safe :class:`~rembus_proto.entropy.RandomPool`). Raises
+    ``ValueError`` if the arguments cannot form a valid request.
     """
 
     def __init__(
@@ -453,11 +460,13 @@ class ClientWebSocket(_Connection):
         path: str = "/",
         config: WSConfig | None = None,
         extra_headers: Sequence[tuple[str, str]] = (),
+        *,
+        random: RandomSource | None = None,
     ) -> None:
-        super().__init__(client=True, config=config)
+        super().__init__(client=True, config=config, random=random)
         self.host = host
         self.path = path
-        self._key = new_key()
+        self._key = new_key(self._random)
         self._protocols = {
             token.strip().lower().encode("latin-1")
             for name, value in extra_headers

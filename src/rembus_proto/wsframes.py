@@ -17,7 +17,7 @@ import codecs
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .entropy import RandomPool
+from .entropy import RandomPool, RandomSource
 from .errors import FrameError, MessageTooLarge
 from .wsevents import Message, Pong
 
@@ -116,6 +116,25 @@ def parse_close(payload: bytes) -> CloseFrame:
     return CloseFrame(code, reason)
 
 
+def _check_control(b0: int, opcode: int, length: int) -> None:
+    """Check the opcode of a frame that is not a known data frame."""
+    if opcode not in _OPCODES:
+        raise FrameError(f"invalid opcode {opcode:#x}")
+    if not b0 & 0x80:
+        raise FrameError("fragmented control frame")
+    if length > _MAX_CONTROL_PAYLOAD:
+        raise FrameError("control frame payload longer than 125 bytes")
+
+
+def _length64(data: bytes, pos: int) -> int:
+    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+    if length < 0x10000:
+        raise FrameError("payload length not in its shortest form")
+    if length >> 63:
+        raise FrameError("payload length with the most significant bit set")
+    return length
+
+
 class FrameReader:
     """Incremental parser of the frames one peer sends.
 
@@ -180,122 +199,162 @@ class FrameReader:
         if self.closed:
             return
         if self._held:
-            self._held.append(data)
-            self._buffered += len(data)
-            if self._buffered < self._need:
+            resumed = self._resume(data, out)
+            if resumed is None:
                 return
-            if self._frame is None:
-                data = b"".join(self._held)  # a header split across reads
-                self._held = []
-            else:
-                data = self._complete_payload(out)
-                if self.closed:
-                    return
+            data = resumed
+        self._parse(data, out)
+
+    def _resume(self, data: bytes, out: list[ReaderItem]) -> bytes | None:
+        """Add ``data`` to the held bytes; return what to parse next, ``None`` if nothing."""
+        self._held.append(data)
+        self._buffered += len(data)
+        if self._buffered < self._need:
+            return None
+        if self._frame is None:
+            joined = b"".join(self._held)  # a header split across reads
+            self._held = []
+            return joined
+        rest = self._complete_payload(out)
+        return None if self.closed else rest
+
+    def _parse(self, data: bytes, out: list[ReaderItem]) -> None:
+        """Parse whole frames from the start of ``data``; hold an incomplete last one."""
         end = len(data)
         pos = 0
         masked = self._masked
         mask_bit = 0x80 if masked else 0
+        short_head = 6 if masked else 2
         fast_limit = self._fast_limit
+        max_size = self._max_size
         out_append = out.append
         while True:
-            avail = end - pos
-            if avail < 2:
-                need = 2
-                break
-            b0 = data[pos]
-            b1 = data[pos + 1]
-            # Fast path: a whole binary message in one short frame, outside a fragmented message.
-            if b0 == 0x82 and (b1 ^ mask_bit) <= fast_limit and not self._opcode:
-                start = pos + 6 if masked else pos + 2
-                stop = start + (b1 ^ mask_bit)
-                if stop <= end:
+            if end - pos < 2:
+                if pos < end:
+                    self._hold_header(data, pos, 2)
+                return
+            # Fast path: a whole binary message in one frame with a 7- or 16-bit length and
+            # the expected mask bit, outside a fragmented message, within the size limit.
+            # Anything else, an incomplete frame included, takes the checked path below.
+            if data[pos] == 0x82 and not self._opcode:
+                n = data[pos + 1] ^ mask_bit
+                if n <= fast_limit:
+                    start = pos + short_head
+                elif (n == 126 and end - pos >= 4
+                      and 126 <= (n := (data[pos + 2] << 8) | data[pos + 3]) <= max_size):
+                    start = pos + short_head + 2
+                else:
+                    start = -1
+                stop = start + n
+                if start >= 0 and stop <= end:
                     message = _new(Message)
-                    if masked:
+                    if not masked:
+                        _set_data(message, data[start:stop])
+                    elif n < _INT_MASK_LIMIT:
                         _set_data(message, _mask_small(data[start:stop], data[start - 4 : start]))
                     else:
-                        _set_data(message, data[start:stop])
+                        _set_data(message, _mask_large(
+                            bytearray(memoryview(data)[start:stop]), data[start - 4 : start]))
                     out_append(message)
                     pos = stop
                     continue
-            opcode = b0 & 0x0F
-            if opcode not in _OPCODES:
-                raise FrameError(f"invalid opcode {opcode:#x}")
-            length = b1 & 0x7F
-            if opcode & 0x8:
-                if not b0 & 0x80:
-                    raise FrameError("fragmented control frame")
-                if length > _MAX_CONTROL_PAYLOAD:
-                    raise FrameError("control frame payload longer than 125 bytes")
-            head = 2
-            if length == 126:
-                if avail < 4:
-                    need = 4
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                if length < 126:
-                    raise FrameError("payload length not in its shortest form")
-                head = 4
-            elif length == 127:
-                if avail < 10:
-                    need = 10
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                if length < 0x10000:
-                    raise FrameError("payload length not in its shortest form")
-                if length >> 63:
-                    raise FrameError("payload length with the most significant bit set")
-                head = 10
-            if b0 & 0x70:
-                raise FrameError("reserved bit set but no extension was negotiated")
-            if b1 & 0x80:
-                if not masked:
-                    raise FrameError("masked frame from a server")
-                head += 4
-                if avail < head:
-                    need = head
-                    break
-            elif masked:
-                raise FrameError("unmasked frame from a client")
-            if not opcode & 0x8:
-                if opcode:
-                    if self._opcode:
-                        raise FrameError("new message inside a fragmented message")
-                    if length > self._max_size:
-                        raise MessageTooLarge(length, self._max_size)
-                else:
-                    if not self._opcode:
-                        raise FrameError("continuation frame outside a fragmented message")
-                    if self._size + length > self._max_size:
-                        raise MessageTooLarge(self._size + length, self._max_size)
-            start = pos + head
-            pos = start + length
-            if pos > end:
-                # Hold the payload only, so that completing it costs one copy however
-                # many reads it spans.
-                key = data[start - 4 : start] if b1 & 0x80 else None
-                self._frame = (b0, key)
-                self._held = [data[start:]]
-                self._buffered = end - start
-                self._need = length
+            header = self._header(data, pos)
+            if isinstance(header, int):
+                self._hold_header(data, pos, header)
                 return
-            if not b1 & 0x80:
-                payload = data[start:pos]
-            elif length < _INT_MASK_LIMIT:
-                payload = _mask_small(data[start:pos], data[start - 4 : start])
-            else:
-                payload = _mask_large(
-                    bytearray(memoryview(data)[start:pos]), data[start - 4 : start]
-                )
-            if b0 == 0x80 | BINARY:
-                out.append(Message(payload))
-            else:
-                self._dispatch(b0, payload, out)
-                if self.closed:
-                    return
-        if pos < end:
-            self._held = [data[pos:]]
-            self._buffered = end - pos
-            self._need = need
+            pos = self._frame_at(data, pos, header, out)
+            if pos < 0:
+                return
+
+    def _frame_at(self, data: bytes, pos: int, header: tuple[int, int, int, bool],
+                  out: list[ReaderItem]) -> int:
+        """Process the payload of the frame at ``pos`` with its checked ``header``; return
+        where the next frame starts, or -1 when the rest of ``data`` is held (an incomplete
+        payload) or the peer closed."""
+        b0, head, length, keyed = header
+        start = pos + head
+        stop = start + length
+        if stop > len(data):
+            self._hold_payload(data, start, length, b0, keyed)
+            return -1
+        if not keyed:
+            payload = data[start:stop]
+        elif length < _INT_MASK_LIMIT:
+            payload = _mask_small(data[start:stop], data[start - 4 : start])
+        else:
+            payload = _mask_large(bytearray(memoryview(data)[start:stop]), data[start - 4 : start])
+        if b0 == 0x80 | BINARY:
+            out.append(Message(payload))
+            return stop
+        self._dispatch(b0, payload, out)
+        return -1 if self.closed else stop
+
+    def _header(self, data: bytes, pos: int) -> tuple[int, int, int, bool] | int:
+        """Check the header at ``pos``: ``(first byte, header size, payload length, masked)``,
+        or the bytes needed from ``pos`` when it is incomplete. Raises on a bad header."""
+        avail = len(data) - pos
+        b0 = data[pos]
+        b1 = data[pos + 1]
+        opcode = b0 & 0x0F
+        length = b1 & 0x7F
+        if opcode & 0x8 or opcode not in _OPCODES:
+            _check_control(b0, opcode, length)
+        head = 2
+        if length == 126:
+            if avail < 4:
+                return 4
+            length = (data[pos + 2] << 8) | data[pos + 3]
+            if length < 126:
+                raise FrameError("payload length not in its shortest form")
+            head = 4
+        elif length == 127:
+            if avail < 10:
+                return 10
+            length = _length64(data, pos)
+            head = 10
+        if b0 & 0x70:
+            raise FrameError("reserved bit set but no extension was negotiated")
+        keyed = bool(b1 & 0x80)
+        if keyed:
+            if not self._masked:
+                raise FrameError("masked frame from a server")
+            head += 4
+            if avail < head:
+                return head
+        elif self._masked:
+            raise FrameError("unmasked frame from a client")
+        # A new message within the limit (the usual case) needs no more checks.
+        if not opcode & 0x8 and (self._opcode or not opcode or length > self._max_size):
+            self._check_data_frame(opcode, length)
+        return b0, head, length, keyed
+
+    def _check_data_frame(self, opcode: int, length: int) -> None:
+        """Check a data frame against the message in progress and the size limit."""
+        if opcode:
+            if self._opcode:
+                raise FrameError("new message inside a fragmented message")
+            if length > self._max_size:
+                raise MessageTooLarge(length, self._max_size)
+        else:
+            if not self._opcode:
+                raise FrameError("continuation frame outside a fragmented message")
+            if self._size + length > self._max_size:
+                raise MessageTooLarge(self._size + length, self._max_size)
+
+    def _hold_header(self, data: bytes, pos: int, need: int) -> None:
+        """Keep the start of a frame whose header is incomplete until ``need`` bytes are there."""
+        self._held = [data[pos:]]
+        self._buffered = len(data) - pos
+        self._need = need
+
+    def _hold_payload(self, data: bytes, start: int, length: int, b0: int,
+                      keyed: bool) -> None:
+        """Keep the payload only (header in ``_frame``), so that completing it costs one
+        copy however many reads it spans."""
+        self._frame = (b0, data[start - 4 : start] if keyed else None)
+        self._held = [data[start:]]
+        self._buffered = len(data) - start
+        self._need = length
 
     def _complete_payload(self, out: list[ReaderItem]) -> bytes:
         """Process the frame whose payload is now all held; return the bytes after it."""
@@ -396,13 +455,16 @@ _SHORT_HEADERS = {
 
 
 class FrameWriter:
-    """Serialises frames for one side of a connection (``client`` masks them)."""
+    """Serialises frames for one side of a connection (``client`` masks them).
+
+    ``random`` gives the mask keys (default: a :class:`RandomPool` of its own).
+    """
 
     __slots__ = ("_client", "_keys")
 
-    def __init__(self, *, client: bool) -> None:
+    def __init__(self, *, client: bool, random: RandomSource | None = None) -> None:
         self._client = client
-        self._keys = RandomPool()
+        self._keys = random if random is not None else RandomPool()
 
     def message(self, data: bytes | bytearray | memoryview | str, out: list[bytes]) -> None:
         """Append the frame of one whole message (``str`` is sent as text) to ``out``."""

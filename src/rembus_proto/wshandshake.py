@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from collections.abc import Iterable
 
 import h11
 
+from .entropy import RandomSource
 from .errors import HandshakeError
 from .wsevents import Headers
 
@@ -17,9 +17,9 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 VERSION = "13"
 
 
-def new_key() -> bytes:
-    """A fresh ``Sec-WebSocket-Key``: 16 random bytes, base64."""
-    return base64.b64encode(os.urandom(16))
+def new_key(random: RandomSource) -> bytes:
+    """A fresh ``Sec-WebSocket-Key``: 16 bytes of ``random``, base64."""
+    return base64.b64encode(random(16))
 
 
 def accept_token(key: bytes) -> bytes:

@@ -58,7 +58,7 @@ class BrokerConfig:
     tick: float = 0.1
     """Seconds between two timer checks (QoS resends, retention, challenges)."""
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
-    """Serve ``wss://`` with this TLS context (see :func:`rembus.tls.server_context`)."""
+    """Serve ``wss://`` with this TLS context (see :func:`rembus.security.tls.server_context`)."""
 
 
 class _Peer(asyncio.Protocol):

@@ -18,9 +18,9 @@ from typing import Any
 from rembus.client import lifetime
 from rembus.client.base import ComponentBase
 from rembus.client.dataframes import PLAIN_TYPES
+from rembus.client.dispatch import EventDispatcher
 from rembus.client.handlers import (
     Handler,
-    challenge_signature,
     exposer_call,
     response_for_error,
     response_for_result,
@@ -31,15 +31,8 @@ from rembus.client.transport import Transport, open_transport
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import LoginFailed as LoginFailedError
 from rembus.errors import RembusConnectionClosed, RembusError
-from rembus_proto import Payload, ProtocolError
-from rembus_proto.client_events import (
-    ChallengeRequested,
-    Connected,
-    LoginFailed,
-    PublicationReceived,
-    RequestReceived,
-    RestoreFailed,
-)
+from rembus_proto import Backoff, Payload, ProtocolError
+from rembus_proto.client_events import PublicationReceived, RequestReceived
 
 log = logging.getLogger("rembus")
 
@@ -47,7 +40,7 @@ log = logging.getLogger("rembus")
 _FLUSH_EVERY = 64
 
 
-class Component(ComponentBase):
+class Component(EventDispatcher, ComponentBase):
     """A connected Rembus component (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options) -> None:
@@ -92,7 +85,8 @@ class Component(ComponentBase):
         self._process()
 
     async def _run(self) -> None:
-        delay = self.options.reconnect_initial
+        options = self.options
+        backoff = Backoff(options.reconnect_initial, options.reconnect_max, random.random)
         while not self._closing:
             transport = self._transport
             if transport is not None:
@@ -103,11 +97,10 @@ class Component(ComponentBase):
                 await transport.close()
             if self._closing or not self.options.reconnect or self._failure is not None:
                 break
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.options.reconnect_max)
+            await asyncio.sleep(backoff.next_delay())
             try:
                 await self._open_transport()
-                delay = self.options.reconnect_initial
+                backoff.reset()
                 log.info("%s reconnected", self.url)
             except (OSError, RembusError, asyncio.TimeoutError) as exc:
                 log.debug("%s: reconnect failed: %s", self.url, exc)
@@ -337,24 +330,9 @@ class Component(ComponentBase):
         self.conn.handle_timer(self._loop.time())
         self._process()
 
-    def _on_event(self, event: object) -> None:
-        outcome = self._outcome(event)
-        if outcome is not None:
-            self._resolve(*outcome)
-        elif isinstance(event, PublicationReceived):
-            self._on_publication(event)
-        elif isinstance(event, RequestReceived):
-            self._on_request(event)
-        elif isinstance(event, Connected):
-            if not self._connected.done():
-                self._connected.set_result(None)
-        elif isinstance(event, ChallengeRequested):
-            self._on_challenge(event)
-        elif isinstance(event, LoginFailed):
-            self._login_refused(LoginFailedError(event.reason, event.status))
-        elif isinstance(event, RestoreFailed):
-            log.warning("%s: could not restore %s %s after reconnecting: %s (status %s)",
-                        self.url, event.command, event.topic, event.reason, event.status)
+    def _on_connected(self) -> None:
+        if not self._connected.done():
+            self._connected.set_result(None)
 
     def _login_refused(self, error: LoginFailedError) -> None:
         self._failure = error
@@ -374,16 +352,6 @@ class Component(ComponentBase):
             future.set_result(value)
         else:
             future.set_exception(error)
-
-    def _on_challenge(self, event: ChallengeRequested) -> None:
-        try:
-            signature = challenge_signature(event)
-        except LoginFailedError as error:
-            self._failure = error
-            if not self._connected.done():
-                self._connected.set_exception(error)
-            return
-        self.conn.attest(signature, self._loop.time())
 
     def _on_publication(self, event: PublicationReceived) -> None:
         call = subscriber_call(self.registry, event, self.options.dataframe)
@@ -453,8 +421,5 @@ async def component(url: str | None = None, **options: Any) -> Component:
     parsed = parse(url)
     opts = make_options(options)
     comp = Component(parsed, opts)
-    try:
-        await comp.start()
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise RembusConnectionClosed(f"cannot connect to {parsed.endpoint}: {exc}") from None
+    await comp.start()
     return comp

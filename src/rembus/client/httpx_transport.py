@@ -25,11 +25,13 @@ from httpx_ws import (
     AsyncWebSocketSession,
     HTTPXWSException,
     WebSocketDisconnect,
+    WebSocketUpgradeError,
     aconnect_ws,
 )
 
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
+from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
 
 #: Bytes asked from the socket per read (httpx-ws calls it the message size, it is not).
 READ_CHUNK = 1 << 20
@@ -107,7 +109,7 @@ class HttpxTransport:
     # -- the owner task -----------------------------------------------------
 
     async def run(self, url: str, client: httpx.AsyncClient,
-                  opened: asyncio.Future[None]) -> None:
+                  opened: asyncio.Future[None], timeout: float) -> None:
         """Connect, then read and write until :meth:`close` or the end of the connection."""
         ws: AsyncWebSocketSession
         try:
@@ -119,7 +121,7 @@ class HttpxTransport:
         except BaseException as exc:
             self._fail(f"connection lost: {_describe(exc)}")
             if not opened.done():
-                opened.set_exception(ConnectionError(_describe(exc)))
+                opened.set_exception(ConnectionError(_open_failure(exc, timeout)))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
@@ -191,17 +193,49 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _open_failure(exc: BaseException, timeout: float) -> str:
+    """What did not happen when the session could not be opened, in words."""
+    inner = getattr(exc, "exceptions", None)  # an ExceptionGroup of anyio
+    if isinstance(inner, (list, tuple)) and len(inner) == 1:
+        return _open_failure(inner[0], timeout)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no TCP connection within {timeout:g} s"
+    if isinstance(exc, httpx.ReadTimeout):
+        return no_upgrade_answer(timeout)
+    if isinstance(exc, WebSocketUpgradeError):
+        return upgrade_refused(_describe(exc))
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError) or "connection refused" in str(
+                cause).lower():
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"{CLOSED_BEFORE_UPGRADE} ({exc})"
+    return _describe(exc)
+
+
 async def open_httpx(url: ComponentURL, options: Options,
                      ssl_context: ssl.SSLContext | None) -> HttpxTransport:
-    """Connect to the broker of ``url`` with httpx-ws; raises ConnectionError if it cannot."""
+    """Connect to the broker of ``url`` with httpx-ws; raises ConnectionError if it cannot,
+    saying what did not happen (each step bounded by ``Options.open_timeout``)."""
     verify: Any = ssl_context if ssl_context is not None else True
-    client = httpx.AsyncClient(verify=verify, trust_env=True, timeout=options.timeout)
+    timeout = options.open_timeout
+    client = httpx.AsyncClient(
+        verify=verify, trust_env=True,
+        timeout=httpx.Timeout(options.timeout, connect=timeout, read=timeout))
     transport = HttpxTransport(options.max_message_size)
     opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    owner = asyncio.ensure_future(transport.run(http_url(url), client, opened))
+    owner = asyncio.ensure_future(transport.run(http_url(url), client, opened, timeout))
     transport.owner = owner
     try:
-        await opened
+        # httpx bounds each step; this bounds them all (TCP, TLS, proxy, upgrade).
+        await asyncio.wait_for(asyncio.shield(opened), 3 * timeout)
+    except asyncio.TimeoutError:
+        owner.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await owner
+        raise ConnectionError(f"no WebSocket session within {3 * timeout:g} s") from None
     except BaseException:
         owner.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -34,6 +34,9 @@ class Options:
 
     timeout: float = field(default_factory=env_timeout)
     """Seconds to wait for an answer to a request (``$REMBUS_TIMEOUT``, default 10)."""
+    connect_timeout: float | None = None
+    """Seconds to wait for the TCP connection, then again for the WebSocket upgrade answer
+    (default: ``timeout``)."""
     ack_timeout: float = 2.0
     """Seconds before a QoS1/QoS2 publication is sent again."""
     send_retries: int = 10
@@ -65,8 +68,11 @@ class Options:
     """Extra map sent with IDENTITY (upstream peers use it to advertise listeners)."""
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "ack_timeout", "reconnect_initial", "reconnect_max"):
+        for name in ("timeout", "ack_timeout", "reconnect_initial", "reconnect_max",
+                     "connect_timeout"):
             value = getattr(self, name)
+            if value is None and name == "connect_timeout":
+                continue
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         for name in ("send_retries", "outbox_size", "max_pending", "max_message_size",
@@ -80,6 +86,11 @@ class Options:
             raise ValueError("transport must be 'native' or 'httpx'")
         if self.dataframe not in ("pyarrow", "pandas", "polars"):
             raise ValueError("dataframe must be 'pyarrow', 'pandas' or 'polars'")
+
+    @property
+    def open_timeout(self) -> float:
+        """Seconds allowed for each step of connecting: ``connect_timeout`` or ``timeout``."""
+        return float(self.timeout if self.connect_timeout is None else self.connect_timeout)
 
     def client_config(self) -> ClientConfig:
         """The protocol core's configuration."""

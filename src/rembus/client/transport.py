@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 from typing import Protocol
 
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
 from rembus.client.wire import Wire, WireClosed
+from rembus.errors import RembusConnectionClosed
 from rembus.paths import rembus_dir
 from rembus_proto.ws import WSConfig
 
@@ -70,16 +72,36 @@ def default_ssl_context() -> ssl.SSLContext:
 
 
 async def open_transport(url: ComponentURL, options: Options) -> Transport:
-    """Connect to the broker of ``url`` (raises OSError if it cannot)."""
+    """Connect to the broker of ``url``; raises :class:`RembusConnectionClosed` saying what
+    was tried and what did not happen (see :func:`connect_error`)."""
     context = None
     if url.secure:
         context = options.ssl_context or default_ssl_context()
-    if options.transport == "httpx":
-        from rembus.client.httpx_transport import open_httpx
+    timeout = options.open_timeout
+    try:
+        if options.transport == "httpx":
+            from rembus.client.httpx_transport import open_httpx
 
-        return await asyncio.wait_for(open_httpx(url, options, context), options.timeout)
-    config = WSConfig(max_message_size=options.max_message_size)
-    wire = await asyncio.wait_for(
-        Wire.open(url.host, url.port, "/", config=config, ssl_context=context),
-        options.timeout)
+            return await open_httpx(url, options, context)
+        config = WSConfig(max_message_size=options.max_message_size)
+        wire = await Wire.open(url.host, url.port, "/", config=config, ssl_context=context,
+                               timeout=timeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise connect_error(url, describe_os_error(exc, timeout)) from None
     return NativeTransport(wire)
+
+
+def connect_error(url: ComponentURL, reason: str) -> RembusConnectionClosed:
+    """The one error of every driver when it cannot connect: the URL, then what did not happen."""
+    return RembusConnectionClosed(f"cannot connect to {url.endpoint}: {reason}")
+
+
+def describe_os_error(exc: BaseException, timeout: float) -> str:
+    """What went wrong opening the TCP (and TLS) connection, in words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = str(exc)
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, socket.timeout)) and (
+            not text or text == "timed out"):
+        return f"no TCP connection within {timeout:g} s"
+    return text or type(exc).__name__

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Sized
 
 from rembus_proto import ProtocolError
+from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
 from rembus_proto.ws import ClientWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, Message, Opened
 
@@ -38,22 +39,45 @@ class Wire:
     @classmethod
     async def open(cls, host: str, port: int, path: str = "/",
                    config: WSConfig | None = None,
-                   ssl_context: ssl.SSLContext | None = None) -> Wire:
-        """Connect and complete the WebSocket handshake (TLS when ``ssl_context`` is given)."""
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=ssl_context, limit=1 << 20,
-            server_hostname=host if ssl_context is not None else None)
+                   ssl_context: ssl.SSLContext | None = None,
+                   timeout: float | None = None) -> Wire:
+        """Connect and complete the WebSocket handshake (TLS when ``ssl_context`` is given).
+
+        ``timeout`` bounds the TCP (and TLS) connection, then again the wait for
+        the upgrade answer. Raises ``TimeoutError`` when no connection came,
+        :class:`WireClosed` (saying what did not happen) when no upgrade did,
+        ``OSError`` for the rest.
+        """
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                host, port, ssl=ssl_context, limit=1 << 20,
+                server_hostname=host if ssl_context is not None else None), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no TCP connection within {timeout:g} s") from None
         ws = ClientWebSocket(f"{host}:{port}", path, config=config)
         wire = cls(reader, writer, ws)
         writer.write(ws.data_to_send())
+        try:
+            await asyncio.wait_for(wire._upgrade(), timeout)
+        except asyncio.TimeoutError:
+            writer.close()
+            raise WireClosed(no_upgrade_answer(timeout or 0)) from None
+        except BaseException:
+            writer.close()
+            raise
+        return wire
+
+    async def _upgrade(self) -> None:
         while True:
-            events = await wire._read()
-            wire._keep(events)
+            events = await self._read()
+            self._keep(events)
             if any(isinstance(e, Opened) for e in events):
-                return wire
-            if wire.closed is not None or reader.at_eof():
-                writer.close()
-                raise WireClosed("the connection ended during the WebSocket handshake")
+                return
+            if self.closed is not None or self._reader.at_eof():
+                reason = self.closed.reason if self.closed is not None else ""
+                if self.closed is not None and self.closed.code == 1002:
+                    raise WireClosed(upgrade_refused(reason))
+                raise WireClosed(CLOSED_BEFORE_UPGRADE)
 
     def send(self, *frames: bytes) -> None:
         """Queue frames, each as one binary message (call :meth:`drain` to wait)."""

@@ -1,9 +1,10 @@
 """Register a component's key with a broker, and unregister it (spec 5.5, 5.6).
 
 ``await rembus.register("ws://host:8000/myname", "11223344")`` makes a key
-pair, sends REGISTER ``[10, id, name, pin, public key, keytype]`` on an
-anonymous connection and, once the broker answered OK, keeps the private key
-in ``<rembus dir>/<name>/.secret`` (PEM, readable by the owner only). From
+pair, sends REGISTER ``[10, id, name, pin, public key, keytype]`` (through
+:meth:`~rembus_proto.ClientConnection.register`) on an anonymous connection
+and, once the broker answered OK, keeps the private key in
+``<rembus dir>/<name>/.secret`` (PEM, readable by the owner only). From
 then on the component logs in by signing the broker's challenge.
 
 ``await rembus.unregister("ws://host:8000/myname")`` logs in with that key,
@@ -16,16 +17,22 @@ without an event loop.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from rembus.client.options import Options, make_options
 from rembus.errors import LoginFailed as LoginFailedError
 from rembus.errors import RembusConnectionClosed, RembusTimeout, error_for
 from rembus.security import keys
-from rembus_proto import ClientConnection, Register, Response, challenge_input, decode
-from rembus_proto.client_events import ChallengeRequested, Connected, LoginFailed, RequestCompleted
+from rembus_proto import ClientConnection, challenge_input
+from rembus_proto.client_events import (
+    ChallengeRequested,
+    Connected,
+    LoginFailed,
+    RequestAborted,
+    RequestCompleted,
+    RequestTimedOut,
+)
 
 if TYPE_CHECKING:  # cryptography is imported only when a key is made
     from rembus.security.crypto import KeyType, PrivateKey
@@ -38,13 +45,6 @@ def _named(url: str | None) -> tuple[ComponentURL, str]:
     if parsed.name is None:
         raise ValueError("a component name is needed: 'name' or 'ws://host:port/name'")
     return parsed, parsed.name
-
-
-async def _connect(url: ComponentURL, options: Options) -> Transport:
-    try:
-        return await open_transport(url, options)
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise RembusConnectionClosed(f"cannot connect to {url.endpoint}: {exc}") from None
 
 
 def save_secret(name: str, key: PrivateKey) -> None:
@@ -78,33 +78,12 @@ async def register(url: str | None, pin: str, *, key_type: KeyType = "rsa",
     code = crypto.key_type_code(key_type)
     opts = make_options(options)
     private = crypto.generate_private_key(key_type)
-    msg_id = os.urandom(8)
-    frame = Register(msg_id, name, pin, crypto.public_pem(private), code).encode()
+    public = crypto.public_pem(private)
+    conn = ClientConnection(None, opts.client_config())
     anonymous = ComponentURL(parsed.scheme, parsed.host, parsed.port, None)
-    transport = await _connect(anonymous, opts)
-    try:
-        transport.send([frame])
-        reply = await asyncio.wait_for(_response(transport, msg_id), opts.timeout)
-    except asyncio.TimeoutError:
-        raise RembusTimeout(f"no answer to REGISTER within {opts.timeout} s") from None
-    finally:
-        await transport.close()
-    if reply.status != 0:
-        raise error_for(reply.status, reply.data.value)
+    await _request(anonymous, opts, conn, "REGISTER",
+                   lambda now: conn.register(name, pin, public, code, now=now))
     save_secret(name, private)
-
-
-async def _response(transport: Transport, msg_id: bytes) -> Response:
-    """The RESPONSE to ``msg_id``; other messages (an unsolicited challenge) are skipped."""
-    while True:
-        try:
-            frames = await transport.recv_many()
-        except ConnectionError as exc:
-            raise RembusConnectionClosed(f"the broker closed the connection: {exc}") from None
-        for frame in frames:
-            message = decode(frame)
-            if isinstance(message, Response) and message.id == msg_id:
-                return message
 
 
 async def unregister(url: str | None, **options: Any) -> None:
@@ -118,38 +97,50 @@ async def unregister(url: str | None, **options: Any) -> None:
     """
     parsed, name = _named(url)
     opts = make_options(options)
-    transport = await _connect(parsed, opts)
-    try:
-        await asyncio.wait_for(_unregister(transport, name, opts), opts.timeout)
-    except asyncio.TimeoutError:
-        raise RembusTimeout(f"no answer to UNREGISTER within {opts.timeout} s") from None
-    finally:
-        await transport.close()
+    conn = ClientConnection(name, opts.client_config())
+    await _request(parsed, opts, conn, "UNREGISTER", lambda now: conn.unregister(now=now))
     keys.secret_path(name).unlink(missing_ok=True)
 
 
-async def _unregister(transport: Transport, name: str, options: Options) -> None:
+async def _request(url: ComponentURL, options: Options, conn: ClientConnection, what: str,
+                   send: Callable[[float], int]) -> None:
+    """Connect, log in (signing the challenge of a named ``conn``), make one request with
+    ``send(now)`` and raise unless the broker answered OK."""
+    transport = await open_transport(url, options)
+    try:
+        await asyncio.wait_for(_exchange(transport, conn, send), options.timeout)
+    except asyncio.TimeoutError:
+        raise RembusTimeout(f"no answer to {what} within {options.timeout} s") from None
+    finally:
+        await transport.close()
+
+
+async def _exchange(transport: Transport, conn: ClientConnection,
+                    send: Callable[[float], int]) -> None:
     loop = asyncio.get_running_loop()
-    conn = ClientConnection(name, options.client_config())
     conn.connect(loop.time())
+    name = conn.name
     handle: int | None = None
     while True:
-        transport.send(conn.data_to_send())
         for event in conn.events():
-            if isinstance(event, ChallengeRequested):
+            if isinstance(event, ChallengeRequested) and name is not None:
                 try:
                     signature = keys.sign(name, challenge_input(event.challenge, name))
                 except keys.KeyNotFound as exc:
                     raise LoginFailedError(str(exc)) from None
                 conn.attest(signature, loop.time())
             elif isinstance(event, Connected):
-                handle = conn.unregister(now=loop.time())
+                handle = send(loop.time())
             elif isinstance(event, LoginFailed):
                 raise LoginFailedError(event.reason, event.status)
             elif isinstance(event, RequestCompleted) and event.handle == handle:
                 if event.status != 0:
                     raise error_for(event.status, event.data.value)
                 return
+            elif isinstance(event, RequestTimedOut) and event.handle == handle:
+                raise asyncio.TimeoutError
+            elif isinstance(event, RequestAborted) and event.handle == handle:
+                raise RembusConnectionClosed(event.reason)
         transport.send(conn.data_to_send())
         try:
             frames = await transport.recv_many()
