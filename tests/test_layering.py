@@ -2,7 +2,8 @@
 
 ``rembus_proto`` (the sans-IO core) imports nothing from ``rembus``; client
 drivers never import the broker or the command line; the broker never imports
-client drivers; nothing imports the command line but itself.
+client drivers; nothing imports the command line but itself; module-level
+imports (``TYPE_CHECKING`` blocks included) form no cycle anywhere in ``src``.
 """
 
 from __future__ import annotations
@@ -90,3 +91,25 @@ def test_only_the_command_line_imports_the_command_line() -> None:
              for imported in imports(name, path, top_level_only=False)
              if imported == "rembus.cli" or imported.startswith("rembus.cli.")]
     assert wrong == []
+def test_module_level_imports_form_no_cycle() -> None:
+    known = modules()
+    names = frozenset(known)
+    graph = {name: sorted({i for i in imports(name, path, top_level_only=True, known=names)
+                           if i in known and i != name and not name.startswith(i + ".")})
+             for name, path in known.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt):], nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
