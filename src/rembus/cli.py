@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rembus_proto.router import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
+from rembus_proto.wsmask import use_numpy
 
 from . import cli_client, cli_security
 from .cli_types import positive_int
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a stored message is kept (default 7 days)")
     broker.add_argument("--retention-max-messages", type=positive_int, default=100_000,
                         help="stored messages kept per topic (default 100000)")
+    broker.add_argument("--no-numpy", action="store_true",
+                        help="never use numpy, even when installed (by default it unmasks "
+                             "large client messages, some twenty times faster)")
     broker.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     cli_security.add_broker_arguments(broker)
@@ -153,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             log.error("cannot set up TLS: %s", exc)
             return EXIT_FAILURE
+        use_numpy(not args.no_numpy)
         return asyncio.run(_run_broker(config, data_dir))
     for run_command in (cli_security.run_command, cli_client.run_command):
         handled = run_command(args)
