@@ -27,6 +27,9 @@ subscriber on all of them, messages spread round robin).
 
 Masking large messages uses numpy when installed (see rembus_proto.wsmask),
 in the broker and in this process; ``--no-numpy`` measures pure Python.
+Both processes also keep freed C heap memory for reuse (rembus.memory; the
+broker's default, and it speeds up nats-py in this process as well);
+``--glibc-defaults`` turns that off.
 
 Interleaved rounds (Rembus, NATS, Rembus, NATS, ...) keep each side's best
 run. The table gives each rate, the ratio Rembus / NATS, and the broker's CPU
@@ -56,6 +59,7 @@ import cbor2
 from benchlib import best, cpu_seconds, server
 
 import rembus
+from rembus.memory import keep_freed_memory
 from rembus_proto.wsmask import use_numpy
 
 QUIET = 5.0  # seconds without a delivery after which the missing ones count as lost
@@ -360,8 +364,12 @@ async def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="add the scaling rows")
     parser.add_argument("--no-numpy", action="store_true",
                         help="mask in pure Python, in the broker and in the clients")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="leave the C heap's defaults (see rembus.memory), in the "
+                             "broker and in this process")
     opts = parser.parse_args()
     numpy = use_numpy(not opts.no_numpy)
+    tuned = keep_freed_memory(0 if opts.glibc_defaults else 64 << 20)
     chosen = workloads(opts.divide * (10 if opts.quick else 1), opts.scaling)
     names = [w.strip() for w in opts.workloads.split(",")]
     if opts.scaling:
@@ -377,6 +385,8 @@ async def main() -> None:
                       "--data-dir", data_dir, "--log-level", "WARNING"]
         if opts.no_numpy:
             broker_cmd.append("--no-numpy")
+        if opts.glibc_defaults:
+            broker_cmd += ["--keep-freed-mib", "0"]
         nats_cmd = [nats_server_path(), "-a", "127.0.0.1", "-p", "-1", "-c", str(conf)]
         async with server(broker_cmd, r"ws://127\.0\.0\.1:(\d+)") as (port, pid), \
                 server(nats_cmd, r"client connections on 127\.0\.0\.1:(\d+)") as (nport, npid):
@@ -393,7 +403,8 @@ async def main() -> None:
                 results[name] = {label: best(r) for label, r in runs.items()}
                 print(f"{name} done", file=sys.stderr, flush=True)
     print(f"best of {opts.rounds} interleaved rounds; ratio = rembus / nats; "
-          f"cpu us = broker CPU per delivery or call; numpy masking {'on' if numpy else 'off'}")
+          f"cpu us = broker CPU per delivery or call; numpy masking {'on' if numpy else 'off'}; "
+          f"freed memory kept {'on' if tuned else 'off'}")
     print(table(chosen, results))
 
 

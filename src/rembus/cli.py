@@ -17,6 +17,7 @@ from rembus_proto.wsmask import use_numpy
 
 from . import cli_client, cli_security
 from .cli_types import positive_int
+from .memory import keep_freed_memory
 from .paths import user_data_dir
 from .server import Broker, BrokerConfig
 from .version import __version__
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--no-numpy", action="store_true",
                         help="never use numpy, even when installed (by default it unmasks "
                              "large client messages, some twenty times faster)")
+    broker.add_argument("--keep-freed-mib", type=int, default=64,
+                        help="C heap memory kept for reuse after large messages, in MiB "
+                             "(default 64; 0 leaves the C library's default)")
     broker.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     cli_security.add_broker_arguments(broker)
@@ -158,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("cannot set up TLS: %s", exc)
             return EXIT_FAILURE
         use_numpy(not args.no_numpy)
+        keep_freed_memory(args.keep_freed_mib << 20)
         return asyncio.run(_run_broker(config, data_dir))
     for run_command in (cli_security.run_command, cli_client.run_command):
         handled = run_command(args)
