@@ -43,12 +43,15 @@ def numpy_state() -> Iterator[None]:
 
 
 @settings(deadline=None)
-@given(payloads(), keys)
-def test_every_route_matches_the_reference(data: bytes, key: bytes) -> None:
+@given(payloads(), keys, st.binary(max_size=15))
+def test_every_route_matches_the_reference(data: bytes, key: bytes, head: bytes) -> None:
     expected = reference(data, key)
     assert wsmask.mask_small(data, key) == expected
-    assert wsmask.mask_large_python(bytearray(data), key) == expected
-    assert wsmask.mask_large_numpy(bytearray(data), key, np) == expected
+    for route in (wsmask.mask_in_place_python,
+                  lambda b, k, at: wsmask.mask_in_place_numpy(b, k, np, at)):
+        buf = bytearray(head + data)  # bytes before ``start`` stay as they are
+        route(buf, key, len(head))
+        assert buf == head + expected
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -69,13 +72,13 @@ def test_mask_with_and_without_numpy(numpy_state: None, enabled: bool) -> None:
 def test_the_numpy_route_is_taken_only_when_enabled(monkeypatch: pytest.MonkeyPatch,
                                                      numpy_state: None) -> None:
     calls: list[int] = []
-    real = wsmask.mask_large_numpy
+    real = wsmask.mask_in_place_numpy
 
-    def spy(buf: bytearray, key: bytes, module: object) -> bytes:
+    def spy(buf: bytearray, key: bytes, module: object, start: int) -> None:
         calls.append(len(buf))
-        return real(buf, key, np)
+        real(buf, key, np, start)
 
-    monkeypatch.setattr(wsmask, "mask_large_numpy", spy)
+    monkeypatch.setattr(wsmask, "mask_in_place_numpy", spy)
     data = bytes(range(256)) * 40
     wsmask.use_numpy(False)
     wsmask.mask(data, b"abcd")

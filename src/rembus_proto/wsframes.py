@@ -22,6 +22,7 @@ from .errors import FrameError, MessageTooLarge
 from .wsevents import Message, Pong
 from .wsmask import INT_MASK_LIMIT as _INT_MASK_LIMIT
 from .wsmask import mask
+from .wsmask import mask_in_place as _mask_in_place
 from .wsmask import mask_large as _mask_large
 from .wsmask import mask_small as _mask_small
 
@@ -390,8 +391,16 @@ class FrameWriter:
         n = len(payload)
         if self._client:
             key = self._keys(4)
-            head = _SHORT_HEADERS[first | 0x100][n] if n < 126 else _header(first, n, 0x80)
-            out.append(head + key + mask(payload, key))
+            if n < _INT_MASK_LIMIT:
+                head = _SHORT_HEADERS[first | 0x100][n] if n < 126 else _header(first, n, 0x80)
+                out.append(head + key + _mask_small(payload, key))
+            else:  # one copy into the frame, masked there
+                frame = bytearray(_header(first, n, 0x80))
+                frame += key
+                start = len(frame)
+                frame += payload
+                _mask_in_place(frame, key, start)
+                out.append(bytes(frame))
         elif n < 126:
             out.append(_SHORT_HEADERS[first][n] + payload)
         elif n > _JOIN_LIMIT:

@@ -53,22 +53,21 @@ def mask_small(data: bytes, key: bytes) -> bytes:
         n, "little")
 
 
-def mask_large_python(buf: bytearray, key: bytes) -> bytes:
-    """Mask ``buf`` in place with four strided translations; return it as bytes."""
+def mask_in_place_python(buf: bytearray, key: bytes, start: int = 0) -> None:
+    """Mask ``buf[start:]`` in place with four strided translations."""
     for i in range(4):
-        buf[i::4] = buf[i::4].translate(_xor_table(key[i]))
-    return bytes(buf)
+        at = slice(start + i, None, 4)
+        buf[at] = buf[at].translate(_xor_table(key[i]))
 
 
-def mask_large_numpy(buf: bytearray, key: bytes, np: ModuleType) -> bytes:
-    """Mask ``buf`` in place with numpy (module ``np``); return it as bytes."""
-    words = len(buf) >> 2
+def mask_in_place_numpy(buf: bytearray, key: bytes, np: ModuleType, start: int = 0) -> None:
+    """Mask ``buf[start:]`` in place with numpy (module ``np``)."""
+    words = (len(buf) - start) >> 2
     if words:
-        view = np.frombuffer(buf, dtype=np.uint32, count=words)
+        view = np.frombuffer(buf, dtype=np.uint32, count=words, offset=start)
         np.bitwise_xor(view, np.frombuffer(key, dtype=np.uint32)[0], out=view)
-    for i in range(words << 2, len(buf)):  # at most 3 bytes left over
-        buf[i] ^= key[i & 3]
-    return bytes(buf)
+    for i in range(start + (words << 2), len(buf)):  # at most 3 bytes left over
+        buf[i] ^= key[(i - start) & 3]
 
 
 def use_numpy(enabled: bool = True) -> bool:
@@ -98,12 +97,19 @@ def _numpy_module() -> ModuleType | None:
     return _numpy
 
 
-def mask_large(buf: bytearray, key: bytes) -> bytes:
-    """Mask ``buf`` (which it may overwrite) and return the result as bytes."""
+def mask_in_place(buf: bytearray, key: bytes, start: int = 0) -> None:
+    """Mask ``buf[start:]`` in place (by numpy when loaded, else by translations)."""
     np = _numpy or _numpy_module()
     if np is not None:
-        return mask_large_numpy(buf, key, np)
-    return mask_large_python(buf, key)
+        mask_in_place_numpy(buf, key, np, start)
+    else:
+        mask_in_place_python(buf, key, start)
+
+
+def mask_large(buf: bytearray, key: bytes) -> bytes:
+    """Mask ``buf`` (which it overwrites) and return the result as bytes."""
+    mask_in_place(buf, key)
+    return bytes(buf)
 
 
 def mask(data: bytes, key: bytes) -> bytes:
