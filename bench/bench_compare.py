@@ -320,8 +320,11 @@ def nats_server_path() -> str:
 
 async def measure(side: Side, work: Workload) -> Result:
     before = cpu_seconds(side.pid)
+    mine = time.process_time()
     result = await work.run(side)
-    result["cpu_us"] = (cpu_seconds(side.pid) - before) / max(1.0, result["units"]) * 1e6
+    units = max(1.0, result["units"])
+    result["cpu_us"] = (cpu_seconds(side.pid) - before) / units * 1e6
+    result["client_us"] = (time.process_time() - mine) / units * 1e6
     result["rate"] *= work.scale
     return result
 
@@ -335,6 +338,8 @@ def table(chosen: dict[str, Workload], results: dict[str, dict[str, Result]]) ->
         ours = results[name]["rembus"]
         theirs = results[name].get("nats")
         notes = []
+        notes.append(f"clients' CPU {ours['client_us']:.1f} us" + (
+            f" vs {theirs['client_us']:.1f} us" if theirs else ""))
         if "p50" in ours:
             notes.append(f"p50 {ours['p50']:.0f} us" + (
                 f" vs {theirs['p50']:.0f} us" if theirs else ""))
@@ -403,7 +408,8 @@ async def main() -> None:
                 results[name] = {label: best(r) for label, r in runs.items()}
                 print(f"{name} done", file=sys.stderr, flush=True)
     print(f"best of {opts.rounds} interleaved rounds; ratio = rembus / nats; "
-          f"cpu us = broker CPU per delivery or call; numpy masking {'on' if numpy else 'off'}; "
+          "cpu us = broker CPU per delivery or call (clients' CPU: this process)\n"
+          f"numpy masking {'on' if numpy else 'off'}; "
           f"freed memory kept {'on' if tuned else 'off'}")
     print(table(chosen, results))
 

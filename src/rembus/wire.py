@@ -18,6 +18,10 @@ from rembus_proto import ProtocolError
 from rembus_proto.ws import ClientWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, Message, Opened
 
+# A message this large is written on its own: joined with its neighbours into
+# one write it would be copied once more.
+_WRITE_APART = 64 * 1024
+
 
 class WireClosed(ConnectionError):
     """The connection ended."""
@@ -64,9 +68,14 @@ class Wire:
         ws = self._ws
         if not ws.is_open:
             raise WireClosed("the connection is closed")
+        write = self._writer.write
         for frame in frames:
             ws.send_message(frame)
-        self._writer.write(ws.data_to_send())
+            if len(frame) >= _WRITE_APART:
+                write(ws.data_to_send())
+        data = ws.data_to_send()
+        if data:
+            write(data)
 
     def send_text(self, text: str) -> None:
         """Queue one text message."""
