@@ -384,10 +384,12 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         conf = Path(data_dir, "nats.conf")
         # W5's messages are over the 1 MiB default payload limit, and a subscriber
-        # 64 MiB behind (the default) would be cut off as a slow consumer.
+        # 64 MiB behind (the default of both servers) would be cut off as a slow
+        # consumer: the QoS0 publishers have no end-to-end flow control.
         conf.write_text("max_payload: 8MB\nmax_pending: 1GB\nwrite_deadline: \"60s\"\n")
         broker_cmd = [sys.executable, "-m", "rembus", "broker", "--port", "0",
-                      "--data-dir", data_dir, "--log-level", "WARNING"]
+                      "--data-dir", data_dir, "--log-level", "WARNING",
+                      "--max-backlog", str(1 << 30)]  # as nats-server's max_pending below
         if opts.no_numpy:
             broker_cmd.append("--no-numpy")
         if opts.glibc_defaults:
