@@ -21,17 +21,16 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from benchlib import best, cpu_seconds, server
 
 import rembus_proto as rp
 from rembus.client.wire import Wire
@@ -249,38 +248,6 @@ def workloads(quick: bool) -> dict[str, tuple[str, str, Workload]]:
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by a process (Linux; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.asynccontextmanager
-async def server(cmd: list[str], pattern: str) -> AsyncIterator[tuple[int, int]]:
-    """Start a server process; yields its port and pid, stops it at the end."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        while True:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{cmd[0]} exited: {proc.wait()}")
-            match = re.search(pattern, line)
-            if match:
-                yield int(match.group(1)), proc.pid
-                return
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def workload_args(doc: str | None) -> tuple[bool, list[str], int]:
     """``--quick``, the chosen workload names and ``--rounds``, from the command line."""
     parser = argparse.ArgumentParser(description=doc,
@@ -291,15 +258,6 @@ def workload_args(doc: str | None) -> tuple[bool, list[str], int]:
                         help="interleaved runs of each workload; the best one counts")
     opts = parser.parse_args()
     return opts.quick, [w.strip() for w in opts.workloads.split(",")], opts.rounds
-
-
-def best(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The run with the highest rate, and the lowest latencies and CPU cost seen."""
-    top = dict(max(runs, key=lambda r: r["rate"]))
-    for key in ("p50", "p99", "cpu_us"):
-        if key in top:
-            top[key] = min(r[key] for r in runs)
-    return top
 
 
 async def main() -> None:

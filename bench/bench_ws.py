@@ -1,13 +1,14 @@
 """WebSocket framing throughput: rembus_proto.ws against wsproto and a raw copy.
 
-Run: python bench/bench_ws.py [--seconds 0.2] [--rounds 5]
+Run: python bench/bench_ws.py [--seconds 0.2] [--rounds 5] [--no-numpy]
 
 Frames per second for 60-byte and 1 MiB binary messages, in both directions
 (client to server: masked; server to client: unmasked), encoding (send +
 data_to_send) and decoding (receive_data over 64 KiB reads of a prepared
 stream). "copy" is the floor: copying the bytes of one frame. Cases run
 interleaved, round after round, keeping each one's best round because the
-machine is noisy. Prints figures, asserts nothing.
+machine is noisy. Masking uses numpy when it is installed, unless --no-numpy.
+Prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage
 
 from rembus_proto.ws import ClientWebSocket, Message, ServerWebSocket, WSConfig
+from rembus_proto.wsmask import use_numpy
 
 READ_SIZE = 64 * 1024
 SIZES = {"60 B": 60, "1 MiB": 1 << 20}
@@ -150,7 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.2, help="time per case and round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds, best kept")
+    parser.add_argument("--no-numpy", action="store_true", help="mask in pure Python")
     args = parser.parse_args()
+    numpy = use_numpy(not args.no_numpy)
 
     cases: list[tuple[str, str, dict[str, Step]]] = []
     for label, size in SIZES.items():
@@ -172,7 +176,8 @@ def main() -> None:
                 key = (index, name)
                 best[key] = max(best.get(key, 0.0), rate(step, args.seconds))
 
-    print(f"frames/s, best of {args.rounds} interleaved rounds of {args.seconds} s")
+    print(f"frames/s, best of {args.rounds} interleaved rounds of {args.seconds} s; "
+          f"numpy masking {'on' if numpy else 'off'}")
     header = (
         f"{'size':<6} {'case':<22} {'copy':>12} {'wsproto':>12} {'rembus':>12} {'x wsproto':>10}"
     )

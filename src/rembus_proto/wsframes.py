@@ -20,6 +20,11 @@ from dataclasses import dataclass
 from .entropy import RandomPool, RandomSource
 from .errors import FrameError, MessageTooLarge
 from .wsevents import Message, Pong
+from .wsmask import INT_MASK_LIMIT as _INT_MASK_LIMIT
+from .wsmask import mask
+from .wsmask import mask_in_place as _mask_in_place
+from .wsmask import mask_large as _mask_large
+from .wsmask import mask_small as _mask_small
 
 CONTINUATION = 0x0
 TEXT = 0x1
@@ -33,8 +38,6 @@ _OPCODES = frozenset((CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG))
 # 1005, 1006 and 1015 are reserved for local use and never go on the wire.
 _PEER_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
 _MAX_CONTROL_PAYLOAD = 125
-# Below this size XOR through one big int wins, above it the table method does.
-_INT_MASK_LIMIT = 2048
 # Payloads above this size are queued apart from their header rather than copied into it.
 _JOIN_LIMIT = 4096
 
@@ -62,36 +65,6 @@ ReaderItem = Message | Pong | PingFrame | CloseFrame
 # fast path; these write the slot directly, as the generated __init__ does.
 _new = object.__new__
 _set_data: Callable[[Message, bytes], None] = Message.__dict__["data"].__set__
-
-_XOR_TABLES: list[bytes | None] = [None] * 256
-
-
-def _xor_table(key_byte: int) -> bytes:
-    table = _XOR_TABLES[key_byte]
-    if table is None:
-        table = _XOR_TABLES[key_byte] = bytes(i ^ key_byte for i in range(256))
-    return table
-
-
-def _mask_small(data: bytes, key: bytes) -> bytes:
-    n = len(data)
-    keys = (key * ((n >> 2) + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(keys, "little")).to_bytes(n, "little")
-
-
-def _mask_large(buf: bytearray, key: bytes) -> bytes:
-    """Mask ``buf`` in place (four strided translations) and return it as bytes."""
-    for i in range(4):
-        buf[i::4] = buf[i::4].translate(_xor_table(key[i]))
-    return bytes(buf)
-
-
-def mask(data: bytes, key: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte ``key`` repeated (masking and unmasking are the same)."""
-    if len(data) < _INT_MASK_LIMIT:
-        return _mask_small(data, key)
-    return _mask_large(bytearray(data), key)
-
 
 def _decode_text(payload: bytes) -> str:
     try:
@@ -480,8 +453,16 @@ class FrameWriter:
         n = len(payload)
         if self._client:
             key = self._keys(4)
-            head = _SHORT_HEADERS[first | 0x100][n] if n < 126 else _header(first, n, 0x80)
-            out.append(head + key + mask(payload, key))
+            if n < _INT_MASK_LIMIT:
+                head = _SHORT_HEADERS[first | 0x100][n] if n < 126 else _header(first, n, 0x80)
+                out.append(head + key + _mask_small(payload, key))
+            else:  # one copy into the frame, masked there
+                frame = bytearray(_header(first, n, 0x80))
+                frame += key
+                start = len(frame)
+                frame += payload
+                _mask_in_place(frame, key, start)
+                out.append(bytes(frame))
         elif n < 126:
             out.append(_SHORT_HEADERS[first][n] + payload)
         elif n > _JOIN_LIMIT:

@@ -80,6 +80,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of 0 or more."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, not {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number above 0."""
     value = _number(text)

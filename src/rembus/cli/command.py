@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rembus import logs
 from rembus.broker.datadir import DataDirBusy, DataDirLock
+from rembus.broker.memory import keep_freed_memory
 from rembus.broker.server import Broker, BrokerConfig
 from rembus.cli import client as cli_client
 from rembus.cli import security as cli_security
@@ -20,6 +21,7 @@ from rembus.cli.arguments import (
     EXIT_USAGE,
     Parser,
     env_port,
+    non_negative_int,
     port,
     positive_float,
     positive_int,
@@ -29,6 +31,7 @@ from rembus.paths import user_data_dir
 from rembus.version import __version__
 from rembus_proto.broker import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
+from rembus_proto.wsmask import use_numpy
 
 log = logging.getLogger("rembus")
 
@@ -77,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a stored message is kept (default: %(default)s, 7 days)")
     broker.add_argument("--retention-max-messages", type=positive_int, default=100_000,
                         help="stored messages kept per topic (default: %(default)s)")
+    broker.add_argument("--no-numpy", action="store_true",
+                        help="never use numpy, even when installed (by default it unmasks "
+                             "large client messages, some twenty times faster)")
+    broker.add_argument("--keep-freed-mib", type=non_negative_int, default=64,
+                        help="C heap memory kept for reuse after large messages, in MiB; "
+                             "0 leaves the C library's default (default: %(default)s)")
     logs.add_arguments(broker)
     cli_security.add_broker_arguments(broker)
     cli_security.add_commands(commands)
@@ -161,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             log.error("cannot set up TLS: %s", exc)
             return EXIT_FAILURE
+        use_numpy(not args.no_numpy)
+        keep_freed_memory(args.keep_freed_mib << 20)
         try:
             with DataDirLock(data_dir):
                 return asyncio.run(_run_broker(config, data_dir))

@@ -19,6 +19,10 @@ from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgra
 from rembus_proto.ws import ClientWebSocket, WSConfig
 from rembus_proto.wsevents import Closed, Message, Opened
 
+# A message this large is written on its own: joined with its neighbours into
+# one write it would be copied once more.
+_WRITE_APART = 64 * 1024
+
 
 class WireClosed(ConnectionError):
     """The connection ended."""
@@ -88,9 +92,14 @@ class Wire:
         ws = self._ws
         if not ws.is_open:
             raise WireClosed("the connection is closed")
+        write = self._writer.write
         for frame in frames:
             ws.send_message(frame)
-        self._writer.write(ws.data_to_send())
+            if len(frame) >= _WRITE_APART:
+                write(ws.data_to_send())
+        data = ws.data_to_send()
+        if data:
+            write(data)
 
     def send_text(self, text: str) -> None:
         """Queue one text message."""

@@ -1,0 +1,33 @@
+"""bench/bench_compare.py runs end to end on tiny sizes and stops the servers it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_compare.py"
+ROWS = ("W1", "W2", "W3", "W4", "W5", "W1q", "W1q100")
+ROW = re.compile(r"^(\S+) .*?(?:msgs|deliveries|calls|MB)/s\s+([\d,]+)\s+([\d,]+|-)\s+([\d.]+|-)")
+
+
+def test_bench_compare_runs_and_stops_its_servers() -> None:
+    done = subprocess.run([sys.executable, str(BENCH), "--divide", "100", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {m[1]: m.groups()[1:] for m in map(ROW.match, done.stdout.splitlines()) if m}
+    assert sorted(rows) == sorted(ROWS), done.stdout
+    for name, (ours, theirs, ratio) in rows.items():
+        assert int(ours.replace(",", "")) > 0, done.stdout
+        assert (theirs, ratio) == ("-", "-") if name.startswith("W1q") else float(ratio) > 0
+    assert "LOST" not in done.stdout, done.stdout
+    match = re.search(r"server pids (\d+) (\d+)", done.stderr)
+    assert match, done.stderr
+    for pid in map(int, match.groups()):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"server process {pid} still running")
