@@ -179,7 +179,11 @@ class Component(ComponentBase):
             raise self._failure
 
     def close(self) -> None:
-        """Write what is queued, close the connection; pending requests fail."""
+        """Write what is queued, close the connection; pending requests fail.
+
+        Messages the broker sends until its close frame (waited for ``timeout``
+        at most) are still handled.
+        """
         if self._closing:
             return
         self._closing = True
@@ -190,8 +194,11 @@ class Component(ComponentBase):
             if ws.is_open:
                 ws.close()
                 self._out += ws.data_to_send()
-            self._write_all(time.monotonic() + self.options.timeout)
+            deadline = time.monotonic() + self.options.timeout
+            self._write_all(deadline)
+            self._read_until_closed(deadline)
         self._drop_socket()
+        self._reconnect_at = None  # the end of the connection above is no loss to recover
         self.conn.close()
         self._dispatch()
 
@@ -483,6 +490,20 @@ class Component(ComponentBase):
                 return
             select.select([], [self._sock], [], left)
             self._write()
+
+    def _read_until_closed(self, deadline: float) -> None:
+        """Read until the broker's close frame or the end of the stream (RFC 6455 7.1.1).
+
+        Closing the socket while the broker still writes resets the connection
+        and fails the broker's writes: one replaying stored messages then
+        takes those it wrote before as undelivered.
+        """
+        while self._sock is not None and self._ws is not None and not self._ws.closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            select.select([self._sock], [], [], left)
+            self._read()
 
     # -- events --------------------------------------------------------------
 
