@@ -12,7 +12,7 @@ import rembus
 
 pytestmark = pytest.mark.interop
 
-Ours = Callable[[str], OurClient]
+Ours = Callable[..., OurClient]
 Spawn = Callable[[str, str], Peer]
 
 
@@ -76,7 +76,7 @@ def test_our_client_retroactive_delivery(upstream_broker: UpstreamBroker, ours: 
     assert again.pub("orders") == [2, "two"]
 
 
-@pytest.mark.parametrize("client", ["ours", "0.8.23"])
+@pytest.mark.parametrize("client", ["ours", "ours-httpx", "0.8.23"])
 def test_retroactive_subscriber_closed_at_once_gets_exactly_the_missed_messages(
         upstream_broker: UpstreamBroker, ours: Ours, spawn: Spawn, client: str) -> None:
     """A retroactive subscriber closes right after subscribing, while the broker replays.
@@ -93,10 +93,11 @@ def test_retroactive_subscriber_closed_at_once_gets_exactly_the_missed_messages(
 
     url = f"{upstream_broker.url}/retro"
     peer = spawn("0.8.23", "retro") if client == "0.8.23" else None
+    transport = "httpx" if client == "ours-httpx" else "native"
 
     def session() -> Received:
         if peer is None:
-            mine = ours(url)
+            mine = ours(url, transport=transport)
             mine.subscribe_topic("orders", retroactive=True)
             return mine
         peer.call("connect", url=url)
