@@ -113,3 +113,15 @@ def test_forever_ends_when_a_handler_closes(url: str) -> None:
         other.publish("stop")
         comp.forever()
     assert not comp.is_connected
+
+
+def test_close_reads_until_the_brokers_close_frame(url: str) -> None:
+    """Close waits for the broker's close frame: what the broker sent before it is handled,
+    not answered with a reset (which fails the broker's writes)."""
+    comp = rembus.blocking.component(url + "/closing")
+    got: list[Any] = []
+    comp.subscribe(lambda x: got.append(x), topic="t")
+    with rembus.sync.component(url) as pub:
+        pub.publish("t", 1, qos=1)  # the broker took it, so it is on its way to us
+    comp.close()  # without a process() call before
+    assert got == [1]

@@ -230,3 +230,25 @@ def test_stop_closes_clients_with_going_away() -> None:
         assert w.closed is not None and w.closed.code == 1001
 
     run(scenario)
+
+
+def test_client_close_waits_for_the_brokers_close_frame() -> None:
+    """Closing reads until the broker's close frame: what the broker wrote before it is
+    received, not answered with a reset, and the connection ends cleanly."""
+
+    async def scenario() -> None:
+        async with broker() as b:
+            sub, pub = await wire(b), await wire(b)
+            for m in (rp.Admin(ID, "t", {"cmd": "subscribe", "msg_from": 0.0}),
+                      rp.Admin(ID, "__config__", {"cmd": "reactive", "status": True})):
+                assert (await request(sub, m)).status == 0
+            frame = rp.encode(rp.Pub("t", rp.Payload.of([1])))
+            pub.send(frame)
+            # answered after the broker handled the publication: it was written to sub
+            assert (await request(pub, rp.Admin(ID, "u", {"cmd": "expose"}))).status == 0
+            await sub.close()
+            assert sub.closed is not None and (sub.closed.code, sub.closed.clean) == (1000, True)
+            assert await sub.recv() == frame
+            await pub.close()
+
+    run(scenario)

@@ -177,6 +177,8 @@ class Component(EventDispatcher, ComponentBase):
         """Write what is queued, close the connection; pending requests fail.
 
         A component still open when the interpreter exits is closed then.
+        Messages the broker sends until its close frame (waited for ``timeout``
+        at most) are still handled.
         """
         lifetime.forget_at_exit(self)
         if self._closing:
@@ -188,8 +190,11 @@ class Component(EventDispatcher, ComponentBase):
             self._queue_output()
             session.close(time.monotonic())
             self._queue_output()
-            self._write_all(time.monotonic() + self.options.timeout)
+            deadline = time.monotonic() + self.options.timeout
+            self._write_all(deadline)
+            self._read_until_closed(deadline)
         self._drop_socket()
+        self._reconnect_at = None  # the end of the connection above is no loss to recover
         self.conn.close()
         self._dispatch()
 
@@ -491,6 +496,20 @@ class Component(EventDispatcher, ComponentBase):
                 return
             select.select([], [self._sock], [], left)
             self._write()
+
+    def _read_until_closed(self, deadline: float) -> None:
+        """Read until the broker's close frame or the end of the stream (RFC 6455 7.1.1).
+
+        Closing the socket while the broker still writes resets the connection
+        and fails the broker's writes: one replaying stored messages then
+        takes those it wrote before as undelivered.
+        """
+        while self._sock is not None and self._session is not None and not self._session.ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            select.select([self._sock], [], [], left)
+            self._read()
 
     # -- events --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import upstream
@@ -102,12 +103,12 @@ def spawn(venvs: Callable[[str], Venv], tmp_path: Path) -> Iterator[Callable[[st
 
 
 @pytest.fixture
-def ours(loop: LoopThread) -> Iterator[Callable[[str], OurClient]]:
-    """``ours(url)``: our async client, closed after the test."""
+def ours(loop: LoopThread) -> Iterator[Callable[..., OurClient]]:
+    """``ours(url, **options)``: our async client, closed after the test."""
     started: list[OurClient] = []
 
-    def start(url: str) -> OurClient:
-        client = OurClient(loop, url)
+    def start(url: str, **options: Any) -> OurClient:
+        client = OurClient(loop, url, **options)
         started.append(client)
         return client
 

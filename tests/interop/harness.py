@@ -36,11 +36,14 @@ T = TypeVar("T")
 
 
 def peer_env(home: Path) -> dict[str, str]:
-    """The environment of an upstream process: its own HOME, no proxy, no REMBUS_* settings,
-    no PYTHONPATH (ours would shadow the upstream package)."""
+    """The environment of an upstream process: its own HOME, no proxy, no REMBUS_* settings.
+
+    ``PYTHONPATH`` is dropped too: pointing at our sources, it would make the
+    upstream interpreter import our ``rembus`` instead of the release.
+    """
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("REMBUS_", "XDG_")) and "proxy" not in k.lower()
-           and k != "PYTHONPATH"}
+           and k not in ("PYTHONPATH", "PYTHONHOME")}
     home.mkdir(parents=True, exist_ok=True)
     env.update(HOME=str(home), REMBUS_DIR=str(home / "rembus"), PYTHONUNBUFFERED="1",
                PYTHONDONTWRITEBYTECODE="1")

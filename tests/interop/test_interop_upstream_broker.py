@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import pytest
-from harness import OurClient, Peer, UpstreamBroker, exchange_with_peer
+from harness import OurClient, Peer, Received, UpstreamBroker, exchange_with_peer
 
 import rembus
 
 pytestmark = pytest.mark.interop
 
-Ours = Callable[[str], OurClient]
+Ours = Callable[..., OurClient]
 Spawn = Callable[[str, str], Peer]
 
 
@@ -73,6 +74,56 @@ def test_our_client_retroactive_delivery(upstream_broker: UpstreamBroker, ours: 
     again.subscribe_topic("orders", retroactive=True)
     assert again.pub("orders") == [1]
     assert again.pub("orders") == [2, "two"]
+
+
+@pytest.mark.parametrize("client", ["ours", "ours-httpx", "0.8.23"])
+def test_retroactive_subscriber_closed_at_once_gets_exactly_the_missed_messages(
+        upstream_broker: UpstreamBroker, ours: Ours, spawn: Spawn, client: str) -> None:
+    """A retroactive subscriber closes right after subscribing, while the broker replays.
+
+    The broker replays the topic's history when the subscriber turns reactive
+    and remembers, per component, the last message it sent. On its return the
+    component must get what was published while it was away, nothing older
+    and nothing twice (the 0.8.23 client is the reference).
+    """
+    pub = ours(upstream_broker.url)
+    for n in range(5):
+        pub.publish("orders", "history", n)
+    upstream_broker.wait_archived(5)
+
+    url = f"{upstream_broker.url}/retro"
+    peer = spawn("0.8.23", "retro") if client == "0.8.23" else None
+    transport = "httpx" if client == "ours-httpx" else "native"
+
+    def session() -> Received:
+        if peer is None:
+            mine = ours(url, transport=transport)
+            mine.subscribe_topic("orders", retroactive=True)
+            return mine
+        peer.call("connect", url=url)
+        peer.call("subscribe", topic="orders", retroactive=True)
+        peer.call("reactive")
+        return peer
+
+    first = session()
+    if peer is None:
+        cast(OurClient, first).close()
+    else:
+        peer.call("close")
+        for _ in peer.pending_pubs("orders"):  # what the first session got, if anything
+            peer.pub("orders")
+
+    for n in range(3):
+        pub.publish("orders", "missed", n)
+    upstream_broker.wait_archived(8)
+
+    again = session()
+    # the broker replays before it handles a later publication: "end" comes last
+    pub.publish("orders", "end")
+    received = []
+    while (args := again.pub("orders")) != ["end"]:
+        received.append(args)
+    assert received == [["missed", n] for n in range(3)]
 
 
 def test_our_client_with_0823_peer(upstream_broker: UpstreamBroker, ours: Ours,

@@ -53,8 +53,9 @@ def http_url(url: ComponentURL) -> str:
 class HttpxTransport:
     """One WebSocket session of httpx-ws, owned by its own task."""
 
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(self, max_message_size: int, close_timeout: float = 10.0) -> None:
         self._max_size = max_message_size
+        self._close_timeout = close_timeout
         self._inbox: deque[bytes] = deque()
         self._outbox: deque[bytes] = deque()
         self._queued = 0
@@ -136,10 +137,22 @@ class HttpxTransport:
             self._to_write.set()
             if not writer.done():
                 await writer  # the writer ends once its queue is empty and the stop is set
+            if stop.done() and not reader.done():
+                await self._close_handshake(ws, reader)
         finally:
             for task in (reader, writer, stop):
                 task.cancel()
             await asyncio.gather(reader, writer, stop, return_exceptions=True)
+
+    async def _close_handshake(self, ws: AsyncWebSocketSession,
+                               reader: asyncio.Future[None]) -> None:
+        """Send our close frame, then keep reading until the broker's (see ``Wire.close``:
+        httpx-ws alone would close the stream at once, resetting the connection)."""
+        try:
+            await ws.send(wsproto.events.CloseConnection(1000))
+        except (HTTPXWSException, OSError):
+            return
+        await asyncio.wait([reader], timeout=self._close_timeout)
 
     async def _read(self, ws: AsyncWebSocketSession) -> None:
         try:
@@ -224,7 +237,7 @@ async def open_httpx(url: ComponentURL, options: Options,
     client = httpx.AsyncClient(
         verify=verify, trust_env=True,
         timeout=httpx.Timeout(options.timeout, connect=timeout, read=timeout))
-    transport = HttpxTransport(options.max_message_size)
+    transport = HttpxTransport(options.max_message_size, options.timeout)
     opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     owner = asyncio.ensure_future(transport.run(http_url(url), client, opened, timeout))
     transport.owner = owner

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
-from rembus.client.wire import Wire, WireClosed
+from rembus.client.wire import CLOSE_TIMEOUT, Wire, WireClosed
 from rembus.errors import RembusConnectionClosed
 from rembus.paths import rembus_dir
 from rembus_proto.ws import WSConfig
@@ -35,8 +35,9 @@ class Transport(Protocol):
 class NativeTransport(Transport):
     """asyncio streams and the sans-IO WebSocket layer."""
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(self, wire: Wire, close_timeout: float = CLOSE_TIMEOUT) -> None:
         self._wire = wire
+        self._close_timeout = close_timeout
 
     def send(self, frames: list[bytes]) -> None:
         try:
@@ -54,7 +55,7 @@ class NativeTransport(Transport):
         await self._wire.drain()
 
     async def close(self) -> None:
-        await self._wire.close()
+        await self._wire.close(self._close_timeout)
 
 
 def default_ssl_context() -> ssl.SSLContext:
@@ -88,7 +89,7 @@ async def open_transport(url: ComponentURL, options: Options) -> Transport:
                                timeout=timeout)
     except (OSError, asyncio.TimeoutError) as exc:
         raise connect_error(url, describe_os_error(exc, timeout)) from None
-    return NativeTransport(wire)
+    return NativeTransport(wire, options.timeout)
 
 
 def connect_error(url: ComponentURL, reason: str) -> RembusConnectionClosed:

@@ -23,6 +23,9 @@ from rembus_proto.wsevents import Closed, Message, Opened
 # one write it would be copied once more.
 _WRITE_APART = 64 * 1024
 
+CLOSE_TIMEOUT = 10.0
+"""Default bound, in seconds, of the wait for the peer's close frame in :meth:`Wire.close`."""
+
 
 class WireClosed(ConnectionError):
     """The connection ended."""
@@ -39,6 +42,8 @@ class Wire:
         self._inbox: deque[bytes] = deque()
         self._texts: deque[str] = deque()
         self.closed: Closed | None = None
+        self._reading = False  # a task waits in _read (close must not read at the same time)
+        self._read_done = asyncio.Event()
 
     @classmethod
     async def open(cls, host: str, port: int, path: str = "/",
@@ -146,16 +151,43 @@ class Wire:
         """Messages already received and not yet taken."""
         return len(self._inbox)
 
-    async def close(self) -> None:
-        """Start the close handshake and close the socket."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close handshake: send a close frame, wait for the peer's (``timeout`` s at most),
+        then close the socket.
+
+        Messages that arrive meanwhile are received as usual. Closing the socket
+        at once would make the peer's next write fail with a reset: a broker
+        that is sending stored messages then stops, and records as delivered
+        only those it wrote before (RFC 6455 7.1.1: the client waits for the
+        server to end the connection).
+        """
         if self._ws.is_open:
             self._ws.close()
             self._writer.write(self._ws.data_to_send())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._until_closed(), timeout)
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
 
+    async def _until_closed(self) -> None:
+        """Read until the WebSocket is over, or wait while another task reads."""
+        while not self._ws.closed and self.closed is None:
+            if self._reading:
+                await self._read_done.wait()
+            else:
+                self._keep(await self._read())
+
     async def _read(self) -> list[object]:
+        self._reading = True
+        self._read_done.clear()
+        try:
+            return await self._read_once()
+        finally:
+            self._reading = False
+            self._read_done.set()
+
+    async def _read_once(self) -> list[object]:
         try:
             data = await self._reader.read(1 << 20)
         except (ConnectionError, OSError) as exc:
