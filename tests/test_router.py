@@ -116,6 +116,25 @@ def test_qos2_dedup_from_publisher_and_ack2_to_subscriber() -> None:
     assert sub.take() == []  # acknowledged: never sent again
 
 
+def test_qos2_ids_of_a_named_publisher_outlive_a_restart_within_the_window() -> None:
+    net = Net(RouterConfig(qos2_dedup_size=2))
+    sub = net.connect()
+    sub.subscribe("t")
+    pub = net.named("pub")
+    ids = [pub.publish("t", n, qos=2) for n in range(3)]  # the first leaves the window
+    pub.send(rp.Ack2(ids[2]))  # type: ignore[arg-type]
+    assert [m for m in pub.take() if isinstance(m, rp.Ack)] == [rp.Ack(i) for i in ids]
+    assert [args for _, args in sub.pubs()] == [(0,), (1,), (2,)]
+    net.restart()
+    assert net.store.load_qos2() == [("pub", ids[1])]
+    sub = net.connect()
+    sub.subscribe("t")
+    pub = net.named("pub")
+    for n, msg_id in enumerate(ids):  # resends of all three
+        pub.send(rp.Pub("t", rp.Payload.of([n]), msg_id, rp.QOS2))
+    assert [args for _, args in sub.pubs()] == [(0,), (2,)]  # only id 1 is still held
+
+
 def test_rpc_is_forwarded_with_a_broker_id_and_answered() -> None:
     net = Net()
     exposer, caller = net.connect(), net.connect()

@@ -110,6 +110,25 @@ def test_save_replaces_and_delete_forgets(store: Any) -> None:
     assert store.load()[1] == [TwinRecord("alice", mark=3)]
 
 
+def test_qos2_ids_are_kept_in_arrival_order_until_released(store: Any) -> None:
+    assert store.load_qos2() == []
+    for name, msg_id in [("bob", b"3"), ("alice", b"1"), ("bob", b"2"), ("alice", b"1")]:
+        store.qos2_received(name, msg_id)
+    store.commit()
+    assert store.load_qos2() == [("bob", b"3"), ("alice", b"1"), ("bob", b"2")]
+    store.qos2_released("bob", b"3")
+    store.qos2_released("bob", b"9")  # unknown: nothing happens
+    store.qos2_received("alice", b"4")
+    store.qos2_released("alice", b"4")  # the last staged write wins
+    store.commit()
+    assert store.load_qos2() == [("alice", b"1"), ("bob", b"2")]
+    store.save_twin(TwinRecord("bob"))
+    store.commit()
+    store.delete_twin("bob")  # a forgotten twin takes its ids along
+    store.commit()
+    assert store.load_qos2() == [("alice", b"1")]
+
+
 def test_messages_round_trip_every_field(store: Any) -> None:
     messages = [
         StoredMessage(1, 0, "t", 0, None, b"", "p"),
@@ -348,11 +367,13 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
             store.append(msg(seq, "ab"[seq % 2], msg_id=seq.to_bytes(8, "little")))
         store.save_twin(twin)
         store.save_twin(TwinRecord("bob"))
+        store.qos2_received("alice", b"qos2-id1")
         store.commit()
         store.delete_twin("bob")
         expected = store.replay(0, None, 10)
     with SQLiteStore(str(path)) as store:
         assert store.load() == (5, [twin])
+        assert store.load_qos2() == [("alice", b"qos2-id1")]
         assert store.replay(0, None, 10) == expected
         with pytest.raises(ValueError, match="seq 5"):
             store.append(msg(5))

@@ -78,6 +78,16 @@ class Store(Protocol):
         """Drop messages received before ``min_recv_ns`` and all but the newest
         ``max_per_topic`` of each topic; return how many were dropped."""
 
+    def qos2_received(self, publisher: str, msg_id: bytes) -> None:
+        """Remember that the QoS2 publication ``msg_id`` of ``publisher`` arrived
+        (durable at the next ``commit``): a resend of it is a duplicate."""
+
+    def qos2_released(self, publisher: str, msg_id: bytes) -> None:
+        """Forget a QoS2 id (its ACK2 came, or it left the dedup window)."""
+
+    def load_qos2(self) -> list[tuple[str, bytes]]:
+        """The remembered QoS2 ids: (publisher, msg_id), oldest first."""
+
     def commit(self) -> None:
         """Make every staged write durable."""
 
@@ -90,6 +100,7 @@ class MemoryStore(Store):
         self.messages: list[StoredMessage] = []
         self._seqs: list[int] = []
         self._last_seq = 0
+        self.qos2: dict[tuple[str, bytes], None] = {}
         self.commits = 0
 
     def load(self) -> tuple[int, list[TwinRecord]]:
@@ -100,6 +111,8 @@ class MemoryStore(Store):
 
     def delete_twin(self, name: str) -> None:
         self.twins.pop(name, None)
+        for key in [k for k in self.qos2 if k[0] == name]:
+            del self.qos2[key]
 
     def append(self, message: StoredMessage) -> None:
         self.messages.append(message)
@@ -130,6 +143,15 @@ class MemoryStore(Store):
         self.messages = keep
         self._seqs = [m.seq for m in keep]
         return dropped
+
+    def qos2_received(self, publisher: str, msg_id: bytes) -> None:
+        self.qos2[publisher, msg_id] = None
+
+    def qos2_released(self, publisher: str, msg_id: bytes) -> None:
+        self.qos2.pop((publisher, msg_id), None)
+
+    def load_qos2(self) -> list[tuple[str, bytes]]:
+        return list(self.qos2)
 
     def commit(self) -> None:
         self.commits += 1

@@ -325,6 +325,9 @@ class Broker:
         self._flush_scheduled = False
         router = self.router
         orders = answer_requests(router, self.store, self.security, time.monotonic(), time.time())
+        # a delivery mark moved by an ACK is durable before the ACK2 that answers it
+        # leaves: the subscriber then forgets the id, and a replay must not resend it
+        router.flush()
         self.store.commit()
         by_conn = self.by_conn
         drained: list[Connection] = []
@@ -335,7 +338,6 @@ class Broker:
             peer.send(frames)
             if conn.waiting_drain and not peer.paused and conn in by_conn:
                 drained.append(conn)
-        router.flush()
         for order in orders:
             if isinstance(order, Close):
                 self._close(order)

@@ -53,6 +53,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE twins (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
         "INSERT INTO meta (key, value) VALUES ('last_seq', 0)",
     ),
+    (
+        # QoS2 ids received from named publishers and not released yet, in arrival order
+        "CREATE TABLE qos2 (publisher TEXT NOT NULL, msg_id BLOB NOT NULL,"
+        " UNIQUE (publisher, msg_id))",
+    ),
 )
 
 #: The schema version this module writes (``PRAGMA user_version``).
@@ -121,6 +126,7 @@ class SQLiteStore:
         """The database file (or ``":memory:"``)."""
         self._rows: list[tuple[Any, ...]] = []
         self._twin_ops: dict[str, str | None] = {}
+        self._qos2_ops: dict[tuple[str, bytes], bool] = {}
         self._counts: dict[str, int] = {}
         self._last_seq = 0
         self._dirty = False
@@ -189,6 +195,29 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise self._fail(exc, "write") from exc
 
+    def qos2_received(self, publisher: str, msg_id: bytes) -> None:
+        """Stage that the QoS2 id ``msg_id`` of ``publisher`` arrived."""
+        self._check_open()
+        self._qos2_ops[publisher, msg_id] = True
+        self._dirty = True
+
+    def qos2_released(self, publisher: str, msg_id: bytes) -> None:
+        """Stage forgetting a QoS2 id."""
+        self._check_open()
+        self._qos2_ops[publisher, msg_id] = False
+        self._dirty = True
+
+    def load_qos2(self) -> list[tuple[str, bytes]]:
+        """The remembered QoS2 ids, oldest first."""
+        self._check_open()
+        try:
+            self._flush()
+            rows = self._db.execute(
+                "SELECT publisher, msg_id FROM qos2 ORDER BY rowid").fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "read") from exc
+        return [(str(publisher), bytes(msg_id)) for publisher, msg_id in rows]
+
     def replay(self, after_seq: int, topics: Collection[str] | None,
                limit: int) -> list[StoredMessage]:
         """Up to ``limit`` messages with ``seq > after_seq`` in seq order.
@@ -256,6 +285,7 @@ class SQLiteStore:
             self._closed = True
             self._rows.clear()
             self._twin_ops.clear()
+            self._qos2_ops.clear()
             self._dirty = False
             self._db.close()  # an open transaction is rolled back
 
@@ -320,6 +350,7 @@ class SQLiteStore:
 
     def _flush(self) -> None:
         self._flush_rows()
+        self._flush_qos2()
         ops = self._twin_ops
         if ops:
             self._begin()
@@ -330,6 +361,17 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)", saved)
             if deleted:
                 self._db.executemany("DELETE FROM twins WHERE name = ?", deleted)
+                self._db.executemany("DELETE FROM qos2 WHERE publisher = ?", deleted)
+            ops.clear()
+
+    def _flush_qos2(self) -> None:
+        ops = self._qos2_ops
+        if ops:
+            self._begin()
+            self._db.executemany("INSERT OR IGNORE INTO qos2 (publisher, msg_id) VALUES (?, ?)",
+                                 [key for key, received in ops.items() if received])
+            self._db.executemany("DELETE FROM qos2 WHERE publisher = ? AND msg_id = ?",
+                                 [key for key, received in ops.items() if not received])
             ops.clear()
 
     def _fail(self, exc: sqlite3.Error, action: str) -> StoreError:
@@ -341,6 +383,7 @@ class SQLiteStore:
     def _recover(self) -> None:
         self._rows.clear()
         self._twin_ops.clear()
+        self._qos2_ops.clear()
         self._dirty = False
         if self._in_tx:
             self._in_tx = False

@@ -17,10 +17,10 @@ only through :class:`~rembus_proto.broker.actions.NeedReplay` and
 
     router.receive_many(conn, frames, now, wall)   # for every input of this turn
     answer data requests from router.events()      # replay_batch / key_found; keep orders
-    store.commit()                                 # durable before any ACK leaves
-    for conn, frames in router.data_to_send():     # delivery marks advance here
-        write(conn, frames)
-    router.flush()                                 # stage twin updates for the next commit
+    router.flush()                                 # stage twin updates (delivery marks)
+    store.commit()                                 # durable before any ACK or ACK2 leaves
+    for conn, frames in router.data_to_send():     # marks of written QoS0 advance here,
+        write(conn, frames)                        # staged by the next turn's flush
     carry out the orders (Close, ShutdownRequested, PruneArchive)
 """
 
@@ -251,7 +251,7 @@ class Router:
         elif isinstance(message, Ack):
             self._fanout.ack(conn, message.id)
         elif isinstance(message, Ack2):
-            conn.twin.qos2_seen.pop(message.id, None)
+            self._fanout.ack2(conn, message.id)
         elif isinstance(message, Admin):
             self._admin.receive(conn, message)
         elif isinstance(message, Identity):
