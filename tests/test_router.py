@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import pytest
 
 import rembus_proto as rp
 from rembus_proto import Status
 from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
+from rembus_proto.store import MemoryStore, StoredMessage
 from router_harness import Net
 
 INF = math.inf
@@ -343,6 +345,43 @@ def test_qos2_replay_is_delivered_exactly_once() -> None:
     sub = net.named("sub")
     sub.reactive(True)
     assert sub.pubs() == []
+
+
+class CountingStore(MemoryStore):
+    """Counts the store queries of replays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries = 0
+
+    def replay(self, after_seq: int, topics: Collection[str] | None,
+               limit: int) -> list[StoredMessage]:
+        self.queries += 1
+        return super().replay(after_seq, topics, limit)
+
+
+def test_a_qos1_replay_queries_the_store_once_per_batch_not_once_per_ack() -> None:
+    store = CountingStore()
+    net = Net(RouterConfig(max_inflight=4, replay_batch=50), store=store)
+    sub = net.named("sub")
+    sub.subscribe("t", msg_from=INF)
+    sub.close()
+    pub = net.connect()
+    for i in range(40):
+        pub.publish("t", i, qos=1)
+    sub = net.named("sub")
+    store.queries = 0
+    sub.reactive(True)
+    got: list[int] = []
+    for _ in range(40):  # a window of 2 in flight: every ACK lets one more go
+        pubs = [m for m in sub.take() if isinstance(m, rp.Pub)]
+        if not pubs:
+            break
+        for message in pubs:
+            got.append(message.data.args[0])
+            sub.send(rp.Ack(message.id))  # type: ignore[arg-type]
+    assert got == list(range(40))
+    assert store.queries == 1  # 40 rows: a single batch
 
 
 def test_replay_is_paced_by_drain() -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
-from ..store import TwinRecord
+from ..store import StoredMessage, TwinRecord
 from ..topics import tenant
 
 
@@ -49,6 +49,8 @@ class Twin:
         "qos2_seen",
         "reactive",
         "replay_cursor",
+        "replay_last",
+        "replay_rows",
         "replay_token",
         "replay_waiting",
         "replaying",
@@ -76,6 +78,10 @@ class Twin:
         """Tells the answer to the current replay request from stale ones."""
         self.replay_waiting = False
         """A replay request is out and not answered yet."""
+        self.replay_rows: deque[StoredMessage] = deque()
+        """Rows of the last replay batch not sent yet (bounded by the batch size)."""
+        self.replay_last = False
+        """The last replay batch was the end of the archive."""
         self.dirty = False
 
     def record(self) -> TwinRecord:
