@@ -67,9 +67,9 @@ class Effects:
             if len(twin.inflight) >= config.max_inflight:
                 self.close(conn, CLOSE_SLOW_CONSUMER, "too many unacknowledged messages")
                 return
-            twin.inflight[msg_id] = Inflight(frame, seq if twin.named else 0, qos == QOS2,
-                                             self.now + config.ack_timeout,
-                                             config.send_retries)
+            twin.add_inflight(msg_id, Inflight(frame, seq if twin.named else 0, qos == QOS2,
+                                               self.now + config.ack_timeout,
+                                               config.send_retries))
         elif seq and twin.named:
             conn.written.append(seq)
         self.send(conn, frame)

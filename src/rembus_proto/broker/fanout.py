@@ -127,7 +127,7 @@ class Fanout:
     def ack(self, conn: Connection, msg_id: bytes) -> None:
         """ACK of a QoS1/2 delivery (answered with ACK2 for QoS2)."""
         twin = conn.twin
-        inflight = twin.inflight.pop(msg_id, None)
+        inflight = twin.pop_inflight(msg_id)
         if inflight is None:
             return
         if inflight.qos2:
@@ -144,7 +144,7 @@ class Fanout:
             if inflight.deadline > now:
                 continue
             if inflight.retries <= 0:
-                del twin.inflight[msg_id]  # stays in the archive for a later replay
+                twin.pop_inflight(msg_id)  # stays in the archive for a later replay
                 continue
             inflight.retries -= 1
             inflight.deadline = now + self.effects.config.ack_timeout

@@ -76,7 +76,7 @@ class Sessions:
         twin.conn = None
         twin.reactive = False
         self.replayer.stop(twin)
-        twin.inflight.clear()
+        twin.clear_inflight()
         if twin.named:
             self.save(twin)
         else:
