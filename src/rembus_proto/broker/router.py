@@ -155,7 +155,11 @@ class Router:
         effects = self._effects
         effects.at(now, wall)
         cfg = self.config
-        for conn in list(self.connections):
+        timed = effects.timed  # idle connections are not visited at all
+        for conn in list(timed):
+            if conn.closed or (not conn.calls and not conn.twin.inflight):
+                del timed[conn]
+                continue
             self._fanout.resend(conn, now)
             self._rpc.expire(conn, now)
         self.guard.handle_timer(now)
