@@ -97,16 +97,18 @@ class Raw:
         await self.wire.close()
 
 
-def kill_and_restart(broker: BrokerProcess) -> None:
+def kill_and_restart(broker: BrokerProcess, sig: int = signal.SIGKILL) -> None:
     assert broker.process is not None
-    broker.process.stop(signal.SIGKILL)
+    broker.process.stop(sig)
     broker.process = None
     broker.start()  # same port, same data dir
 
 
-def test_a_qos2_resend_after_a_kill_is_not_stored_twice(tmp_path: Path) -> None:
-    """Publisher hop: the broker stored and acknowledged X, then died; the
-    publisher, which never got to send ACK2, sends X again to the new broker."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "stop"])
+def test_a_qos2_resend_after_a_kill_is_not_stored_twice(tmp_path: Path, sig: int) -> None:
+    """Publisher hop: the broker stored and acknowledged X, then died (or was
+    stopped); the publisher, which never got to send ACK2, sends X again to
+    the new broker."""
 
     async def scenario(broker: BrokerProcess) -> list[int]:
         sub = await Raw.open(broker, "crash_sub")
@@ -114,7 +116,7 @@ def test_a_qos2_resend_after_a_kill_is_not_stored_twice(tmp_path: Path) -> None:
         await sub.close()
         pub = await Raw.open(broker, "crash_pub")
         await pub.publish(b"qos2-x01", 1)
-        kill_and_restart(broker)
+        kill_and_restart(broker, sig)
         await pub.close()  # its connection died with the broker
         pub = await Raw.open(broker, "crash_pub")
         await pub.publish(b"qos2-x01", 1)  # the same id: a resend
