@@ -7,7 +7,10 @@ Appends go through ``SQLiteStore.append`` with a ``commit`` every 1 and every
 commit covers many publishes). Replay reads the whole archive in batches of
 500 the way the router does: all topics, one topic of 16, and 4 topics of 16.
 The database lives in a fresh temporary directory (or under ``--dir``: use a
-directory on the disk the broker will use).
+directory on the disk the broker will use). Last, a router replays a stored
+topic to a returning named subscriber at QoS0, QoS1 and QoS2 (the subscriber
+ACKs every QoS1/2 delivery as it arrives, the window of messages in flight
+paces the replay): deliveries per second, and store queries.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+import rembus_proto as rp
 from rembus.broker.sqlite_store import SQLiteStore
+from rembus_proto.broker import Connection, Router, answer_requests
+from rembus_proto.constants import LAST_RECEIVED
 from rembus_proto.store import StoredMessage
 
 TOPICS = [f"sensors/{i}" for i in range(16)]
+ACK2_HEAD = b"\x82\x06"  # [6, id]
 PAYLOAD = b"\x83\x07\xfb@5\x99\x99\x99\x99\x99\x9ahsensor_1" + bytes(40)
 
 
@@ -57,6 +64,77 @@ def replay(path: Path, topics: Collection[str] | None) -> tuple[int, float]:
         return rows, rows / (time.perf_counter() - start)
 
 
+class _Counted(SQLiteStore):
+    queries = 0
+
+    def replay(self, after_seq: int, topics: Collection[str] | None,
+               limit: int) -> list[StoredMessage]:
+        self.queries += 1
+        return super().replay(after_seq, topics, limit)
+
+
+def _turn(router: Router, store: SQLiteStore, conn: Connection) -> list[bytes]:
+    """One driver turn; returns what ``conn`` is sent."""
+    answer_requests(router, store, router.guard.security, 0.0)
+    router.flush()
+    store.commit()
+    out = [frame for c, frames in router.data_to_send() if c is conn for frame in frames]
+    if conn.waiting_drain:
+        router.drained(conn, 0.0)
+    return out
+
+
+def _login(router: Router, store: SQLiteStore, name: str) -> Connection:
+    conn = router.connect(0.0)
+    router.receive_many(conn, [rp.Identity(b"login-id", name).encode(),
+                               rp.Admin(b"sub---id", "replayed",
+                                        {"cmd": "subscribe", "msg_from": LAST_RECEIVED})
+                               .encode()], 0.0)
+    _turn(router, store, conn)
+    return conn
+
+
+def router_replay(path: Path, qos: int, count: int) -> tuple[float, int]:
+    """Deliveries per second of a router replay of ``count`` messages, and store queries."""
+    flags = (0, rp.QOS1, rp.QOS2)[qos]
+    with _Counted(path) as store:
+        router = Router(store)
+        router.disconnect(_login(router, store, "subscriber"), 0.0)
+        pub = router.connect(0.0)
+        for i in range(count):
+            data = rp.Payload.of([i])
+            pub_frame = (rp.Pub("replayed", data, i.to_bytes(8, "little"), flags) if qos
+                         else rp.Pub("replayed", data))
+            router.receive(pub, pub_frame.encode(), 0.0)
+            if i % 100 == 0:
+                _turn(router, store, pub)
+        router.disconnect(pub, 0.0)
+        _turn(router, store, pub)
+        store.queries = 0
+        start = time.perf_counter()
+        sub = _login(router, store, "subscriber")
+        router.receive(sub, rp.Admin(b"react-id", "__config__",
+                                     {"cmd": "reactive", "status": True}).encode(), 0.0)
+        delivered = 0
+        for _ in range(10 * count):  # bounded: far more turns than a replay needs
+            acks = []
+            for frame in _turn(router, store, sub):
+                if frame[:2] == ACK2_HEAD:
+                    continue  # the broker's work is done; a subscriber only drops the id
+                message = rp.decode(frame)
+                if isinstance(message, rp.Pub):
+                    delivered += 1
+                    if message.id is not None:
+                        acks.append(rp.Ack(message.id).encode())
+            if acks:
+                router.receive_many(sub, acks, 0.0)
+            elif delivered >= count:
+                break
+        elapsed = time.perf_counter() - start
+        assert delivered == count, (delivered, count)
+        return delivered / elapsed, store.queries
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50_000, help="messages per append case")
@@ -86,6 +164,11 @@ def main() -> None:
             store.commit()
             elapsed = time.perf_counter() - start
         print(f"prune 10% by age: {elapsed * 1e3:.1f} ms ({dropped:,} messages)")
+        replayed = max(1, args.count // 5)
+        for qos in (0, 1, 2):
+            rate, queries = router_replay(root / f"router-qos{qos}.db", qos, replayed)
+            print(f"router replay QoS{qos}: {rate:>10,.0f} deliveries/s  ({replayed:,} messages,"
+                  f" {queries:,} store queries)")
 
 
 if __name__ == "__main__":

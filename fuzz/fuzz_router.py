@@ -76,10 +76,10 @@ def test_one_input(data: bytes) -> None:
             router = Router(store, config, id_factory=ids, security=security)
             conns = [router.connect(now) for _ in range(3)]
         orders = answer_requests(router, store, security, now)
+        router.flush()
         store.commit()
         for _conn, _frames in router.data_to_send():
             pass
-        router.flush()
         for order in orders:
             if isinstance(order, Close):
                 router.disconnect(order.conn, now)

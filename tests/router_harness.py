@@ -139,13 +139,13 @@ class Net:
         for _ in range(1000):
             router = self.router
             orders = answer_requests(router, self.store, router.guard.security, self.now)
+            router.flush()
             self.store.commit()
             pulled = router.data_to_send()
             for conn, frames in pulled:
                 peer = self.peers.get(conn)
                 if peer is not None:
                     peer.inbox.extend(frames)
-            router.flush()
             self.orders.extend(orders)
             for order in orders:
                 if isinstance(order, Close):

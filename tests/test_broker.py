@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import rembus_proto as rp
 from rembus.broker.server import Broker, BrokerConfig
+from rembus.broker.sqlite_store import SQLiteStore
 from rembus.client.wire import Wire, WireClosed
 from rembus_proto.broker import RouterConfig
 
@@ -250,5 +253,53 @@ def test_client_close_waits_for_the_brokers_close_frame() -> None:
             assert sub.closed is not None and (sub.closed.code, sub.closed.clean) == (1000, True)
             assert await sub.recv() == frame
             await pub.close()
+
+    run(scenario)
+
+
+def test_retention_logs_each_prune_and_counts_it_in_health(tmp_path: Path) -> None:
+    class Recorder(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+            self.seen = asyncio.Event()
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retention" in record.getMessage():
+                self.lines.append(record.getMessage())
+                self.seen.set()
+
+    async def scenario() -> None:
+        config = BrokerConfig(host="127.0.0.1", port=0, router=RouterConfig(
+            prune_interval=0.0, retention_max_per_topic=2))
+        recorder = Recorder()
+        logger = logging.getLogger("rembus.broker")
+        logger.addHandler(recorder)
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            with SQLiteStore(tmp_path / "store.db") as store:
+                async with Broker(config, store=store) as b:
+                    away = await wire(b)
+                    assert (await request(away, rp.Identity(ID, "keeper"))).status == 0
+                    subscribe = {"cmd": "subscribe", "msg_from": math.inf}
+                    assert (await request(away, rp.Admin(ID, "kept", subscribe))).status == 0
+                    await away.close()  # away: what is published is stored for it
+                    pub = await wire(b)
+                    for n in range(5):
+                        msg_id = n.to_bytes(8, "big")
+                        pub.send(rp.Pub("kept", rp.Payload.of([n]), msg_id, rp.QOS1).encode())
+                        assert rp.decode(await pub.recv()) == rp.Ack(msg_id)
+                    while b.pruned["count"] < 3:
+                        await asyncio.wait_for(recorder.seen.wait(), 60)
+                        recorder.seen.clear()
+                    _, body = await http_get(b.port, "/health")
+                    assert json.loads(body)["pruned"] == {"age": 0, "count": 3}
+                    await pub.close()
+        finally:
+            logger.removeHandler(recorder)
+            logger.setLevel(level)
+        assert recorder.lines and all(
+            "'kept'" in line and "--retention-max-messages 2" in line for line in recorder.lines)
 
     run(scenario)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import pytest
 
 import rembus_proto as rp
 from rembus_proto import Status
 from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
+from rembus_proto.store import MemoryStore, StoredMessage
 from router_harness import Net
 
 INF = math.inf
@@ -114,6 +116,25 @@ def test_qos2_dedup_from_publisher_and_ack2_to_subscriber() -> None:
     pub.send(rp.Ack2(msg_id))
     net.advance(10.0)
     assert sub.take() == []  # acknowledged: never sent again
+
+
+def test_qos2_ids_of_a_named_publisher_outlive_a_restart_within_the_window() -> None:
+    net = Net(RouterConfig(qos2_dedup_size=2))
+    sub = net.connect()
+    sub.subscribe("t")
+    pub = net.named("pub")
+    ids = [pub.publish("t", n, qos=2) for n in range(3)]  # the first leaves the window
+    pub.send(rp.Ack2(ids[2]))  # type: ignore[arg-type]
+    assert [m for m in pub.take() if isinstance(m, rp.Ack)] == [rp.Ack(i) for i in ids]
+    assert [args for _, args in sub.pubs()] == [(0,), (1,), (2,)]
+    net.restart()
+    assert net.store.load_qos2() == [("pub", ids[1])]
+    sub = net.connect()
+    sub.subscribe("t")
+    pub = net.named("pub")
+    for n, msg_id in enumerate(ids):  # resends of all three
+        pub.send(rp.Pub("t", rp.Payload.of([n]), msg_id, rp.QOS2))
+    assert [args for _, args in sub.pubs()] == [(0,), (2,)]  # only id 1 is still held
 
 
 def test_rpc_is_forwarded_with_a_broker_id_and_answered() -> None:
@@ -324,6 +345,43 @@ def test_qos2_replay_is_delivered_exactly_once() -> None:
     sub = net.named("sub")
     sub.reactive(True)
     assert sub.pubs() == []
+
+
+class CountingStore(MemoryStore):
+    """Counts the store queries of replays."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries = 0
+
+    def replay(self, after_seq: int, topics: Collection[str] | None,
+               limit: int) -> list[StoredMessage]:
+        self.queries += 1
+        return super().replay(after_seq, topics, limit)
+
+
+def test_a_qos1_replay_queries_the_store_once_per_batch_not_once_per_ack() -> None:
+    store = CountingStore()
+    net = Net(RouterConfig(max_inflight=4, replay_batch=50), store=store)
+    sub = net.named("sub")
+    sub.subscribe("t", msg_from=INF)
+    sub.close()
+    pub = net.connect()
+    for i in range(40):
+        pub.publish("t", i, qos=1)
+    sub = net.named("sub")
+    store.queries = 0
+    sub.reactive(True)
+    got: list[int] = []
+    for _ in range(40):  # a window of 2 in flight: every ACK lets one more go
+        pubs = [m for m in sub.take() if isinstance(m, rp.Pub)]
+        if not pubs:
+            break
+        for message in pubs:
+            got.append(message.data.args[0])
+            sub.send(rp.Ack(message.id))  # type: ignore[arg-type]
+    assert got == list(range(40))
+    assert store.queries == 1  # 40 rows: a single batch
 
 
 def test_replay_is_paced_by_drain() -> None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from rembus.broker import sqlite_store
 from rembus.broker.sqlite_store import SCHEMA_VERSION, SQLiteStore, StoreError
 from rembus_proto.broker import RouterConfig
-from rembus_proto.store import MemoryStore, StoredMessage, TwinRecord
+from rembus_proto.store import MemoryStore, Pruned, StoredMessage, TwinRecord
 from router_harness import Net
 
 INF = math.inf
@@ -108,6 +108,25 @@ def test_save_replaces_and_delete_forgets(store: Any) -> None:
     store.save_twin(TwinRecord("alice", mark=3))  # the last staged write wins
     store.commit()
     assert store.load()[1] == [TwinRecord("alice", mark=3)]
+
+
+def test_qos2_ids_are_kept_in_arrival_order_until_released(store: Any) -> None:
+    assert store.load_qos2() == []
+    for name, msg_id in [("bob", b"3"), ("alice", b"1"), ("bob", b"2"), ("alice", b"1")]:
+        store.qos2_received(name, msg_id)
+    store.commit()
+    assert store.load_qos2() == [("bob", b"3"), ("alice", b"1"), ("bob", b"2")]
+    store.qos2_released("bob", b"3")
+    store.qos2_released("bob", b"9")  # unknown: nothing happens
+    store.qos2_received("alice", b"4")
+    store.qos2_released("alice", b"4")  # the last staged write wins
+    store.commit()
+    assert store.load_qos2() == [("alice", b"1"), ("bob", b"2")]
+    store.save_twin(TwinRecord("bob"))
+    store.commit()
+    store.delete_twin("bob")  # a forgotten twin takes its ids along
+    store.commit()
+    assert store.load_qos2() == [("alice", b"1")]
 
 
 def test_messages_round_trip_every_field(store: Any) -> None:
@@ -219,6 +238,31 @@ def test_prune_to_nothing(store: Any) -> None:
     assert store.replay(0, None, 10) == []
     store.append(msg(6))
     assert seqs(store.replay(0, None, 10)) == [6]
+
+
+def test_prune_reports_what_goes_per_topic_and_reason(store: Any) -> None:
+    for seq in range(1, 9):
+        store.append(msg(seq, f"t{seq % 2}", recv_ns=T0 + seq))
+    report: list[Pruned] = []
+    assert store.prune(T0 + 3, 2, report) == 4  # 1 and 2 by age, then 3 and 4 by count
+    assert sorted(report) == [Pruned("t0", 1, "age"), Pruned("t0", 1, "count"),
+                              Pruned("t1", 1, "age"), Pruned("t1", 1, "count")]
+    report.clear()
+    assert store.prune(0, 0, report) == 4
+    assert sorted(report) == [Pruned("t0", 2, "count"), Pruned("t1", 2, "count")]
+
+
+def test_pruning_gives_the_space_back(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "store.db") as store:
+        for seq in range(1, 201):
+            store.append(msg(seq, payload=bytes(10_000)))
+        store.commit()
+        full = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store.prune(0, 10)
+        store.commit()
+        pages, free = (store._db.execute(f"PRAGMA {name}").fetchone()[0]
+                       for name in ("page_count", "freelist_count"))
+    assert free == 0 and pages < full // 10
 
 
 def test_last_seq_survives_pruning(store: Any) -> None:
@@ -348,11 +392,13 @@ def test_reopening_keeps_everything(tmp_path: Path) -> None:
             store.append(msg(seq, "ab"[seq % 2], msg_id=seq.to_bytes(8, "little")))
         store.save_twin(twin)
         store.save_twin(TwinRecord("bob"))
+        store.qos2_received("alice", b"qos2-id1")
         store.commit()
         store.delete_twin("bob")
         expected = store.replay(0, None, 10)
     with SQLiteStore(str(path)) as store:
         assert store.load() == (5, [twin])
+        assert store.load_qos2() == [("alice", b"qos2-id1")]
         assert store.replay(0, None, 10) == expected
         with pytest.raises(ValueError, match="seq 5"):
             store.append(msg(5))

@@ -36,6 +36,15 @@ class StoredMessage(NamedTuple):
 typed_equality(StoredMessage)
 
 
+class Pruned(NamedTuple):
+    """Messages of one topic dropped by a prune, and why."""
+
+    topic: str
+    dropped: int
+    reason: str
+    """``"age"`` (received before the limit) or ``"count"`` (beyond the newest kept)."""
+
+
 @dataclass(slots=True)
 class TwinRecord:
     """What the broker remembers of a named component between connections."""
@@ -74,9 +83,21 @@ class Store(Protocol):
         ``topics`` restricts the result to those exact topics; ``None`` means all.
         """
 
-    def prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+    def prune(self, min_recv_ns: int, max_per_topic: int,
+              report: list[Pruned] | None = None) -> int:
         """Drop messages received before ``min_recv_ns`` and all but the newest
-        ``max_per_topic`` of each topic; return how many were dropped."""
+        ``max_per_topic`` of each topic; return how many were dropped, and add
+        what was dropped, per topic and reason, to ``report``."""
+
+    def qos2_received(self, publisher: str, msg_id: bytes) -> None:
+        """Remember that the QoS2 publication ``msg_id`` of ``publisher`` arrived
+        (durable at the next ``commit``): a resend of it is a duplicate."""
+
+    def qos2_released(self, publisher: str, msg_id: bytes) -> None:
+        """Forget a QoS2 id (its ACK2 came, or it left the dedup window)."""
+
+    def load_qos2(self) -> list[tuple[str, bytes]]:
+        """The remembered QoS2 ids: (publisher, msg_id), oldest first."""
 
     def commit(self) -> None:
         """Make every staged write durable."""
@@ -90,6 +111,7 @@ class MemoryStore(Store):
         self.messages: list[StoredMessage] = []
         self._seqs: list[int] = []
         self._last_seq = 0
+        self.qos2: dict[tuple[str, bytes], None] = {}
         self.commits = 0
 
     def load(self) -> tuple[int, list[TwinRecord]]:
@@ -100,6 +122,8 @@ class MemoryStore(Store):
 
     def delete_twin(self, name: str) -> None:
         self.twins.pop(name, None)
+        for key in [k for k in self.qos2 if k[0] == name]:
+            del self.qos2[key]
 
     def append(self, message: StoredMessage) -> None:
         self.messages.append(message)
@@ -117,19 +141,36 @@ class MemoryStore(Store):
                     break
         return out
 
-    def prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+    def prune(self, min_recv_ns: int, max_per_topic: int,
+              report: list[Pruned] | None = None) -> int:
         per_topic: dict[str, int] = {}
         keep: list[StoredMessage] = []
+        gone: dict[tuple[str, str], int] = {}
         for message in reversed(self.messages):
             count = per_topic.get(message.topic, 0)
             if message.recv_ns >= min_recv_ns and count < max_per_topic:
                 per_topic[message.topic] = count + 1
                 keep.append(message)
+            else:
+                key = (message.topic, "age" if message.recv_ns < min_recv_ns else "count")
+                gone[key] = gone.get(key, 0) + 1
+        if report is not None:
+            report.extend(Pruned(topic, count, reason)
+                          for (topic, reason), count in sorted(gone.items()))
         dropped = len(self.messages) - len(keep)
         keep.reverse()
         self.messages = keep
         self._seqs = [m.seq for m in keep]
         return dropped
+
+    def qos2_received(self, publisher: str, msg_id: bytes) -> None:
+        self.qos2[publisher, msg_id] = None
+
+    def qos2_released(self, publisher: str, msg_id: bytes) -> None:
+        self.qos2.pop((publisher, msg_id), None)
+
+    def load_qos2(self) -> list[tuple[str, bytes]]:
+        return list(self.qos2)
 
     def commit(self) -> None:
         self.commits += 1

@@ -33,7 +33,7 @@ from rembus_proto.broker import (
 )
 from rembus_proto.broker.peer import BrokerPeer
 from rembus_proto.security import MemorySecurity, Security
-from rembus_proto.store import MemoryStore, Store
+from rembus_proto.store import MemoryStore, Pruned, Store
 from rembus_proto.ws import WSConfig
 from rembus_proto.wsevents import HttpRequest, Opened
 
@@ -240,6 +240,8 @@ class Broker:
         self.peers: set[_Peer] = set()
         self.by_conn: dict[Connection, _Peer] = {}
         self.started = time.time()
+        self.pruned: dict[str, int] = {"age": 0, "count": 0}
+        """Stored messages dropped by the retention rules since the start, per reason."""
         self._server: asyncio.Server | None = None
         self._flush_scheduled = False
         self._ticker: asyncio.TimerHandle | None = None
@@ -311,6 +313,7 @@ class Broker:
             "version": __version__,
             "uptime": round(time.time() - self.started, 3),
             "connections": len(self.router.connections),
+            "pruned": dict(self.pruned),
         }
 
     # -- the turn ----------------------------------------------------------
@@ -324,7 +327,14 @@ class Broker:
     def _flush(self) -> None:
         self._flush_scheduled = False
         router = self.router
-        orders = answer_requests(router, self.store, self.security, time.monotonic(), time.time())
+        pruned: list[Pruned] = []
+        orders = answer_requests(router, self.store, self.security, time.monotonic(), time.time(),
+                                 pruned)
+        if pruned:
+            self._pruned(pruned)
+        # a delivery mark moved by an ACK is durable before the ACK2 that answers it
+        # leaves: the subscriber then forgets the id, and a replay must not resend it
+        router.flush()
         self.store.commit()
         by_conn = self.by_conn
         drained: list[Connection] = []
@@ -335,7 +345,6 @@ class Broker:
             peer.send(frames)
             if conn.waiting_drain and not peer.paused and conn in by_conn:
                 drained.append(conn)
-        router.flush()
         for order in orders:
             if isinstance(order, Close):
                 self._close(order)
@@ -347,6 +356,15 @@ class Broker:
             for conn in drained:
                 router.drained(conn, now)
             self.schedule_flush()
+
+    def _pruned(self, pruned: list[Pruned]) -> None:
+        config = self.config.router
+        limits = {"age": f"older than --retention-max-age {config.retention_max_age:g} s",
+                  "count": f"beyond --retention-max-messages {config.retention_max_per_topic}"}
+        for topic, count, reason in pruned:
+            log.info("retention: dropped %d stored messages of topic %r (%s)", count, topic,
+                     limits.get(reason, reason))
+            self.pruned[reason] = self.pruned.get(reason, 0) + count
 
     def _close(self, close: Close) -> None:
         peer = self.by_conn.get(close.conn)

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rembus_proto.store import StoredMessage, TwinRecord
+from rembus_proto.store import Pruned, StoredMessage, TwinRecord
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]
 
@@ -52,6 +52,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_recv_ns ON messages (recv_ns)",
         "CREATE TABLE twins (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
         "INSERT INTO meta (key, value) VALUES ('last_seq', 0)",
+    ),
+    (
+        # QoS2 ids received from named publishers and not released yet, in arrival order
+        "CREATE TABLE qos2 (publisher TEXT NOT NULL, msg_id BLOB NOT NULL,"
+        " UNIQUE (publisher, msg_id))",
     ),
 )
 
@@ -84,6 +89,9 @@ _MERGE_MAX = 64
 # the archive once. Bound parameters per statement stay under SQLite's
 # historical limit of 999.
 _IN_CHUNK = 500
+# Free pages given back after a prune, at most (4 KiB pages: 64 MiB); what is left
+# goes at the next prune.
+_VACUUM_PAGES = 16_384
 # Queued appends are written to the open transaction beyond this many, to bound
 # memory when the caller commits rarely.
 _MAX_QUEUED = 10_000
@@ -121,6 +129,9 @@ class SQLiteStore:
         """The database file (or ``":memory:"``)."""
         self._rows: list[tuple[Any, ...]] = []
         self._twin_ops: dict[str, str | None] = {}
+        self._qos2_ops: dict[tuple[str, bytes], bool] = {}
+        self._vacuum = False
+        """Pages were freed: give them back after the commit."""
         self._counts: dict[str, int] = {}
         self._last_seq = 0
         self._dirty = False
@@ -189,6 +200,29 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise self._fail(exc, "write") from exc
 
+    def qos2_received(self, publisher: str, msg_id: bytes) -> None:
+        """Stage that the QoS2 id ``msg_id`` of ``publisher`` arrived."""
+        self._check_open()
+        self._qos2_ops[publisher, msg_id] = True
+        self._dirty = True
+
+    def qos2_released(self, publisher: str, msg_id: bytes) -> None:
+        """Stage forgetting a QoS2 id."""
+        self._check_open()
+        self._qos2_ops[publisher, msg_id] = False
+        self._dirty = True
+
+    def load_qos2(self) -> list[tuple[str, bytes]]:
+        """The remembered QoS2 ids, oldest first."""
+        self._check_open()
+        try:
+            self._flush()
+            rows = self._db.execute(
+                "SELECT publisher, msg_id FROM qos2 ORDER BY rowid").fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "read") from exc
+        return [(str(publisher), bytes(msg_id)) for publisher, msg_id in rows]
+
     def replay(self, after_seq: int, topics: Collection[str] | None,
                limit: int) -> list[StoredMessage]:
         """Up to ``limit`` messages with ``seq > after_seq`` in seq order.
@@ -209,12 +243,16 @@ class SQLiteStore:
             raise self._fail(exc, "read") from exc
         return list(starmap(StoredMessage, rows))
 
-    def prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+    def prune(self, min_recv_ns: int, max_per_topic: int,
+              report: list[Pruned] | None = None) -> int:
         """Stage the removal of messages received before ``min_recv_ns`` and of
-        all but the newest ``max_per_topic`` of each topic; return how many."""
+        all but the newest ``max_per_topic`` of each topic; return how many, and
+        add them per topic and reason to ``report``. The space they took is
+        given back to the file system after the commit (incremental vacuum)."""
         self._check_open()
         try:
-            return self._prune(min_recv_ns, max_per_topic)
+            return self._prune(min_recv_ns, max_per_topic,
+                               report if report is not None else [])
         except sqlite3.Error as exc:
             raise self._fail(exc, "prune") from exc
 
@@ -228,6 +266,11 @@ class SQLiteStore:
             if self._in_tx:
                 self._db.execute("COMMIT")
                 self._in_tx = False
+            if self._vacuum:
+                self._vacuum = False
+                # outside any transaction; pages go back to the OS at the next checkpoint.
+                # executescript steps it to the end (execute frees a single page)
+                self._db.executescript(f"PRAGMA incremental_vacuum({_VACUUM_PAGES});")
         except sqlite3.Error as exc:
             raise self._fail(exc, "commit to") from exc
         self._dirty = False
@@ -256,6 +299,7 @@ class SQLiteStore:
             self._closed = True
             self._rows.clear()
             self._twin_ops.clear()
+            self._qos2_ops.clear()
             self._dirty = False
             self._db.close()  # an open transaction is rolled back
 
@@ -278,6 +322,8 @@ class SQLiteStore:
             raise StoreError(
                 f"the store {self.path!r} has schema version {version}, newer than this"
                 f" Rembus understands ({SCHEMA_VERSION}): upgrade Rembus or use another file")
+        if version == 0:  # before the first table and WAL: pruned space is then given back
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode = WAL").fetchone()
         db.execute(f"PRAGMA synchronous = {synchronous}")
         db.execute("PRAGMA journal_size_limit = 67108864")
@@ -293,6 +339,10 @@ class SQLiteStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+                # a store of an earlier version: rewritten once so that pruning shrinks it
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                db.execute("VACUUM")
         self._read_state()
 
     def _read_state(self) -> None:
@@ -320,6 +370,7 @@ class SQLiteStore:
 
     def _flush(self) -> None:
         self._flush_rows()
+        self._flush_qos2()
         ops = self._twin_ops
         if ops:
             self._begin()
@@ -330,6 +381,17 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)", saved)
             if deleted:
                 self._db.executemany("DELETE FROM twins WHERE name = ?", deleted)
+                self._db.executemany("DELETE FROM qos2 WHERE publisher = ?", deleted)
+            ops.clear()
+
+    def _flush_qos2(self) -> None:
+        ops = self._qos2_ops
+        if ops:
+            self._begin()
+            self._db.executemany("INSERT OR IGNORE INTO qos2 (publisher, msg_id) VALUES (?, ?)",
+                                 [key for key, received in ops.items() if received])
+            self._db.executemany("DELETE FROM qos2 WHERE publisher = ? AND msg_id = ?",
+                                 [key for key, received in ops.items() if not received])
             ops.clear()
 
     def _fail(self, exc: sqlite3.Error, action: str) -> StoreError:
@@ -341,6 +403,8 @@ class SQLiteStore:
     def _recover(self) -> None:
         self._rows.clear()
         self._twin_ops.clear()
+        self._qos2_ops.clear()
+        self._vacuum = False
         self._dirty = False
         if self._in_tx:
             self._in_tx = False
@@ -370,7 +434,7 @@ class SQLiteStore:
             for cursor in cursors:
                 cursor.close()
 
-    def _prune(self, min_recv_ns: int, max_per_topic: int) -> int:
+    def _prune(self, min_recv_ns: int, max_per_topic: int, report: list[Pruned]) -> int:
         db = self._db
         self._flush_rows()
         self._begin()
@@ -379,22 +443,28 @@ class SQLiteStore:
         db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'last_seq'",
                    (self._last_seq,))
         counts = self._counts
+        first = len(report)
         if max_per_topic <= 0:
+            report.extend(Pruned(t, n, "count") for t, n in sorted(counts.items()))
             dropped = db.execute("DELETE FROM messages").rowcount
             counts.clear()
-            return dropped
-        dropped = 0
-        old = db.execute(_COUNT_OLD, (min_recv_ns,)).fetchall()
-        if old:
-            dropped += db.execute(_DELETE_OLD, (min_recv_ns,)).rowcount
-            for topic, gone in old:
-                _discount(counts, topic, gone)
-        for topic, count in [(t, n) for t, n in counts.items() if n > max_per_topic]:
-            excess = count - max_per_topic
-            # the excess-th oldest message of the topic is the last one to go
-            (boundary,) = db.execute(_NTH_OLDEST, (topic, excess - 1)).fetchone()
-            dropped += db.execute(_DELETE_OLDEST, (topic, boundary)).rowcount
-            _discount(counts, topic, excess)
+        else:
+            dropped = 0
+            old = db.execute(_COUNT_OLD, (min_recv_ns,)).fetchall()
+            if old:
+                dropped += db.execute(_DELETE_OLD, (min_recv_ns,)).rowcount
+                for topic, gone in old:
+                    _discount(counts, topic, gone)
+                    report.append(Pruned(topic, gone, "age"))
+            for topic, count in [(t, n) for t, n in counts.items() if n > max_per_topic]:
+                excess = count - max_per_topic
+                # the excess-th oldest message of the topic is the last one to go
+                (boundary,) = db.execute(_NTH_OLDEST, (topic, excess - 1)).fetchone()
+                dropped += db.execute(_DELETE_OLDEST, (topic, boundary)).rowcount
+                _discount(counts, topic, excess)
+                report.append(Pruned(topic, excess, "count"))
+        if len(report) > first:
+            self._vacuum = True
         return dropped
 
     def _decode_twin(self, name: str, record: str) -> TwinRecord:

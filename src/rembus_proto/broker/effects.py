@@ -28,6 +28,9 @@ class Effects:
         self.dirty: dict[Connection, None] = {}
         """Connections with queued frames, in the order they got their first one."""
         self.pending: list[Event] = []
+        self.timed: dict[Connection, None] = {}
+        """Connections that got a QoS delivery or a call to answer: the timer pass
+        visits only these (and forgets those with nothing left to time)."""
 
     def at(self, now: float, wall: float | None) -> None:
         """Set the times of the input being processed (``wall`` defaults to ``now``)."""
@@ -67,9 +70,10 @@ class Effects:
             if len(twin.inflight) >= config.max_inflight:
                 self.close(conn, CLOSE_SLOW_CONSUMER, "too many unacknowledged messages")
                 return
-            twin.inflight[msg_id] = Inflight(frame, seq if twin.named else 0, qos == QOS2,
-                                             self.now + config.ack_timeout,
-                                             config.send_retries)
+            twin.add_inflight(msg_id, Inflight(frame, seq if twin.named else 0, qos == QOS2,
+                                               self.now + config.ack_timeout,
+                                               config.send_retries))
+            self.timed[conn] = None
         elif seq and twin.named:
             conn.written.append(seq)
         self.send(conn, frame)

@@ -43,14 +43,9 @@ class Fanout:
         qos = flags & QOS_MASK
         if msg_id is not None:
             conn.learn_generation(msg_id)
-            if qos == QOS2:
-                seen = publisher.qos2_seen
-                if msg_id in seen:
-                    effects.send(conn, encode_ack(msg_id))
-                    return
-                seen[msg_id] = None
-                if len(seen) > effects.config.qos2_dedup_size:
-                    seen.popitem(last=False)
+            if qos == QOS2 and not self._first_copy(publisher, msg_id):
+                effects.send(conn, encode_ack(msg_id))
+                return
         patterns: Sequence[str] = self.index.match(topic) if self._patterns else ()
         seq = 0
         if self._retro and self.index.archived(topic, patterns):
@@ -89,6 +84,33 @@ class Fanout:
         if patterns:
             self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl)
 
+    def _first_copy(self, publisher: Twin, msg_id: bytes) -> bool:
+        """Note a QoS2 id of ``publisher``; false if it is a resend of one noted before.
+
+        The ids of a named publisher are stored with the publication (durable
+        before its ACK leaves), so a resend after a broker restart is caught too.
+        """
+        seen = publisher.qos2_seen
+        if msg_id in seen:
+            return False
+        seen[msg_id] = None
+        store = self.archive.store if publisher.named else None
+        if store is not None:
+            store.qos2_received(publisher.name, msg_id)
+        if len(seen) > self.effects.config.qos2_dedup_size:
+            oldest, _ = seen.popitem(last=False)
+            if store is not None:
+                store.qos2_released(publisher.name, oldest)
+        return True
+
+    def ack2(self, conn: Connection, msg_id: bytes) -> None:
+        """ACK2 of a QoS2 publication: its resends are no longer expected."""
+        twin = conn.twin
+        if msg_id in twin.qos2_seen:
+            del twin.qos2_seen[msg_id]
+            if twin.named:
+                self.archive.store.qos2_released(twin.name, msg_id)
+
     def _deliver_patterns(self, publisher: Twin, topic: str, patterns: Sequence[str],
                           payload: bytes, seq: int, acl: set[str] | None) -> None:
         allowed = self.guard.allowed
@@ -105,7 +127,7 @@ class Fanout:
     def ack(self, conn: Connection, msg_id: bytes) -> None:
         """ACK of a QoS1/2 delivery (answered with ACK2 for QoS2)."""
         twin = conn.twin
-        inflight = twin.inflight.pop(msg_id, None)
+        inflight = twin.pop_inflight(msg_id)
         if inflight is None:
             return
         if inflight.qos2:
@@ -122,7 +144,7 @@ class Fanout:
             if inflight.deadline > now:
                 continue
             if inflight.retries <= 0:
-                del twin.inflight[msg_id]  # stays in the archive for a later replay
+                twin.pop_inflight(msg_id)  # stays in the archive for a later replay
                 continue
             inflight.retries -= 1
             inflight.deadline = now + self.effects.config.ack_timeout

@@ -55,16 +55,22 @@ class Replayer:
         twin.replay_cursor = twin.mark
         twin.replay_token += 1
         twin.replay_waiting = False
+        twin.replay_rows.clear()
         self.resume(twin)
 
     def stop(self, twin: Twin) -> None:
         """Stop replaying (live delivery from now on); a late answer is ignored."""
         twin.replaying = False
         twin.replay_waiting = False
+        twin.replay_rows.clear()
 
     def resume(self, twin: Twin) -> None:
-        """Ask for the next batch, unless a request is already out."""
+        """Go on with the rows of the last batch, or ask for the next batch (unless a
+        request is already out)."""
         if not twin.replaying or twin.replay_waiting:
+            return
+        if twin.replay_rows:
+            self._send_rows(twin)
             return
         retro = twin.retroactive_topics()
         exact = None if any(is_pattern(t) for t in retro) else set(retro)
@@ -80,21 +86,32 @@ class Replayer:
         twin.replay_waiting = False
         if not twin.replaying:
             return
+        twin.replay_rows.extend(batch)
+        twin.replay_last = len(batch) < self.effects.config.replay_batch
+        self._send_rows(twin)
+
+    def _send_rows(self, twin: Twin) -> None:
+        """Send the rows kept from the last batch while the in-flight window has room.
+
+        QoS1/2 rows stop at the window and go on as ACKs come back, from the
+        rows kept: one store query serves a whole batch.
+        """
+        conn = twin.conn
+        assert conn is not None
+        rows = twin.replay_rows
         retro = twin.retroactive_topics()
         now_ns = int(self.effects.wall * 1e9)
-        config = self.effects.config
-        budget = config.replay_batch
-        window = config.max_inflight // 2
-        for stored in batch:
+        window = self.effects.config.max_inflight // 2
+        while rows:
             if len(twin.inflight) >= window:
                 return  # resumes as ACKs come back
+            stored = rows.popleft()
             twin.replay_cursor = stored.seq
-            budget -= 1
             if stored.seq <= twin.mark or stored.seq in twin.done_above:
                 continue
             if self._wants(twin, conn, retro, stored, now_ns):
                 self._send_stored(twin, conn, stored)
-        if budget > 0:
+        if twin.replay_last:
             twin.replaying = False  # caught up: live delivery from now on
             return
         conn.waiting_drain = True

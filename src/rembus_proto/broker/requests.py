@@ -4,7 +4,7 @@ between two turns (the asyncio broker, the test harness, the fuzzer)."""
 from __future__ import annotations
 
 from ..security import Security
-from ..store import Store
+from ..store import Pruned, Store
 from .actions import NeedKey, NeedReplay, Order, PruneArchive
 from .router import Router
 
@@ -14,9 +14,11 @@ MAX_ROUNDS = 10_000
 
 
 def answer_requests(router: Router, store: Store, security: Security, now: float,
-                    wall: float | None = None) -> list[Order]:
+                    wall: float | None = None, pruned: list[Pruned] | None = None
+                    ) -> list[Order]:
     """Answer every data request of ``router`` from ``store`` and ``security``, and
-    prune the archive when asked; return the other orders (closes, shutdown)."""
+    prune the archive when asked (what goes is added to ``pruned``); return the
+    other orders (closes, shutdown)."""
     orders: list[Order] = []
     for _ in range(MAX_ROUNDS):
         events = router.events()
@@ -30,7 +32,7 @@ def answer_requests(router: Router, store: Store, security: Security, now: float
                 router.key_found(event.conn, event.name, security.public_key(event.name), now,
                                  wall)
             elif isinstance(event, PruneArchive):
-                store.prune(event.before_ns, event.max_per_topic)
+                store.prune(event.before_ns, event.max_per_topic, pruned)
             else:
                 orders.append(event)
     return orders

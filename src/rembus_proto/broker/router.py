@@ -17,10 +17,10 @@ only through :class:`~rembus_proto.broker.actions.NeedReplay` and
 
     router.receive_many(conn, frames, now, wall)   # for every input of this turn
     answer data requests from router.events()      # replay_batch / key_found; keep orders
-    store.commit()                                 # durable before any ACK leaves
-    for conn, frames in router.data_to_send():     # delivery marks advance here
-        write(conn, frames)
-    router.flush()                                 # stage twin updates for the next commit
+    router.flush()                                 # stage twin updates (delivery marks)
+    store.commit()                                 # durable before any ACK or ACK2 leaves
+    for conn, frames in router.data_to_send():     # marks of written QoS0 advance here,
+        write(conn, frames)                        # staged by the next turn's flush
     carry out the orders (Close, ShutdownRequested, PruneArchive)
 """
 
@@ -155,7 +155,11 @@ class Router:
         effects = self._effects
         effects.at(now, wall)
         cfg = self.config
-        for conn in list(self.connections):
+        timed = effects.timed  # idle connections are not visited at all
+        for conn in list(timed):
+            if conn.closed or (not conn.calls and not conn.twin.inflight):
+                del timed[conn]
+                continue
             self._fanout.resend(conn, now)
             self._rpc.expire(conn, now)
         self.guard.handle_timer(now)
@@ -251,7 +255,7 @@ class Router:
         elif isinstance(message, Ack):
             self._fanout.ack(conn, message.id)
         elif isinstance(message, Ack2):
-            conn.twin.qos2_seen.pop(message.id, None)
+            self._fanout.ack2(conn, message.id)
         elif isinstance(message, Admin):
             self._admin.receive(conn, message)
         elif isinstance(message, Identity):

@@ -137,6 +137,7 @@ class RpcRouter:
             return
         deadline = self.effects.now + config.call_timeout
         exposer.calls[new_id] = Call(conn, msg.id, msg.topic, deadline)
+        self.effects.timed[exposer] = None
         conn.calls_made += 1
         self.effects.send(exposer, frame)
 

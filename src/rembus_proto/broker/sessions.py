@@ -40,6 +40,16 @@ class Sessions:
             self.twins[twin.name] = twin
             self.index.add_twin(twin)
             self.rpc.index(twin)
+        window = self.effects.config.qos2_dedup_size
+        for name, msg_id in self.store.load_qos2():
+            publisher = self.twins.get(name)
+            if publisher is None:  # a twin that was forgotten
+                self.store.qos2_released(name, msg_id)
+                continue
+            seen = publisher.qos2_seen
+            seen[msg_id] = None
+            if len(seen) > window:
+                self.store.qos2_released(name, seen.popitem(last=False)[0])
 
     def connect(self, peer: str) -> Connection:
         """A new connection, with an anonymous twin of its own."""
@@ -66,7 +76,7 @@ class Sessions:
         twin.conn = None
         twin.reactive = False
         self.replayer.stop(twin)
-        twin.inflight.clear()
+        twin.clear_inflight()
         if twin.named:
             self.save(twin)
         else:

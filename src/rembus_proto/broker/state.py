@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
-from ..store import TwinRecord
+from ..store import StoredMessage, TwinRecord
 from ..topics import tenant
 
 
@@ -46,9 +47,13 @@ class Twin:
         "mark",
         "name",
         "named",
+        "open_heap",
+        "open_seqs",
         "qos2_seen",
         "reactive",
         "replay_cursor",
+        "replay_last",
+        "replay_rows",
         "replay_token",
         "replay_waiting",
         "replaying",
@@ -69,6 +74,10 @@ class Twin:
         self.done_above: set[int] = set(record.done_above) if record else set()
         self.since: dict[str, int] = dict(record.since) if record else {}
         self.inflight: dict[bytes, Inflight] = {}
+        self.open_seqs: set[int] = set()
+        """Archive seqs of the deliveries in ``inflight``."""
+        self.open_heap: list[int] = []
+        """``open_seqs`` and seqs closed since, lowest first (closed ones are skipped)."""
         self.qos2_seen: OrderedDict[bytes, None] = OrderedDict()
         self.replaying = False
         self.replay_cursor = 0
@@ -76,6 +85,10 @@ class Twin:
         """Tells the answer to the current replay request from stale ones."""
         self.replay_waiting = False
         """A replay request is out and not answered yet."""
+        self.replay_rows: deque[StoredMessage] = deque()
+        """Rows of the last replay batch not sent yet (bounded by the batch size)."""
+        self.replay_last = False
+        """The last replay batch was the end of the archive."""
         self.dirty = False
 
     def record(self) -> TwinRecord:
@@ -91,12 +104,40 @@ class Twin:
         """Whether the subscription to ``topic`` wants stored messages."""
         return self.named and self.subs[topic] > 0
 
+    def add_inflight(self, msg_id: bytes, inflight: Inflight) -> None:
+        """A QoS1/2 delivery now waits for its ACK."""
+        self.pop_inflight(msg_id)  # sent again: replaces the earlier copy
+        self.inflight[msg_id] = inflight
+        if inflight.seq:
+            self.open_seqs.add(inflight.seq)
+            heapq.heappush(self.open_heap, inflight.seq)
+            if len(self.open_heap) > 2 * len(self.open_seqs) + 64:  # bound the stale ones
+                self.open_heap = sorted(self.open_seqs)
+
+    def pop_inflight(self, msg_id: bytes) -> Inflight | None:
+        """The delivery ``msg_id`` no longer waits (acknowledged or given up)."""
+        inflight = self.inflight.pop(msg_id, None)
+        if inflight is not None and inflight.seq:
+            self.open_seqs.discard(inflight.seq)
+        return inflight
+
+    def clear_inflight(self) -> None:
+        """No delivery waits any more (the connection is gone)."""
+        self.inflight.clear()
+        self.open_seqs.clear()
+        self.open_heap.clear()
+
+    def _lowest_open(self) -> int | None:
+        heap = self.open_heap
+        while heap and heap[0] not in self.open_seqs:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
     def complete(self, seq: int) -> None:
         """A delivery of archive entry ``seq`` is done (written or acknowledged)."""
         if seq <= self.mark:
             return
-        lowest_open = min((i.seq for i in self.inflight.values() if i.seq > 0),
-                          default=None)
+        lowest_open = self._lowest_open()
         if lowest_open is None or seq < lowest_open:
             self.mark = seq
             if self.done_above:
