@@ -11,6 +11,8 @@ from pathlib import Path
 
 import rembus.sync
 from broker_process import BrokerProcess, rembus_cli
+from raw_peer import frame, raw_connect, until_closed, upgraded
+from rembus_proto.messages import Identity
 
 
 def _serves(broker: BrokerProcess) -> bool:
@@ -49,3 +51,30 @@ def test_admin_grant_needs_a_registered_name_or_force(tmp_path: Path) -> None:
     forced = rembus_cli("broker", "admin", "add", "boss", "--force", "--data-dir", data)
     assert forced.returncode == 0
     assert rembus_cli("broker", "admin", "list", "--data-dir", data).stdout == "boss\n"
+
+
+def test_idle_connections_time_out_and_one_address_is_bounded(tmp_path: Path) -> None:
+    """Item 5: upgrades that never speak, peers that never pong, too many from one address."""
+    with BrokerProcess(tmp_path, "--identify-timeout", "0.5", "--keepalive", "0.5",
+                       "--max-connections-per-address", "3") as broker:
+        assert broker.process is not None
+        idle = [upgraded(broker.port) for _ in range(3)]
+        extra = raw_connect(broker.port)  # a fourth from 127.0.0.1: refused
+        assert until_closed(extra) == b""
+        broker.process.wait_for(r"refused: 3 connections open from 127\.0\.0\.1 "
+                                r"\(--max-connections-per-address\)")
+        for sock in idle:
+            closing = until_closed(sock)
+            assert closing.startswith(b"\x88"), closing  # a close frame, then the end
+            assert b"--identify-timeout" in closing
+            sock.close()
+        extra.close()
+        # Once identified, a peer that never answers the broker's pings is closed too.
+        silent = upgraded(broker.port)
+        silent.sendall(frame(0x2, Identity(bytes(16), "silent").encode()))
+        closing = until_closed(silent)
+        silent.close()
+        assert b"--keepalive" in closing
+        assert b"\x89" in closing  # it was pinged before
+        broker.process.wait_for(r"'silent'.*no pong within 0\.5 s")
+        assert _serves(broker)

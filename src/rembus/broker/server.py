@@ -51,6 +51,12 @@ class BrokerConfig:
     max_connections: int = 10_000
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete its HTTP upgrade (slowloris guard)."""
+    identify_timeout: float = 10.0
+    """Seconds an open WebSocket has to send its first message."""
+    keepalive: float = 30.0
+    """Seconds between server pings; a connection silent for two of them is closed."""
+    max_connections_per_address: int = 1000
+    """Open connections from one IP address beyond which new ones are refused."""
     max_backlog: int = 64 * 1024 * 1024
     """Bytes written to a connection and not yet sent; beyond it the peer is too slow."""
     write_high_water: int = 4 * 1024 * 1024
@@ -70,6 +76,17 @@ class _Peer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.paused = False
         self._handshake_timer: asyncio.TimerHandle | None = None
+        """The handshake timeout, then the identify timeout."""
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._pinged = False
+        """A ping went out and nothing came in since."""
+        self.address = ""
+        """The IP address counted in ``broker.per_address`` (empty: not counted)."""
+        self._tls_pending = broker.config.ssl_context is not None
+        if self._tls_pending:
+            # Created at accept time, before the TLS handshake: count it until it ends.
+            broker.handshaking += 1
+            broker.loop.call_later(broker.config.handshake_timeout, self._tls_done)
         self.announced = False
         """The "connected" line is logged (once the component is known named or not)."""
 
@@ -81,10 +98,20 @@ class _Peer(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         broker = self.broker
-        if len(broker.peers) >= broker.config.max_connections:
-            logs.refused(name, f"{len(broker.peers)} connections open (--max-connections)")
+        self._tls_done()
+        open_now = len(broker.peers) + broker.handshaking
+        if open_now >= broker.config.max_connections:
+            logs.refused(name, f"{open_now} connections open (--max-connections)")
             transport.abort()
             return
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        if broker.per_address.get(host, 0) >= broker.config.max_connections_per_address:
+            logs.refused(name, f"{broker.per_address[host]} connections open from {host} "
+                         "(--max-connections-per-address)")
+            transport.abort()
+            return
+        self.address = host
+        broker.per_address[host] = broker.per_address.get(host, 0) + 1
         self.core = BrokerPeer(broker.router, broker.ws_config, name, broker.config.max_backlog)
         broker.peers.add(self)
         transport.set_write_buffer_limits(broker.config.write_high_water,
@@ -96,14 +123,18 @@ class _Peer(asyncio.Protocol):
         core = self.core
         if core is None:
             return
+        self._pinged = False
         for event in core.receive_data(data, time.monotonic(), time.time()):
             self._cancel_handshake_timer()
             if isinstance(event, Opened):
                 assert core.conn is not None
                 self.broker.by_conn[core.conn] = self
                 log.debug("%s: WebSocket open", core.name)
+                self._opened()
             else:
                 self._http(core, event)
+        if core.heard:
+            self._cancel_handshake_timer()
         self._announce()
         self._write(core.data_to_send())
         if core.finished:
@@ -162,6 +193,48 @@ class _Peer(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
 
+    def _tls_done(self) -> None:
+        """The TLS handshake ended (or timed out): it no longer counts as pending."""
+        if self._tls_pending:
+            self._tls_pending = False
+            self.broker.handshaking -= 1
+
+    def _opened(self) -> None:
+        """The WebSocket is open: it must now send a message, and keep answering pings."""
+        loop = self.broker.loop
+        config = self.broker.config
+        if not (self.core is not None and self.core.heard):
+            self._handshake_timer = loop.call_later(config.identify_timeout,
+                                                    self._identify_expired)
+        self._keepalive_timer = loop.call_later(config.keepalive, self._keepalive)
+
+    def _identify_expired(self) -> None:
+        self._handshake_timer = None
+        core = self.core
+        if core is not None and not core.heard and self.transport is not None:
+            self._expired(core, f"no message within {self.broker.config.identify_timeout:g} s "
+                          "(--identify-timeout)")
+
+    def _keepalive(self) -> None:
+        self._keepalive_timer = None
+        core = self.core
+        if core is None or self.transport is None or not core.ws.is_open:
+            return
+        if self._pinged:
+            self._expired(core, f"no pong within {self.broker.config.keepalive:g} s "
+                          "(--keepalive)")
+            return
+        self._pinged = True
+        core.ws.send_ping()
+        self._write(core.data_to_send())
+        self._keepalive_timer = self.broker.loop.call_later(self.broker.config.keepalive,
+                                                            self._keepalive)
+
+    def _expired(self, core: BrokerPeer, problem: str) -> None:
+        """Close a connection that let a timeout expire; log it as its fault."""
+        core.ending(f"closed by the broker: {problem}", peer_fault=True)
+        self.close(CLOSE_GOING_AWAY, problem)
+
     def _http(self, core: BrokerPeer, request: HttpRequest) -> None:
         path = request.target.split("?", 1)[0]
         if request.method in ("GET", "HEAD") and path == "/health":
@@ -201,8 +274,19 @@ class _Peer(asyncio.Protocol):
 
     def _forget(self) -> None:
         self._cancel_handshake_timer()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self._tls_done()
         broker = self.broker
         broker.peers.discard(self)
+        if self.address:
+            left = broker.per_address[self.address] - 1
+            if left:
+                broker.per_address[self.address] = left
+            else:
+                del broker.per_address[self.address]
+            self.address = ""
         core = self.core
         conn = core.conn if core is not None else None
         if core is not None and conn is not None:
@@ -239,6 +323,10 @@ class Broker:
                              security=self.security, verify=verify_signature)
         self.peers: set[_Peer] = set()
         self.by_conn: dict[Connection, _Peer] = {}
+        self.per_address: dict[str, int] = {}
+        """Open connections per IP address."""
+        self.handshaking = 0
+        """TLS handshakes in progress (they count toward ``max_connections``)."""
         self.started = time.time()
         self._server: asyncio.Server | None = None
         self._flush_scheduled = False
