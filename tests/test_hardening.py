@@ -6,12 +6,14 @@ outcome: the attempt is refused, and the broker keeps serving everyone else.
 
 from __future__ import annotations
 
+import select
 import signal
+import socket
 from pathlib import Path
 
 import rembus.sync
 from broker_process import BrokerProcess, rembus_cli
-from raw_peer import frame, raw_connect, until_closed, upgraded
+from raw_peer import frame, raw_connect, until_closed, upgraded, vm_rss
 from rembus_proto.messages import Identity
 
 
@@ -78,3 +80,46 @@ def test_idle_connections_time_out_and_one_address_is_bounded(tmp_path: Path) ->
         assert b"\x89" in closing  # it was pinged before
         broker.process.wait_for(r"'silent'.*no pong within 0\.5 s")
         assert _serves(broker)
+
+
+BUDGET = 1024 * 1024
+STALLED = 2.0
+"""Seconds without the broker taking a byte after which it counts as not reading."""
+MARGIN = 32 * 1024 * 1024
+
+
+def _flood(sock: socket.socket, data: bytes, total: int) -> bool:
+    """Send ``data`` repeatedly, ``total`` bytes at most; true once the broker stops taking
+    it (it stopped reading this connection, or closed it)."""
+    sock.setblocking(False)
+    sent = 0
+    pending = memoryview(b"")
+    while sent < total:
+        if not pending:
+            pending = memoryview(data)
+        _, writable, _ = select.select([], [sock], [], STALLED)
+        if not writable:
+            return True
+        try:
+            n = sock.send(pending)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        sent += n
+        pending = pending[n:]
+    return False
+
+
+def test_ping_flood_stays_within_the_backlog_budget(tmp_path: Path) -> None:
+    """Item 4: pings whose pongs are never read stop being read once the pongs fill the
+    backlog budget; the broker's memory stays within it and others are served."""
+    with BrokerProcess(tmp_path, "--max-backlog", str(BUDGET)) as broker:
+        assert broker.process is not None
+        assert _serves(broker)
+        before = vm_rss(broker.process.proc.pid)
+        attacker = upgraded(broker.port)
+        attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        pings = frame(0x9, b"p" * 125) * 512
+        assert _flood(attacker, pings, 128 * 1024 * 1024)
+        assert vm_rss(broker.process.proc.pid) - before < BUDGET + MARGIN
+        assert _serves(broker)
+        attacker.close()

@@ -114,8 +114,10 @@ class _Peer(asyncio.Protocol):
         broker.per_address[host] = broker.per_address.get(host, 0) + 1
         self.core = BrokerPeer(broker.router, broker.ws_config, name, broker.config.max_backlog)
         broker.peers.add(self)
-        transport.set_write_buffer_limits(broker.config.write_high_water,
-                                          broker.config.write_low_water)
+        # Past high water the peer is not read any more: what it makes the broker queue
+        # (pongs, replies) stays within the backlog budget.
+        high = min(broker.config.write_high_water, broker.config.max_backlog // 2)
+        transport.set_write_buffer_limits(high, min(broker.config.write_low_water, high // 4))
         self._handshake_timer = broker.loop.call_later(broker.config.handshake_timeout,
                                                        self._handshake_expired)
 
@@ -137,7 +139,9 @@ class _Peer(asyncio.Protocol):
             self._cancel_handshake_timer()
         self._announce()
         self._write(core.data_to_send())
-        if core.finished:
+        transport = self.transport
+        if core.finished or (transport is not None
+                             and core.check_backlog(transport.get_write_buffer_size())):
             self._drop()
             return
         self.broker.schedule_flush()
@@ -169,9 +173,13 @@ class _Peer(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
         conn = self.core.conn if self.core is not None else None
         if conn is not None and conn.waiting_drain:
             self.broker.router.drained(conn, time.monotonic())
