@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import rembus.sync
-from broker_process import BrokerProcess, rembus_cli
+from broker_process import WAIT, BrokerProcess, rembus_cli
 from raw_peer import frame, raw_connect, until_closed, upgraded, vm_rss
 from rembus_proto.messages import Identity
 
@@ -123,3 +123,23 @@ def test_ping_flood_stays_within_the_backlog_budget(tmp_path: Path) -> None:
         assert vm_rss(broker.process.proc.pid) - before < BUDGET + MARGIN
         assert _serves(broker)
         attacker.close()
+
+
+def test_a_closed_consumer_that_never_reads_is_released(tmp_path: Path) -> None:
+    """Item 7: a connection closed with output still queued (it never reads) is aborted
+    after the grace period instead of holding its buffer forever."""
+    with BrokerProcess(tmp_path, "--max-backlog", str(BUDGET), "--identify-timeout", "1",
+                       "--close-grace", "0.5") as broker:
+        assert broker.process is not None
+        attacker = upgraded(broker.port)
+        attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Pongs it never reads fill its queue; it never identifies, so the broker closes it.
+        assert _flood(attacker, frame(0x9, b"p" * 125) * 512, 128 * 1024 * 1024)
+        broker.process.wait_for(r"no message within 1 s")
+        broker.process.wait_for(r"aborted, \d+ bytes still unread 0\.5 s after closing")
+        attacker.setblocking(True)
+        attacker.settimeout(WAIT)
+        # What the broker still held (its close frame last) was thrown away, not sent.
+        assert b"--identify-timeout" not in until_closed(attacker)
+        attacker.close()
+        assert _serves(broker)

@@ -57,6 +57,8 @@ class BrokerConfig:
     """Seconds between server pings; a connection silent for two of them is closed."""
     max_connections_per_address: int = 1000
     """Open connections from one IP address beyond which new ones are refused."""
+    close_grace: float = 5.0
+    """Seconds a closed connection has to take its last bytes before it is aborted."""
     max_backlog: int = 64 * 1024 * 1024
     """Bytes written to a connection and not yet sent; beyond it the peer is too slow."""
     write_high_water: int = 4 * 1024 * 1024
@@ -87,6 +89,8 @@ class _Peer(asyncio.Protocol):
             # Created at accept time, before the TLS handshake: count it until it ends.
             broker.handshaking += 1
             broker.loop.call_later(broker.config.handshake_timeout, self._tls_done)
+        self.released = False
+        """The transport is gone (``connection_lost``)."""
         self.announced = False
         """The "connected" line is logged (once the component is known named or not)."""
 
@@ -166,6 +170,7 @@ class _Peer(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.released = True
         if self.core is not None:
             self.core.ending(f"connection lost: {exc}" if exc else "connection lost",
                              peer_fault=False)
@@ -277,8 +282,20 @@ class _Peer(asyncio.Protocol):
             logs.refused(core.name, core.problem)  # before the WebSocket opened
             core.problem = ""
         self._forget()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                # A peer that does not read would keep its buffer (and socket) forever.
+                self.broker.loop.call_later(self.broker.config.close_grace, self._abort,
+                                            transport)
+
+    def _abort(self, transport: asyncio.Transport) -> None:
+        if not self.released:
+            name = self.core.name if self.core is not None else "?"
+            log.warning("%s: aborted, %d bytes still unread %g s after closing (--close-grace)",
+                        name, transport.get_write_buffer_size(), self.broker.config.close_grace)
+            transport.abort()
 
     def _forget(self) -> None:
         self._cancel_handshake_timer()

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--keepalive", type=positive_float, default=30.0,
                         help="seconds between server pings; a connection that sends nothing "
                         "for two of them is closed (default: %(default)s)")
+    broker.add_argument("--close-grace", type=positive_float, default=5.0,
+                        help="seconds a closed connection has to read its last bytes before "
+                        "it is aborted (default: %(default)s)")
     broker.add_argument("--max-backlog", type=positive_int, default=64 * 1024 * 1024,
                         help="bytes waiting for a slow consumer before it is disconnected "
                         "(default: %(default)s, 64 MiB)")
@@ -116,6 +119,7 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         max_connections_per_address=args.max_connections_per_address,
         identify_timeout=args.identify_timeout,
         keepalive=args.keepalive,
+        close_grace=args.close_grace,
         max_backlog=args.max_backlog,
         ssl_context=cli_security.ssl_context(args),
     )
