@@ -143,3 +143,36 @@ def test_a_closed_consumer_that_never_reads_is_released(tmp_path: Path) -> None:
         assert b"--identify-timeout" not in until_closed(attacker)
         attacker.close()
         assert _serves(broker)
+
+
+def test_unfinished_messages_have_a_global_budget_and_a_timeout(tmp_path: Path) -> None:
+    """Item 6: fragmented messages that never end cannot pile up, nor stay forever."""
+    part = 3 * 1024 * 1024
+    with BrokerProcess(tmp_path, "--max-partial-bytes", str(8 * 1024 * 1024),
+                       "--fragment-timeout", "1") as broker:
+        assert broker.process is not None
+        before = vm_rss(broker.process.proc.pid)
+        holders = [upgraded(broker.port) for _ in range(4)]
+        for sock in holders[:2]:  # 6 MiB held: within the budget
+            sock.sendall(frame(0x2, b"x" * part, fin=False))
+        holders[2].sendall(frame(0x2, b"x" * part, fin=False))  # 9 MiB: over it
+        closing = until_closed(holders[2])
+        assert closing[:1] == b"\x88" and closing[2:4] == b"\x03\xf1", closing  # code 1009
+        assert b"--max-partial-bytes" in closing
+        assert _serves(broker)
+        # The first two never finish their messages: closed once the timeout passes.
+        for sock in holders[:2]:
+            closing = until_closed(sock)
+            assert closing.startswith(b"\x88"), closing
+            assert b"--fragment-timeout" in closing
+        # Their bytes are released: the budget takes a new unfinished message whole.
+        holders[3].sendall(frame(0x2, b"x" * part, fin=False))
+        holders[3].sendall(frame(0x0, b"y" * part, fin=False))
+        holders[3].sendall(frame(0x0, b"z", fin=True))
+        holders[3].sendall(frame(0x8, b"\x03\xe8"))
+        closing = until_closed(holders[3])
+        assert closing.startswith(b"\x88"), closing
+        assert b"-partial-" not in closing and b"--fragment-timeout" not in closing
+        assert vm_rss(broker.process.proc.pid) - before < 8 * 1024 * 1024 + MARGIN
+        for sock in holders:
+            sock.close()

@@ -39,6 +39,11 @@ from rembus_proto.wsevents import HttpRequest, Opened
 
 log = logging.getLogger("rembus.broker")
 
+CLOSE_POLICY = 1008
+"""Close code of a connection that let a timeout expire."""
+CLOSE_TOO_BIG = 1009
+"""Close code of a connection whose unfinished message broke the budget."""
+
 
 @dataclass(frozen=True)
 class BrokerConfig:
@@ -59,6 +64,10 @@ class BrokerConfig:
     """Open connections from one IP address beyond which new ones are refused."""
     close_grace: float = 5.0
     """Seconds a closed connection has to take its last bytes before it is aborted."""
+    max_partial_bytes: int = 256 * 1024 * 1024
+    """Bytes of unfinished messages held for all connections together."""
+    fragment_timeout: float = 60.0
+    """Seconds a message has to arrive in full once its first byte is in."""
     max_backlog: int = 64 * 1024 * 1024
     """Bytes written to a connection and not yet sent; beyond it the peer is too slow."""
     write_high_water: int = 4 * 1024 * 1024
@@ -90,6 +99,8 @@ class _Peer(asyncio.Protocol):
             broker.handshaking += 1
             broker.loop.call_later(broker.config.handshake_timeout, self._tls_done)
         self.released = False
+        self.partial = 0
+        """Bytes of an unfinished message held (counted in ``broker.partial_bytes``)."""
         """The transport is gone (``connection_lost``)."""
         self.announced = False
         """The "connected" line is logged (once the component is known named or not)."""
@@ -141,6 +152,8 @@ class _Peer(asyncio.Protocol):
                 self._http(core, event)
         if core.heard:
             self._cancel_handshake_timer()
+        if self._partial_over(core.ws.partial):
+            return
         self._announce()
         self._write(core.data_to_send())
         transport = self.transport
@@ -206,6 +219,23 @@ class _Peer(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
 
+    def _partial_over(self, partial: int) -> bool:
+        """Account this connection's unfinished message; close it if it breaks the budget."""
+        broker = self.broker
+        if partial == self.partial:
+            return False
+        if not self.partial:
+            broker.partial_since[self] = time.monotonic()
+        elif not partial:
+            broker.partial_since.pop(self, None)
+        broker.partial_bytes += partial - self.partial
+        self.partial = partial
+        if broker.partial_bytes <= broker.config.max_partial_bytes:
+            return False
+        self.expire(CLOSE_TOO_BIG, f"{broker.partial_bytes} bytes of unfinished messages "
+                    "held (--max-partial-bytes)")
+        return True
+
     def _tls_done(self) -> None:
         """The TLS handshake ended (or timed out): it no longer counts as pending."""
         if self._tls_pending:
@@ -225,8 +255,9 @@ class _Peer(asyncio.Protocol):
         self._handshake_timer = None
         core = self.core
         if core is not None and not core.heard and self.transport is not None:
-            self._expired(core, f"no message within {self.broker.config.identify_timeout:g} s "
-                          "(--identify-timeout)")
+            timeout = self.broker.config.identify_timeout
+            self.expire(CLOSE_GOING_AWAY, f"no message within {timeout:g} s "
+                        "(--identify-timeout)")
 
     def _keepalive(self) -> None:
         self._keepalive_timer = None
@@ -234,8 +265,8 @@ class _Peer(asyncio.Protocol):
         if core is None or self.transport is None or not core.ws.is_open:
             return
         if self._pinged:
-            self._expired(core, f"no pong within {self.broker.config.keepalive:g} s "
-                          "(--keepalive)")
+            self.expire(CLOSE_GOING_AWAY, f"no pong within {self.broker.config.keepalive:g} s "
+                        "(--keepalive)")
             return
         self._pinged = True
         core.ws.send_ping()
@@ -243,10 +274,11 @@ class _Peer(asyncio.Protocol):
         self._keepalive_timer = self.broker.loop.call_later(self.broker.config.keepalive,
                                                             self._keepalive)
 
-    def _expired(self, core: BrokerPeer, problem: str) -> None:
-        """Close a connection that let a timeout expire; log it as its fault."""
-        core.ending(f"closed by the broker: {problem}", peer_fault=True)
-        self.close(CLOSE_GOING_AWAY, problem)
+    def expire(self, code: int, problem: str) -> None:
+        """Close a connection that let a timeout expire or broke a budget (its fault)."""
+        if self.core is not None:
+            self.core.ending(f"closed by the broker: {problem}", peer_fault=True)
+        self.close(code, problem)
 
     def _http(self, core: BrokerPeer, request: HttpRequest) -> None:
         path = request.target.split("?", 1)[0]
@@ -303,6 +335,7 @@ class _Peer(asyncio.Protocol):
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
         self._tls_done()
+        self._partial_over(0)
         broker = self.broker
         broker.peers.discard(self)
         if self.address:
@@ -351,6 +384,10 @@ class Broker:
         self.per_address: dict[str, int] = {}
         """Open connections per IP address."""
         self.handshaking = 0
+        self.partial_bytes = 0
+        """Bytes of unfinished messages held for all connections."""
+        self.partial_since: dict[_Peer, float] = {}
+        """Connections holding an unfinished message, and since when."""
         """TLS handshakes in progress (they count toward ``max_connections``)."""
         self.started = time.time()
         self._server: asyncio.Server | None = None
@@ -468,7 +505,12 @@ class Broker:
 
     def _tick(self) -> None:
         self._ticker = self.loop.call_later(self.config.tick, self._tick)
+        now = time.monotonic()
+        late = now - self.config.fragment_timeout
+        for peer in [p for p, since in self.partial_since.items() if since < late]:
+            peer.expire(CLOSE_POLICY, "message not finished within "
+                        f"{self.config.fragment_timeout:g} s (--fragment-timeout)")
         try:
-            self.router.handle_timer(time.monotonic(), time.time())
+            self.router.handle_timer(now, time.time())
         finally:
             self.schedule_flush()

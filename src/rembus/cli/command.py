@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--keepalive", type=positive_float, default=30.0,
                         help="seconds between server pings; a connection that sends nothing "
                         "for two of them is closed (default: %(default)s)")
+    broker.add_argument("--max-partial-bytes", type=positive_int, default=256 * 1024 * 1024,
+                        help="bytes of unfinished messages held for all connections; the one "
+                        "that goes past it is closed (default: %(default)s, 256 MiB)")
+    broker.add_argument("--fragment-timeout", type=positive_float, default=60.0,
+                        help="seconds a message has to arrive in full once it started "
+                        "(default: %(default)s)")
     broker.add_argument("--close-grace", type=positive_float, default=5.0,
                         help="seconds a closed connection has to read its last bytes before "
                         "it is aborted (default: %(default)s)")
@@ -120,6 +126,8 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         identify_timeout=args.identify_timeout,
         keepalive=args.keepalive,
         close_grace=args.close_grace,
+        max_partial_bytes=args.max_partial_bytes,
+        fragment_timeout=args.fragment_timeout,
         max_backlog=args.max_backlog,
         ssl_context=cli_security.ssl_context(args),
     )
