@@ -171,6 +171,7 @@ class _Peer(asyncio.Protocol):
         core.send(frames)
         self._announce()  # e.g. the answer to an IDENTITY whose key was looked up
         for problem in core.dropped:
+            self.broker.dropped_json += 1
             log.warning("%s: a message cannot be sent as JSON, dropped: %s", core.name, problem)
         core.dropped.clear()
         self._write(core.data_to_send())
@@ -384,6 +385,8 @@ class Broker:
         self.per_address: dict[str, int] = {}
         """Open connections per IP address."""
         self.handshaking = 0
+        self.dropped_json = 0
+        """Messages not sent to a JSON component because they cannot be written as JSON."""
         self.partial_bytes = 0
         """Bytes of unfinished messages held for all connections."""
         self.partial_since: dict[_Peer, float] = {}
@@ -461,6 +464,7 @@ class Broker:
             "version": __version__,
             "uptime": round(time.time() - self.started, 3),
             "connections": len(self.router.connections),
+            "dropped_json": self.dropped_json,
         }
 
     # -- the turn ----------------------------------------------------------
