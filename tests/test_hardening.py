@@ -14,11 +14,16 @@ import socket
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+import rembus
+import rembus.blocking
 import rembus.sync
 import rembus_proto as rp
 from broker_process import WAIT, BrokerProcess, rembus_cli
 from raw_peer import frame, raw_connect, until_closed, upgraded, vm_rss
 from rembus.client.wire import Wire
+from rembus.errors import ConnectionOverwritten
 from rembus_proto.messages import Identity
 
 
@@ -226,4 +231,52 @@ def test_json_expansion_of_shared_references_is_bounded(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{broker.port}/health",
                                     timeout=WAIT) as answer:
             assert json.load(answer)["dropped_json"] == 1
+        assert _serves(broker)
+
+
+async def _aio_overwritten(url: str, transport: str) -> BaseException:
+    holder = await rembus.component(f"{url}/twin", transport=transport)
+    try:
+        with rembus.sync.component(f"{url}/twin", reconnect=False) as taker:
+            with pytest.raises(ConnectionOverwritten) as raised:
+                await asyncio.wait_for(holder.forever(), WAIT)
+            assert taker.rpc("version")
+        return raised.value
+    finally:
+        await holder.close()
+
+
+def _sync_overwritten(url: str) -> BaseException:
+    with rembus.sync.component(f"{url}/twin") as holder, \
+            rembus.sync.component(f"{url}/twin", reconnect=False) as taker:
+        with pytest.raises(ConnectionOverwritten) as raised:
+            holder.forever()
+        assert taker.rpc("version")
+    return raised.value
+
+
+def _blocking_overwritten(url: str) -> BaseException:
+    with rembus.blocking.component(f"{url}/twin") as holder, \
+            rembus.sync.component(f"{url}/twin", reconnect=False) as taker:
+        with pytest.raises(ConnectionOverwritten) as raised:
+            holder.forever()
+        assert taker.rpc("version")
+    return raised.value
+
+
+@pytest.mark.parametrize("driver", ["aio", "aio-httpx", "sync", "blocking"])
+def test_an_overwritten_component_does_not_reconnect(tmp_path: Path, driver: str) -> None:
+    """Item 15: with --overwrite-connection, the component whose name is taken reports why
+    and stays down instead of taking the name back (and so on forever)."""
+    with BrokerProcess(tmp_path, "--overwrite-connection") as broker:
+        assert broker.process is not None
+        if driver.startswith("aio"):
+            transport = "httpx" if driver == "aio-httpx" else "native"
+            error = asyncio.run(_aio_overwritten(broker.url, transport))
+        elif driver == "sync":
+            error = _sync_overwritten(broker.url)
+        else:
+            error = _blocking_overwritten(broker.url)
+        assert "code 4000" in str(error) and "not reconnecting" in str(error)
+        broker.process.wait_for(r"component 'twin' .*disconnected: .*code 4000")
         assert _serves(broker)
