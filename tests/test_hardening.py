@@ -11,6 +11,7 @@ import json
 import select
 import signal
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from raw_peer import frame, raw_connect, until_closed, upgraded, vm_rss
 from rembus.client.wire import Wire
 from rembus.errors import ConnectionOverwritten
 from rembus_proto.messages import Identity
+from security_helpers import make_tls
 
 
 def _serves(broker: BrokerProcess) -> bool:
@@ -280,3 +282,31 @@ def test_an_overwritten_component_does_not_reconnect(tmp_path: Path, driver: str
         assert "code 4000" in str(error) and "not reconnecting" in str(error)
         broker.process.wait_for(r"component 'twin' .*disconnected: .*code 4000")
         assert _serves(broker)
+
+
+def test_tls_handshakes_in_progress_count_toward_the_connection_limit(tmp_path: Path) -> None:
+    """Item 5: connections stuck before the end of their TLS handshake hold a slot each."""
+    tls = make_tls(tmp_path)
+    with BrokerProcess(tmp_path / "data", "--tls-cert", str(tls.cert), "--tls-key",
+                       str(tls.key), "--max-connections", "2") as broker:
+        assert broker.process is not None
+        stalled = [raw_connect(broker.port) for _ in range(2)]  # no ClientHello, ever
+        with tls.client_context().wrap_socket(raw_connect(broker.port),
+                                              server_hostname="127.0.0.1") as third:
+            assert until_closed(third) == b""
+        broker.process.wait_for(r"refused: 2 connections open \(--max-connections\)")
+        for sock in stalled:
+            sock.close()
+        # Their handshakes fail and stop counting (at the latest at the handshake timeout):
+        # the broker serves again.
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                with rembus.sync.component(broker.url, reconnect=False,
+                                           ssl_context=tls.client_context()) as probe:
+                    assert probe.rpc("version")
+                    break
+            except rembus.RembusConnectionClosed:
+                continue
+        else:
+            raise AssertionError(f"still refused {WAIT} s after the stalled handshakes ended")

@@ -16,6 +16,7 @@ import json
 import logging
 import ssl
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,11 +94,12 @@ class _Peer(asyncio.Protocol):
         """A ping went out and nothing came in since."""
         self.address = ""
         """The IP address counted in ``broker.per_address`` (empty: not counted)."""
-        self._tls_pending = broker.config.ssl_context is not None
-        if self._tls_pending:
-            # Created at accept time, before the TLS handshake: count it until it ends.
-            broker.handshaking += 1
-            broker.loop.call_later(broker.config.handshake_timeout, self._tls_done)
+        self._handshake = _Handshake(broker) if broker.config.ssl_context is not None else None
+        if self._handshake is not None:
+            # Created at accept time, before the TLS handshake: it counts until it ends. A
+            # failed handshake never calls us back; the protocol object is then dropped.
+            weakref.finalize(self, self._handshake.done)
+            broker.loop.call_later(broker.config.handshake_timeout, self._handshake.done)
         self.released = False
         self.partial = 0
         """Bytes of an unfinished message held (counted in ``broker.partial_bytes``)."""
@@ -238,10 +240,9 @@ class _Peer(asyncio.Protocol):
         return True
 
     def _tls_done(self) -> None:
-        """The TLS handshake ended (or timed out): it no longer counts as pending."""
-        if self._tls_pending:
-            self._tls_pending = False
-            self.broker.handshaking -= 1
+        """The TLS handshake ended: it no longer counts as pending."""
+        if self._handshake is not None:
+            self._handshake.done()
 
     def _opened(self) -> None:
         """The WebSocket is open: it must now send a message, and keep answering pings."""
@@ -354,6 +355,21 @@ class _Peer(asyncio.Protocol):
             broker.schedule_flush()
             logs.disconnected(core.name, _component(conn), core.reason or "closed",
                               peer_fault=core.peer_fault)
+
+
+class _Handshake:
+    """A TLS handshake in progress, counted in ``broker.handshaking`` until :meth:`done`."""
+
+    __slots__ = ("broker",)
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker: Broker | None = broker
+        broker.handshaking += 1
+
+    def done(self) -> None:
+        if self.broker is not None:
+            self.broker.handshaking -= 1
+            self.broker = None
 
 
 def _component(conn: Connection) -> str | None:
