@@ -2,6 +2,12 @@
 
 Run: python bench/bench_abuse.py [--seconds 0.3] [--patterns 1,100,10000]
                                  [--regex-lengths 16,20,24,28] [--lengths 48,56,1024]
+                                 [--transport [--hostile 1,10,100] [--calls 500]]
+
+``--transport`` measures instead the broker's RPC latency for a well-behaved
+component while hostile connections attack a broker process on 127.0.0.1
+(idle upgrades, ping floods, unfinished fragmented messages); see
+``abuse_transport.py``.
 
 Pure CPU, no sockets:
 
@@ -129,7 +135,20 @@ def main() -> None:
                         help="topic lengths for the backtracking regex (keep them short)")
     parser.add_argument("--lengths", type=numbers, default=[48, 56, 1024],
                         help="topic lengths for the linear matchers")
+    parser.add_argument("--transport", action="store_true",
+                        help="measure RPC latency under transport attacks instead")
+    parser.add_argument("--hostile", type=numbers, default=[1, 10, 100],
+                        help="hostile connections per transport attack, comma-separated")
+    parser.add_argument("--calls", type=int, default=500, help="RPCs measured per case")
     opts = parser.parse_args()
+    if opts.transport:
+        import tempfile
+
+        from abuse_transport import run
+
+        with tempfile.TemporaryDirectory() as data_dir:
+            run(opts.hostile, opts.calls, data_dir)
+        return
 
     print("Wildcard match cost per publication (microseconds)")
     print(f"{'patterns':>9}{'regex loop':>13}{'SubList':>10}{'cached':>9}{'speed-up':>10}"

@@ -6,11 +6,27 @@ outcome: the attempt is refused, and the broker keeps serving everyone else.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import select
 import signal
+import socket
+import time
+import urllib.request
 from pathlib import Path
 
+import pytest
+
+import rembus
+import rembus.blocking
 import rembus.sync
-from broker_process import BrokerProcess, rembus_cli
+import rembus_proto as rp
+from broker_process import WAIT, BrokerProcess, rembus_cli
+from raw_peer import frame, raw_connect, until_closed, upgraded, vm_rss
+from rembus.client.wire import Wire
+from rembus.errors import ConnectionOverwritten
+from rembus_proto.messages import Identity
+from security_helpers import make_tls
 
 
 def _serves(broker: BrokerProcess) -> bool:
@@ -49,3 +65,248 @@ def test_admin_grant_needs_a_registered_name_or_force(tmp_path: Path) -> None:
     forced = rembus_cli("broker", "admin", "add", "boss", "--force", "--data-dir", data)
     assert forced.returncode == 0
     assert rembus_cli("broker", "admin", "list", "--data-dir", data).stdout == "boss\n"
+
+
+def test_idle_connections_time_out_and_one_address_is_bounded(tmp_path: Path) -> None:
+    """Item 5: upgrades that never speak, peers that never pong, too many from one address."""
+    with BrokerProcess(tmp_path, "--identify-timeout", "0.5", "--keepalive", "0.5",
+                       "--max-connections-per-address", "3") as broker:
+        assert broker.process is not None
+        idle = [upgraded(broker.port) for _ in range(3)]
+        extra = raw_connect(broker.port)  # a fourth from 127.0.0.1: refused
+        assert until_closed(extra) == b""
+        broker.process.wait_for(r"refused: 3 connections open from 127\.0\.0\.1 "
+                                r"\(--max-connections-per-address\)")
+        for sock in idle:
+            closing = until_closed(sock)
+            assert closing.startswith(b"\x88"), closing  # a close frame, then the end
+            assert b"--identify-timeout" in closing
+            sock.close()
+        extra.close()
+        # Once identified, a peer that never answers the broker's pings is closed too.
+        silent = upgraded(broker.port)
+        silent.sendall(frame(0x2, Identity(bytes(16), "silent").encode()))
+        closing = until_closed(silent)
+        silent.close()
+        assert b"--keepalive" in closing
+        assert b"\x89" in closing  # it was pinged before
+        broker.process.wait_for(r"'silent'.*no pong within 0\.5 s")
+        assert _serves(broker)
+
+
+BUDGET = 1024 * 1024
+STALLED = 2.0
+"""Seconds without the broker taking a byte after which it counts as not reading."""
+MARGIN = 32 * 1024 * 1024
+
+
+def _flood(sock: socket.socket, data: bytes, total: int) -> bool:
+    """Send ``data`` repeatedly, ``total`` bytes at most; true once the broker stops taking
+    it (it stopped reading this connection, or closed it)."""
+    sock.setblocking(False)
+    sent = 0
+    pending = memoryview(b"")
+    while sent < total:
+        if not pending:
+            pending = memoryview(data)
+        _, writable, _ = select.select([], [sock], [], STALLED)
+        if not writable:
+            return True
+        try:
+            n = sock.send(pending)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        sent += n
+        pending = pending[n:]
+    return False
+
+
+def test_ping_flood_stays_within_the_backlog_budget(tmp_path: Path) -> None:
+    """Item 4: pings whose pongs are never read stop being read once the pongs fill the
+    backlog budget; the broker's memory stays within it and others are served."""
+    with BrokerProcess(tmp_path, "--max-backlog", str(BUDGET)) as broker:
+        assert broker.process is not None
+        assert _serves(broker)
+        before = vm_rss(broker.process.proc.pid)
+        attacker = upgraded(broker.port)
+        attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        pings = frame(0x9, b"p" * 125) * 512
+        assert _flood(attacker, pings, 128 * 1024 * 1024)
+        assert vm_rss(broker.process.proc.pid) - before < BUDGET + MARGIN
+        assert _serves(broker)
+        attacker.close()
+
+
+def test_a_closed_consumer_that_never_reads_is_released(tmp_path: Path) -> None:
+    """Item 7: a connection closed with output still queued (it never reads) is aborted
+    after the grace period instead of holding its buffer forever."""
+    with BrokerProcess(tmp_path, "--max-backlog", str(BUDGET), "--identify-timeout", "1",
+                       "--close-grace", "0.5") as broker:
+        assert broker.process is not None
+        attacker = upgraded(broker.port)
+        attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # Pongs it never reads fill its queue; it never identifies, so the broker closes it.
+        assert _flood(attacker, frame(0x9, b"p" * 125) * 512, 128 * 1024 * 1024)
+        broker.process.wait_for(r"no message within 1 s")
+        broker.process.wait_for(r"aborted, \d+ bytes still unread 0\.5 s after closing")
+        attacker.setblocking(True)
+        attacker.settimeout(WAIT)
+        # What the broker still held (its close frame last) was thrown away, not sent.
+        assert b"--identify-timeout" not in until_closed(attacker)
+        attacker.close()
+        assert _serves(broker)
+
+
+def test_unfinished_messages_have_a_global_budget(tmp_path: Path) -> None:
+    """Item 6: fragmented messages that never end cannot pile up past the budget."""
+    part = 3 * 1024 * 1024
+    with BrokerProcess(tmp_path, "--max-partial-bytes", str(8 * 1024 * 1024)) as broker:
+        assert broker.process is not None
+        before = vm_rss(broker.process.proc.pid)
+        holders = [upgraded(broker.port) for _ in range(3)]
+        for sock in holders[:2]:  # 6 MiB held: within the budget
+            sock.sendall(frame(0x2, b"x" * part, fin=False))
+        holders[2].sendall(frame(0x2, b"x" * part, fin=False))  # 9 MiB: over it
+        closing = until_closed(holders[2])
+        assert closing[:1] == b"\x88" and closing[2:4] == b"\x03\xf1", closing  # code 1009
+        assert b"--max-partial-bytes" in closing
+        assert vm_rss(broker.process.proc.pid) - before < 8 * 1024 * 1024 + MARGIN
+        assert _serves(broker)
+        # The others finish their messages: they were only held, not lost.
+        for sock in holders[:2]:
+            sock.sendall(frame(0x0, b"z", fin=True) + frame(0x8, b"\x03\xe8"))
+            closing = until_closed(sock)
+            assert closing.startswith(b"\x88"), closing
+            assert b"--" not in closing
+        for sock in holders:
+            sock.close()
+
+
+def test_unfinished_messages_time_out(tmp_path: Path) -> None:
+    """Item 6: a message that never ends is not held past --fragment-timeout."""
+    with BrokerProcess(tmp_path, "--fragment-timeout", "0.5") as broker:
+        holder = upgraded(broker.port)
+        holder.sendall(frame(0x2, b"x" * 1024 * 1024, fin=False))
+        closing = until_closed(holder)
+        holder.close()
+        assert closing[:1] == b"\x88" and closing[2:4] == b"\x03\xf0", closing  # code 1008
+        assert b"--fragment-timeout" in closing
+        assert _serves(broker)
+
+
+def _shared_reference_bomb(levels: int) -> bytes:
+    """CBOR of ``levels + 1`` values, each an array holding the previous one twice by
+    shared reference (tags 28/29): a few bytes per level, 2**levels values as JSON."""
+    def head(major: int, n: int) -> bytes:
+        return bytes([major << 5 | n]) if n < 24 else bytes([major << 5 | 24, n])
+    items = [b"\xd8\x1c\x80"]
+    for i in range(1, levels + 1):
+        ref = b"\xd8\x1d" + head(0, i - 1)
+        items.append(b"\xd8\x1c\x82" + ref + ref)
+    return head(4, levels + 1) + b"".join(items)
+
+
+def test_json_expansion_of_shared_references_is_bounded(tmp_path: Path) -> None:
+    """Item 3: a tiny CBOR publication with shared references is not expanded 2**22 times
+    for a JSON subscriber: it is dropped (and counted), later messages still arrive."""
+    bomb = _shared_reference_bomb(22)
+    assert len(bomb) < 256
+
+    async def scenario(port: int) -> None:
+        js = await Wire.open("127.0.0.1", port)
+        publisher = await Wire.open("127.0.0.1", port)
+        for command in ({"cmd": "subscribe"}, {"cmd": "reactive", "status": True}):
+            topic = "t" if command["cmd"] == "subscribe" else "__config__"
+            js.send(rp.encode(rp.Admin(bytes(8), topic, command)))
+            assert rp.decode(await js.recv()) == rp.Response(bytes(8), 0)
+        js.send_text('{"jsonrpc": "2.0", "method": "elsewhere", "params": []}')  # speaks JSON
+        publisher.send(rp.encode(rp.Pub("t", rp.Payload(bomb))),
+                       rp.encode(rp.Pub("t", rp.Payload.of([1]))))
+        assert json.loads(await js.recv_text())["params"] == [1]
+        await js.close()
+        await publisher.close()
+
+    with BrokerProcess(tmp_path) as broker:
+        assert broker.process is not None
+        asyncio.run(scenario(broker.port))
+        broker.process.wait_for(r"cannot be sent as JSON, dropped: .*too large")
+        with urllib.request.urlopen(f"http://127.0.0.1:{broker.port}/health",
+                                    timeout=WAIT) as answer:
+            assert json.load(answer)["dropped_json"] == 1
+        assert _serves(broker)
+
+
+async def _aio_overwritten(url: str, transport: str) -> BaseException:
+    holder = await rembus.component(f"{url}/twin", transport=transport)
+    try:
+        with rembus.sync.component(f"{url}/twin", reconnect=False) as taker:
+            with pytest.raises(ConnectionOverwritten) as raised:
+                await asyncio.wait_for(holder.forever(), WAIT)
+            assert taker.rpc("version")
+        return raised.value
+    finally:
+        await holder.close()
+
+
+def _sync_overwritten(url: str) -> BaseException:
+    with rembus.sync.component(f"{url}/twin") as holder, \
+            rembus.sync.component(f"{url}/twin", reconnect=False) as taker:
+        with pytest.raises(ConnectionOverwritten) as raised:
+            holder.forever()
+        assert taker.rpc("version")
+    return raised.value
+
+
+def _blocking_overwritten(url: str) -> BaseException:
+    with rembus.blocking.component(f"{url}/twin") as holder, \
+            rembus.sync.component(f"{url}/twin", reconnect=False) as taker:
+        with pytest.raises(ConnectionOverwritten) as raised:
+            holder.forever()
+        assert taker.rpc("version")
+    return raised.value
+
+
+@pytest.mark.parametrize("driver", ["aio", "aio-httpx", "sync", "blocking"])
+def test_an_overwritten_component_does_not_reconnect(tmp_path: Path, driver: str) -> None:
+    """Item 15: with --overwrite-connection, the component whose name is taken reports why
+    and stays down instead of taking the name back (and so on forever)."""
+    with BrokerProcess(tmp_path, "--overwrite-connection") as broker:
+        assert broker.process is not None
+        if driver.startswith("aio"):
+            transport = "httpx" if driver == "aio-httpx" else "native"
+            error = asyncio.run(_aio_overwritten(broker.url, transport))
+        elif driver == "sync":
+            error = _sync_overwritten(broker.url)
+        else:
+            error = _blocking_overwritten(broker.url)
+        assert "code 4000" in str(error) and "not reconnecting" in str(error)
+        broker.process.wait_for(r"component 'twin' .*disconnected: .*code 4000")
+        assert _serves(broker)
+
+
+def test_tls_handshakes_in_progress_count_toward_the_connection_limit(tmp_path: Path) -> None:
+    """Item 5: connections stuck before the end of their TLS handshake hold a slot each."""
+    tls = make_tls(tmp_path)
+    with BrokerProcess(tmp_path / "data", "--tls-cert", str(tls.cert), "--tls-key",
+                       str(tls.key), "--max-connections", "2") as broker:
+        assert broker.process is not None
+        stalled = [raw_connect(broker.port) for _ in range(2)]  # no ClientHello, ever
+        with tls.client_context().wrap_socket(raw_connect(broker.port),
+                                              server_hostname="127.0.0.1") as third:
+            assert until_closed(third) == b""
+        broker.process.wait_for(r"refused: 2 connections open \(--max-connections\)")
+        for sock in stalled:
+            sock.close()
+        # Their handshakes fail and stop counting (at the latest at the handshake timeout):
+        # the broker serves again.
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                with rembus.sync.component(broker.url, reconnect=False,
+                                           ssl_context=tls.client_context()) as probe:
+                    assert probe.rpc("version")
+                    break
+            except rembus.RembusConnectionClosed:
+                continue
+        else:
+            raise AssertionError(f"still refused {WAIT} s after the stalled handshakes ended")

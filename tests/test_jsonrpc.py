@@ -150,3 +150,14 @@ json_values = st.recursive(
 @settings(max_examples=1000)
 def test_json_shaped_objects_raise_only_protocol_error(obj: dict[str, Any]) -> None:
     translate_both_ways(json.dumps(obj))
+
+
+def test_shared_references_cannot_expand_json_without_bound() -> None:
+    """2**30 values stood for by a few hundred bytes of CBOR: refused, quickly."""
+    items = [b"\xd8\x1c\x80"]
+    for i in range(1, 31):
+        ref = b"\xd8\x1d" + (bytes([i - 1]) if i - 1 < 24 else bytes([24, i - 1]))
+        items.append(b"\xd8\x1c\x82" + ref + ref)
+    bomb = bytes([0x80 | 24, 31]) + b"".join(items)
+    with pytest.raises(rp.MalformedMessage, match="too large"):
+        encode_json(Pub("t", Payload(bomb)))

@@ -51,7 +51,14 @@ from rembus.client.options import Options, make_options
 from rembus.client.transport import connect_error, default_ssl_context, describe_os_error
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
-from rembus.errors import LoginFailed, RembusConnectionClosed, RembusError, RembusTimeout
+from rembus.errors import (
+    ConnectionOverwritten,
+    LoginFailed,
+    RembusConnectionClosed,
+    RembusError,
+    RembusTimeout,
+    overwritten,
+)
 from rembus_proto import Backoff, ClientSession, ProtocolError
 from rembus_proto.client_events import PublicationReceived, RequestReceived
 from rembus_proto.ws import WSConfig
@@ -464,6 +471,10 @@ class Component(EventDispatcher, ComponentBase):
             if session.ended:
                 self._queue_output()
                 self._write()
+                closed = session.closed
+                if closed is not None and (error := overwritten(closed.code, closed.reason)):
+                    log.error("%s: %s", self.url, error)
+                    self._failure = error
                 self._lost(session.end_reason or "connection lost")
                 return
 
@@ -532,6 +543,9 @@ class Component(EventDispatcher, ComponentBase):
 
     def _resolve(self, handle: int, value: Any, error: BaseException | None) -> None:
         if handle in self._waiting:
+            if isinstance(error, RembusConnectionClosed) and isinstance(self._failure,
+                                                                        ConnectionOverwritten):
+                error = self._failure  # the request was lost because the name was taken
             self._done[handle] = (handle, value, error)
 
     def _on_connected(self) -> None:

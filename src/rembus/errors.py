@@ -36,6 +36,26 @@ class RembusConnectionClosed(RembusError, ConnectionError):
             super().__str__())
 
 
+CLOSE_OVERWRITTEN = 4000
+"""Close code of a connection whose name another connection took over."""
+
+
+class ConnectionOverwritten(RembusConnectionClosed):
+    """Another connection took over this component's name (a broker run with
+    ``--overwrite-connection`` closed this one with code 4000). The component
+    does not reconnect by itself: two holders of one name would take it from
+    each other forever."""
+
+
+def overwritten(code: int | None, reason: str) -> ConnectionOverwritten | None:
+    """The error for a connection closed with ``code``, if that code means overwritten."""
+    if code != CLOSE_OVERWRITTEN:
+        return None
+    why = f": {reason}" if reason else ""
+    return ConnectionOverwritten(f"closed by the broker (code 4000{why}); another connection "
+                                 "took the name, not reconnecting")
+
+
 class MethodNotFound(RembusError):
     """Nobody exposes the method (status 42)."""
 
@@ -104,6 +124,7 @@ def error_for(status: int, message: Any) -> RembusError:
 
 
 __all__ = [
+    "ConnectionOverwritten",
     "LoginFailed",
     "MethodException",
     "MethodLoopback",

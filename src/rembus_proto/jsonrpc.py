@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from typing import Any
 
 from .cbor import is_uint64
@@ -148,21 +149,53 @@ def _base64(params: dict[str, Any], key: str) -> bytes:
 
 # -- writing --------------------------------------------------------------------
 
+#: JSON written for a message may cost this many units per byte of its CBOR (a unit: one
+#: value, or one character of text); any payload without shared references fits.
+EXPANSION = 64
+_SLACK = 4096
+
+
+class _Budget:
+    """What is left of the work a JSON translation may do (see :data:`EXPANSION`)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            # CBOR shared references (tags 28/29) can stand for exponentially much JSON.
+            raise MalformedMessage("its JSON form would be too large "
+                                   f"(more than {EXPANSION} times its CBOR)")
+
+
 def encode_json(message: Message) -> str:
     """The JSON text frame for a message the broker sends (the Python spelling).
 
-    Raises :class:`MalformedMessage` if the payload is malformed CBOR or too
-    large a number for JSON text.
+    Raises :class:`MalformedMessage` if the payload is malformed CBOR, too
+    large a number for JSON text, or expands past :data:`EXPANSION` times its
+    CBOR size (shared references).
     """
+    budget = _Budget(_limit(message))
     try:
-        return json.dumps(_object(message), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(_object(message, budget), separators=(",", ":"), ensure_ascii=False)
     except (ValueError, RecursionError) as exc:
         raise MalformedMessage(f"cannot be written as JSON: {exc}") from None
 
 
-def _object(message: Message) -> dict[str, Any]:
+def _limit(message: Message) -> int:
+    """The budget of a message: bounded when its payload came as CBOR bytes (from a peer)."""
+    data = getattr(message, "data", None)
+    if isinstance(data, Payload) and data.encoded is not None:
+        return EXPANSION * len(data.encoded) + _SLACK
+    return sys.maxsize
+
+
+def _object(message: Message, budget: _Budget) -> dict[str, Any]:
     if isinstance(message, Pub):
-        args = _value(message.data)
+        args = _value(message.data, budget)
         # "data" repeats the arguments where Python peers read them (spec 1.2)
         if message.id is None or not message.flags:
             return {"jsonrpc": "2.0", "method": message.topic, "params": args, "data": args}
@@ -170,22 +203,23 @@ def _object(message: Message) -> dict[str, Any]:
                 "params": {"type": message.flags, "data": args}, "data": args}
     if isinstance(message, Rpc):
         return {"jsonrpc": "2.0", "id": _number(message.id), "method": message.topic,
-                "params": _value(message.data)}
+                "params": _value(message.data, budget)}
     if isinstance(message, Response):
         key = "result" if message.status in _RESULT_STATUSES else "error"
         return {"jsonrpc": "2.0", "id": _number(message.id),
-                key: {"type": 4, "sts": message.status, "data": _jsonable(message.data.value)}}
+                key: {"type": 4, "sts": message.status,
+                      "data": _jsonable(message.data.value, budget)}}
     if isinstance(message, (Ack, Ack2)):
         return {"jsonrpc": "2.0", "id": _number(message.id),
                 "result": {"type": 5 if isinstance(message, Ack) else 6}}
     if isinstance(message, Admin):
         return {"jsonrpc": "2.0", "id": _number(message.id), "method": message.topic,
-                "params": {"type": 3, "data": _jsonable(message.command)}}
+                "params": {"type": 3, "data": _jsonable(message.command, budget)}}
     raise ValueError(f"a broker does not send {type(message).__name__} messages")
 
 
-def _value(data: Payload) -> list[Any]:
-    value = _jsonable(data.value)
+def _value(data: Payload, budget: _Budget) -> list[Any]:
+    value = _jsonable(data.value, budget)
     return value if isinstance(value, list) else [value]
 
 
@@ -193,20 +227,27 @@ def _number(msg_id: bytes) -> int:
     return int.from_bytes(msg_id, "little")
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, budget: _Budget) -> Any:
     """``value`` with what JSON cannot hold replaced (bytes become base64 text)."""
-    if value is None or isinstance(value, (str, int, float)):
+    budget.spend(1)
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        budget.spend(len(value))
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
+        return [_jsonable(item, budget) for item in value]
     if isinstance(value, dict):
-        return {key if isinstance(key, str) else str(_jsonable(key)): _jsonable(item)
-                for key, item in value.items()}
+        return {key if isinstance(key, str) else str(_jsonable(key, budget)):
+                _jsonable(item, budget) for key, item in value.items()}
     if isinstance(value, (bytes, bytearray, memoryview)):
+        budget.spend(len(value) * 4 // 3)
         return base64.b64encode(bytes(value)).decode("ascii")
     if hasattr(value, "tag") and hasattr(value, "value"):
-        return _jsonable(value.value)
-    return str(value)
+        return _jsonable(value.value, budget)
+    text = str(value)
+    budget.spend(len(text))
+    return text
 
 
 def to_cbor(text: str) -> bytes:

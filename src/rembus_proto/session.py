@@ -82,6 +82,8 @@ class ClientSession:
         self._ended = False
         self._end_reason: str | None = None
         self._failure: ProtocolError | None = None
+        self.closed: Closed | None = None
+        """The close frame the broker sent (its code says why), once received."""
 
     @property
     def is_open(self) -> bool:
@@ -124,6 +126,7 @@ class ClientSession:
                     self._open_deadline = None
                     self.conn.connect(now)
                 elif isinstance(event, Closed):
+                    self.closed = event
                     self._end(self._closed_reason(event), now)
         except ProtocolError as exc:
             self._failure = exc

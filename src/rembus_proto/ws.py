@@ -164,6 +164,11 @@ class _Connection:
         return self._state == _OPEN
 
     @property
+    def partial(self) -> int:
+        """Bytes received for a message that is not complete yet."""
+        return self._reader.partial
+
+    @property
     def closed(self) -> bool:
         """True once the connection is over: flush :meth:`data_to_send`, then drop it."""
         return self._state == _CLOSED

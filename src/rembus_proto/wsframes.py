@@ -167,6 +167,11 @@ class FrameReader:
         """True when the bytes of an incomplete frame are buffered."""
         return bool(self._held)
 
+    @property
+    def partial(self) -> int:
+        """Bytes held for a message not received in full (incomplete frame, fragments)."""
+        return (self._buffered if self._held else 0) + self._size
+
     def feed(self, data: bytes, out: list[ReaderItem]) -> None:
         """Parse ``data`` (appended to what is buffered) into ``out``."""
         if self.closed:

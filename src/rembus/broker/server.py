@@ -16,6 +16,7 @@ import json
 import logging
 import ssl
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,11 @@ from rembus_proto.wsevents import HttpRequest, Opened
 
 log = logging.getLogger("rembus.broker")
 
+CLOSE_POLICY = 1008
+"""Close code of a connection that let a timeout expire."""
+CLOSE_TOO_BIG = 1009
+"""Close code of a connection whose unfinished message broke the budget."""
+
 
 @dataclass(frozen=True)
 class BrokerConfig:
@@ -51,6 +57,18 @@ class BrokerConfig:
     max_connections: int = 10_000
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete its HTTP upgrade (slowloris guard)."""
+    identify_timeout: float = 10.0
+    """Seconds an open WebSocket has to send its first message."""
+    keepalive: float = 30.0
+    """Seconds between server pings; a connection silent for two of them is closed."""
+    max_connections_per_address: int = 1000
+    """Open connections from one IP address beyond which new ones are refused."""
+    close_grace: float = 5.0
+    """Seconds a closed connection has to take its last bytes before it is aborted."""
+    max_partial_bytes: int = 256 * 1024 * 1024
+    """Bytes of unfinished messages held for all connections together."""
+    fragment_timeout: float = 60.0
+    """Seconds a message has to arrive in full once its first byte is in."""
     max_backlog: int = 64 * 1024 * 1024
     """Bytes written to a connection and not yet sent; beyond it the peer is too slow."""
     write_high_water: int = 4 * 1024 * 1024
@@ -70,6 +88,22 @@ class _Peer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.paused = False
         self._handshake_timer: asyncio.TimerHandle | None = None
+        """The handshake timeout, then the identify timeout."""
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._pinged = False
+        """A ping went out and nothing came in since."""
+        self.address = ""
+        """The IP address counted in ``broker.per_address`` (empty: not counted)."""
+        self._handshake = _Handshake(broker) if broker.config.ssl_context is not None else None
+        if self._handshake is not None:
+            # Created at accept time, before the TLS handshake: it counts until it ends. A
+            # failed handshake never calls us back; the protocol object is then dropped.
+            weakref.finalize(self, self._handshake.done)
+            broker.loop.call_later(broker.config.handshake_timeout, self._handshake.done)
+        self.released = False
+        self.partial = 0
+        """Bytes of an unfinished message held (counted in ``broker.partial_bytes``)."""
+        """The transport is gone (``connection_lost``)."""
         self.announced = False
         """The "connected" line is logged (once the component is known named or not)."""
 
@@ -81,14 +115,26 @@ class _Peer(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         broker = self.broker
-        if len(broker.peers) >= broker.config.max_connections:
-            logs.refused(name, f"{len(broker.peers)} connections open (--max-connections)")
+        self._tls_done()
+        open_now = len(broker.peers) + broker.handshaking
+        if open_now >= broker.config.max_connections:
+            logs.refused(name, f"{open_now} connections open (--max-connections)")
             transport.abort()
             return
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        if broker.per_address.get(host, 0) >= broker.config.max_connections_per_address:
+            logs.refused(name, f"{broker.per_address[host]} connections open from {host} "
+                         "(--max-connections-per-address)")
+            transport.abort()
+            return
+        self.address = host
+        broker.per_address[host] = broker.per_address.get(host, 0) + 1
         self.core = BrokerPeer(broker.router, broker.ws_config, name, broker.config.max_backlog)
         broker.peers.add(self)
-        transport.set_write_buffer_limits(broker.config.write_high_water,
-                                          broker.config.write_low_water)
+        # Past high water the peer is not read any more: what it makes the broker queue
+        # (pongs, replies) stays within the backlog budget.
+        high = min(broker.config.write_high_water, broker.config.max_backlog // 2)
+        transport.set_write_buffer_limits(high, min(broker.config.write_low_water, high // 4))
         self._handshake_timer = broker.loop.call_later(broker.config.handshake_timeout,
                                                        self._handshake_expired)
 
@@ -96,17 +142,25 @@ class _Peer(asyncio.Protocol):
         core = self.core
         if core is None:
             return
+        self._pinged = False
         for event in core.receive_data(data, time.monotonic(), time.time()):
             self._cancel_handshake_timer()
             if isinstance(event, Opened):
                 assert core.conn is not None
                 self.broker.by_conn[core.conn] = self
                 log.debug("%s: WebSocket open", core.name)
+                self._opened()
             else:
                 self._http(core, event)
+        if core.heard:
+            self._cancel_handshake_timer()
+        if self._partial_over(core.ws.partial):
+            return
         self._announce()
         self._write(core.data_to_send())
-        if core.finished:
+        transport = self.transport
+        if core.finished or (transport is not None
+                             and core.check_backlog(transport.get_write_buffer_size())):
             self._drop()
             return
         self.broker.schedule_flush()
@@ -119,6 +173,7 @@ class _Peer(asyncio.Protocol):
         core.send(frames)
         self._announce()  # e.g. the answer to an IDENTITY whose key was looked up
         for problem in core.dropped:
+            self.broker.dropped_json += 1
             log.warning("%s: a message cannot be sent as JSON, dropped: %s", core.name, problem)
         core.dropped.clear()
         self._write(core.data_to_send())
@@ -131,6 +186,7 @@ class _Peer(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.released = True
         if self.core is not None:
             self.core.ending(f"connection lost: {exc}" if exc else "connection lost",
                              peer_fault=False)
@@ -138,9 +194,13 @@ class _Peer(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
         conn = self.core.conn if self.core is not None else None
         if conn is not None and conn.waiting_drain:
             self.broker.router.drained(conn, time.monotonic())
@@ -161,6 +221,66 @@ class _Peer(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+
+    def _partial_over(self, partial: int) -> bool:
+        """Account this connection's unfinished message; close it if it breaks the budget."""
+        broker = self.broker
+        if partial == self.partial:
+            return False
+        if not self.partial:
+            broker.partial_since[self] = time.monotonic()
+        elif not partial:
+            broker.partial_since.pop(self, None)
+        broker.partial_bytes += partial - self.partial
+        self.partial = partial
+        if broker.partial_bytes <= broker.config.max_partial_bytes:
+            return False
+        self.expire(CLOSE_TOO_BIG, f"{broker.partial_bytes} bytes of unfinished messages "
+                    "held (--max-partial-bytes)")
+        return True
+
+    def _tls_done(self) -> None:
+        """The TLS handshake ended: it no longer counts as pending."""
+        if self._handshake is not None:
+            self._handshake.done()
+
+    def _opened(self) -> None:
+        """The WebSocket is open: it must now send a message, and keep answering pings."""
+        loop = self.broker.loop
+        config = self.broker.config
+        if not (self.core is not None and self.core.heard):
+            self._handshake_timer = loop.call_later(config.identify_timeout,
+                                                    self._identify_expired)
+        self._keepalive_timer = loop.call_later(config.keepalive, self._keepalive)
+
+    def _identify_expired(self) -> None:
+        self._handshake_timer = None
+        core = self.core
+        if core is not None and not core.heard and self.transport is not None:
+            timeout = self.broker.config.identify_timeout
+            self.expire(CLOSE_GOING_AWAY, f"no message within {timeout:g} s "
+                        "(--identify-timeout)")
+
+    def _keepalive(self) -> None:
+        self._keepalive_timer = None
+        core = self.core
+        if core is None or self.transport is None or not core.ws.is_open:
+            return
+        if self._pinged:
+            self.expire(CLOSE_GOING_AWAY, f"no pong within {self.broker.config.keepalive:g} s "
+                        "(--keepalive)")
+            return
+        self._pinged = True
+        core.ws.send_ping()
+        self._write(core.data_to_send())
+        self._keepalive_timer = self.broker.loop.call_later(self.broker.config.keepalive,
+                                                            self._keepalive)
+
+    def expire(self, code: int, problem: str) -> None:
+        """Close a connection that let a timeout expire or broke a budget (its fault)."""
+        if self.core is not None:
+            self.core.ending(f"closed by the broker: {problem}", peer_fault=True)
+        self.close(code, problem)
 
     def _http(self, core: BrokerPeer, request: HttpRequest) -> None:
         path = request.target.split("?", 1)[0]
@@ -196,13 +316,37 @@ class _Peer(asyncio.Protocol):
             logs.refused(core.name, core.problem)  # before the WebSocket opened
             core.problem = ""
         self._forget()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                # A peer that does not read would keep its buffer (and socket) forever.
+                self.broker.loop.call_later(self.broker.config.close_grace, self._abort,
+                                            transport)
+
+    def _abort(self, transport: asyncio.Transport) -> None:
+        if not self.released:
+            name = self.core.name if self.core is not None else "?"
+            log.warning("%s: aborted, %d bytes still unread %g s after closing (--close-grace)",
+                        name, transport.get_write_buffer_size(), self.broker.config.close_grace)
+            transport.abort()
 
     def _forget(self) -> None:
         self._cancel_handshake_timer()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self._tls_done()
+        self._partial_over(0)
         broker = self.broker
         broker.peers.discard(self)
+        if self.address:
+            left = broker.per_address[self.address] - 1
+            if left:
+                broker.per_address[self.address] = left
+            else:
+                del broker.per_address[self.address]
+            self.address = ""
         core = self.core
         conn = core.conn if core is not None else None
         if core is not None and conn is not None:
@@ -211,6 +355,21 @@ class _Peer(asyncio.Protocol):
             broker.schedule_flush()
             logs.disconnected(core.name, _component(conn), core.reason or "closed",
                               peer_fault=core.peer_fault)
+
+
+class _Handshake:
+    """A TLS handshake in progress, counted in ``broker.handshaking`` until :meth:`done`."""
+
+    __slots__ = ("broker",)
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker: Broker | None = broker
+        broker.handshaking += 1
+
+    def done(self) -> None:
+        if self.broker is not None:
+            self.broker.handshaking -= 1
+            self.broker = None
 
 
 def _component(conn: Connection) -> str | None:
@@ -239,6 +398,16 @@ class Broker:
                              security=self.security, verify=verify_signature)
         self.peers: set[_Peer] = set()
         self.by_conn: dict[Connection, _Peer] = {}
+        self.per_address: dict[str, int] = {}
+        """Open connections per IP address."""
+        self.handshaking = 0
+        self.dropped_json = 0
+        """Messages not sent to a JSON component because they cannot be written as JSON."""
+        self.partial_bytes = 0
+        """Bytes of unfinished messages held for all connections."""
+        self.partial_since: dict[_Peer, float] = {}
+        """Connections holding an unfinished message, and since when."""
+        """TLS handshakes in progress (they count toward ``max_connections``)."""
         self.started = time.time()
         self.pruned: dict[str, int] = {"age": 0, "count": 0}
         """Stored messages dropped by the retention rules since the start, per reason."""
@@ -314,6 +483,7 @@ class Broker:
             "uptime": round(time.time() - self.started, 3),
             "connections": len(self.router.connections),
             "pruned": dict(self.pruned),
+            "dropped_json": self.dropped_json,
         }
 
     # -- the turn ----------------------------------------------------------
@@ -373,7 +543,12 @@ class Broker:
 
     def _tick(self) -> None:
         self._ticker = self.loop.call_later(self.config.tick, self._tick)
+        now = time.monotonic()
+        late = now - self.config.fragment_timeout
+        for peer in [p for p, since in self.partial_since.items() if since < late]:
+            peer.expire(CLOSE_POLICY, "message not finished within "
+                        f"{self.config.fragment_timeout:g} s (--fragment-timeout)")
         try:
-            self.router.handle_timer(time.monotonic(), time.time())
+            self.router.handle_timer(now, time.time())
         finally:
             self.schedule_flush()

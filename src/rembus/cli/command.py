@@ -73,6 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest accepted message in bytes (default: %(default)s, 60 MiB)")
     broker.add_argument("--max-connections", type=positive_int, default=10_000,
                         help="open connections beyond it are refused (default: %(default)s)")
+    broker.add_argument("--max-connections-per-address", type=positive_int, default=1000,
+                        help="open connections from one IP address beyond it are refused "
+                        "(default: %(default)s)")
+    broker.add_argument("--identify-timeout", type=positive_float, default=10.0,
+                        help="seconds an open WebSocket has to send its first message "
+                        "(default: %(default)s)")
+    broker.add_argument("--keepalive", type=positive_float, default=30.0,
+                        help="seconds between server pings; a connection that sends nothing "
+                        "for two of them is closed (default: %(default)s)")
+    broker.add_argument("--max-partial-bytes", type=positive_int, default=256 * 1024 * 1024,
+                        help="bytes of unfinished messages held for all connections; the one "
+                        "that goes past it is closed (default: %(default)s, 256 MiB)")
+    broker.add_argument("--fragment-timeout", type=positive_float, default=60.0,
+                        help="seconds a message has to arrive in full once it started "
+                        "(default: %(default)s)")
+    broker.add_argument("--close-grace", type=positive_float, default=5.0,
+                        help="seconds a closed connection has to read its last bytes before "
+                        "it is aborted (default: %(default)s)")
     broker.add_argument("--max-backlog", type=positive_int, default=64 * 1024 * 1024,
                         help="bytes waiting for a slow consumer before it is disconnected "
                         "(default: %(default)s, 64 MiB)")
@@ -113,6 +131,12 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         router=router,
         max_message_size=args.max_message_size,
         max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+        identify_timeout=args.identify_timeout,
+        keepalive=args.keepalive,
+        close_grace=args.close_grace,
+        max_partial_bytes=args.max_partial_bytes,
+        fragment_timeout=args.fragment_timeout,
         max_backlog=args.max_backlog,
         ssl_context=cli_security.ssl_context(args),
     )

@@ -29,8 +29,8 @@ from rembus.client.handlers import (
 from rembus.client.options import Options, make_options
 from rembus.client.transport import Transport, open_transport
 from rembus.client.url import ComponentURL, parse
+from rembus.errors import ConnectionOverwritten, RembusConnectionClosed, RembusError
 from rembus.errors import LoginFailed as LoginFailedError
-from rembus.errors import RembusConnectionClosed, RembusError
 from rembus_proto import Backoff, Payload, ProtocolError
 from rembus_proto.client_events import PublicationReceived, RequestReceived
 
@@ -124,6 +124,9 @@ class Component(EventDispatcher, ComponentBase):
         except ProtocolError as exc:
             log.warning("%s: closing the connection, the broker sent bad data: %s",
                         self.url, exc)
+        except ConnectionOverwritten as exc:
+            log.error("%s: %s", self.url, exc)
+            self._failure = exc
         except (ConnectionError, OSError, EOFError) as exc:
             if not self._closing:
                 log.info("%s: connection lost: %s", self.url, exc)
@@ -348,6 +351,9 @@ class Component(EventDispatcher, ComponentBase):
         future = self._futures.pop(handle, None)
         if future is None or future.done():
             return
+        if isinstance(error, RembusConnectionClosed) and isinstance(self._failure,
+                                                                    ConnectionOverwritten):
+            error = self._failure  # the request was lost because the name was taken
         if error is None:
             future.set_result(value)
         else:

@@ -31,6 +31,7 @@ from httpx_ws import (
 
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
+from rembus.errors import ConnectionOverwritten, overwritten
 from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
 
 #: Bytes asked from the socket per read (httpx-ws calls it the message size, it is not).
@@ -65,6 +66,7 @@ class HttpxTransport:
         self._written = asyncio.Event()
         self._stop = asyncio.Event()
         self._error: str | None = None
+        self._overwritten: ConnectionOverwritten | None = None
         self.owner: asyncio.Task[None] | None = None
         """The task running :meth:`run`; :meth:`close` waits for it."""
 
@@ -82,6 +84,8 @@ class HttpxTransport:
     async def recv_many(self) -> list[bytes]:
         """Every message received so far (at least one); ConnectionError at the end."""
         while not self._inbox:
+            if self._overwritten is not None:
+                raise self._overwritten
             if self._error is not None:
                 raise ConnectionError(self._error)
             self._received.clear()
@@ -172,6 +176,8 @@ class HttpxTransport:
                     self._taken.clear()
                     await self._taken.wait()
         except (WebSocketDisconnect, HTTPXWSException, OSError) as exc:
+            if isinstance(exc, WebSocketDisconnect):
+                self._overwritten = overwritten(exc.code, exc.reason or "")
             self._fail(f"connection lost: {_describe(exc)}")
 
     async def _write(self, ws: AsyncWebSocketSession) -> None:

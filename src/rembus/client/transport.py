@@ -11,7 +11,7 @@ from typing import Protocol
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
 from rembus.client.wire import CLOSE_TIMEOUT, Wire, WireClosed
-from rembus.errors import RembusConnectionClosed
+from rembus.errors import RembusConnectionClosed, overwritten
 from rembus.paths import rembus_dir
 from rembus_proto.ws import WSConfig
 
@@ -49,6 +49,9 @@ class NativeTransport(Transport):
         try:
             return await self._wire.recv_many()
         except WireClosed as exc:
+            closed = self._wire.closed
+            if closed is not None and (error := overwritten(closed.code, closed.reason)):
+                raise error from None
             raise ConnectionError(str(exc)) from None
 
     async def drain(self) -> None:

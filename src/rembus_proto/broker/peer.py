@@ -44,6 +44,8 @@ class BrokerPeer:
         """Why the connection was closed because of the component (empty: it was not)."""
         self.dropped: list[str] = []
         """Messages that could not be sent as JSON since the last call (why, each)."""
+        self.heard = False
+        """The component sent at least one message the router accepted."""
         self.identified = False
         """The component is known named or anonymous: it sent more than login messages."""
         self.reason = ""
@@ -150,6 +152,7 @@ class BrokerPeer:
         except ProtocolError as exc:
             self._fail(CLOSE_PROTOCOL_ERROR, str(exc))
             return False
+        self.heard = True
         if not self.identified and (self.conn.twin.named or not _only_login(frames)):
             self.identified = True
         return True
