@@ -62,6 +62,13 @@ class Collector:
                 raise AssertionError(f"got {len(self.items)} of {count}: {self.items!r}")
             return list(self.items)
 
+    def wait_until(self, last: Any) -> list[Any]:
+        """Wait until ``last`` was received; return the items."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: last in self.items, WAIT):
+                raise AssertionError(f"no {last!r} among {self.items!r}")
+            return list(self.items)
+
 
 class LoopThread:
     """An asyncio loop on a helper thread."""

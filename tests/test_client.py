@@ -700,6 +700,49 @@ class TestQosReceiver:
         conn.receive_message(golden("pub_qos2_id8"), 1.0)
         assert conn.events() == []
 
+    def test_driver_acknowledges_after_the_handler(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        frame = Pub("t", Payload.of_args([1]), ID8, 0x10).encode()
+        conn.receive_message(frame, 0.0)
+        assert sent(conn) == []
+        assert conn.events() == [PublicationReceived("t", Payload.of_args([1]), 1, ID8)]
+        conn.acknowledge(ID8)
+        assert sent(conn) == [Ack(ID8)]
+
+    def test_qos2_copy_before_the_ack_waits_for_it_and_after_it_is_acked_again(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        frame = golden("pub_qos2_id8")
+        conn.receive_message(frame, 0.0)
+        [event] = conn.events()
+        assert event.msg_id == ID8
+        conn.receive_message(frame, 0.0)  # the first copy is still with its handler
+        assert sent(conn) == [] and conn.events() == []
+        conn.acknowledge(ID8)
+        conn.receive_message(frame, 0.0)  # our ACK was lost: ACK again, deliver once
+        assert sent(conn) == [Ack(ID8), Ack(ID8)] and conn.events() == []
+
+    def test_released_qos2_is_delivered_again(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        frame = golden("pub_qos2_id8")
+        conn.receive_message(frame, 0.0)
+        conn.events()
+        conn.release(ID8)
+        conn.receive_message(frame, 0.0)
+        assert len(conn.events()) == 1 and sent(conn) == []
+
+    def test_acknowledge_while_disconnected_sends_nothing(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        conn.receive_message(golden("pub_qos2_id8"), 0.0)
+        conn.events()
+        conn.connection_lost(0.0)
+        conn.acknowledge(ID8)
+        assert conn.data_to_send() == []
+        login(conn, 1.0)
+        conn.data_to_send()
+        conn.events()
+        conn.receive_message(golden("pub_qos2_id8"), 1.0)  # the broker's resend
+        assert sent(conn) == [Ack(ID8)] and conn.events() == []
+
     def test_dedup_set_is_bounded_fifo(self) -> None:
         conn = open_conn(qos2_dedup_size=2)
         frames = [Pub("t", Payload.of_args([]), ident(i), 0x30).encode() for i in range(3)]

@@ -45,7 +45,6 @@ from rembus.client.handlers import (
     exposer_call,
     response_for_error,
     response_for_result,
-    subscriber_call,
 )
 from rembus.client.options import Options, make_options
 from rembus.client.transport import connect_error, default_ssl_context, describe_os_error
@@ -190,6 +189,7 @@ class Component(EventDispatcher, ComponentBase):
             self._queue_output()
             self._write_all(time.monotonic() + self.options.timeout)
         self._drop_socket()
+        self._drop_held()
         self.conn.close()
         self._dispatch()
 
@@ -245,7 +245,9 @@ class Component(EventDispatcher, ComponentBase):
 
         With ``retroactive=True`` a named component also gets, when it comes
         back, what was published while it was away. Delivery starts at once
-        (the component turns reactive) unless :meth:`unreactive` was called.
+        (the component turns reactive) unless :meth:`unreactive` was called;
+        messages that arrive for topics subscribed later are held for them
+        (``Options.max_held_messages``) and handed over here, in order.
         """
         self._admin(self._subscribe_handle(fn, retroactive, topic))
         if self._wants_reactive():
@@ -527,7 +529,7 @@ class Component(EventDispatcher, ComponentBase):
         self._closing = self._connected
 
     def _on_publication(self, event: PublicationReceived) -> None:
-        call = subscriber_call(self.registry, event, self.options.dataframe)
+        call = self._publication_call(event)
         if call is None:
             return
         handler, args = call
@@ -536,6 +538,7 @@ class Component(EventDispatcher, ComponentBase):
         except Exception as exc:
             log.error("%s: subscriber of %s raised %r", self.url, event.topic, exc,
                       exc_info=exc)
+        self._delivered(event)
 
     def _on_request(self, event: RequestReceived) -> None:
         handler, detail = exposer_call(self.registry, event, self.options.dataframe)

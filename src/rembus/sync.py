@@ -280,7 +280,8 @@ class Component:
         """Call ``fn(*args)`` for every message on ``topic`` (default: ``fn.__name__``).
 
         ``retroactive=True``: a named component also gets what was published
-        while it was away.
+        while it was away. Delivery starts at once; messages that arrive for
+        topics subscribed later are held for them (``Options.max_held_messages``).
         """
         check_handler(fn, "subscribe")
         name = topic_of(fn, topic, "subscribe")

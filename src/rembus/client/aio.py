@@ -24,7 +24,6 @@ from rembus.client.handlers import (
     exposer_call,
     response_for_error,
     response_for_result,
-    subscriber_call,
 )
 from rembus.client.options import Options, make_options
 from rembus.client.transport import Transport, open_transport
@@ -129,6 +128,7 @@ class Component(EventDispatcher, ComponentBase):
                 log.info("%s: connection lost: %s", self.url, exc)
 
     def _finish(self) -> None:
+        self._drop_held()
         self.conn.close()
         self._process()
         error = self._failure or RembusConnectionClosed("the component is closed")
@@ -234,7 +234,9 @@ class Component(EventDispatcher, ComponentBase):
 
         With ``retroactive=True`` a named component also gets, when it comes
         back, what was published while it was away. Delivery starts at once
-        (the component turns reactive) unless :meth:`unreactive` was called.
+        (the component turns reactive) unless :meth:`unreactive` was called;
+        messages that arrive for topics subscribed later are held for them
+        (``Options.max_held_messages``) and handed over here, in order.
         """
         await self._admin(self._subscribe_handle(fn, retroactive, topic))
         if self._wants_reactive():
@@ -354,11 +356,14 @@ class Component(EventDispatcher, ComponentBase):
             future.set_exception(error)
 
     def _on_publication(self, event: PublicationReceived) -> None:
-        call = subscriber_call(self.registry, event, self.options.dataframe)
+        call = self._publication_call(event)
         if call is None:
             return
 
         def report(_: Any, error: BaseException | None) -> None:
+            if event.msg_id is not None:
+                self._delivered(event)
+                self._schedule_flush()
             if error is not None:
                 log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
                           exc_info=error)
