@@ -407,6 +407,22 @@ class BrokerProcess:
                 return
         raise RuntimeError(f"the broker exited with {self.proc.wait()} before serving")
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): it reads and answers nothing until killed."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """Kill the broker with SIGKILL (a crash: nothing is flushed or closed cleanly)."""
+        proc = self.proc
+        if proc is None:
+            return
+        self.proc = None
+        proc.kill()
+        proc.wait(WAIT)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
     def stop(self) -> None:
         proc = self.proc
         if proc is None:

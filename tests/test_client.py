@@ -803,6 +803,18 @@ class TestRestore:
         conn.receive_message(Ack(ident(1)).encode(), 8.0)
         assert conn.events() == [PublishAcked(h)]
 
+    def test_unacked_publications_go_again_before_the_outbox(self) -> None:
+        conn = open_conn()
+        for i in range(3):
+            conn.publish("t", (i,), qos=1 + i % 2, now=0.0)
+        conn.data_to_send()
+        conn.connection_lost(1.0)
+        conn.publish("t", (3,), now=1.0)
+        conn.publish("t", (4,), qos=1, now=1.0)
+        login(conn, 2.0)
+        pubs = [m for m in sent(conn) if isinstance(m, Pub)]
+        assert [m.data.args for m in pubs] == [(0,), (1,), (2,), (3,), (4,)]
+
     def test_restore_after_reconnect_of_state_made_online(self) -> None:
         conn = open_conn()
         conn.subscribe("a", msg_from=1000, now=0.0)

@@ -7,17 +7,23 @@ acknowledged only once a handler got it. Waits end on events, never on sleeps.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from behaviour_drivers import DRIVERS, BrokerProcess, Collector, Session
+import rembus
+from behaviour_drivers import DRIVERS, WAIT, AioFace, BrokerProcess, Collector, Session
 from rembus.client.held import HeldMessages
+from rembus.errors import RembusConnectionClosed
 from rembus_proto import Payload
 from rembus_proto.client_events import PublicationReceived
 
 pytestmark = pytest.mark.timeout(120)
+
+FAST = {"reconnect_initial": 0.05, "reconnect_max": 0.2}
 
 
 @pytest.fixture(params=DRIVERS)
@@ -83,3 +89,49 @@ def test_held_messages_keep_order_per_topic_within_the_budget() -> None:
     assert held.hold(_event("c", 5, b"1" * 8))  # its id left with the taken copy
     assert [e.topic for e in held.take_all()] == ["b", "c"]
     assert len(held) == 0
+
+
+async def _publish_batch(comp: rembus.Component, topic: str, numbers: range,
+                         queued: threading.Event) -> None:
+    """Publish ``numbers`` at QoS1 concurrently; ``queued`` is set once each call is made."""
+    tasks = [asyncio.ensure_future(comp.publish(topic, n, qos=1)) for n in numbers]
+    asyncio.get_running_loop().call_soon(queued.set)  # runs after the first step of each task
+    await asyncio.gather(*tasks)
+
+
+async def _wait_for_loss(comp: rembus.Component) -> None:
+    """Return once ``comp`` knows its connection is gone (a request made now fails then)."""
+    with pytest.raises(RembusConnectionClosed):
+        await comp.rpc("nobody_answers")
+
+
+def test_publish_order_holds_when_sent_and_queued_publications_meet_a_reconnect(
+        broker_process: BrokerProcess) -> None:
+    """Publications sent but not acknowledged when the broker dies go again before the
+    ones queued during the outage: the subscriber gets them in publish order."""
+    session = Session("async", broker_process.url)
+    try:
+        sub = session.component("order_sub", **FAST)
+        got = Collector()
+        sub.subscribe(got, True, topic="order")
+        face = session.component("order_pub", **FAST)
+        assert isinstance(face, AioFace)
+        pub, loop = face.comp, face.loop
+        broker_process.pause()  # nothing is acknowledged from now on
+        sent = threading.Event()
+        first = loop.submit(_publish_batch(pub, "order", range(0, 50), sent))
+        assert sent.wait(WAIT)
+        broker_process.kill()
+        loop.run(_wait_for_loss(pub))
+        assert (pub.conn.unacked_count, pub.conn.outbox_len) == (50, 0)  # all sent, none acked
+        queued = threading.Event()
+        second = loop.submit(_publish_batch(pub, "order", range(50, 100), queued))
+        assert queued.wait(WAIT)
+        assert pub.conn.outbox_len == 50
+        broker_process.start()
+        first.result(WAIT)
+        second.result(WAIT)
+        items = got.wait_until(99)
+        assert list(dict.fromkeys(items)) == list(range(100))  # QoS1: copies may come again
+    finally:
+        session.close()

@@ -305,7 +305,8 @@ class ClientConnection(_Requests, _Publishing):
         self._login_deadline = None
 
     def _restore(self, now: float) -> None:
-        """Re-send the recorded state, then the outbox, then unacknowledged publications."""
+        """Re-send the recorded state, then unacknowledged publications (in publish
+        order), then the outbox: one publisher's messages keep their order."""
         resend = [rec for rec in self._unacked.values() if rec.sent]
         deadline = now + self._config.request_timeout
         for cmd, topic in self._removals:
@@ -321,6 +322,10 @@ class ClientConnection(_Requests, _Publishing):
                                 self._reactive_command(True, self._reactive_from), deadline)
         out = self._out
         ack_deadline = now + self._config.ack_timeout
+        # Oldest first: what was sent before the loss goes again before the outbox.
+        for rec in resend:
+            self._arm(rec, ack_deadline)
+            out.append(rec.frame)
         outbox = self._outbox
         while outbox:
             item = outbox.popleft()
@@ -331,9 +336,6 @@ class ClientConnection(_Requests, _Publishing):
                 item.sent = True
                 self._arm(item, ack_deadline)
                 out.append(item.frame)
-        for rec in resend:
-            self._arm(rec, ack_deadline)
-            out.append(rec.frame)
 
     def _send_internal(self, kind: int, topic: str, cmd: str, command: dict[str, Any],
                        deadline: float) -> None:
