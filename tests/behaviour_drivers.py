@@ -140,7 +140,8 @@ class Face:
     def unreactive(self) -> None:
         self._do("unreactive")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> int:
+        """Close the component; return how many publications it dropped."""
         raise NotImplementedError
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
@@ -175,8 +176,8 @@ class AioFace(Face):
     def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.loop.run(getattr(self.comp, method)(*args, **kwargs))
 
-    def close(self) -> None:
-        self.loop.run(self.comp.close())
+    def close(self, timeout: float | None = None) -> int:
+        return self.loop.run(self.comp.close(timeout))  # type: ignore[no-any-return]
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
         future = self.loop.submit(self.comp.rpc(method, *args))
@@ -213,8 +214,8 @@ class SyncFace(Face):
     def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.comp, method)(*args, **kwargs)
 
-    def close(self) -> None:
-        self.comp.close()
+    def close(self, timeout: float | None = None) -> int:
+        return self.comp.close(timeout)
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
         return _in_thread(lambda: self.comp.rpc(method, *args))
@@ -281,13 +282,14 @@ class BlockingFace(Face):
         finally:
             self._wake()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> int:
         self._stop = True
         self._wake()
         self._thread.join(WAIT)
-        self.comp.close()
+        dropped = self.comp.close(timeout)
         self._wake_r.close()
         self._wake_w.close()
+        return dropped
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
         reply = self._do("rpc_nowait", method, *args)

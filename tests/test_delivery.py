@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import rembus
-from behaviour_drivers import DRIVERS, WAIT, AioFace, BrokerProcess, Collector, Session
+from behaviour_drivers import DRIVERS, WAIT, AioFace, BrokerProcess, Collector, Face, Session
 from rembus.client.held import HeldMessages
-from rembus.errors import RembusConnectionClosed
+from rembus.errors import RembusConnectionClosed, RembusError
 from rembus_proto import Payload
 from rembus_proto.client_events import PublicationReceived
 
@@ -133,5 +133,70 @@ def test_publish_order_holds_when_sent_and_queued_publications_meet_a_reconnect(
         second.result(WAIT)
         items = got.wait_until(99)
         assert list(dict.fromkeys(items)) == list(range(100))  # QoS1: copies may come again
+    finally:
+        session.close()
+
+
+def _lose(broker: BrokerProcess, *faces: Face) -> None:
+    """Kill the broker; return once each of ``faces`` knows its connection is gone."""
+    broker.kill()
+    for face in faces:
+        with pytest.raises(RembusConnectionClosed):
+            face.rpc("nobody_answers")  # fails at once, or when the loss is seen
+
+
+def test_close_with_timeout_flushes_the_outbox(driver: str, broker_process: BrokerProcess
+                                               ) -> None:
+    session = Session(driver, broker_process.url)
+    try:
+        sub = session.component("flush_sub", **FAST)
+        got = Collector()
+        sub.subscribe(got, True, topic="flush")
+        pub = session.component("flush_pub", **FAST)
+        _lose(broker_process, pub)
+        for i in range(10):
+            pub.publish("flush", i)  # QoS0, to the outbox
+        broker_process.start()
+        assert pub.close(timeout=WAIT) == 0
+        assert got.wait_for(10) == list(range(10))
+    finally:
+        session.close()
+
+
+def test_close_while_disconnected_reports_what_it_drops(
+        driver: str, broker_process: BrokerProcess, caplog: pytest.LogCaptureFixture) -> None:
+    session = Session(driver, broker_process.url)
+    try:
+        pub = session.component("drop_pub", **FAST)
+        _lose(broker_process, pub)
+        for i in range(3):
+            pub.publish("dropped", i)
+        assert pub.close() == 3
+        assert "closed with 3 publication(s) not delivered" in caplog.text
+    finally:
+        session.close()
+
+
+def test_too_many_pending_qos_publications_is_a_rembus_error(
+        broker_process: BrokerProcess) -> None:
+    session = Session("async", broker_process.url)
+    try:
+        face = session.component("pending_pub", **FAST)
+        assert isinstance(face, AioFace)
+        _lose(broker_process, face)
+        pub = face.comp
+
+        async def flood() -> list[BaseException | None]:
+            limit = pub.conn.config.max_unacked_publishes
+            tasks = [asyncio.ensure_future(pub.publish("flood", i, qos=1))
+                     for i in range(limit + 1)]
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(tasks[-1], return_exceptions=True), WAIT)
+            for task in tasks:
+                task.cancel()
+            return outcomes
+
+        [outcome] = face.loop.run(flood())
+        assert isinstance(outcome, RembusError) and "max_unacked_publishes" in str(outcome)
     finally:
         session.close()

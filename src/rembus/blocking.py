@@ -42,6 +42,7 @@ from rembus.client.handlers import (
     Handler,
     Outcome,
     check_handler,
+    check_timeout,
     exposer_call,
     response_for_error,
     response_for_result,
@@ -172,14 +173,26 @@ class Component(EventDispatcher, ComponentBase):
         if self._failure is not None:
             raise self._failure
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> int:
         """Write what is queued, close the connection; pending requests fail.
 
+        With ``timeout`` (seconds), first pump at most that long until the
+        queued publications went out and the QoS1/QoS2 ones were
+        acknowledged (across a reconnect). Returns how many publications
+        were dropped (not sent, or not acknowledged); a warning logs them.
         A component still open when the interpreter exits is closed then.
         """
+        check_timeout(timeout, "close")
         lifetime.forget_at_exit(self)
         if self._closing:
-            return
+            return self.dropped_at_close
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            while self._undelivered() and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.process(left)
         self._closing = True
         self._reconnect_at = None
         sock, session = self._sock, self._session
@@ -189,9 +202,9 @@ class Component(EventDispatcher, ComponentBase):
             self._queue_output()
             self._write_all(time.monotonic() + self.options.timeout)
         self._drop_socket()
-        self._drop_held()
-        self.conn.close()
+        self._close_core()
         self._dispatch()
+        return self.dropped_at_close
 
     def __enter__(self) -> Component:
         return self
@@ -386,7 +399,7 @@ class Component(EventDispatcher, ComponentBase):
             self._reconnect_at = now + self._backoff.next_delay()
         elif self._connected:
             self._closing = True
-            self.conn.close()
+            self._close_core()
 
     def _drop_socket(self) -> None:
         sock, session = self._sock, self._session

@@ -126,22 +126,26 @@ class ClientConnection(_Requests, _Publishing):
         self._drop_connection("connection lost")
         self._state = _DISCONNECTED
 
-    def close(self) -> None:
+    def close(self) -> int:
         """End everything for good: the application is shutting the component down.
 
         Requests in flight end with ``RequestAborted``, unacknowledged and
         queued QoS publications with ``PublishFailed``; the outbox and unsent
         output are discarded; the state becomes CLOSED. Subscriptions and
-        exposures stay recorded should ``connect()`` be called again.
+        exposures stay recorded should ``connect()`` be called again. Returns
+        how many publications were discarded (QoS ones not acknowledged and
+        QoS0 ones still in the outbox).
         """
         self._drop_connection("connection closed")
         events = self._events
+        dropped = len(self._unacked) + sum(1 for item in self._outbox if type(item) is bytes)
         for rec in self._unacked.values():
             events.append(PublishFailed(rec.handle, "connection closed"))
         self._unacked.clear()
         self._outbox.clear()
         self._out.clear()
         self._state = _CLOSED
+        return dropped
 
     # ------------------------------------------------------------------ timers
 

@@ -21,6 +21,7 @@ from rembus.client.dataframes import PLAIN_TYPES
 from rembus.client.dispatch import EventDispatcher
 from rembus.client.handlers import (
     Handler,
+    check_timeout,
     exposer_call,
     response_for_error,
     response_for_result,
@@ -58,6 +59,7 @@ class Component(EventDispatcher, ComponentBase):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(options.max_handler_tasks)
         self._room = asyncio.Event()
+        self._settled: asyncio.Future[None] | None = None
 
     def _now(self) -> float:
         return self._loop.time()
@@ -128,8 +130,7 @@ class Component(EventDispatcher, ComponentBase):
                 log.info("%s: connection lost: %s", self.url, exc)
 
     def _finish(self) -> None:
-        self._drop_held()
-        self.conn.close()
+        self._close_core()
         self._process()
         error = self._failure or RembusConnectionClosed("the component is closed")
         for future in self._futures.values():
@@ -140,11 +141,20 @@ class Component(EventDispatcher, ComponentBase):
             self._connected.set_exception(error)
         self._closed.set()
 
-    async def close(self) -> None:
-        """Close the connection and stop reconnecting; pending requests fail."""
+    async def close(self, timeout: float | None = None) -> int:
+        """Close the connection and stop reconnecting; pending requests fail.
+
+        With ``timeout`` (seconds), first wait at most that long for the
+        queued publications to go out and the QoS1/QoS2 ones to be
+        acknowledged (across a reconnect). Returns how many publications
+        were dropped (not sent, or not acknowledged); a warning logs them.
+        """
+        check_timeout(timeout, "close")
         if self._closing:
             await self._closed.wait()
-            return
+            return self.dropped_at_close
+        if timeout is not None and self._undelivered():
+            await self._settle(timeout)
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
@@ -161,6 +171,17 @@ class Component(EventDispatcher, ComponentBase):
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
+        return self.dropped_at_close
+
+    async def _settle(self, timeout: float) -> None:
+        """Wait at most ``timeout`` s until no publication waits to be sent or acknowledged."""
+        settled = self._settled = self._loop.create_future()
+        try:
+            await asyncio.wait_for(settled, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._settled = None
 
     async def forever(self) -> None:
         """Receive messages until :meth:`close` (or Ctrl-C); turns reactive on first."""
@@ -208,7 +229,11 @@ class Component(EventDispatcher, ComponentBase):
     async def drain(self) -> None:
         """Wait while the socket's write buffer is above its high-water mark."""
         if self._transport is not None:
-            await self._transport.drain()
+            try:
+                await self._transport.drain()
+            except (ConnectionError, OSError) as exc:
+                # The read loop reports the loss and reconnects; a QoS0 message may be lost.
+                log.debug("%s: write failed: %s", self.url, exc)
 
     def _published(self) -> None:
         self._unflushed += 1
@@ -319,6 +344,9 @@ class Component(EventDispatcher, ComponentBase):
         for event in conn.events():
             self._on_event(event)
         self._flush()
+        settled = self._settled
+        if settled is not None and not settled.done() and not self._undelivered():
+            settled.set_result(None)
         deadline = conn.next_deadline()
         timer = self._timer
         if timer is not None and timer.when() != deadline:

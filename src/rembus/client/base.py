@@ -44,6 +44,8 @@ class ComponentBase:
         self.conn = ClientConnection(url.name, options.client_config(), meta=options.meta)
         self.registry = Registry()
         self._held = HeldMessages(options.max_held_messages)
+        #: Publications of this component dropped by ``close()``: not sent, or not acknowledged.
+        self.dropped_at_close = 0
         self._calls: Calls = {}
         self._closing = False
         self._explicit_unreactive = False
@@ -108,6 +110,19 @@ class ComponentBase:
         """The component closes: drop (log, count) the messages still waiting for a handler."""
         if len(self._held):
             self._drop_unhandled(self._held.take_all(), "the component closed")
+
+    def _undelivered(self) -> int:
+        """Publications not yet written (outbox) or not yet acknowledged by the broker."""
+        return self.conn.unacked_count + self.conn.outbox_len
+
+    def _close_core(self) -> None:
+        """Close the protocol core: drop (log, count) what was not delivered."""
+        self._drop_held()
+        dropped = self.conn.close()
+        if dropped:
+            log.warning("%s: closed with %d publication(s) not delivered to the broker "
+                        "(dropped)", self.url, dropped)
+        self.dropped_at_close += dropped
 
     def _drop_unhandled(self, events: Iterable[PublicationReceived], why: str) -> None:
         count = 0
