@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,8 @@ from rembus_proto.client_events import PublicationReceived
 pytestmark = pytest.mark.timeout(120)
 
 FAST = {"reconnect_initial": 0.05, "reconnect_max": 0.2}
+
+Batch = Callable[[rembus.Component, str, range, threading.Event], Coroutine[Any, Any, None]]
 
 
 @pytest.fixture(params=DRIVERS)
@@ -99,14 +102,25 @@ async def _publish_batch(comp: rembus.Component, topic: str, numbers: range,
     await asyncio.gather(*tasks)
 
 
+async def _publish_pipelined(comp: rembus.Component, topic: str, numbers: range,
+                             queued: threading.Event) -> None:
+    """Publish ``numbers`` at QoS1 without waiting for each ACK (``wait=False``)."""
+    futures = [await comp.publish(topic, n, qos=1, wait=False) for n in numbers]
+    queued.set()
+    assert all(future is not None for future in futures)
+    await asyncio.gather(*[future for future in futures if future is not None])
+
+
 async def _wait_for_loss(comp: rembus.Component) -> None:
     """Return once ``comp`` knows its connection is gone (a request made now fails then)."""
     with pytest.raises(RembusConnectionClosed):
         await comp.rpc("nobody_answers")
 
 
+@pytest.mark.parametrize("batch", [_publish_batch, _publish_pipelined],
+                         ids=["concurrent", "pipelined"])
 def test_publish_order_holds_when_sent_and_queued_publications_meet_a_reconnect(
-        broker_process: BrokerProcess) -> None:
+        broker_process: BrokerProcess, batch: Batch) -> None:
     """Publications sent but not acknowledged when the broker dies go again before the
     ones queued during the outage: the subscriber gets them in publish order."""
     session = Session("async", broker_process.url)
@@ -119,13 +133,13 @@ def test_publish_order_holds_when_sent_and_queued_publications_meet_a_reconnect(
         pub, loop = face.comp, face.loop
         broker_process.pause()  # nothing is acknowledged from now on
         sent = threading.Event()
-        first = loop.submit(_publish_batch(pub, "order", range(0, 50), sent))
+        first = loop.submit(batch(pub, "order", range(0, 50), sent))
         assert sent.wait(WAIT)
         broker_process.kill()
         loop.run(_wait_for_loss(pub))
         assert (pub.conn.unacked_count, pub.conn.outbox_len) == (50, 0)  # all sent, none acked
         queued = threading.Event()
-        second = loop.submit(_publish_batch(pub, "order", range(50, 100), queued))
+        second = loop.submit(batch(pub, "order", range(50, 100), queued))
         assert queued.wait(WAIT)
         assert pub.conn.outbox_len == 50
         broker_process.start()

@@ -199,24 +199,35 @@ class Component(EventDispatcher, ComponentBase):
 
     # -- the API -------------------------------------------------------------
 
-    async def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
+    async def publish(self, topic: str, *args: Any, qos: int = 0,
+                      wait: bool = True) -> asyncio.Future[None] | None:
         """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK.
 
         The wait lasts at most ``Options.timeout`` seconds, across a reconnect
         that happens meanwhile; then :class:`RembusTimeout` is raised and the
         publication stays queued (sent or resent when the connection allows,
         so it may still arrive; ``close()`` drops it).
+
+        ``wait=False`` (QoS1/QoS2, pipelining): return at once a future that
+        ends when the ACK arrives, or fails as the wait above would; the
+        guarantees (resends, order, acknowledgement) are the same. Await (or
+        check) every such future. ``max_unacked_publishes`` (10,000) of them
+        may be pending at once; one more raises :class:`RembusError`. Returns
+        ``None`` for QoS0 and when ``wait`` is true.
         """
         handle = self._publish_handle(topic, args, qos)
         self._published()
         if handle is None:
             await self.drain()
-            return
+            return None
+        future = self._track(handle)
         timer = self._loop.call_later(self.options.timeout, self._expire, handle, topic)
-        try:
-            await self._wait(handle)
-        finally:
-            timer.cancel()
+        future.add_done_callback(lambda _: timer.cancel())
+        if not wait:
+            await self.drain()
+            return future
+        await future
+        return None
 
     def publish_nowait(self, topic: str, data: Payload) -> None:
         """Queue a QoS0 publication of encoded arguments without waiting (the sync API's path).
@@ -309,11 +320,15 @@ class Component(EventDispatcher, ComponentBase):
             await self._wait(handle)
 
     async def _wait(self, handle: int) -> Any:
+        return await self._track(handle)
+
+    def _track(self, handle: int) -> asyncio.Future[Any]:
+        """The future the outcome of request ``handle`` will end."""
         future: asyncio.Future[Any] = self._loop.create_future()
         self._futures[handle] = future
         self._room.set()
         self._schedule_flush()  # requests made in the same loop turn share one write
-        return await future
+        return future
 
     def _expire(self, handle: int, topic: str) -> None:
         """A QoS publication got no ACK within the timeout: its caller stops waiting."""
