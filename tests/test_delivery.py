@@ -214,3 +214,28 @@ def test_too_many_pending_qos_publications_is_a_rembus_error(
         assert isinstance(outcome, RembusError) and "max_unacked_publishes" in str(outcome)
     finally:
         session.close()
+
+
+def test_messages_beyond_the_held_budget_and_at_close_are_logged_and_counted(
+        driver: str, broker_process: BrokerProcess, caplog: pytest.LogCaptureFixture) -> None:
+    session = Session(driver, broker_process.url)
+    try:
+        first = session.component("budget_sub")
+        for topic in ("budget_a", "budget_b"):
+            first.subscribe(Collector(), True, topic=topic)
+        first.close()
+        pub = session.component("budget_pub")
+        for i in range(20):
+            pub.publish("budget_b", i)
+        pub.publish("budget_a", "stored", qos=1)
+        again = session.component("budget_sub", max_held_messages=5)
+        got = Collector()
+        again.subscribe(got, True, topic="budget_a")  # the replay brings budget_b's first
+        assert got.wait_for(1) == ["stored"]
+        assert again.dropped_messages == 15
+        assert "more than Options.max_held_messages wait for a handler" in caplog.text
+        again.close()
+        assert again.dropped_messages == 20
+        assert "(the component closed): budget_b" in caplog.text
+    finally:
+        session.close()
