@@ -62,6 +62,13 @@ class Collector:
                 raise AssertionError(f"got {len(self.items)} of {count}: {self.items!r}")
             return list(self.items)
 
+    def wait_until(self, last: Any) -> list[Any]:
+        """Wait until ``last`` was received; return the items."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: last in self.items, WAIT):
+                raise AssertionError(f"no {last!r} among {self.items!r}")
+            return list(self.items)
+
 
 class LoopThread:
     """An asyncio loop on a helper thread."""
@@ -133,7 +140,8 @@ class Face:
     def unreactive(self) -> None:
         self._do("unreactive")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> int:
+        """Close the component; return how many publications it dropped."""
         raise NotImplementedError
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
@@ -168,8 +176,8 @@ class AioFace(Face):
     def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.loop.run(getattr(self.comp, method)(*args, **kwargs))
 
-    def close(self) -> None:
-        self.loop.run(self.comp.close())
+    def close(self, timeout: float | None = None) -> int:
+        return self.loop.run(self.comp.close(timeout))  # type: ignore[no-any-return]
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
         future = self.loop.submit(self.comp.rpc(method, *args))
@@ -206,8 +214,8 @@ class SyncFace(Face):
     def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.comp, method)(*args, **kwargs)
 
-    def close(self) -> None:
-        self.comp.close()
+    def close(self, timeout: float | None = None) -> int:
+        return self.comp.close(timeout)
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
         return _in_thread(lambda: self.comp.rpc(method, *args))
@@ -274,13 +282,14 @@ class BlockingFace(Face):
         finally:
             self._wake()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> int:
         self._stop = True
         self._wake()
         self._thread.join(WAIT)
-        self.comp.close()
+        dropped = self.comp.close(timeout)
         self._wake_r.close()
         self._wake_w.close()
+        return dropped
 
     def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
         reply = self._do("rpc_nowait", method, *args)
@@ -399,6 +408,22 @@ class BrokerProcess:
                 self.port = int(line.split("serving ws://", 1)[1].split()[0].rsplit(":", 1)[1])
                 return
         raise RuntimeError(f"the broker exited with {self.proc.wait()} before serving")
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): it reads and answers nothing until killed."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """Kill the broker with SIGKILL (a crash: nothing is flushed or closed cleanly)."""
+        proc = self.proc
+        if proc is None:
+            return
+        self.proc = None
+        proc.kill()
+        proc.wait(WAIT)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def stop(self) -> None:
         proc = self.proc

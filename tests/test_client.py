@@ -700,6 +700,49 @@ class TestQosReceiver:
         conn.receive_message(golden("pub_qos2_id8"), 1.0)
         assert conn.events() == []
 
+    def test_driver_acknowledges_after_the_handler(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        frame = Pub("t", Payload.of_args([1]), ID8, 0x10).encode()
+        conn.receive_message(frame, 0.0)
+        assert sent(conn) == []
+        assert conn.events() == [PublicationReceived("t", Payload.of_args([1]), 1, ID8)]
+        conn.acknowledge(ID8)
+        assert sent(conn) == [Ack(ID8)]
+
+    def test_qos2_copy_before_the_ack_waits_for_it_and_after_it_is_acked_again(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        frame = golden("pub_qos2_id8")
+        conn.receive_message(frame, 0.0)
+        [event] = conn.events()
+        assert event.msg_id == ID8
+        conn.receive_message(frame, 0.0)  # the first copy is still with its handler
+        assert sent(conn) == [] and conn.events() == []
+        conn.acknowledge(ID8)
+        conn.receive_message(frame, 0.0)  # our ACK was lost: ACK again, deliver once
+        assert sent(conn) == [Ack(ID8), Ack(ID8)] and conn.events() == []
+
+    def test_released_qos2_is_delivered_again(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        frame = golden("pub_qos2_id8")
+        conn.receive_message(frame, 0.0)
+        conn.events()
+        conn.release(ID8)
+        conn.receive_message(frame, 0.0)
+        assert len(conn.events()) == 1 and sent(conn) == []
+
+    def test_acknowledge_while_disconnected_sends_nothing(self) -> None:
+        conn = open_conn(ack_on_receipt=False)
+        conn.receive_message(golden("pub_qos2_id8"), 0.0)
+        conn.events()
+        conn.connection_lost(0.0)
+        conn.acknowledge(ID8)
+        assert conn.data_to_send() == []
+        login(conn, 1.0)
+        conn.data_to_send()
+        conn.events()
+        conn.receive_message(golden("pub_qos2_id8"), 1.0)  # the broker's resend
+        assert sent(conn) == [Ack(ID8)] and conn.events() == []
+
     def test_dedup_set_is_bounded_fifo(self) -> None:
         conn = open_conn(qos2_dedup_size=2)
         frames = [Pub("t", Payload.of_args([]), ident(i), 0x30).encode() for i in range(3)]
@@ -759,6 +802,18 @@ class TestRestore:
             conn.receive_message(response(m.id), 8.0)
         conn.receive_message(Ack(ident(1)).encode(), 8.0)
         assert conn.events() == [PublishAcked(h)]
+
+    def test_unacked_publications_go_again_before_the_outbox(self) -> None:
+        conn = open_conn()
+        for i in range(3):
+            conn.publish("t", (i,), qos=1 + i % 2, now=0.0)
+        conn.data_to_send()
+        conn.connection_lost(1.0)
+        conn.publish("t", (3,), now=1.0)
+        conn.publish("t", (4,), qos=1, now=1.0)
+        login(conn, 2.0)
+        pubs = [m for m in sent(conn) if isinstance(m, Pub)]
+        assert [m.data.args for m in pubs] == [(0,), (1,), (2,), (3,), (4,)]
 
     def test_restore_after_reconnect_of_state_made_online(self) -> None:
         conn = open_conn()

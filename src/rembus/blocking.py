@@ -42,10 +42,10 @@ from rembus.client.handlers import (
     Handler,
     Outcome,
     check_handler,
+    check_timeout,
     exposer_call,
     response_for_error,
     response_for_result,
-    subscriber_call,
 )
 from rembus.client.options import Options, make_options
 from rembus.client.transport import connect_error, default_ssl_context, describe_os_error
@@ -180,16 +180,28 @@ class Component(EventDispatcher, ComponentBase):
         if self._failure is not None:
             raise self._failure
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> int:
         """Write what is queued, close the connection; pending requests fail.
 
+        With ``timeout`` (seconds), first pump at most that long until the
+        queued publications went out and the QoS1/QoS2 ones were
+        acknowledged (across a reconnect). Returns how many publications
+        were dropped (not sent, or not acknowledged); a warning logs them.
         A component still open when the interpreter exits is closed then.
         Messages the broker sends until its close frame (waited for ``timeout``
         at most) are still handled.
         """
+        check_timeout(timeout, "close")
         lifetime.forget_at_exit(self)
         if self._closing:
-            return
+            return self.dropped_at_close
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            while self._undelivered() and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.process(left)
         self._closing = True
         self._reconnect_at = None
         sock, session = self._sock, self._session
@@ -202,8 +214,9 @@ class Component(EventDispatcher, ComponentBase):
             self._read_until_closed(deadline)
         self._drop_socket()
         self._reconnect_at = None  # the end of the connection above is no loss to recover
-        self.conn.close()
+        self._close_core()
         self._dispatch()
+        return self.dropped_at_close
 
     def __enter__(self) -> Component:
         return self
@@ -257,7 +270,9 @@ class Component(EventDispatcher, ComponentBase):
 
         With ``retroactive=True`` a named component also gets, when it comes
         back, what was published while it was away. Delivery starts at once
-        (the component turns reactive) unless :meth:`unreactive` was called.
+        (the component turns reactive) unless :meth:`unreactive` was called;
+        messages that arrive for topics subscribed later are held for them
+        (``Options.max_held_messages``) and handed over here, in order.
         """
         self._admin(self._subscribe_handle(fn, retroactive, topic))
         if self._wants_reactive():
@@ -396,7 +411,7 @@ class Component(EventDispatcher, ComponentBase):
             self._reconnect_at = now + self._backoff.next_delay()
         elif self._connected:
             self._closing = True
-            self.conn.close()
+            self._close_core()
 
     def _drop_socket(self) -> None:
         sock, session = self._sock, self._session
@@ -560,7 +575,7 @@ class Component(EventDispatcher, ComponentBase):
         self._closing = self._connected
 
     def _on_publication(self, event: PublicationReceived) -> None:
-        call = subscriber_call(self.registry, event, self.options.dataframe)
+        call = self._publication_call(event)
         if call is None:
             return
         handler, args = call
@@ -569,6 +584,7 @@ class Component(EventDispatcher, ComponentBase):
         except Exception as exc:
             log.error("%s: subscriber of %s raised %r", self.url, event.topic, exc,
                       exc_info=exc)
+        self._delivered(event)
 
     def _on_request(self, event: RequestReceived) -> None:
         handler, detail = exposer_call(self.registry, event, self.options.dataframe)

@@ -36,7 +36,14 @@ from typing import Any, TypeVar
 
 from rembus import errors
 from rembus.client import aio, lifetime
-from rembus.client.handlers import Handler, check_handler, check_topic, topic_of, wire_payload
+from rembus.client.handlers import (
+    Handler,
+    check_handler,
+    check_timeout,
+    check_topic,
+    topic_of,
+    wire_payload,
+)
 from rembus.client.options import Options, make_options
 from rembus.client.threaded_lane import OrderedLane
 from rembus.client.threaded_publish import BatchPublisher
@@ -280,7 +287,8 @@ class Component:
         """Call ``fn(*args)`` for every message on ``topic`` (default: ``fn.__name__``).
 
         ``retroactive=True``: a named component also gets what was published
-        while it was away.
+        while it was away. Delivery starts at once; messages that arrive for
+        topics subscribed later are held for them (``Options.max_held_messages``).
         """
         check_handler(fn, "subscribe")
         name = topic_of(fn, topic, "subscribe")
@@ -326,19 +334,25 @@ class Component:
             if not self._closed:
                 raise
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> int:
         """Close the connection, stop the I/O thread; pending requests fail.
 
-        A component still open when the interpreter exits is closed then.
+        With ``timeout`` (seconds), first wait at most that long for the
+        queued publications to go out and the QoS1/QoS2 ones to be
+        acknowledged (see :meth:`rembus.Component.close`). Returns how many
+        publications were dropped; a warning logs them. A component still
+        open when the interpreter exits is closed then.
         """
+        check_timeout(timeout, "close")
         lifetime.forget_at_exit(self)
         with self._close_lock:
             if self._closed:
-                return
+                return self._inner.dropped_at_close
             self._closed = True
         try:
             if not self._io.in_thread():
-                self._run(self._inner.close())
+                return self._run(self._inner.close(timeout))
+            return 0
         finally:
             self._pool.close()
             self._ordered.close()

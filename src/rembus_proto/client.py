@@ -126,22 +126,26 @@ class ClientConnection(_Requests, _Publishing):
         self._drop_connection("connection lost")
         self._state = _DISCONNECTED
 
-    def close(self) -> None:
+    def close(self) -> int:
         """End everything for good: the application is shutting the component down.
 
         Requests in flight end with ``RequestAborted``, unacknowledged and
         queued QoS publications with ``PublishFailed``; the outbox and unsent
         output are discarded; the state becomes CLOSED. Subscriptions and
-        exposures stay recorded should ``connect()`` be called again.
+        exposures stay recorded should ``connect()`` be called again. Returns
+        how many publications were discarded (QoS ones not acknowledged and
+        QoS0 ones still in the outbox).
         """
         self._drop_connection("connection closed")
         events = self._events
+        dropped = len(self._unacked) + sum(1 for item in self._outbox if type(item) is bytes)
         for rec in self._unacked.values():
             events.append(PublishFailed(rec.handle, "connection closed"))
         self._unacked.clear()
         self._outbox.clear()
         self._out.clear()
         self._state = _CLOSED
+        return dropped
 
     # ------------------------------------------------------------------ timers
 
@@ -305,7 +309,8 @@ class ClientConnection(_Requests, _Publishing):
         self._login_deadline = None
 
     def _restore(self, now: float) -> None:
-        """Re-send the recorded state, then the outbox, then unacknowledged publications."""
+        """Re-send the recorded state, then unacknowledged publications (in publish
+        order), then the outbox: one publisher's messages keep their order."""
         resend = [rec for rec in self._unacked.values() if rec.sent]
         deadline = now + self._config.request_timeout
         for cmd, topic in self._removals:
@@ -321,6 +326,10 @@ class ClientConnection(_Requests, _Publishing):
                                 self._reactive_command(True, self._reactive_from), deadline)
         out = self._out
         ack_deadline = now + self._config.ack_timeout
+        # Oldest first: what was sent before the loss goes again before the outbox.
+        for rec in resend:
+            self._arm(rec, ack_deadline)
+            out.append(rec.frame)
         outbox = self._outbox
         while outbox:
             item = outbox.popleft()
@@ -331,9 +340,6 @@ class ClientConnection(_Requests, _Publishing):
                 item.sent = True
                 self._arm(item, ack_deadline)
                 out.append(item.frame)
-        for rec in resend:
-            self._arm(rec, ack_deadline)
-            out.append(rec.frame)
 
     def _send_internal(self, kind: int, topic: str, cmd: str, command: dict[str, Any],
                        deadline: float) -> None:

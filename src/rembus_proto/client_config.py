@@ -85,6 +85,11 @@ class ClientConfig:
     ``"drop_newest"`` discards the new one."""
     qos2_dedup_size: int = 100_000
     """Ids of QoS2 publications remembered to filter duplicates (oldest forgotten first)."""
+    ack_on_receipt: bool = True
+    """``True``: a received QoS1/QoS2 publication is acknowledged at once. ``False``:
+    the driver acknowledges it with ``acknowledge(event.msg_id)`` once a handler got
+    it (or ``release(event.msg_id)`` when it gives it up), so that a message no
+    handler got is resent by the broker instead of being lost."""
     id_length: int = 8
     """Length of message ids: 8 for current peers, 16 for 0.1.x-era peers."""
     limits: DecodeLimits = DEFAULT_LIMITS
@@ -99,6 +104,8 @@ class ClientConfig:
         _count("outbox_size", self.outbox_size, 0)
         _count("qos2_dedup_size", self.qos2_dedup_size, 1)
         _count("id_length", self.id_length, 1)
+        if type(self.ack_on_receipt) is not bool:
+            raise TypeError("ClientConfig.ack_on_receipt must be a bool")
         if self.outbox_overflow not in _POLICIES:
             raise ValueError(f"ClientConfig.outbox_overflow must be one of {_POLICIES}, "
                              f"not {self.outbox_overflow!r}")

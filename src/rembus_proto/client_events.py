@@ -49,11 +49,17 @@ class LoginFailed(NamedTuple):
 
 
 class PublicationReceived(NamedTuple):
-    """A PUB arrived on a subscribed topic (QoS2 duplicates are filtered out)."""
+    """A PUB arrived on a subscribed topic (QoS2 duplicates are filtered out).
+
+    ``msg_id`` is the id to pass to ``acknowledge()`` (or ``release()``) when the
+    connection leaves acknowledging to the driver (``ClientConfig.ack_on_receipt``
+    false) and the message is QoS1/QoS2; otherwise ``None``.
+    """
 
     topic: str
     data: Payload
     qos: int
+    msg_id: bytes | None = None
 
 
 class RequestReceived(NamedTuple):

@@ -125,17 +125,45 @@ class _Publishing(_ClientState):
     def _on_qos_pub(self, msg: Pub, flags: int) -> None:
         msg_id = msg.id
         assert msg_id is not None
-        self._out.append(Ack(msg_id).encode())
+        at_receipt = self._config.ack_on_receipt
+        if at_receipt:
+            self._out.append(Ack(msg_id).encode())
         if flags == QOS_MASK:
             seen = self._qos2_seen
-            if msg_id in seen:
-                return
-            seen[msg_id] = None
+            acked = seen.get(msg_id)
+            if acked is not None:
+                if acked and not at_receipt:
+                    self._out.append(Ack(msg_id).encode())  # our ACK was lost: again
+                return  # not acked yet: the copy received first is still being handled
+            seen[msg_id] = at_receipt
             if len(seen) > self._config.qos2_dedup_size:
                 seen.popitem(last=False)
-            self._events.append(_publication(msg.topic, msg.data, 2))
+            self._events.append(_publication(msg.topic, msg.data, 2,
+                                             None if at_receipt else msg_id))
         else:
-            self._events.append(_publication(msg.topic, msg.data, 1))
+            self._events.append(_publication(msg.topic, msg.data, 1,
+                                             None if at_receipt else msg_id))
+
+    def acknowledge(self, msg_id: bytes) -> None:
+        """A handler got the publication ``msg_id`` (``PublicationReceived.msg_id``): ACK it.
+
+        Only needed when ``ClientConfig.ack_on_receipt`` is false. While not
+        OPEN nothing is sent: the broker sends the message again after the next
+        login and a QoS2 copy is then acknowledged without a second delivery.
+        """
+        if msg_id in self._qos2_seen:
+            self._qos2_seen[msg_id] = True
+        if self._state is _OPEN:
+            self._out.append(Ack(msg_id).encode())
+
+    def release(self, msg_id: bytes) -> None:
+        """The driver gives up the publication ``msg_id`` without acknowledging it.
+
+        The broker sends it again later; a QoS2 copy is then delivered again
+        rather than filtered as a duplicate. Ids already acknowledged are kept.
+        """
+        if self._qos2_seen.get(msg_id) is False:
+            del self._qos2_seen[msg_id]
 
     def _on_ack(self, msg_id: bytes) -> None:
         rec = self._unacked.get(msg_id)

@@ -42,9 +42,10 @@ _dumps = cbor.dumps
 _tuple_new = tuple.__new__
 
 
-def _publication(topic: str, data: Payload, qos: int) -> PublicationReceived:
+def _publication(topic: str, data: Payload, qos: int,
+                 msg_id: bytes | None = None) -> PublicationReceived:
     # received PUBs are the hottest input: skip the generated __new__
-    return _tuple_new(PublicationReceived, (topic, data, qos))
+    return _tuple_new(PublicationReceived, (topic, data, qos, msg_id))
 
 
 class _Request:
@@ -150,7 +151,8 @@ class _ClientState:
         self._unacked: dict[bytes, _QosPub] = {}
         self._outbox: deque[bytes | _QosPub] = deque()
         self._incoming: dict[bytes, None] = {}
-        self._qos2_seen: OrderedDict[bytes, None] = OrderedDict()
+        # QoS2 ids received -> whether they were acknowledged (duplicates are filtered)
+        self._qos2_seen: OrderedDict[bytes, bool] = OrderedDict()
         self._subscriptions: dict[str, float] = {}
         self._exposed: dict[str, None] = {}
         self._removals: dict[tuple[str, str], None] = {}

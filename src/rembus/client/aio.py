@@ -21,10 +21,10 @@ from rembus.client.dataframes import PLAIN_TYPES
 from rembus.client.dispatch import EventDispatcher
 from rembus.client.handlers import (
     Handler,
+    check_timeout,
     exposer_call,
     response_for_error,
     response_for_result,
-    subscriber_call,
 )
 from rembus.client.options import Options, make_options
 from rembus.client.transport import Transport, open_transport
@@ -59,6 +59,7 @@ class Component(EventDispatcher, ComponentBase):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(options.max_handler_tasks)
         self._room = asyncio.Event()
+        self._settled: asyncio.Future[None] | None = None
 
     def _now(self) -> float:
         return self._loop.time()
@@ -132,7 +133,7 @@ class Component(EventDispatcher, ComponentBase):
                 log.info("%s: connection lost: %s", self.url, exc)
 
     def _finish(self) -> None:
-        self.conn.close()
+        self._close_core()
         self._process()
         error = self._failure or RembusConnectionClosed("the component is closed")
         for future in self._futures.values():
@@ -143,11 +144,20 @@ class Component(EventDispatcher, ComponentBase):
             self._connected.set_exception(error)
         self._closed.set()
 
-    async def close(self) -> None:
-        """Close the connection and stop reconnecting; pending requests fail."""
+    async def close(self, timeout: float | None = None) -> int:
+        """Close the connection and stop reconnecting; pending requests fail.
+
+        With ``timeout`` (seconds), first wait at most that long for the
+        queued publications to go out and the QoS1/QoS2 ones to be
+        acknowledged (across a reconnect). Returns how many publications
+        were dropped (not sent, or not acknowledged); a warning logs them.
+        """
+        check_timeout(timeout, "close")
         if self._closing:
             await self._closed.wait()
-            return
+            return self.dropped_at_close
+        if timeout is not None and self._undelivered():
+            await self._settle(timeout)
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
@@ -164,6 +174,17 @@ class Component(EventDispatcher, ComponentBase):
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
+        return self.dropped_at_close
+
+    async def _settle(self, timeout: float) -> None:
+        """Wait at most ``timeout`` s until no publication waits to be sent or acknowledged."""
+        settled = self._settled = self._loop.create_future()
+        try:
+            await asyncio.wait_for(settled, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._settled = None
 
     async def forever(self) -> None:
         """Receive messages until :meth:`close` (or Ctrl-C); turns reactive on first."""
@@ -181,24 +202,35 @@ class Component(EventDispatcher, ComponentBase):
 
     # -- the API -------------------------------------------------------------
 
-    async def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
+    async def publish(self, topic: str, *args: Any, qos: int = 0,
+                      wait: bool = True) -> asyncio.Future[None] | None:
         """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK.
 
         The wait lasts at most ``Options.timeout`` seconds, across a reconnect
         that happens meanwhile; then :class:`RembusTimeout` is raised and the
         publication stays queued (sent or resent when the connection allows,
         so it may still arrive; ``close()`` drops it).
+
+        ``wait=False`` (QoS1/QoS2, pipelining): return at once a future that
+        ends when the ACK arrives, or fails as the wait above would; the
+        guarantees (resends, order, acknowledgement) are the same. Await (or
+        check) every such future. ``max_unacked_publishes`` (10,000) of them
+        may be pending at once; one more raises :class:`RembusError`. Returns
+        ``None`` for QoS0 and when ``wait`` is true.
         """
         handle = self._publish_handle(topic, args, qos)
         self._published()
         if handle is None:
             await self.drain()
-            return
+            return None
+        future = self._track(handle)
         timer = self._loop.call_later(self.options.timeout, self._expire, handle, topic)
-        try:
-            await self._wait(handle)
-        finally:
-            timer.cancel()
+        future.add_done_callback(lambda _: timer.cancel())
+        if not wait:
+            await self.drain()
+            return future
+        await future
+        return None
 
     def publish_nowait(self, topic: str, data: Payload) -> None:
         """Queue a QoS0 publication of encoded arguments without waiting (the sync API's path).
@@ -211,7 +243,11 @@ class Component(EventDispatcher, ComponentBase):
     async def drain(self) -> None:
         """Wait while the socket's write buffer is above its high-water mark."""
         if self._transport is not None:
-            await self._transport.drain()
+            try:
+                await self._transport.drain()
+            except (ConnectionError, OSError) as exc:
+                # The read loop reports the loss and reconnects; a QoS0 message may be lost.
+                log.debug("%s: write failed: %s", self.url, exc)
 
     def _published(self) -> None:
         self._unflushed += 1
@@ -237,7 +273,9 @@ class Component(EventDispatcher, ComponentBase):
 
         With ``retroactive=True`` a named component also gets, when it comes
         back, what was published while it was away. Delivery starts at once
-        (the component turns reactive) unless :meth:`unreactive` was called.
+        (the component turns reactive) unless :meth:`unreactive` was called;
+        messages that arrive for topics subscribed later are held for them
+        (``Options.max_held_messages``) and handed over here, in order.
         """
         await self._admin(self._subscribe_handle(fn, retroactive, topic))
         if self._wants_reactive():
@@ -285,11 +323,15 @@ class Component(EventDispatcher, ComponentBase):
             await self._wait(handle)
 
     async def _wait(self, handle: int) -> Any:
+        return await self._track(handle)
+
+    def _track(self, handle: int) -> asyncio.Future[Any]:
+        """The future the outcome of request ``handle`` will end."""
         future: asyncio.Future[Any] = self._loop.create_future()
         self._futures[handle] = future
         self._room.set()
         self._schedule_flush()  # requests made in the same loop turn share one write
-        return await future
+        return future
 
     def _expire(self, handle: int, topic: str) -> None:
         """A QoS publication got no ACK within the timeout: its caller stops waiting."""
@@ -320,6 +362,9 @@ class Component(EventDispatcher, ComponentBase):
         for event in conn.events():
             self._on_event(event)
         self._flush()
+        settled = self._settled
+        if settled is not None and not settled.done() and not self._undelivered():
+            settled.set_result(None)
         deadline = conn.next_deadline()
         timer = self._timer
         if timer is not None and timer.when() != deadline:
@@ -360,11 +405,14 @@ class Component(EventDispatcher, ComponentBase):
             future.set_exception(error)
 
     def _on_publication(self, event: PublicationReceived) -> None:
-        call = subscriber_call(self.registry, event, self.options.dataframe)
+        call = self._publication_call(event)
         if call is None:
             return
 
         def report(_: Any, error: BaseException | None) -> None:
+            if event.msg_id is not None:
+                self._delivered(event)
+                self._schedule_flush()
             if error is not None:
                 log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
                           exc_info=error)

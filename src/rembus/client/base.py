@@ -7,6 +7,8 @@ return the handle of the request to wait for (``None``: nothing to wait for).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import Any
 
 from rembus.client.handlers import (
@@ -22,11 +24,15 @@ from rembus.client.handlers import (
     topic_of,
     wire_args,
 )
+from rembus.client.held import HeldMessages
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
 from rembus.errors import RembusConnectionClosed, RembusError, RembusTimeout
 from rembus_proto import LAST_RECEIVED, NOW, ClientConnection, Payload
 from rembus_proto.client_config import ConnectionState, NotConnected, OutboxFull, TooManyPending
+from rembus_proto.client_events import PublicationReceived
+
+log = logging.getLogger("rembus")
 
 
 class ComponentBase:
@@ -37,6 +43,9 @@ class ComponentBase:
         self.options = options
         self.conn = ClientConnection(url.name, options.client_config(), meta=options.meta)
         self.registry = Registry()
+        self._held = HeldMessages(options.max_held_messages)
+        #: Publications of this component dropped by ``close()``: not sent, or not acknowledged.
+        self.dropped_at_close = 0
         self._calls: Calls = {}
         self._closing = False
         self._explicit_unreactive = False
@@ -53,11 +62,80 @@ class ComponentBase:
 
     @property
     def dropped_messages(self) -> int:
-        """Messages dropped (and logged) because their payload could not be decoded."""
+        """Messages dropped (and logged): a payload that could not be decoded, or a
+        message for a topic without a handler beyond ``Options.max_held_messages`` or
+        still waiting for its handler at ``close()``."""
         return self.registry.dropped
 
     def _now(self) -> float:
         raise NotImplementedError
+
+    def _on_publication(self, event: PublicationReceived) -> None:
+        """Run the subscriber of a publication (the driver's hook)."""
+        raise NotImplementedError
+
+    # -- delivery --------------------------------------------------------------
+
+    def _publication_call(self, event: PublicationReceived
+                          ) -> tuple[Handler, tuple[Any, ...]] | None:
+        """The subscriber of ``event`` and its arguments; ``None``: nothing to call now.
+
+        A message for a topic without a handler is held (un-acknowledged) for
+        the ``subscribe`` that registers its topic; one with a bad payload is
+        dropped, logged, counted and acknowledged (a resend would not be better).
+        """
+        handler = self.registry.subscribers.get(event.topic)
+        if handler is None:
+            if not self._held.hold(event):
+                self._drop_unhandled([event], "more than Options.max_held_messages wait "
+                                              "for a handler")
+            return None
+        args = self.registry.call_args(event.data, self.options.dataframe, event.topic)
+        if args is None:
+            self._delivered(event)
+            return None
+        return handler, args
+
+    def _delivered(self, event: PublicationReceived) -> None:
+        """The handler of ``event`` returned or raised: acknowledge it (QoS1/QoS2)."""
+        if event.msg_id is not None:
+            self.conn.acknowledge(event.msg_id)
+
+    def _deliver_held(self, topic: str) -> None:
+        """Hand the messages held for ``topic`` to its newly registered handler, in order."""
+        for event in self._held.take(topic):
+            self._on_publication(event)
+
+    def _drop_held(self) -> None:
+        """The component closes: drop (log, count) the messages still waiting for a handler."""
+        if len(self._held):
+            self._drop_unhandled(self._held.take_all(), "the component closed")
+
+    def _undelivered(self) -> int:
+        """Publications not yet written (outbox) or not yet acknowledged by the broker."""
+        return self.conn.unacked_count + self.conn.outbox_len
+
+    def _close_core(self) -> None:
+        """Close the protocol core: drop (log, count) what was not delivered."""
+        self._drop_held()
+        dropped = self.conn.close()
+        if dropped:
+            log.warning("%s: closed with %d publication(s) not delivered to the broker "
+                        "(dropped)", self.url, dropped)
+        self.dropped_at_close += dropped
+
+    def _drop_unhandled(self, events: Iterable[PublicationReceived], why: str) -> None:
+        count = 0
+        topics: dict[str, None] = {}
+        for event in events:
+            count += 1
+            topics[event.topic] = None
+            if event.msg_id is not None:
+                self.conn.release(event.msg_id)
+        self.registry.dropped += count
+        log.warning("%s: dropped %d message(s) for topic(s) without a handler (%s): %s; "
+                    "the broker sends QoS1/QoS2 ones again later", self.url, count, why,
+                    ", ".join(topics))
 
     def _outcome(self, event: object) -> Outcome | None:
         """The outcome ``event`` reports for a request or QoS publication, else ``None``."""
@@ -117,7 +195,9 @@ class ComponentBase:
         name = topic_of(fn, topic, "subscribe")
         self.registry.subscribers[name] = fn
         msg_from = LAST_RECEIVED if retroactive else NOW
-        return self.conn.subscribe(name, msg_from=msg_from, now=self._now())
+        handle = self.conn.subscribe(name, msg_from=msg_from, now=self._now())
+        self._deliver_held(name)
+        return handle
 
     def _unsubscribe_handle(self, fn_or_topic: Handler | str) -> int | None:
         name = topic_of(fn_or_topic, None, "unsubscribe")

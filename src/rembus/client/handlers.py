@@ -13,7 +13,6 @@ from rembus.security import keys
 from rembus_proto import EncodeError, Payload, ProtocolError, Status, challenge_input
 from rembus_proto.client_events import (
     ChallengeRequested,
-    PublicationReceived,
     PublishAcked,
     PublishFailed,
     RequestAborted,
@@ -195,18 +194,6 @@ def request_outcome(event: object, kind: DataFrameKind, calls: Calls,
         assert isinstance(event, PublishFailed)
         return event.handle, None, RembusTimeout(event.reason)
     return None
-
-
-def subscriber_call(registry: Registry, event: PublicationReceived,
-                    kind: DataFrameKind) -> tuple[Handler, tuple[Any, ...]] | None:
-    """The subscriber and its arguments for a publication (``None``: nothing to call)."""
-    handler = registry.subscribers.get(event.topic)
-    if handler is None:
-        return None
-    args = registry.call_args(event.data, kind, event.topic)
-    if args is None:
-        return None
-    return handler, args
 
 
 def exposer_call(registry: Registry, event: RequestReceived, kind: DataFrameKind

@@ -25,8 +25,8 @@ T = TypeVar("T")
 class Closable(Protocol):
     """A component that closes without an event loop."""
 
-    def close(self) -> None:
-        """Close the connection for good."""
+    def close(self) -> object:
+        """Close the connection for good (what it returns is not used)."""
 
 
 _lock = threading.Lock()

@@ -53,6 +53,10 @@ class Options:
     max_pending: int = 100_000
     """Requests in flight at once."""
     max_message_size: int = 60 * 1024 * 1024
+    max_held_messages: int = 10_000
+    """Publications kept (un-acknowledged) for topics whose handler is not registered yet,
+    delivered in order when ``subscribe`` registers it; beyond it they are dropped, logged
+    and counted in ``dropped_messages`` (the broker resends dropped QoS1/QoS2 ones later)."""
     max_handler_tasks: int = 1_000
     """Async handlers running at once; beyond it, reading from the broker pauses."""
     workers: int = 8
@@ -76,7 +80,7 @@ class Options:
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         for name in ("send_retries", "outbox_size", "max_pending", "max_message_size",
-                     "max_handler_tasks", "workers"):
+                     "max_held_messages", "max_handler_tasks", "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "send_retries" else 1):
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -103,6 +107,7 @@ class Options:
             max_pending_requests=self.max_pending,
             outbox_size=self.outbox_size,
             outbox_overflow=self.outbox_overflow,
+            ack_on_receipt=False,
             limits=replace(base.limits, max_message_size=self.max_message_size),
         )
 
