@@ -6,11 +6,52 @@ outcome: the attempt is refused, and the broker keeps serving everyone else.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import rembus.sync
-from broker_process import BrokerProcess, rembus_cli
+import rembus_proto as rp
+from broker_process import WAIT, BrokerProcess, rembus_cli
+from rembus.client.wire import Wire, WireClosed
+
+_ids = itertools.count(1)
+
+
+def _new_id() -> bytes:
+    return next(_ids).to_bytes(8, "little")
+
+
+def _run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
+
+
+async def _raw(broker: BrokerProcess) -> Wire:
+    """A raw WebSocket to the broker: it sends what our client would refuse to."""
+    return await Wire.open("127.0.0.1", broker.port)
+
+
+async def _request(w: Wire, message: Any) -> rp.Response:
+    w.send(message if isinstance(message, bytes) else rp.encode(message))
+    msg_id = rp.decode(message).id if isinstance(message, bytes) else message.id
+    while True:
+        reply = rp.decode(await w.recv())
+        if isinstance(reply, rp.Response) and reply.id == msg_id:
+            return reply
+
+
+async def _close_code(w: Wire) -> int:
+    """Read until the broker closes the connection; its close code."""
+    with pytest.raises(WireClosed):
+        while True:
+            await w.recv()
+    assert w.closed is not None
+    return w.closed.code
 
 
 def _serves(broker: BrokerProcess) -> bool:
@@ -49,3 +90,18 @@ def test_admin_grant_needs_a_registered_name_or_force(tmp_path: Path) -> None:
     forced = rembus_cli("broker", "admin", "add", "boss", "--force", "--data-dir", data)
     assert forced.returncode == 0
     assert rembus_cli("broker", "admin", "list", "--data-dir", data).stdout == "boss\n"
+
+
+def test_subscribe_with_a_huge_msg_from_is_answered(tmp_path: Path) -> None:
+    """``msg_from: 10**400`` does not fit a float: it is a window older than anything."""
+    with BrokerProcess(tmp_path / "data") as broker:
+        async def attack() -> None:
+            w = await _raw(broker)
+            reply = await _request(w, rp.Admin(_new_id(), "t",
+                                               {"cmd": "subscribe", "msg_from": 10**400}))
+            assert reply.status == rp.Status.OK
+            await w.close()
+        _run(attack)
+        assert _serves(broker)
+        assert broker.process is not None
+        assert "Traceback" not in "".join(broker.process.output)

@@ -27,6 +27,7 @@ from .actions import (
 from .auth import BROKER_COMMANDS, SECURITY_COMMANDS, TOPIC_COMMANDS, Guard
 from .config import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_OVERWRITTEN,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SLOW_CONSUMER,
@@ -43,6 +44,7 @@ from .state import Connection, Twin
 __all__ = [
     "BROKER_COMMANDS",
     "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
     "CLOSE_OVERWRITTEN",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_SLOW_CONSUMER",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from ..constants import Status
@@ -14,6 +15,8 @@ from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
 from .state import Connection, Twin
+
+_FLOAT_MAX = sys.float_info.max
 
 
 class AdminCommands:
@@ -129,7 +132,8 @@ def _msg_from(command: dict[Any, Any]) -> float | None:
     if "msg_from" in command:
         value = command["msg_from"]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
+            # an integer beyond the floats (10**400 ns) is a window older than anything
+            return float(value) if value < _FLOAT_MAX else math.inf
         return None
     if command.get("retroactive") is True:
         return math.inf

@@ -18,6 +18,8 @@ CLOSE_SLOW_CONSUMER = 1008
 CLOSE_UNAUTHENTICATED = 1008
 #: WebSocket close code for a peer that sent something we cannot accept.
 CLOSE_PROTOCOL_ERROR = 1002
+#: WebSocket close code for a message the broker failed to handle (internal error).
+CLOSE_INTERNAL_ERROR = 1011
 #: WebSocket close code when the broker stops.
 CLOSE_GOING_AWAY = 1001
 
@@ -64,5 +66,5 @@ class RouterConfig:
     prune_interval: float = 60.0
 
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_OVERWRITTEN", "CLOSE_PROTOCOL_ERROR",
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_INTERNAL_ERROR", "CLOSE_OVERWRITTEN", "CLOSE_PROTOCOL_ERROR",
            "CLOSE_SLOW_CONSUMER", "CLOSE_UNAUTHENTICATED", "POLICIES", "Policy", "RouterConfig"]

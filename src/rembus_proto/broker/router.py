@@ -39,7 +39,13 @@ from ..topics import normalize_name
 from .actions import Event, NeedKey, NeedReplay, PruneArchive
 from .admin import AdminCommands
 from .auth import DONE, PROCEED, Bind, Decision, Guard, LookUpKey
-from .config import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER, POLICIES, RouterConfig
+from .config import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_SLOW_CONSUMER,
+    POLICIES,
+    RouterConfig,
+)
 from .effects import Effects
 from .fanout import Fanout
 from .index import PatternMatcher, SubscriptionIndex
@@ -208,6 +214,16 @@ class Router:
         if conn.held is not None:
             self._hold(conn, frames)
             return
+        try:
+            self._receive_many(conn, frames)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # a bug must cost only the connection that hit it
+            conn.held = []  # nothing more from it: the driver closes it
+            self._effects.close(conn, CLOSE_INTERNAL_ERROR,
+                                f"internal error handling a message: {type(exc).__name__}: {exc}")
+
+    def _receive_many(self, conn: Connection, frames: list[bytes]) -> None:
         limit = self.config.limits.max_message_size
         gate = self.guard.gate
         publish = self._fanout.publish
