@@ -105,3 +105,30 @@ def test_subscribe_with_a_huge_msg_from_is_answered(tmp_path: Path) -> None:
         assert _serves(broker)
         assert broker.process is not None
         assert "Traceback" not in "".join(broker.process.output)
+
+
+def test_wildcard_matching_is_not_exponential(tmp_path: Path) -> None:
+    """A pattern that makes a backtracking matcher run for ages is matched in linear time,
+    and a pattern over the length limit is refused with a status."""
+    with BrokerProcess(tmp_path / "data") as broker:
+        async def attack() -> None:
+            w = await _raw(broker)
+            pattern = "**a" * 8 + "**b"
+            reply = await _request(w, rp.Admin(_new_id(), pattern, {"cmd": "subscribe"}))
+            assert reply.status == rp.Status.OK
+            reactive = rp.Admin(_new_id(), "__config__", {"cmd": "reactive", "status": True})
+            assert (await _request(w, reactive)).status == rp.Status.OK
+            publisher = await _raw(broker)  # a publisher gets no copy of its own messages
+            publisher.send(rp.Pub("a" * 48, rp.Payload.of([1])).encode(),
+                           rp.Pub("a" * 47 + "b", rp.Payload.of([2])).encode())
+            delivered = rp.decode(await w.recv())  # only the topic that matches
+            assert isinstance(delivered, rp.Pub)
+            assert delivered.data.value == ["a" * 47 + "b", 2]
+            huge = "*" + "x" * (8 << 20)
+            refused = await _request(w, rp.Admin(_new_id(), huge, {"cmd": "subscribe"}))
+            assert refused.status == rp.Status.GENERIC_ERROR
+            assert "the limit is 1024" in str(refused.data.value)
+            await publisher.close()
+            await w.close()
+        _run(attack)
+        assert _serves(broker)

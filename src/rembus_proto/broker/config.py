@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..messages import DEFAULT_LIMITS, DecodeLimits
+from ..topics import DEFAULT_NAME_LIMITS, NameLimits
 
 Policy = Literal["first_up", "round_robin", "less_busy"]
 POLICIES: tuple[Policy, ...] = ("first_up", "round_robin", "less_busy")
@@ -41,6 +42,8 @@ class RouterConfig:
     pin_lockout: float = 60.0
     """Seconds a tenant stays locked; doubled by every wrong PIN after that, up to an hour."""
     limits: DecodeLimits = DEFAULT_LIMITS
+    names: NameLimits = DEFAULT_NAME_LIMITS
+    """Bounds on component names, topics and patterns; beyond them a request is refused."""
     ack_timeout: float = 2.0
     """Seconds before a QoS1/2 delivery is sent again."""
     send_retries: int = 10
