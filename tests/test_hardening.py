@@ -132,3 +132,24 @@ def test_wildcard_matching_is_not_exponential(tmp_path: Path) -> None:
             await w.close()
         _run(attack)
         assert _serves(broker)
+
+
+def test_look_alike_names_and_topics_are_refused(tmp_path: Path) -> None:
+    """Control and format characters (bidi overrides, zero-width spaces) make one name
+    look like another: refused in names, subscriptions and calls; a publication on such
+    a topic closes its connection."""
+    with BrokerProcess(tmp_path / "data") as broker:
+        async def attack() -> None:
+            w = await _raw(broker)
+            named = await _request(w, rp.Identity(_new_id(), "adm\u202ein"))
+            assert named.status == rp.Status.GENERIC_ERROR
+            assert "U+202E" in str(named.data.value)
+            for topic in ("news\u200b", "bell\x07"):
+                subscribed = await _request(w, rp.Admin(_new_id(), topic, {"cmd": "subscribe"}))
+                assert subscribed.status == rp.Status.GENERIC_ERROR
+                called = await _request(w, rp.Rpc(_new_id(), topic, rp.Payload.of([])))
+                assert called.status == rp.Status.GENERIC_ERROR
+            w.send(rp.Pub("news\u200b", rp.Payload.of([1])).encode())
+            assert await _close_code(w) == 1002
+        _run(attack)
+        assert _serves(broker)

@@ -31,11 +31,11 @@ from typing import Any
 
 from ..constants import Status
 from ..entropy import RandomPool
-from ..errors import ProtocolError
+from ..errors import MalformedMessage, ProtocolError
 from ..messages import Ack, Ack2, Admin, Identity, Pub, Response, Rpc, decode, split_qos0_pub
 from ..security import MemorySecurity, PublicKey, Security, Verify
 from ..store import Store, StoredMessage
-from ..topics import normalize_name
+from ..topics import check_name, check_topic, normalize_name
 from .actions import Event, NeedKey, NeedReplay, PruneArchive
 from .admin import AdminCommands
 from .auth import DONE, PROCEED, Bind, Decision, Guard, LookUpKey
@@ -225,6 +225,7 @@ class Router:
 
     def _receive_many(self, conn: Connection, frames: list[bytes]) -> None:
         limit = self.config.limits.max_message_size
+        max_topic = self.config.names.max_topic_length
         gate = self.guard.gate
         publish = self._fanout.publish
         for i, frame in enumerate(frames):
@@ -233,7 +234,8 @@ class Router:
             gated = bool(gate) and conn in gate  # an attestation may open the gate
             if not gated:
                 quick = split_qos0_pub(frame)
-                if quick is not None and len(frame) <= limit:
+                if (quick is not None and len(frame) <= limit and quick[0].isprintable()
+                        and len(quick[0]) <= max_topic):  # else checked on the slow path
                     publish(conn, quick[0], 0, None, frame, quick[1])
                     continue
             decision = self._dispatch(conn, frame, gated)
@@ -253,6 +255,14 @@ class Router:
     def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> Decision:
         """Decode a message and hand it to its handler."""
         message = decode(frame, self.config.limits)
+        if isinstance(message, Identity | Rpc | Pub):
+            problem = self._check(message)
+            if problem is not None:
+                if isinstance(message, Pub):  # nobody to tell: a malformed message
+                    raise MalformedMessage(f"PUB {problem}")
+                conn.learn_generation(message.id)
+                self._effects.reply(conn, message.id, Status.GENERIC_ERROR, problem)
+                return DONE
         if gated:
             decision = self.guard.admit(conn, message)
             if decision is not PROCEED:
@@ -276,6 +286,14 @@ class Router:
             conn.learn_generation(message.id)
             return self._apply(conn, self.guard.receive(conn, message, self._effects.now))
         return DONE
+
+    def _check(self, message: Identity | Rpc | Pub) -> str | None:
+        """Why the name or topic of ``message`` is refused (:mod:`rembus_proto.topics`)."""
+        names = self.config.names
+        if isinstance(message, Identity):
+            name = normalize_name(message.cid)
+            return check_name(name, names) if name else None  # empty: "empty cid"
+        return check_topic(message.topic, names)
 
     def _identity(self, conn: Connection, msg: Identity) -> Decision:
         conn.learn_generation(msg.id)
