@@ -153,3 +153,28 @@ def test_look_alike_names_and_topics_are_refused(tmp_path: Path) -> None:
             assert await _close_code(w) == 1002
         _run(attack)
         assert _serves(broker)
+
+
+def test_unbounded_identifiers_are_refused(tmp_path: Path) -> None:
+    """Names, topics and patterns over their limits are refused with a status; a message
+    id over its limit is malformed and closes its connection (1002)."""
+    with BrokerProcess(tmp_path / "data") as broker:
+        async def attack() -> None:
+            w = await _raw(broker)
+            named = await _request(w, rp.Identity(_new_id(), "n" * 257))
+            assert named.status == rp.Status.GENERIC_ERROR
+            assert "the limit is 256" in str(named.data.value)
+            called = await _request(w, rp.Rpc(_new_id(), "f" * 1025, rp.Payload.of([])))
+            assert "the limit is 1024" in str(called.data.value)
+            exposed = await _request(w, rp.Admin(_new_id(), "f" * 1025, {"cmd": "expose"}))
+            assert exposed.status == rp.Status.GENERIC_ERROR
+            deep = "/".join(["*"] * 33)
+            subscribed = await _request(w, rp.Admin(_new_id(), deep, {"cmd": "subscribe"}))
+            assert "33 segments" in str(subscribed.data.value)
+            setup = await _request(w, rp.Admin(_new_id(), "__config__", {
+                "cmd": "setup", "exposers": ["ok", "f" * 1025], "subscribers": []}))
+            assert setup.status == rp.Status.GENERIC_ERROR
+            w.send(rp.Rpc(b"\x01" * 1000, "version", rp.Payload.of([])).encode())
+            assert await _close_code(w) == 1002
+        _run(attack)
+        assert _serves(broker)

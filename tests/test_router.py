@@ -116,6 +116,19 @@ def test_qos2_dedup_from_publisher_and_ack2_to_subscriber() -> None:
     assert sub.take() == []  # acknowledged: never sent again
 
 
+def test_qos2_duplicate_suppression_is_bounded_in_size_and_age() -> None:
+    net = Net(RouterConfig(qos2_dedup_size=3, qos2_dedup_age=60.0))
+    pub = net.connect()
+    ids = [pub.publish("t", n, qos=2) for n in range(5)]
+    net.pump()
+    seen = pub.conn.twin.qos2_seen
+    assert list(seen) == ids[2:]  # the oldest went first
+    net.advance(61.0)
+    fresh = pub.publish("t", 5, qos=2)
+    net.pump()
+    assert list(seen) == [fresh]  # the others were too old
+
+
 def test_rpc_is_forwarded_with_a_broker_id_and_answered() -> None:
     net = Net()
     exposer, caller = net.connect(), net.connect()

@@ -64,6 +64,9 @@ class RouterConfig:
     """Largest message sent to a 0.1.x peer (16-byte ids): its WebSocket client closes
     the connection on anything larger, so larger ones are never sent to it."""
     qos2_dedup_size: int = 100_000
+    """QoS2 message ids remembered per publisher to drop its resends; the oldest go first."""
+    qos2_dedup_age: float = 3_600.0
+    """Seconds a QoS2 message id is remembered (its ACK2 forgets it earlier)."""
     retention_max_age: float = 7 * 86_400.0
     retention_max_per_topic: int = 100_000
     prune_interval: float = 60.0

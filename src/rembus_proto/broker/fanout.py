@@ -48,8 +48,13 @@ class Fanout:
                 if msg_id in seen:
                     effects.send(conn, encode_ack(msg_id))
                     return
-                seen[msg_id] = None
-                if len(seen) > effects.config.qos2_dedup_size:
+                now = effects.now
+                seen[msg_id] = now
+                config = effects.config
+                if len(seen) > config.qos2_dedup_size:
+                    seen.popitem(last=False)
+                expired = now - config.qos2_dedup_age
+                while seen and next(iter(seen.values())) < expired:
                     seen.popitem(last=False)
         patterns: Sequence[str] = self.index.match(topic) if self._patterns else ()
         seq = 0

@@ -69,7 +69,7 @@ class Twin:
         self.done_above: set[int] = set(record.done_above) if record else set()
         self.since: dict[str, int] = dict(record.since) if record else {}
         self.inflight: dict[bytes, Inflight] = {}
-        self.qos2_seen: OrderedDict[bytes, None] = OrderedDict()
+        self.qos2_seen: OrderedDict[bytes, float] = OrderedDict()
         self.replaying = False
         self.replay_cursor = 0
         self.replay_token = 0
