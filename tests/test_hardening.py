@@ -178,3 +178,24 @@ def test_unbounded_identifiers_are_refused(tmp_path: Path) -> None:
             assert await _close_code(w) == 1002
         _run(attack)
         assert _serves(broker)
+
+
+def test_setup_listing_many_methods_is_answered(tmp_path: Path) -> None:
+    """One ``setup`` with 100,000 methods costs linear time (it was quadratic): it is
+    answered, the last method is reachable, and others are served meanwhile."""
+    methods = [f"m{n}" for n in range(100_000)]
+    with BrokerProcess(tmp_path / "data") as broker:
+        async def attack() -> None:
+            w = await _raw(broker)
+            assert (await _request(w, rp.Identity(_new_id(), "many"))).status == rp.Status.OK
+            reply = await _request(w, rp.Admin(_new_id(), "__config__", {
+                "cmd": "setup", "exposers": methods, "subscribers": []}))
+            assert reply.status == rp.Status.OK
+            caller = await _raw(broker)
+            caller.send(rp.Rpc(_new_id(), methods[-1], rp.Payload.of([])).encode())
+            forwarded = rp.decode(await w.recv())
+            assert isinstance(forwarded, rp.Rpc) and forwarded.topic == methods[-1]
+            await caller.close()
+            await w.close()
+        _run(attack)
+        assert _serves(broker)

@@ -228,7 +228,7 @@ def test_admin_commands() -> None:
     assert peer.admin("add", {"cmd": "remove_impl"}).status == 0
     assert peer.admin("__config__", {"cmd": "setup", "exposers": ["e"],
                                      "subscribers": ["s"]}).status == 0
-    assert peer.conn.twin.reactive and peer.conn.twin.exposed == ["e"]
+    assert peer.conn.twin.reactive and list(peer.conn.twin.exposed) == ["e"]
     assert "s" in peer.conn.twin.subs
 
 
@@ -445,3 +445,28 @@ def test_receive_many_is_receive_one_by_one() -> None:
     bad = net.connect()
     with pytest.raises(rp.ProtocolError):
         net.router.receive_many(bad.conn, [frames[0], b"\x83\x01\x61"], net.now)
+
+
+class _Counted(str):
+    """A topic that counts how often it is compared for equality."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _Counted.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_setup_is_linear_in_the_methods_it_lists() -> None:
+    """Each exposed method costs O(1): no scan of the methods exposed before it."""
+    net = Net()
+    peer = net.named("many")
+    methods = [_Counted(f"m{n}") for n in range(2_000)]
+    _Counted.compared = 0
+    net.router._admin.receive(peer.conn, rp.Admin(peer.new_id(), "__config__", {
+        "cmd": "setup", "exposers": methods, "subscribers": methods}))
+    net.pump()
+    assert _Counted.compared < 2 * len(methods)  # a scan per method would be ~2,000,000
+    assert list(peer.conn.twin.exposed) == methods and list(peer.conn.twin.subs) == methods

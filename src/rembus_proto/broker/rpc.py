@@ -32,14 +32,14 @@ class RpcRouter:
     def expose(self, twin: Twin, topic: str) -> None:
         """``twin`` serves ``topic`` (persistent)."""
         if topic not in twin.exposed:
-            twin.exposed.append(topic)
+            twin.exposed[topic] = None
             self.exposers.setdefault(topic, []).append(twin)
             twin.changed()
 
     def unexpose(self, twin: Twin, topic: str) -> None:
         """``twin`` no longer serves ``topic``."""
         if topic in twin.exposed:
-            twin.exposed.remove(topic)
+            del twin.exposed[topic]
             self._drop(twin, topic)
             twin.changed()
 

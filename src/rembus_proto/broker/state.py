@@ -64,7 +64,8 @@ class Twin:
         self.conn: Connection | None = None
         self.reactive = False
         self.subs: dict[str, float] = dict(record.subscriptions) if record else {}
-        self.exposed: list[str] = list(record.exposed) if record else []
+        self.exposed: dict[str, None] = dict.fromkeys(record.exposed) if record else {}
+        """Exposed topics, in the order they were exposed (a dict: O(1) membership)."""
         self.mark = record.mark if record else 0
         self.done_above: set[int] = set(record.done_above) if record else set()
         self.since: dict[str, int] = dict(record.since) if record else {}
