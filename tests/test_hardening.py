@@ -199,3 +199,37 @@ def test_setup_listing_many_methods_is_answered(tmp_path: Path) -> None:
             await w.close()
         _run(attack)
         assert _serves(broker)
+
+
+def _pub_of_size(topic: str, size: int) -> bytes:
+    """A QoS0 publication on ``topic`` of exactly ``size`` encoded bytes."""
+    filler = size
+    while True:
+        frame = rp.Pub(topic, rp.Payload.of(["x" * filler])).encode()
+        if len(frame) == size:
+            return frame
+        filler -= len(frame) - size
+
+
+def test_a_pattern_delivery_over_the_size_limit_is_skipped(tmp_path: Path) -> None:
+    """A publication at the size limit grows by the topic a pattern delivery adds: the
+    wildcard subscriber is not sent it (it would drop it, or its connection), it is
+    logged and counted, and the subscriber keeps its connection and later messages."""
+    limit = 4096
+    with BrokerProcess(tmp_path / "data", "--max-message-size", str(limit)) as broker:
+        async def attack() -> None:
+            sub = await _raw(broker)
+            assert (await _request(sub, rp.Admin(_new_id(), "**", {"cmd": "subscribe"}))
+                    ).status == rp.Status.OK
+            reactive = rp.Admin(_new_id(), "__config__", {"cmd": "reactive", "status": True})
+            assert (await _request(sub, reactive)).status == rp.Status.OK
+            publisher = await _raw(broker)
+            publisher.send(_pub_of_size("big", limit), rp.Pub("small", rp.Payload.of([1])).encode())
+            delivered = rp.decode(await sub.recv())
+            assert isinstance(delivered, rp.Pub) and delivered.data.value == ["small", 1]
+            await publisher.close()
+            await sub.close()
+        _run(attack)
+        assert broker.process is not None
+        broker.process.wait_for(rf"not sent: over the limit of {limit} bytes")
+        assert _serves(broker)

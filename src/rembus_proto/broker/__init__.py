@@ -23,6 +23,7 @@ from .actions import (
     PruneArchive,
     Request,
     ShutdownRequested,
+    Skipped,
 )
 from .auth import BROKER_COMMANDS, SECURITY_COMMANDS, TOPIC_COMMANDS, Guard
 from .config import (
@@ -67,6 +68,7 @@ __all__ = [
     "Router",
     "RouterConfig",
     "ShutdownRequested",
+    "Skipped",
     "SubscriptionIndex",
     "Twin",
     "answer_requests",

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..constants import QOS2
 from ..messages import encode_reply
-from .actions import Close, Event
+from .actions import Close, Event, Skipped
 from .config import CLOSE_SLOW_CONSUMER, RouterConfig
 from .state import Connection, Inflight, Twin
 
@@ -28,6 +28,8 @@ class Effects:
         self.dirty: dict[Connection, None] = {}
         """Connections with queued frames, in the order they got their first one."""
         self.pending: list[Event] = []
+        self.skipped = 0
+        """Messages never sent because they were over the size limit."""
 
     def at(self, now: float, wall: float | None) -> None:
         """Set the times of the input being processed (``wall`` defaults to ``now``)."""
@@ -63,6 +65,12 @@ class Effects:
         config = self.config
         if conn.legacy and len(frame) > config.legacy_max_message:
             return  # the peer would drop its connection: it only misses this message
+        if len(frame) > config.limits.max_message_size:  # grown by its envelope
+            self.skipped += 1
+            self.pending.append(Skipped(conn, len(frame), config.limits.max_message_size))
+            if seq and twin.named:
+                twin.complete(seq)  # never deliverable: not owed in a replay either
+            return
         if qos and msg_id is not None:
             if len(twin.inflight) >= config.max_inflight:
                 self.close(conn, CLOSE_SLOW_CONSUMER, "too many unacknowledged messages")

@@ -134,6 +134,12 @@ class Router:
         """Frames to write, per connection; delivery marks advance as they are taken."""
         return self._effects.data_to_send()
 
+    @property
+    def skipped(self) -> int:
+        """Messages never sent because they would have been over the size limit
+        (each one also a :class:`~rembus_proto.broker.actions.Skipped` order)."""
+        return self._effects.skipped
+
     def events(self) -> list[Event]:
         """Orders (:class:`Close`, :class:`ShutdownRequested`, :class:`PruneArchive`) and
         data requests (:class:`NeedReplay`, :class:`NeedKey`) since the last call."""
