@@ -233,3 +233,26 @@ def test_a_pattern_delivery_over_the_size_limit_is_skipped(tmp_path: Path) -> No
         assert broker.process is not None
         broker.process.wait_for(rf"not sent: over the limit of {limit} bytes")
         assert _serves(broker)
+
+
+def test_pending_calls_are_capped_broker_wide(tmp_path: Path) -> None:
+    """Calls to an exposer that never answers fill the broker-wide budget of pending
+    calls: further calls are refused with a status, and the broker serves others."""
+    cap = 200
+    with BrokerProcess(tmp_path / "data", "--max-pending-calls-total", str(cap)) as broker:
+        async def attack() -> None:
+            sink = await _raw(broker)
+            assert (await _request(sink, rp.Admin(_new_id(), "sink", {"cmd": "expose"}))
+                    ).status == rp.Status.OK
+            attackers = [await _raw(broker) for _ in range(4)]
+            for n in range(cap):
+                attackers[n % 4].send(rp.Rpc(_new_id(), "sink", rp.Payload.of([n])).encode())
+            for _ in range(cap):  # every call reached the sink, which never answers
+                assert isinstance(rp.decode(await sink.recv()), rp.Rpc)
+            refused = await _request(attackers[0], rp.Rpc(_new_id(), "sink", rp.Payload.of([])))
+            assert refused.status == rp.Status.GENERIC_ERROR
+            assert "too many requests in flight in the broker" in str(refused.data.value)
+            for w in [*attackers, sink]:
+                await w.close()
+        _run(attack)
+        assert _serves(broker)

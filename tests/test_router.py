@@ -9,6 +9,7 @@ import pytest
 import rembus_proto as rp
 from rembus_proto import Status
 from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
+from rembus_proto.broker.timers import COMPACT_MARGIN
 from router_harness import Net
 
 INF = math.inf
@@ -470,3 +471,41 @@ def test_setup_is_linear_in_the_methods_it_lists() -> None:
     net.pump()
     assert _Counted.compared < 2 * len(methods)  # a scan per method would be ~2,000,000
     assert list(peer.conn.twin.exposed) == methods and list(peer.conn.twin.subs) == methods
+
+
+def test_pending_calls_have_a_broker_wide_cap() -> None:
+    net = Net(RouterConfig(max_pending_calls_total=3))
+    exposer = net.connect()
+    exposer.expose("slow")
+    callers = [net.connect() for _ in range(2)]
+    for n in range(3):
+        callers[n % 2].rpc("slow", n)
+    net.pump()
+    refused = callers[1].rpc("slow", 3)
+    net.pump()
+    assert callers[1].response(refused).status == Status.GENERIC_ERROR
+    assert len(exposer.take()) == 3  # the refused call never reached the exposer
+    net.advance(RouterConfig().call_timeout + 1)  # the calls are forgotten: room again
+    callers[0].rpc("slow", 4)
+    net.pump()
+    (forwarded,) = exposer.take()
+    assert isinstance(forwarded, rp.Rpc) and forwarded.data.value == [4]
+
+
+def test_timers_cost_what_is_due_not_what_is_open() -> None:
+    """Idle connections put nothing on the timer heap; answered calls leave a heap
+    bounded by a constant factor of what is open."""
+    net = Net()
+    idle = [net.connect() for _ in range(200)]
+    net.advance(5.0)
+    assert len(net.router._effects.timers) == 0 and all(not p.conn.closed for p in idle)
+    exposer, caller = net.connect(), net.connect()
+    exposer.expose("f")
+    for n in range(5_000):
+        caller.rpc("f", n)
+        net.pump()
+        (forwarded,) = exposer.take()
+        assert isinstance(forwarded, rp.Rpc)
+        exposer.send(rp.Response(forwarded.id, 0, rp.Payload.of(n)))
+    net.pump()
+    assert len(net.router._effects.timers) <= COMPACT_MARGIN + 1

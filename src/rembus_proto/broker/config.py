@@ -59,7 +59,9 @@ class RouterConfig:
     call_timeout: float = 120.0
     """Seconds after which a forwarded RPC nobody answered is forgotten."""
     max_pending_calls: int = 10_000
-    """RPCs in flight per requesting connection."""
+    """RPCs in flight per requesting connection; beyond it a request is refused."""
+    max_pending_calls_total: int = 100_000
+    """RPCs in flight in the whole broker; beyond it a request is refused."""
     legacy_max_message: int = 1 << 20
     """Largest message sent to a 0.1.x peer (16-byte ids): its WebSocket client closes
     the connection on anything larger, so larger ones are never sent to it."""

@@ -14,6 +14,7 @@ from ..messages import encode_reply
 from .actions import Close, Event, Skipped
 from .config import CLOSE_SLOW_CONSUMER, RouterConfig
 from .state import Connection, Inflight, Twin
+from .timers import Timers
 
 
 class Effects:
@@ -29,6 +30,9 @@ class Effects:
         """Connections with queued frames, in the order they got their first one."""
         self.pending: list[Event] = []
         self.skipped = 0
+        """Messages never sent because they were over the size limit."""
+        self.timers = Timers()
+        """Deadlines of QoS deliveries and forwarded calls."""
         """Messages never sent because they were over the size limit."""
 
     def at(self, now: float, wall: float | None) -> None:
@@ -75,9 +79,10 @@ class Effects:
             if len(twin.inflight) >= config.max_inflight:
                 self.close(conn, CLOSE_SLOW_CONSUMER, "too many unacknowledged messages")
                 return
-            twin.inflight[msg_id] = Inflight(frame, seq if twin.named else 0, qos == QOS2,
-                                             self.now + config.ack_timeout,
-                                             config.send_retries)
+            inflight = Inflight(frame, seq if twin.named else 0, qos == QOS2,
+                                self.now + config.ack_timeout, config.send_retries)
+            twin.inflight[msg_id] = inflight
+            self.timers.delivery(twin, msg_id, inflight)
         elif seq and twin.named:
             conn.written.append(seq)
         self.send(conn, frame)

@@ -11,7 +11,7 @@ from .config import CLOSE_SLOW_CONSUMER
 from .effects import Effects
 from .index import SubscriptionIndex
 from .replay import Archive, Replayer
-from .state import Connection, Twin
+from .state import Connection, Inflight, Twin
 
 
 class Fanout:
@@ -120,18 +120,17 @@ class Fanout:
         if twin.replaying and not conn.waiting_drain:
             self.replayer.resume(twin)
 
-    def resend(self, conn: Connection, now: float) -> None:
-        """Send again the deliveries of ``conn`` whose ACK is late; give up after the retries."""
-        twin = conn.twin
-        for msg_id, inflight in list(twin.inflight.items()):
-            if inflight.deadline > now:
-                continue
-            if inflight.retries <= 0:
-                del twin.inflight[msg_id]  # stays in the archive for a later replay
-                continue
-            inflight.retries -= 1
-            inflight.deadline = now + self.effects.config.ack_timeout
-            self.effects.send(conn, inflight.frame)
+    def resend(self, twin: Twin, msg_id: bytes, inflight: Inflight, now: float) -> None:
+        """The ACK of ``inflight`` is late: send it again, or give up after the retries."""
+        conn = twin.conn
+        if inflight.retries <= 0 or conn is None:
+            del twin.inflight[msg_id]  # stays in the archive for a later replay
+            return
+        inflight.retries -= 1
+        effects = self.effects
+        inflight.deadline = now + effects.config.ack_timeout
+        effects.timers.delivery(twin, msg_id, inflight)
+        effects.send(conn, inflight.frame)
 
 
 __all__ = ["Fanout"]

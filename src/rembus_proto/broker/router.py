@@ -52,7 +52,7 @@ from .index import PatternMatcher, SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
 from .sessions import Sessions
-from .state import Connection, Twin
+from .state import Call, Connection, Twin
 
 
 class Router:
@@ -154,22 +154,26 @@ class Router:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next."""
         deadline = self._next_prune
-        for conn in self.connections:
-            for inflight in conn.twin.inflight.values():
-                deadline = min(deadline, inflight.deadline)
-            for call in conn.calls.values():
-                deadline = min(deadline, call.deadline)
-        challenge = self.guard.next_deadline()
-        return deadline if challenge is None else min(deadline, challenge)
+        for other in (self._effects.timers.next_deadline(), self.guard.next_deadline()):
+            if other is not None and other < deadline:
+                deadline = other
+        return deadline
 
     def handle_timer(self, now: float, wall: float | None = None) -> None:
-        """Resend unacknowledged QoS deliveries, forget stale calls, prune the archive."""
+        """Resend unacknowledged QoS deliveries, forget stale calls, prune the archive.
+
+        It costs what is due: open connections with nothing due cost nothing.
+        """
         effects = self._effects
         effects.at(now, wall)
         cfg = self.config
-        for conn in list(self.connections):
-            self._fanout.resend(conn, now)
-            self._rpc.expire(conn, now)
+        for _, _, owner, key, item in effects.timers.due(now):
+            if isinstance(item, Call):
+                assert isinstance(owner, Connection)
+                self._rpc.expire(owner, key, item)
+            else:
+                assert isinstance(owner, Twin)
+                self._fanout.resend(owner, key, item, now)
         self.guard.handle_timer(now)
         if now >= self._next_prune:
             self._next_prune = now + cfg.prune_interval
