@@ -10,6 +10,7 @@ import rembus_proto as rp
 from rembus_proto import Status
 from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
 from rembus_proto.broker.timers import COMPACT_MARGIN
+from rembus_proto.security import ECDSA, PublicKey
 from router_harness import Net
 
 INF = math.inf
@@ -509,3 +510,24 @@ def test_timers_cost_what_is_due_not_what_is_open() -> None:
         exposer.send(rp.Response(forwarded.id, 0, rp.Payload.of(n)))
     net.pump()
     assert len(net.router._effects.timers) <= COMPACT_MARGIN + 1
+
+
+def test_twins_away_longer_than_the_retention_are_forgotten() -> None:
+    """A throwaway name is forgotten after the retention; one that may be owed stored
+    messages, a registered one and a connected one are kept."""
+    net = Net(RouterConfig(twin_retention=100.0))
+    for name in ("throwaway", "owed", "registered"):
+        peer = net.named(name)
+        if name == "owed":
+            peer.subscribe("news", msg_from=math.inf)
+        peer.close()
+    net.router.guard.security.save_key("registered", PublicKey(b"key", ECDSA))
+    net.named("publisher").publish("news", 1)
+    here = net.named("here")
+    net.advance(50.0)
+    assert {"throwaway", "owed", "registered", "here"} <= set(net.router.twins)
+    net.advance(51.0)
+    assert set(net.router.twins) == {"owed", "registered", "here", "publisher"}
+    net.store.commit()
+    assert "throwaway" not in {record.name for record in net.store.load()[1]}
+    assert here.rpc("version") and not here.conn.closed

@@ -99,6 +99,9 @@ def _add_router_limits(broker: argparse.ArgumentParser) -> None:
                         default=defaults.max_pending_calls_total,
                         help="RPCs in flight in the whole broker; more are refused "
                         "(default: %(default)s)")
+    broker.add_argument("--twin-retention", type=positive_float, default=defaults.twin_retention,
+                        help="seconds after which a named component that left, owes nothing "
+                        "and is not registered is forgotten (default: %(default)s, 30 days)")
     broker.add_argument("--max-name-length", type=positive_int, default=names.max_name_length,
                         help="characters of a component name (default: %(default)s)")
     broker.add_argument("--max-topic-length", type=positive_int,
@@ -114,6 +117,7 @@ def _router_limits(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "max_pending_calls": args.max_pending_calls,
         "max_pending_calls_total": args.max_pending_calls_total,
+        "twin_retention": args.twin_retention,
         "names": NameLimits(max_name_length=args.max_name_length,
                             max_topic_length=args.max_topic_length,
                             max_pattern_segments=args.max_pattern_segments),

@@ -72,6 +72,9 @@ class RouterConfig:
     retention_max_age: float = 7 * 86_400.0
     retention_max_per_topic: int = 100_000
     prune_interval: float = 60.0
+    twin_retention: float = 30 * 86_400.0
+    """Seconds after which a named component that left, owes nothing (no retroactive
+    subscription behind the archive) and is not registered is forgotten."""
 
 
 __all__ = ["CLOSE_GOING_AWAY", "CLOSE_INTERNAL_ERROR", "CLOSE_OVERWRITTEN", "CLOSE_PROTOCOL_ERROR",

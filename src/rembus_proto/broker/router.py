@@ -175,6 +175,7 @@ class Router:
                 assert isinstance(owner, Twin)
                 self._fanout.resend(owner, key, item, now)
         self.guard.handle_timer(now)
+        self._sessions.forget_away(effects.wall)
         if now >= self._next_prune:
             self._next_prune = now + cfg.prune_interval
             effects.emit(PruneArchive(int((effects.wall - cfg.retention_max_age) * 1e9),

@@ -53,11 +53,13 @@ class Twin:
         "replay_waiting",
         "replaying",
         "since",
+        "sink",
         "subs",
         "tenant",
     )
 
-    def __init__(self, name: str, named: bool, record: TwinRecord | None = None) -> None:
+    def __init__(self, name: str, named: bool, record: TwinRecord | None = None,
+                 sink: dict[Twin, None] | None = None) -> None:
         self.name = name
         self.named = named
         self.tenant = tenant(name)
@@ -78,6 +80,8 @@ class Twin:
         self.replay_waiting = False
         """A replay request is out and not answered yet."""
         self.dirty = False
+        self.sink = sink
+        """Where the twin files itself when it becomes dirty: the broker saves only those."""
 
     def record(self) -> TwinRecord:
         """The persistent part."""
@@ -108,12 +112,18 @@ class Twin:
                     self.done_above.difference_update(below)
         else:
             self.done_above.add(seq)
-        self.dirty = True
+        if not self.dirty:
+            self._dirty()
 
     def changed(self) -> None:
         """Its persistent part changed: it is saved at the next flush."""
-        if self.named:
-            self.dirty = True
+        if self.named and not self.dirty:
+            self._dirty()
+
+    def _dirty(self) -> None:
+        self.dirty = True
+        if self.sink is not None:
+            self.sink[self] = None
 
     def __repr__(self) -> str:
         return f"Twin({self.name!r})"
