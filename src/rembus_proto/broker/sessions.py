@@ -134,9 +134,9 @@ class Sessions:
         away = self._away
         if self._loaded:  # the first wall time seen starts the clock of loaded twins
             self._loaded = False
-            for twin, since in away.items():
+            for loaded, since in away.items():
                 if since == math.inf:
-                    away[twin] = wall
+                    away[loaded] = wall
         cutoff = wall - self.effects.config.twin_retention
         forgotten = 0
         for _ in range(limit):
