@@ -266,18 +266,14 @@ class Router:
     def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> Decision:
         """Decode a message and hand it to its handler."""
         message = decode(frame, self.config.limits)
-        if isinstance(message, Identity | Rpc | Pub):
-            problem = self._check(message)
-            if problem is not None:
-                if isinstance(message, Pub):  # nobody to tell: a malformed message
-                    raise MalformedMessage(f"PUB {problem}")
-                conn.learn_generation(message.id)
-                self._effects.reply(conn, message.id, Status.GENERIC_ERROR, problem)
-                return DONE
+        if isinstance(message, Identity) and self._refused(conn, message):
+            return DONE  # before the guard: a refused name is never looked up
         if gated:
             decision = self.guard.admit(conn, message)
             if decision is not PROCEED:
                 return decision
+        if isinstance(message, Rpc | Pub) and self._refused(conn, message):
+            return DONE
         if isinstance(message, Pub):  # its payload is the tail of the frame
             self._fanout.publish(conn, message.topic, message.flags, message.id, frame,
                                  len(frame) - len(message.data.raw))
@@ -298,13 +294,22 @@ class Router:
             return self._apply(conn, self.guard.receive(conn, message, self._effects.now))
         return DONE
 
-    def _check(self, message: Identity | Rpc | Pub) -> str | None:
-        """Why the name or topic of ``message`` is refused (:mod:`rembus_proto.topics`)."""
+    def _refused(self, conn: Connection, message: Identity | Rpc | Pub) -> bool:
+        """Refuse a name or topic over the limits or with look-alike characters
+        (:mod:`rembus_proto.topics`): a status, or for a PUB a protocol error."""
         names = self.config.names
         if isinstance(message, Identity):
             name = normalize_name(message.cid)
-            return check_name(name, names) if name else None  # empty: "empty cid"
-        return check_topic(message.topic, names)
+            problem = check_name(name, names) if name else None  # empty: "empty cid"
+        else:
+            problem = check_topic(message.topic, names)
+        if problem is None:
+            return False
+        if isinstance(message, Pub):  # nobody to tell: a malformed message
+            raise MalformedMessage(f"PUB {problem}")
+        conn.learn_generation(message.id)
+        self._effects.reply(conn, message.id, Status.GENERIC_ERROR, problem)
+        return True
 
     def _identity(self, conn: Connection, msg: Identity) -> Decision:
         conn.learn_generation(msg.id)
