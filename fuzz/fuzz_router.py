@@ -6,7 +6,8 @@ The input is a program: each step picks a connection (of three, one of them
 with 16-byte ids), an action (a frame, a disconnect, a reconnect, time
 passing, a drain) and, for frames, the frame bytes. After each step the
 router's data requests are answered in line. Only ProtocolError may escape
-Router.receive; every other call must not raise at all.
+Router.receive; every other call must not raise at all, and no connection may
+be closed with code 1011 (a failure handling a message).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 with atheris.instrument_imports():
     import rembus_proto as rp
-    from rembus_proto.broker import Close, Router, RouterConfig, answer_requests
+    from rembus_proto.broker import (
+        CLOSE_INTERNAL_ERROR,
+        Close,
+        Router,
+        RouterConfig,
+        answer_requests,
+    )
     from rembus_proto.security import MemorySecurity
     from rembus_proto.store import MemoryStore
 
@@ -82,6 +89,8 @@ def test_one_input(data: bytes) -> None:
             pass
         for order in orders:
             if isinstance(order, Close):
+                if order.code == CLOSE_INTERNAL_ERROR:
+                    raise AssertionError(order.reason)
                 router.disconnect(order.conn, now)
                 if order.conn in conns:
                     conns[conns.index(order.conn)] = router.connect(now)

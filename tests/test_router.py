@@ -10,6 +10,8 @@ import pytest
 import rembus_proto as rp
 from rembus_proto import Status
 from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
+from rembus_proto.broker.timers import COMPACT_MARGIN
+from rembus_proto.security import ECDSA, PublicKey
 from rembus_proto.store import MemoryStore, StoredMessage
 from router_harness import Net
 
@@ -137,6 +139,19 @@ def test_qos2_ids_of_a_named_publisher_outlive_a_restart_within_the_window() -> 
     assert [args for _, args in sub.pubs()] == [(0,), (2,)]  # only id 1 is still held
 
 
+def test_qos2_duplicate_suppression_is_bounded_in_size_and_age() -> None:
+    net = Net(RouterConfig(qos2_dedup_size=3, qos2_dedup_age=60.0))
+    pub = net.connect()
+    ids = [pub.publish("t", n, qos=2) for n in range(5)]
+    net.pump()
+    seen = pub.conn.twin.qos2_seen
+    assert list(seen) == ids[2:]  # the oldest went first
+    net.advance(61.0)
+    fresh = pub.publish("t", 5, qos=2)
+    net.pump()
+    assert list(seen) == [fresh]  # the others were too old
+
+
 def test_rpc_is_forwarded_with_a_broker_id_and_answered() -> None:
     net = Net()
     exposer, caller = net.connect(), net.connect()
@@ -236,7 +251,7 @@ def test_admin_commands() -> None:
     assert peer.admin("add", {"cmd": "remove_impl"}).status == 0
     assert peer.admin("__config__", {"cmd": "setup", "exposers": ["e"],
                                      "subscribers": ["s"]}).status == 0
-    assert peer.conn.twin.reactive and peer.conn.twin.exposed == ["e"]
+    assert peer.conn.twin.reactive and list(peer.conn.twin.exposed) == ["e"]
     assert "s" in peer.conn.twin.subs
 
 
@@ -490,3 +505,87 @@ def test_receive_many_is_receive_one_by_one() -> None:
     bad = net.connect()
     with pytest.raises(rp.ProtocolError):
         net.router.receive_many(bad.conn, [frames[0], b"\x83\x01\x61"], net.now)
+
+
+class _Counted(str):
+    """A topic that counts how often it is compared for equality."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _Counted.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_setup_is_linear_in_the_methods_it_lists() -> None:
+    """Each exposed method costs O(1): no scan of the methods exposed before it."""
+    net = Net()
+    peer = net.named("many")
+    methods = [_Counted(f"m{n}") for n in range(2_000)]
+    _Counted.compared = 0
+    net.router._admin.receive(peer.conn, rp.Admin(peer.new_id(), "__config__", {
+        "cmd": "setup", "exposers": methods, "subscribers": methods}))
+    net.pump()
+    assert _Counted.compared < 2 * len(methods)  # a scan per method would be ~2,000,000
+    assert list(peer.conn.twin.exposed) == methods and list(peer.conn.twin.subs) == methods
+
+
+def test_pending_calls_have_a_broker_wide_cap() -> None:
+    net = Net(RouterConfig(max_pending_calls_total=3))
+    exposer = net.connect()
+    exposer.expose("slow")
+    callers = [net.connect() for _ in range(2)]
+    for n in range(3):
+        callers[n % 2].rpc("slow", n)
+    net.pump()
+    refused = callers[1].rpc("slow", 3)
+    net.pump()
+    assert callers[1].response(refused).status == Status.GENERIC_ERROR
+    assert len(exposer.take()) == 3  # the refused call never reached the exposer
+    net.advance(RouterConfig().call_timeout + 1)  # the calls are forgotten: room again
+    callers[0].rpc("slow", 4)
+    net.pump()
+    (forwarded,) = exposer.take()
+    assert isinstance(forwarded, rp.Rpc) and forwarded.data.value == [4]
+
+
+def test_timers_cost_what_is_due_not_what_is_open() -> None:
+    """Idle connections put nothing on the timer heap; answered calls leave a heap
+    bounded by a constant factor of what is open."""
+    net = Net()
+    idle = [net.connect() for _ in range(200)]
+    net.advance(5.0)
+    assert len(net.router._effects.timers) == 0 and all(not p.conn.closed for p in idle)
+    exposer, caller = net.connect(), net.connect()
+    exposer.expose("f")
+    for n in range(5_000):
+        caller.rpc("f", n)
+        net.pump()
+        (forwarded,) = exposer.take()
+        assert isinstance(forwarded, rp.Rpc)
+        exposer.send(rp.Response(forwarded.id, 0, rp.Payload.of(n)))
+    net.pump()
+    assert len(net.router._effects.timers) <= COMPACT_MARGIN + 1
+
+
+def test_twins_away_longer_than_the_retention_are_forgotten() -> None:
+    """A throwaway name is forgotten after the retention; one that may be owed stored
+    messages, a registered one and a connected one are kept."""
+    net = Net(RouterConfig(twin_retention=100.0))
+    for name in ("throwaway", "owed", "registered"):
+        peer = net.named(name)
+        if name == "owed":
+            peer.subscribe("news", msg_from=math.inf)
+        peer.close()
+    net.router.guard.security.save_key("registered", PublicKey(b"key", ECDSA))
+    net.named("publisher").publish("news", 1)
+    here = net.named("here")
+    net.advance(50.0)
+    assert {"throwaway", "owed", "registered", "here"} <= set(net.router.twins)
+    net.advance(51.0)
+    assert set(net.router.twins) == {"owed", "registered", "here", "publisher"}
+    net.store.commit()
+    assert "throwaway" not in {record.name for record in net.store.load()[1]}
+    assert here.rpc("version") and not here.conn.closed

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rembus_proto as rp
+from rembus_proto.broker import CLOSE_INTERNAL_ERROR, Connection
 from router_harness import Net
 
 VALID = [
@@ -52,7 +54,30 @@ def test_hostile_frames_only_raise_protocol_error(data: st.DataObject) -> None:
             hostile.close()
             hostile = net.connect()
         net.pump()
+    assert all(close.code != CLOSE_INTERNAL_ERROR for close in net.closes)
     # the bystanders are unaffected
+    sub.inbox.clear()
+    pub.publish("t", 42)
+    assert ("t", (42,)) in sub.pubs()
+
+
+def test_a_failure_handling_a_message_closes_only_that_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception becomes a 1011 close of the sender; the others go on."""
+    net = Net()
+    sub, pub = net.connect(), net.connect()
+    sub.subscribe("t")
+    hostile = net.connect()
+    admin = net.router._admin
+
+    def broken(conn: Connection, msg: rp.Admin) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(admin, "receive", broken)
+    hostile.send(rp.Admin(hostile.new_id(), "t", {"cmd": "subscribe"}))
+    net.pump()
+    assert [(c.conn, c.code) for c in net.closes] == [(hostile.conn, CLOSE_INTERNAL_ERROR)]
+    assert "RuntimeError: boom" in net.closes[0].reason
     sub.inbox.clear()
     pub.publish("t", 42)
     assert ("t", (42,)) in sub.pubs()

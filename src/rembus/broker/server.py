@@ -30,6 +30,7 @@ from rembus_proto.broker import (
     Router,
     RouterConfig,
     ShutdownRequested,
+    Skipped,
     answer_requests,
 )
 from rembus_proto.broker.peer import BrokerPeer
@@ -518,6 +519,8 @@ class Broker:
         for order in orders:
             if isinstance(order, Close):
                 self._close(order)
+            elif isinstance(order, Skipped):
+                self._skipped(order)
             elif isinstance(order, ShutdownRequested) and not self.stop_requested.is_set():
                 log.info("shutdown requested by an admin")
                 self.stop_requested.set()
@@ -535,6 +538,13 @@ class Broker:
             log.info("retention: dropped %d stored messages of topic %r (%s)", count, topic,
                      limits.get(reason, reason))
             self.pruned[reason] = self.pruned.get(reason, 0) + count
+
+    def _skipped(self, skipped: Skipped) -> None:
+        peer = self.by_conn.get(skipped.conn)
+        name = peer.core.name if peer is not None and peer.core is not None else "?"
+        log.warning("%s: a message of %d bytes not sent: over the limit of %d bytes "
+                    "(--max-message-size); %d skipped so far", name, skipped.size,
+                    skipped.limit, self.router.skipped)
 
     def _close(self, close: Close) -> None:
         peer = self.by_conn.get(close.conn)

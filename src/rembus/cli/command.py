@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rembus import logs
 from rembus.broker.datadir import DataDirBusy, DataDirLock
@@ -31,6 +32,7 @@ from rembus.paths import user_data_dir
 from rembus.version import __version__
 from rembus_proto.broker import POLICIES, RouterConfig
 from rembus_proto.security import SecurityError
+from rembus_proto.topics import NameLimits
 from rembus_proto.wsmask import use_numpy
 
 log = logging.getLogger("rembus")
@@ -104,11 +106,49 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--keep-freed-mib", type=non_negative_int, default=64,
                         help="C heap memory kept for reuse after large messages, in MiB; "
                              "0 leaves the C library's default (default: %(default)s)")
+    _add_router_limits(broker)
     logs.add_arguments(broker)
     cli_security.add_broker_arguments(broker)
     cli_security.add_commands(commands)
     cli_client.add_commands(commands)
     return parser
+
+
+def _add_router_limits(broker: argparse.ArgumentParser) -> None:
+    """Budgets of the broker core (README, "Limits")."""
+    defaults = RouterConfig()
+    names = defaults.names
+    broker.add_argument("--max-pending-calls", type=positive_int,
+                        default=defaults.max_pending_calls,
+                        help="RPCs in flight per connection; more are refused "
+                        "(default: %(default)s)")
+    broker.add_argument("--max-pending-calls-total", type=positive_int,
+                        default=defaults.max_pending_calls_total,
+                        help="RPCs in flight in the whole broker; more are refused "
+                        "(default: %(default)s)")
+    broker.add_argument("--twin-retention", type=positive_float, default=defaults.twin_retention,
+                        help="seconds after which a named component that left, owes nothing "
+                        "and is not registered is forgotten (default: %(default)s, 30 days)")
+    broker.add_argument("--max-name-length", type=positive_int, default=names.max_name_length,
+                        help="characters of a component name (default: %(default)s)")
+    broker.add_argument("--max-topic-length", type=positive_int,
+                        default=names.max_topic_length,
+                        help="characters of a topic or pattern (default: %(default)s)")
+    broker.add_argument("--max-pattern-segments", type=positive_int,
+                        default=names.max_pattern_segments,
+                        help="'/'-separated segments of a pattern (default: %(default)s)")
+
+
+def _router_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`RouterConfig` fields set by :func:`_add_router_limits`."""
+    return {
+        "max_pending_calls": args.max_pending_calls,
+        "max_pending_calls_total": args.max_pending_calls_total,
+        "twin_retention": args.twin_retention,
+        "names": NameLimits(max_name_length=args.max_name_length,
+                            max_topic_length=args.max_topic_length,
+                            max_pattern_segments=args.max_pattern_segments),
+    }
 
 
 def broker_config(args: argparse.Namespace) -> BrokerConfig:
@@ -124,6 +164,7 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         pin_lockout=args.pin_lockout,
         retention_max_age=args.retention_max_age,
         retention_max_per_topic=args.retention_max_messages,
+        **_router_limits(args),
     )
     return BrokerConfig(
         host=args.host,

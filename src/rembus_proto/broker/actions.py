@@ -1,7 +1,7 @@
 """What the router asks of its driver: the values :meth:`Router.events` returns.
 
-:class:`Close`, :class:`ShutdownRequested` and :class:`PruneArchive` are
-orders; :class:`NeedReplay` and :class:`NeedKey` are data requests that the
+:class:`Close`, :class:`ShutdownRequested`, :class:`PruneArchive` and
+:class:`Skipped` are orders; :class:`NeedReplay` and :class:`NeedKey` are data requests that the
 driver answers between two turns with :meth:`Router.replay_batch` and
 :meth:`Router.key_found`.
 """
@@ -26,6 +26,17 @@ class Close:
 @dataclass(frozen=True, slots=True)
 class ShutdownRequested:
     """An admin sent ``shutdown``: the driver should stop the broker."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A message for ``conn`` was not sent: at ``size`` bytes it is over the ``limit``
+    its peer accepts (e.g. a publication grown by the topic a pattern delivery adds).
+    The driver logs it; :attr:`Router.skipped` counts them."""
+
+    conn: Connection
+    size: int
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +69,9 @@ class PruneArchive:
     max_per_topic: int
 
 
-Order = Close | ShutdownRequested | PruneArchive
+Order = Close | ShutdownRequested | PruneArchive | Skipped
 Request = NeedReplay | NeedKey
 Event = Order | Request
 
 __all__ = ["Close", "Event", "NeedKey", "NeedReplay", "Order", "PruneArchive", "Request",
-           "ShutdownRequested"]
+           "ShutdownRequested", "Skipped"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from ..constants import Status
 from ..messages import Admin
+from ..topics import check_topic
 from .actions import ShutdownRequested
 from .auth import BROKER_COMMANDS, SECURITY_COMMANDS, TOPIC_COMMANDS, UNAUTHORIZED, Guard
 from .effects import Effects
@@ -14,6 +16,8 @@ from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
 from .state import Connection, Twin
+
+_FLOAT_MAX = sys.float_info.max
 
 
 class AdminCommands:
@@ -27,6 +31,10 @@ class AdminCommands:
         self.rpc = rpc
         self.archive = archive
         self.replayer = replayer
+        self.names = effects.config.names
+
+    def _check(self, topic: str) -> str | None:
+        return check_topic(topic, self.names)
 
     def receive(self, conn: Connection, msg: Admin) -> None:
         """An ADMIN message from ``conn``."""
@@ -47,6 +55,11 @@ class AdminCommands:
         if cmd in BROKER_COMMANDS:
             self._broker_command(conn, msg.id, cmd)
             return
+        if cmd in TOPIC_COMMANDS:
+            problem = self._check(topic)
+            if problem is not None:
+                reply(conn, msg.id, Status.GENERIC_ERROR, problem)
+                return
         if guard.private and cmd in TOPIC_COMMANDS and not guard.permits(conn, topic):
             reply(conn, msg.id, Status.GENERIC_ERROR, UNAUTHORIZED)
             return
@@ -66,10 +79,16 @@ class AdminCommands:
         elif cmd == "reactive":
             self.set_reactive(twin, bool(command.get("status", False)))
         elif cmd == "setup":  # private topics the sender may not use are skipped
-            for name in _topics(command.get("exposers")):
+            exposers = _topics(command.get("exposers"))
+            subscribers = _topics(command.get("subscribers"))
+            problem = next((p for p in map(self._check, exposers + subscribers) if p), None)
+            if problem is not None:
+                reply(conn, msg.id, Status.GENERIC_ERROR, problem)
+                return
+            for name in exposers:
                 if guard.permits(conn, name):
                     self.rpc.expose(twin, name)
-            for name in _topics(command.get("subscribers")):
+            for name in subscribers:
                 if name not in twin.subs and guard.permits(conn, name):
                     self.subscribe(twin, name, 0.0)
             self.set_reactive(twin, True)
@@ -129,7 +148,8 @@ def _msg_from(command: dict[Any, Any]) -> float | None:
     if "msg_from" in command:
         value = command["msg_from"]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
+            # an integer beyond the floats (10**400 ns) is a window older than anything
+            return float(value) if value < _FLOAT_MAX else math.inf
         return None
     if command.get("retroactive") is True:
         return math.inf

@@ -52,7 +52,7 @@ from ..messages import (
     challenge_input,
 )
 from ..security import KEY_TYPE_NAMES, PublicKey, Security, SecurityError, Verify, is_valid_name
-from ..topics import normalize_name, tenant
+from ..topics import check_name, normalize_name, tenant
 from .config import CLOSE_UNAUTHENTICATED, RouterConfig
 from .effects import Effects
 from .state import Connection, Twin
@@ -312,7 +312,7 @@ class Guard:
         if msg.keytype is None:
             reply(conn, msg.id, error, "this REGISTER form (0.1.x) is not supported")
             return DONE
-        if not is_valid_name(name):
+        if not is_valid_name(name) or check_name(name, self.config.names) is not None:
             reply(conn, msg.id, error, f"invalid name {name!r}")
             return DONE
         if msg.keytype not in KEY_TYPE_NAMES:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..messages import DEFAULT_LIMITS, DecodeLimits
+from ..topics import DEFAULT_NAME_LIMITS, NameLimits
 
 Policy = Literal["first_up", "round_robin", "less_busy"]
 POLICIES: tuple[Policy, ...] = ("first_up", "round_robin", "less_busy")
@@ -18,6 +19,8 @@ CLOSE_SLOW_CONSUMER = 1008
 CLOSE_UNAUTHENTICATED = 1008
 #: WebSocket close code for a peer that sent something we cannot accept.
 CLOSE_PROTOCOL_ERROR = 1002
+#: WebSocket close code for a message the broker failed to handle (internal error).
+CLOSE_INTERNAL_ERROR = 1011
 #: WebSocket close code when the broker stops.
 CLOSE_GOING_AWAY = 1001
 
@@ -39,6 +42,8 @@ class RouterConfig:
     pin_lockout: float = 60.0
     """Seconds a tenant stays locked; doubled by every wrong PIN after that, up to an hour."""
     limits: DecodeLimits = DEFAULT_LIMITS
+    names: NameLimits = DEFAULT_NAME_LIMITS
+    """Bounds on component names, topics and patterns; beyond them a request is refused."""
     ack_timeout: float = 2.0
     """Seconds before a QoS1/2 delivery is sent again."""
     send_retries: int = 10
@@ -54,15 +59,23 @@ class RouterConfig:
     call_timeout: float = 120.0
     """Seconds after which a forwarded RPC nobody answered is forgotten."""
     max_pending_calls: int = 10_000
-    """RPCs in flight per requesting connection."""
+    """RPCs in flight per requesting connection; beyond it a request is refused."""
+    max_pending_calls_total: int = 100_000
+    """RPCs in flight in the whole broker; beyond it a request is refused."""
     legacy_max_message: int = 1 << 20
     """Largest message sent to a 0.1.x peer (16-byte ids): its WebSocket client closes
     the connection on anything larger, so larger ones are never sent to it."""
     qos2_dedup_size: int = 100_000
+    """QoS2 message ids remembered per publisher to drop its resends; the oldest go first."""
+    qos2_dedup_age: float = 3_600.0
+    """Seconds a QoS2 message id is remembered (its ACK2 forgets it earlier)."""
     retention_max_age: float = 7 * 86_400.0
     retention_max_per_topic: int = 100_000
     prune_interval: float = 60.0
+    twin_retention: float = 30 * 86_400.0
+    """Seconds after which a named component that left, owes nothing (no retroactive
+    subscription behind the archive) and is not registered is forgotten."""
 
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_OVERWRITTEN", "CLOSE_PROTOCOL_ERROR",
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_INTERNAL_ERROR", "CLOSE_OVERWRITTEN", "CLOSE_PROTOCOL_ERROR",
            "CLOSE_SLOW_CONSUMER", "CLOSE_UNAUTHENTICATED", "POLICIES", "Policy", "RouterConfig"]

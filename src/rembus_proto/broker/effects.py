@@ -11,9 +11,10 @@ from typing import Any
 
 from ..constants import QOS2
 from ..messages import encode_reply
-from .actions import Close, Event
+from .actions import Close, Event, Skipped
 from .config import CLOSE_SLOW_CONSUMER, RouterConfig
 from .state import Connection, Inflight, Twin
+from .timers import Timers
 
 
 class Effects:
@@ -28,9 +29,10 @@ class Effects:
         self.dirty: dict[Connection, None] = {}
         """Connections with queued frames, in the order they got their first one."""
         self.pending: list[Event] = []
-        self.timed: dict[Connection, None] = {}
-        """Connections that got a QoS delivery or a call to answer: the timer pass
-        visits only these (and forgets those with nothing left to time)."""
+        self.skipped = 0
+        """Messages never sent because they were over the size limit."""
+        self.timers = Timers()
+        """Deadlines of QoS deliveries and forwarded calls."""
 
     def at(self, now: float, wall: float | None) -> None:
         """Set the times of the input being processed (``wall`` defaults to ``now``)."""
@@ -66,14 +68,20 @@ class Effects:
         config = self.config
         if conn.legacy and len(frame) > config.legacy_max_message:
             return  # the peer would drop its connection: it only misses this message
+        if len(frame) > config.limits.max_message_size:  # grown by its envelope
+            self.skipped += 1
+            self.pending.append(Skipped(conn, len(frame), config.limits.max_message_size))
+            if seq and twin.named:
+                twin.complete(seq)  # never deliverable: not owed in a replay either
+            return
         if qos and msg_id is not None:
             if len(twin.inflight) >= config.max_inflight:
                 self.close(conn, CLOSE_SLOW_CONSUMER, "too many unacknowledged messages")
                 return
-            twin.add_inflight(msg_id, Inflight(frame, seq if twin.named else 0, qos == QOS2,
-                                               self.now + config.ack_timeout,
-                                               config.send_retries))
-            self.timed[conn] = None
+            inflight = Inflight(frame, seq if twin.named else 0, qos == QOS2,
+                                self.now + config.ack_timeout, config.send_retries)
+            twin.add_inflight(msg_id, inflight)
+            self.timers.delivery(twin, msg_id, inflight)
         elif seq and twin.named:
             conn.written.append(seq)
         self.send(conn, frame)

@@ -11,7 +11,7 @@ from .config import CLOSE_SLOW_CONSUMER
 from .effects import Effects
 from .index import SubscriptionIndex
 from .replay import Archive, Replayer
-from .state import Connection, Twin
+from .state import Connection, Inflight, Twin
 
 
 class Fanout:
@@ -89,15 +89,20 @@ class Fanout:
 
         The ids of a named publisher are stored with the publication (durable
         before its ACK leaves), so a resend after a broker restart is caught too.
+        The window is bounded in size (``qos2_dedup_size``) and age (``qos2_dedup_age``).
         """
         seen = publisher.qos2_seen
         if msg_id in seen:
             return False
-        seen[msg_id] = None
+        now = self.effects.now
+        seen[msg_id] = now
         store = self.archive.store if publisher.named else None
         if store is not None:
             store.qos2_received(publisher.name, msg_id)
-        if len(seen) > self.effects.config.qos2_dedup_size:
+        config = self.effects.config
+        expired = now - config.qos2_dedup_age
+        while seen and (len(seen) > config.qos2_dedup_size
+                        or next(iter(seen.values())) < expired):
             oldest, _ = seen.popitem(last=False)
             if store is not None:
                 store.qos2_released(publisher.name, oldest)
@@ -137,18 +142,17 @@ class Fanout:
         if twin.replaying and not conn.waiting_drain:
             self.replayer.resume(twin)
 
-    def resend(self, conn: Connection, now: float) -> None:
-        """Send again the deliveries of ``conn`` whose ACK is late; give up after the retries."""
-        twin = conn.twin
-        for msg_id, inflight in list(twin.inflight.items()):
-            if inflight.deadline > now:
-                continue
-            if inflight.retries <= 0:
-                twin.pop_inflight(msg_id)  # stays in the archive for a later replay
-                continue
-            inflight.retries -= 1
-            inflight.deadline = now + self.effects.config.ack_timeout
-            self.effects.send(conn, inflight.frame)
+    def resend(self, twin: Twin, msg_id: bytes, inflight: Inflight, now: float) -> None:
+        """The ACK of ``inflight`` is late: send it again, or give up after the retries."""
+        conn = twin.conn
+        if inflight.retries <= 0 or conn is None:
+            twin.pop_inflight(msg_id)  # stays in the archive for a later replay
+            return
+        inflight.retries -= 1
+        effects = self.effects
+        inflight.deadline = now + effects.config.ack_timeout
+        effects.timers.delivery(twin, msg_id, inflight)
+        effects.send(conn, inflight.frame)
 
 
 __all__ = ["Fanout"]

@@ -2,8 +2,10 @@
 
 Exact topics are a dict lookup. Patterns (``*`` one segment, ``**`` any
 sequence) live behind :class:`PatternMatcher`, a three-method interface
-(``insert``/``remove``/``match``) so that another matcher can replace the
-regular-expression one without touching fan-out or replay. The index also
+(``insert``/``remove``/``match``); the default is the segment trie
+:class:`~rembus_proto.sublist.SubList`, whose cost is linear in the topic
+and pattern (a regular expression backtracks exponentially on some
+patterns), with results cached per topic. The index also
 counts retroactive subscriptions, which decide whether a publication is
 archived.
 """
@@ -14,6 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Protocol
 
+from ..sublist import SubList
 from ..topics import compile_pattern, is_pattern
 from .state import Twin
 
@@ -21,10 +24,10 @@ from .state import Twin
 class PatternMatcher(Protocol):
     """Topic patterns and the values stored under them."""
 
-    def insert(self, pattern: str, value: str) -> None:
+    def insert(self, pattern: str, value: str) -> object:
         """Store ``value`` under ``pattern``."""
 
-    def remove(self, pattern: str, value: str) -> None:
+    def remove(self, pattern: str, value: str) -> object:
         """Forget ``value`` under ``pattern`` (nothing if it is not there)."""
 
     def match(self, topic: str) -> Iterable[str]:
@@ -33,6 +36,9 @@ class PatternMatcher(Protocol):
 
 class RegexMatcher:
     """A :class:`PatternMatcher` that tries one compiled expression per pattern.
+
+    It backtracks: some patterns cost time exponential in their ``**`` to
+    fail on a long topic. Kept as the reference meaning of patterns.
 
     The index stores each pattern under itself, so ``match`` yields patterns,
     in the order they were first inserted.
@@ -74,7 +80,7 @@ class SubscriptionIndex:
         """Pattern -> twins subscribed to it."""
         self.retro: dict[str, int] = {}
         """Exact topic -> how many retroactive subscriptions it has."""
-        self._matcher: PatternMatcher = matcher if matcher is not None else RegexMatcher()
+        self._matcher: PatternMatcher = matcher if matcher is not None else SubList[str]()
         self._retro_patterns: dict[str, int] = {}
 
     def add(self, topic: str, twin: Twin, retro: bool) -> None:

@@ -31,22 +31,28 @@ from typing import Any
 
 from ..constants import Status
 from ..entropy import RandomPool
-from ..errors import ProtocolError
+from ..errors import MalformedMessage, ProtocolError
 from ..messages import Ack, Ack2, Admin, Identity, Pub, Response, Rpc, decode, split_qos0_pub
 from ..security import MemorySecurity, PublicKey, Security, Verify
 from ..store import Store, StoredMessage
-from ..topics import normalize_name
+from ..topics import check_name, check_topic, normalize_name
 from .actions import Event, NeedKey, NeedReplay, PruneArchive
 from .admin import AdminCommands
 from .auth import DONE, PROCEED, Bind, Decision, Guard, LookUpKey
-from .config import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER, POLICIES, RouterConfig
+from .config import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_SLOW_CONSUMER,
+    POLICIES,
+    RouterConfig,
+)
 from .effects import Effects
 from .fanout import Fanout
 from .index import PatternMatcher, SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
 from .sessions import Sessions
-from .state import Connection, Twin
+from .state import Call, Connection, Twin
 
 
 class Router:
@@ -128,6 +134,12 @@ class Router:
         """Frames to write, per connection; delivery marks advance as they are taken."""
         return self._effects.data_to_send()
 
+    @property
+    def skipped(self) -> int:
+        """Messages never sent because they would have been over the size limit
+        (each one also a :class:`~rembus_proto.broker.actions.Skipped` order)."""
+        return self._effects.skipped
+
     def events(self) -> list[Event]:
         """Orders (:class:`Close`, :class:`ShutdownRequested`, :class:`PruneArchive`) and
         data requests (:class:`NeedReplay`, :class:`NeedKey`) since the last call."""
@@ -142,27 +154,28 @@ class Router:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next."""
         deadline = self._next_prune
-        for conn in self.connections:
-            for inflight in conn.twin.inflight.values():
-                deadline = min(deadline, inflight.deadline)
-            for call in conn.calls.values():
-                deadline = min(deadline, call.deadline)
-        challenge = self.guard.next_deadline()
-        return deadline if challenge is None else min(deadline, challenge)
+        for other in (self._effects.timers.next_deadline(), self.guard.next_deadline()):
+            if other is not None and other < deadline:
+                deadline = other
+        return deadline
 
     def handle_timer(self, now: float, wall: float | None = None) -> None:
-        """Resend unacknowledged QoS deliveries, forget stale calls, prune the archive."""
+        """Resend unacknowledged QoS deliveries, forget stale calls, prune the archive.
+
+        It costs what is due: open connections with nothing due cost nothing.
+        """
         effects = self._effects
         effects.at(now, wall)
         cfg = self.config
-        timed = effects.timed  # idle connections are not visited at all
-        for conn in list(timed):
-            if conn.closed or (not conn.calls and not conn.twin.inflight):
-                del timed[conn]
-                continue
-            self._fanout.resend(conn, now)
-            self._rpc.expire(conn, now)
+        for _, _, owner, key, item in effects.timers.due(now):
+            if isinstance(item, Call):
+                assert isinstance(owner, Connection)
+                self._rpc.expire(owner, key, item)
+            else:
+                assert isinstance(owner, Twin)
+                self._fanout.resend(owner, key, item, now)
         self.guard.handle_timer(now)
+        self._sessions.forget_away(effects.wall)
         if now >= self._next_prune:
             self._next_prune = now + cfg.prune_interval
             effects.emit(PruneArchive(int((effects.wall - cfg.retention_max_age) * 1e9),
@@ -212,7 +225,18 @@ class Router:
         if conn.held is not None:
             self._hold(conn, frames)
             return
+        try:
+            self._receive_many(conn, frames)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # a bug must cost only the connection that hit it
+            conn.held = []  # nothing more from it: the driver closes it
+            self._effects.close(conn, CLOSE_INTERNAL_ERROR,
+                                f"internal error handling a message: {type(exc).__name__}: {exc}")
+
+    def _receive_many(self, conn: Connection, frames: list[bytes]) -> None:
         limit = self.config.limits.max_message_size
+        max_topic = self.config.names.max_topic_length
         gate = self.guard.gate
         publish = self._fanout.publish
         for i, frame in enumerate(frames):
@@ -221,7 +245,8 @@ class Router:
             gated = bool(gate) and conn in gate  # an attestation may open the gate
             if not gated:
                 quick = split_qos0_pub(frame)
-                if quick is not None and len(frame) <= limit:
+                if (quick is not None and len(frame) <= limit and quick[0].isprintable()
+                        and len(quick[0]) <= max_topic):  # else checked on the slow path
                     publish(conn, quick[0], 0, None, frame, quick[1])
                     continue
             decision = self._dispatch(conn, frame, gated)
@@ -241,10 +266,14 @@ class Router:
     def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> Decision:
         """Decode a message and hand it to its handler."""
         message = decode(frame, self.config.limits)
+        if isinstance(message, Identity) and self._refused(conn, message):
+            return DONE  # before the guard: a refused name is never looked up
         if gated:
             decision = self.guard.admit(conn, message)
             if decision is not PROCEED:
                 return decision
+        if isinstance(message, Rpc | Pub) and self._refused(conn, message):
+            return DONE
         if isinstance(message, Pub):  # its payload is the tail of the frame
             self._fanout.publish(conn, message.topic, message.flags, message.id, frame,
                                  len(frame) - len(message.data.raw))
@@ -264,6 +293,23 @@ class Router:
             conn.learn_generation(message.id)
             return self._apply(conn, self.guard.receive(conn, message, self._effects.now))
         return DONE
+
+    def _refused(self, conn: Connection, message: Identity | Rpc | Pub) -> bool:
+        """Refuse a name or topic over the limits or with look-alike characters
+        (:mod:`rembus_proto.topics`): a status, or for a PUB a protocol error."""
+        names = self.config.names
+        if isinstance(message, Identity):
+            name = normalize_name(message.cid)
+            problem = check_name(name, names) if name else None  # empty: "empty cid"
+        else:
+            problem = check_topic(message.topic, names)
+        if problem is None:
+            return False
+        if isinstance(message, Pub):  # nobody to tell: a malformed message
+            raise MalformedMessage(f"PUB {problem}")
+        conn.learn_generation(message.id)
+        self._effects.reply(conn, message.id, Status.GENERIC_ERROR, problem)
+        return True
 
     def _identity(self, conn: Connection, msg: Identity) -> Decision:
         conn.learn_generation(msg.id)

@@ -26,20 +26,22 @@ class RpcRouter:
         self._rr: dict[str, int] = {}
         self._call_counter = first_id
         self._builtins = builtins
+        self.pending = 0
+        """Calls forwarded and not answered yet, broker-wide."""
 
     # -- the index of exposers -------------------------------------------------
 
     def expose(self, twin: Twin, topic: str) -> None:
         """``twin`` serves ``topic`` (persistent)."""
         if topic not in twin.exposed:
-            twin.exposed.append(topic)
+            twin.exposed[topic] = None
             self.exposers.setdefault(topic, []).append(twin)
             twin.changed()
 
     def unexpose(self, twin: Twin, topic: str) -> None:
         """``twin`` no longer serves ``topic``."""
         if topic in twin.exposed:
-            twin.exposed.remove(topic)
+            del twin.exposed[topic]
             self._drop(twin, topic)
             twin.changed()
 
@@ -127,6 +129,10 @@ class RpcRouter:
         if conn.calls_made >= config.max_pending_calls:
             self.effects.reply(conn, msg.id, Status.GENERIC_ERROR, "too many requests in flight")
             return
+        if self.pending >= config.max_pending_calls_total:
+            self.effects.reply(conn, msg.id, Status.GENERIC_ERROR,
+                               "too many requests in flight in the broker")
+            return
         self._call_counter += 1
         size = 16 if exposer.legacy else 8
         new_id = (self._call_counter & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
@@ -136,10 +142,16 @@ class RpcRouter:
                                f"{msg.topic}: request too large for {exposer.twin.name} (0.1.x)")
             return
         deadline = self.effects.now + config.call_timeout
-        exposer.calls[new_id] = Call(conn, msg.id, msg.topic, deadline)
-        self.effects.timed[exposer] = None
+        call = exposer.calls[new_id] = Call(conn, msg.id, msg.topic, deadline)
+        self.effects.timers.call(exposer, new_id, call)
         conn.calls_made += 1
+        self.pending += 1
         self.effects.send(exposer, frame)
+
+    def _done(self, call: Call) -> None:
+        """``call`` is answered, failed or forgotten."""
+        call.requester.calls_made -= 1
+        self.pending -= 1
 
     def response(self, conn: Connection, msg: Response) -> None:
         """A RESPONSE from an exposer: back to the requester."""
@@ -147,7 +159,7 @@ class RpcRouter:
         if call is None:
             return  # e.g. an answer to nothing we asked, or a call already forgotten
         requester = call.requester
-        requester.calls_made -= 1
+        self._done(call)
         if requester.closed:
             return
         frame = encode_response_raw(call.orig_id, msg.status, msg.data.raw)
@@ -162,15 +174,13 @@ class RpcRouter:
         for call in conn.calls.values():
             self.effects.reply(call.requester, call.orig_id, Status.METHOD_UNAVAILABLE,
                                f"{call.topic}: exposer {conn.twin.name} disconnected")
-            call.requester.calls_made -= 1
+            self._done(call)
         conn.calls.clear()
 
-    def expire(self, conn: Connection, now: float) -> None:
-        """Forget the calls forwarded to ``conn`` that nobody answered in time."""
-        for call_id, call in list(conn.calls.items()):
-            if call.deadline <= now:
-                del conn.calls[call_id]
-                call.requester.calls_made -= 1
+    def expire(self, exposer: Connection, call_id: bytes, call: Call) -> None:
+        """Forget ``call``, forwarded to ``exposer``: nobody answered it in time."""
+        del exposer.calls[call_id]
+        self._done(call)
 
 
 __all__ = ["RpcRouter"]

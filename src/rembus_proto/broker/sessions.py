@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 
@@ -14,6 +15,9 @@ from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
 from .state import Connection, Twin
+
+SWEEP_LIMIT = 1_000
+"""Twins :meth:`Sessions.forget_away` examines at most per call."""
 
 
 class Sessions:
@@ -32,12 +36,19 @@ class Sessions:
         self.twins = twins
         self.connections: set[Connection] = set()
         self._id_factory = id_factory
+        self._dirty: dict[Twin, None] = {}
+        """Named twins whose persistent part changed since the last flush."""
+        self._away: dict[Twin, float] = {}
+        """Named twins not connected -> since when (wall seconds), oldest first."""
+        self._loaded = False
 
     def load(self, records: list[TwinRecord]) -> None:
         """Bring back the named twins of a previous run."""
+        self._loaded = bool(records)
         for record in records:
-            twin = Twin(record.name, True, record)
+            twin = Twin(record.name, True, record, self._dirty)
             self.twins[twin.name] = twin
+            self._away[twin] = math.inf  # the time it left is not stored: see forget_away
             self.index.add_twin(twin)
             self.rpc.index(twin)
         window = self.effects.config.qos2_dedup_size
@@ -47,7 +58,7 @@ class Sessions:
                 self.store.qos2_released(name, msg_id)
                 continue
             seen = publisher.qos2_seen
-            seen[msg_id] = None
+            seen[msg_id] = self.effects.now  # its age counts from the restart
             if len(seen) > window:
                 self.store.qos2_released(name, seen.popitem(last=False)[0])
 
@@ -79,6 +90,7 @@ class Sessions:
         twin.clear_inflight()
         if twin.named:
             self.save(twin)
+            self._away[twin] = self.effects.wall
         else:
             self.index.remove_twin(twin)
             self.rpc.unindex(twin)
@@ -110,13 +122,14 @@ class Sessions:
         self.index.remove_twin(anonymous)
         self.rpc.unindex(anonymous)
         if twin is None:
-            twin = Twin(name, True)
+            twin = Twin(name, True, sink=self._dirty)
             twin.mark = self.archive.last_seq  # retroactive: "what is published while away"
             self.twins[name] = twin
             self.save(twin)
         twin.conn = conn
         twin.reactive = False
         conn.twin = twin
+        self._away.pop(twin, None)
         effects.reply(conn, msg_id, Status.OK, None)
         return True
 
@@ -125,11 +138,47 @@ class Sessions:
         twin.dirty = False
         self.store.save_twin(twin.record())
 
+    def forget_away(self, wall: float, limit: int = SWEEP_LIMIT) -> int:
+        """Forget up to ``limit`` named twins away for longer than the retention that owe
+        nothing and are not registered; returns how many. Costs what it forgets."""
+        away = self._away
+        if self._loaded:  # the first wall time seen starts the clock of loaded twins
+            self._loaded = False
+            for loaded, since in away.items():
+                if since == math.inf:
+                    away[loaded] = wall
+        cutoff = wall - self.effects.config.twin_retention
+        forgotten = 0
+        for _ in range(limit):
+            twin = next(iter(away), None)
+            if twin is None or away[twin] > cutoff:
+                break
+            del away[twin]
+            if twin.retroactive_topics() and twin.mark < self.archive.last_seq:
+                away[twin] = wall  # may still be owed stored messages: look again later
+            elif self.guard.security.public_key(twin.name) is None:
+                self._forget(twin)
+                forgotten += 1
+        return forgotten
+
+    def _forget(self, twin: Twin) -> None:
+        del self.twins[twin.name]
+        self._dirty.pop(twin, None)
+        twin.sink = None
+        self.index.remove_twin(twin)
+        self.rpc.unindex(twin)
+        self.store.delete_twin(twin.name)
+
     def flush(self) -> None:
-        """Stage the twins whose state changed."""
-        for twin in self.twins.values():
-            if twin.dirty:
+        """Stage the twins whose state changed (only those: no scan of every twin)."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        twins = list(dirty)
+        dirty.clear()
+        for twin in twins:
+            if twin.dirty and self.twins.get(twin.name) is twin:
                 self.save(twin)
 
 
-__all__ = ["Sessions"]
+__all__ = ["SWEEP_LIMIT", "Sessions"]

@@ -58,18 +58,21 @@ class Twin:
         "replay_waiting",
         "replaying",
         "since",
+        "sink",
         "subs",
         "tenant",
     )
 
-    def __init__(self, name: str, named: bool, record: TwinRecord | None = None) -> None:
+    def __init__(self, name: str, named: bool, record: TwinRecord | None = None,
+                 sink: dict[Twin, None] | None = None) -> None:
         self.name = name
         self.named = named
         self.tenant = tenant(name)
         self.conn: Connection | None = None
         self.reactive = False
         self.subs: dict[str, float] = dict(record.subscriptions) if record else {}
-        self.exposed: list[str] = list(record.exposed) if record else []
+        self.exposed: dict[str, None] = dict.fromkeys(record.exposed) if record else {}
+        """Exposed topics, in the order they were exposed (a dict: O(1) membership)."""
         self.mark = record.mark if record else 0
         self.done_above: set[int] = set(record.done_above) if record else set()
         self.since: dict[str, int] = dict(record.since) if record else {}
@@ -78,7 +81,7 @@ class Twin:
         """Archive seqs of the deliveries in ``inflight``."""
         self.open_heap: list[int] = []
         """``open_seqs`` and seqs closed since, lowest first (closed ones are skipped)."""
-        self.qos2_seen: OrderedDict[bytes, None] = OrderedDict()
+        self.qos2_seen: OrderedDict[bytes, float] = OrderedDict()
         self.replaying = False
         self.replay_cursor = 0
         self.replay_token = 0
@@ -90,6 +93,8 @@ class Twin:
         self.replay_last = False
         """The last replay batch was the end of the archive."""
         self.dirty = False
+        self.sink = sink
+        """Where the twin files itself when it becomes dirty: the broker saves only those."""
 
     def record(self) -> TwinRecord:
         """The persistent part."""
@@ -148,12 +153,18 @@ class Twin:
                     self.done_above.difference_update(below)
         else:
             self.done_above.add(seq)
-        self.dirty = True
+        if not self.dirty:
+            self._dirty()
 
     def changed(self) -> None:
         """Its persistent part changed: it is saved at the next flush."""
-        if self.named:
-            self.dirty = True
+        if self.named and not self.dirty:
+            self._dirty()
+
+    def _dirty(self) -> None:
+        self.dirty = True
+        if self.sink is not None:
+            self.sink[self] = None
 
     def __repr__(self) -> str:
         return f"Twin({self.name!r})"
