@@ -20,14 +20,10 @@ except ImportError:  # pragma: no cover - depends on the environment
     sys.exit("atheris is not installed: python -m pip install -e '.[fuzz]'")
 
 with atheris.instrument_imports():
+    import router_program
+
     import rembus_proto as rp
-    from rembus_proto.broker import (
-        CLOSE_INTERNAL_ERROR,
-        Close,
-        Router,
-        RouterConfig,
-        answer_requests,
-    )
+    from rembus_proto.broker import Router, RouterConfig
     from rembus_proto.security import MemorySecurity
     from rembus_proto.store import MemoryStore
 
@@ -56,44 +52,9 @@ def test_one_input(data: bytes) -> None:
     def ids(n: int) -> bytes:
         return next(counter).to_bytes(n, "little")
 
-    router = Router(store, config, id_factory=ids, security=security)
-    now = 1000.0
-    conns = [router.connect(now) for _ in range(3)]
-    for _ in range(fdp.ConsumeIntInRange(1, 40)):
-        slot = fdp.ConsumeIntInRange(0, 2)
-        action = fdp.ConsumeIntInRange(0, 9)
-        if action <= 5:
-            frame = (SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)] if action < 3
-                     else fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 200)))
-            try:
-                router.receive(conns[slot], frame, now)
-            except rp.ProtocolError:
-                router.disconnect(conns[slot], now)
-                conns[slot] = router.connect(now)
-        elif action == 6:
-            router.disconnect(conns[slot], now)
-            conns[slot] = router.connect(now)
-        elif action == 7:
-            now += fdp.ConsumeIntInRange(0, 5)
-            router.handle_timer(now)
-        elif action == 8:
-            router.drained(conns[slot], now)
-        else:
-            router.shutdown(now)
-            router = Router(store, config, id_factory=ids, security=security)
-            conns = [router.connect(now) for _ in range(3)]
-        orders = answer_requests(router, store, security, now)
-        router.flush()
-        store.commit()
-        for _conn, _frames in router.data_to_send():
-            pass
-        for order in orders:
-            if isinstance(order, Close):
-                if order.code == CLOSE_INTERNAL_ERROR:
-                    raise AssertionError(order.reason)
-                router.disconnect(order.conn, now)
-                if order.conn in conns:
-                    conns[conns.index(order.conn)] = router.connect(now)
+    router_program.run(fdp, SEEDS, lambda: Router(store, config, id_factory=ids,
+                                                  security=security),
+                       store, security)
 
 
 def main() -> None:

@@ -9,8 +9,21 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from behaviour_drivers import BrokerProcess
+
 if TYPE_CHECKING:
     from nats_cluster import NatsCluster
+
+
+@pytest.fixture
+def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A ``rembus broker`` process on a free port (restartable, killable), stopped at the end."""
+    broker = BrokerProcess(tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import math
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,15 +59,6 @@ def session(driver: str) -> Iterator[Session]:
         finally:
             s.close()
 
-
-@pytest.fixture
-def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
-    broker = BrokerProcess(tmp_path / "broker")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def same(a: Any, b: Any) -> bool:

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -35,15 +34,6 @@ KILLS = 4
 WINDOW = 8  # QoS publications in flight at once
 FAST = {"reconnect_initial": 0.05, "reconnect_max": 0.2, "timeout": WAIT}
 
-
-@pytest.fixture
-def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
-    broker = BrokerProcess(tmp_path / "broker")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 class Deliveries:

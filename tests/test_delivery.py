@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -33,15 +32,6 @@ Batch = Callable[[rembus.Component, str, range, threading.Event], Coroutine[Any,
 def driver(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
-
-@pytest.fixture
-def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:
-    broker = BrokerProcess(tmp_path / "broker")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 def test_restart_gets_the_backlog_of_every_retroactive_topic(
