@@ -25,9 +25,6 @@ import asyncio
 import contextlib
 import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,56 +35,11 @@ from pathlib import Path
 import rembus
 from rembus.errors import RembusError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from behaviour_drivers import BrokerProcess
+
 TOPICS = ("crash_a", "crash_b", "crash_c")
-WAIT = 60.0  # bound of every wait for the broker or for the last deliveries
-
-
-class Broker:
-    """A broker subprocess that can be killed and restarted on the same port and data dir."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        cmd = [sys.executable, "-m", "rembus", "broker", "--host", "127.0.0.1",
-               "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        deadline = time.monotonic() + WAIT
-        while True:  # the port of a killed broker may take a moment to be free again
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL, text=True)
-            line = await asyncio.to_thread(self._serving_line)
-            if line:
-                match = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-                assert match, line
-                self.port = int(match.group(1))
-                return
-            self.proc.wait()
-            if time.monotonic() > deadline:
-                raise RuntimeError("the broker did not start")
-            await asyncio.sleep(0.05)
-
-    def _serving_line(self) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "serving ws://" in line:
-                return line
-        return ""
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+WAIT = 60.0  # bound of the wait for the last deliveries
 
 
 @dataclass
@@ -138,8 +90,8 @@ async def publish_all(url: str, qos: int, messages: int, tally: Tally) -> None:
             await pub.close()
 
 
-async def killer(broker: Broker, kills: int, messages: int, tally: Tally, stop: asyncio.Event,
-                 rng: random.Random) -> int:
+async def killer(broker: BrokerProcess, kills: int, messages: int, tally: Tally,
+                 stop: asyncio.Event, rng: random.Random) -> int:
     """Kill the broker when the stream passes each of ``kills`` random points."""
     points = sorted(rng.sample(range(1, messages), min(kills, messages - 1)))
     done = 0
@@ -149,7 +101,7 @@ async def killer(broker: Broker, kills: int, messages: int, tally: Tally, stop: 
         if stop.is_set():
             break
         broker.kill()
-        await broker.start()
+        await asyncio.to_thread(broker.start)  # same port and data dir
         done += 1
     return done
 
@@ -169,8 +121,8 @@ async def settle(tally: Tally) -> None:
 async def run(qos: int, mode: str, kills: int, messages: int, seed: int) -> tuple[int, ...]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        broker = Broker(Path(tmp))
-        await broker.start()
+        broker = BrokerProcess(Path(tmp))
+        await asyncio.to_thread(broker.start)
         tally = Tally()
         name = f"crash_sub_{os.getpid()}_{qos}_{mode}"
         try:
@@ -188,7 +140,7 @@ async def run(qos: int, mode: str, kills: int, messages: int, seed: int) -> tupl
             with contextlib.suppress(RembusError, OSError):
                 await sub.close()
         finally:
-            broker.kill(signal.SIGTERM)
+            broker.stop()
     return (done, *tally.row())
 
 
