@@ -321,3 +321,40 @@ def test_messages_are_immutable_values_of_their_own_type() -> None:
     with pytest.raises(AttributeError):
         ack.id = b"other"  # type: ignore[misc]
     assert {Ack(ID8), Ack2(ID8), Ack(ID8)} == {Ack(ID8), Ack2(ID8)}
+
+
+def _fast_read_agrees_with_decode(frame: bytes) -> None:
+    from rembus_proto.messages import split_ack, split_qos0_pub
+    ack = split_ack(frame)
+    if ack is not None:
+        is_ack2, msg_id = ack
+        assert rp.decode(frame) == (rp.Ack2(msg_id) if is_ack2 else rp.Ack(msg_id))
+    try:
+        quick = split_qos0_pub(frame)
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            rp.decode(frame)
+        return
+    if quick is not None:
+        try:
+            message = rp.decode(frame)
+        except ProtocolError:
+            return  # the quick reader leaves the rest of the frame to decode
+        assert isinstance(message, rp.Pub) and message.topic == quick[0]
+        assert message.data.raw == frame[quick[1]:] and not message.flags
+
+
+@given(st.one_of(messages.map(rp.encode), st.binary(max_size=40)), st.data())
+@settings(max_examples=2000)
+def test_fast_readers_agree_with_decode(frame: bytes, data: st.DataObject) -> None:
+    """The router's shortcuts for QoS0 PUB and ACK/ACK2 never disagree with decode."""
+    raw = bytearray(frame)
+    if raw and data.draw(st.booleans()):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    _fast_read_agrees_with_decode(bytes(raw))
+
+
+@pytest.mark.parametrize("message", [rp.Ack(b"\x01" * 8), rp.Ack2(b"\x02" * 16), rp.Ack(b"x" * 23)])
+def test_the_ack_shortcut_reads_every_usual_ack(message: rp.Ack | rp.Ack2) -> None:
+    from rembus_proto.messages import split_ack
+    assert split_ack(message.encode()) == (isinstance(message, rp.Ack2), message.id)

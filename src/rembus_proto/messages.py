@@ -465,6 +465,19 @@ def split_qos0_pub(frame: bytes) -> tuple[str, int] | None:
     return None
 
 
+def split_ack(frame: bytes) -> tuple[bool, bytes] | None:
+    """``(is_ack2, id)`` of an ACK or ACK2 whose id is 1 to 23 bytes, else ``None``.
+
+    The message a QoS1/2 subscriber sends for every delivery, read without
+    building anything. ``None`` also means "not this shape"; the full
+    :func:`decode` then judges the frame. The id length limit is the caller's.
+    """
+    if (len(frame) > 3 and frame[0] == 0x82 and (frame[1] == 0x05 or frame[1] == 0x06)
+            and 0x40 < frame[2] < 0x58 and len(frame) == frame[2] - 0x3D):
+        return frame[1] == 0x06, frame[3:]
+    return None
+
+
 def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_LIMITS) -> Message:
     """Decode one message; raise :class:`ProtocolError` if it is not one.
 

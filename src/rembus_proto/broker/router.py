@@ -32,7 +32,8 @@ from typing import Any
 from ..constants import Status
 from ..entropy import RandomPool
 from ..errors import MalformedMessage, ProtocolError
-from ..messages import Ack, Ack2, Admin, Identity, Pub, Response, Rpc, decode, split_qos0_pub
+from ..messages import (Ack, Ack2, Admin, Identity, Pub, Response, Rpc, decode, split_ack,
+                        split_qos0_pub)
 from ..security import MemorySecurity, PublicKey, Security, Verify
 from ..store import Store, StoredMessage
 from ..topics import check_name, check_topic, normalize_name
@@ -238,7 +239,9 @@ class Router:
         limit = self.config.limits.max_message_size
         max_topic = self.config.names.max_topic_length
         gate = self.guard.gate
-        publish = self._fanout.publish
+        max_id = self.config.limits.max_id_length
+        fanout = self._fanout
+        publish = fanout.publish
         for i, frame in enumerate(frames):
             if conn.closed:
                 return
@@ -248,6 +251,13 @@ class Router:
                 if (quick is not None and len(frame) <= limit and quick[0].isprintable()
                         and len(quick[0]) <= max_topic):  # else checked on the slow path
                     publish(conn, quick[0], 0, None, frame, quick[1])
+                    continue
+                ack = split_ack(frame)
+                if ack is not None and len(ack[1]) <= max_id:
+                    if ack[0]:
+                        fanout.ack2(conn, ack[1])
+                    else:
+                        fanout.ack(conn, ack[1])
                     continue
             decision = self._dispatch(conn, frame, gated)
             if isinstance(decision, LookUpKey):
