@@ -20,10 +20,13 @@ def is_uint64(value: object) -> TypeGuard[int]:
     return type(value) is int and 0 <= value < 1 << 64
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(256)]
+
+
 def head(major: int, arg: int) -> bytes:
     """Encode a CBOR head in shortest form."""
     if arg < 24:
-        return bytes(((major << 5) | arg,))
+        return _ONE_BYTE[(major << 5) | arg]
     if arg < 0x100:
         return bytes(((major << 5) | 24, arg))
     if arg < 0x10000:
