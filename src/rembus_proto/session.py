@@ -115,8 +115,9 @@ class ClientSession:
         if self._ended:
             return
         try:
-            events = self._ws.receive_data(data)
-            for event in events:
+            ws = self._ws
+            ws.receive_data(data)
+            for event in ws.events():
                 if event.__class__ is Message:
                     content = event.data
                     if type(content) is bytes:
@@ -152,8 +153,7 @@ class ClientSession:
         if frames and ws.is_open:
             ws.send_messages(frames)
         # else: not connected; the client machine keeps what must survive (outbox, QoS)
-        data = ws.data_to_send()
-        return [data] if data else []
+        return ws.data_to_send()
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next, ``None`` if no timer runs."""
