@@ -21,7 +21,7 @@ from collections.abc import Callable
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage
 
-from rembus_proto.ws import ClientWebSocket, Message, ServerWebSocket, WSConfig
+from rembus_proto.ws import ClientWebSocket, ServerWebSocket, WSConfig, WsMessage
 from rembus_proto.wsmask import use_numpy
 
 READ_SIZE = 64 * 1024
@@ -113,7 +113,7 @@ def ours_decode(size: int, from_client: bool) -> Step:
         for chunk in chunks:
             ws.receive_data(chunk)
             for event in ws.events():
-                if isinstance(event, Message):
+                if isinstance(event, WsMessage):
                     count += 1
         assert count == n
         return n

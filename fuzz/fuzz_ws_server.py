@@ -22,7 +22,7 @@ with atheris.instrument_imports():
     import h11  # noqa: F401  (instrumented so that coverage guides the HTTP parsing too)
 
     from rembus_proto.errors import ConnectionFailed, ProtocolError
-    from rembus_proto.ws import HttpRequest, Message, ServerWebSocket, WSConfig
+    from rembus_proto.ws import HttpRequest, ServerWebSocket, WSConfig, WsMessage
 
 UPGRADE = (
     b"GET /fuzz HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -35,7 +35,7 @@ def feed(ws: ServerWebSocket, data: bytes, echo: bool) -> None:
     for event in ws.events():
         if isinstance(event, HttpRequest):
             ws.send_http_response(200, [("Content-Type", "text/plain")], b"ok")
-        elif isinstance(event, Message) and echo and ws.is_open:
+        elif isinstance(event, WsMessage) and echo and ws.is_open:
             ws.send_message(event.data)
     ws.data_to_send()
 

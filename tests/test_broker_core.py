@@ -29,11 +29,11 @@ from rembus_proto.broker import (
 from rembus_proto.broker.auth import DONE, Bind, LookUpKey
 from rembus_proto.broker.effects import Effects
 from rembus_proto.broker.peer import BrokerPeer
-from rembus_proto.security import RSA, MemorySecurity, PublicKey
+from rembus_proto.security_port import RSA, MemorySecurity, PublicKey
 from rembus_proto.store import MemoryStore
 from rembus_proto.topics import compile_pattern
 from rembus_proto.ws import ClientWebSocket, WSConfig
-from rembus_proto.wsevents import Message, Opened
+from rembus_proto.wsevents import Opened, WsMessage
 from ws_helpers import feed, sent
 
 KEY = PublicKey(b"key", RSA)
@@ -298,7 +298,7 @@ def test_the_peer_answers_in_the_dialect_last_heard() -> None:
     pub_ws.send_message(rp.encode(rp.Pub("t", rp.Payload.of([1]))))
     pub.receive_data(sent(pub_ws), 10.0)
     deliver(router, [sub, pub])
-    texts = [e.data for e in feed(sub_ws, b"".join(sub.data_to_send())) if isinstance(e, Message)]
+    texts = [e.data for e in feed(sub_ws, b"".join(sub.data_to_send())) if isinstance(e, WsMessage)]
     assert all(isinstance(t, str) for t in texts)
     assert json.loads(texts[-1])["method"] == "t"
 

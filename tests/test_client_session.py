@@ -20,7 +20,7 @@ from rembus_proto import (
     decode,
 )
 from rembus_proto.ws import ServerWebSocket
-from rembus_proto.wsevents import Closed, Message, Opened
+from rembus_proto.wsevents import Closed, Opened, WsMessage
 from ws_helpers import feed, sent
 
 
@@ -36,7 +36,7 @@ def pair(name: str | None = "comp") -> tuple[ClientSession, ServerWebSocket]:
 
 def to_server(session: ClientSession, server: ServerWebSocket) -> list[object]:
     events = feed(server, b"".join(session.data_to_send()))
-    return [decode(e.data) for e in events if isinstance(e, Message)
+    return [decode(e.data) for e in events if isinstance(e, WsMessage)
             and isinstance(e.data, bytes)]
 
 

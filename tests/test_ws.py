@@ -25,11 +25,11 @@ from rembus_proto.ws import (
     Closed,
     Event,
     HttpRequest,
-    Message,
     Opened,
     Pong,
     ServerWebSocket,
     WSConfig,
+    WsMessage,
 )
 from tls_hello import client_hello
 from ws_helpers import Side, feed, sent
@@ -133,15 +133,15 @@ def test_frames_in_the_same_read_as_the_handshake() -> None:
     server = ServerWebSocket()
     data = upgrade_request() + build_frame(0x2, b"early", mask_key=KEY)
     events = feed(server, data)
-    assert events[1:] == [Message(b"early")]
+    assert events[1:] == [WsMessage(b"early")]
     client = ClientWebSocket("h")
     key = sent(client).split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
     server = ServerWebSocket()
     feed(server, upgrade_request(overrides={"Sec-WebSocket-Key": key.decode()}))
     server.send_message("first")
     events = feed(client, sent(server))
-    assert [type(e) for e in events] == [Opened, Message]
-    assert events[1] == Message("first")
+    assert [type(e) for e in events] == [Opened, WsMessage]
+    assert events[1] == WsMessage("first")
 
 
 def test_permessage_deflate_offer_is_not_accepted() -> None:
@@ -167,7 +167,7 @@ def test_interoperates_with_wsproto_both_ways() -> None:
     got = list(peer.events())
     assert isinstance(got[0], wse.AcceptConnection)
     assert isinstance(got[1], wse.BytesMessage) and got[1].data == b"\x01" * 70000
-    assert feed(server, peer.send(wse.TextMessage("hé"))) == [Message("hé")]
+    assert feed(server, peer.send(wse.TextMessage("hé"))) == [WsMessage("hé")]
 
     peer = WSConnection(ConnectionType.SERVER)
     client = ClientWebSocket("h", "/c")
@@ -175,7 +175,7 @@ def test_interoperates_with_wsproto_both_ways() -> None:
     request = next(peer.events())
     assert isinstance(request, wse.Request) and request.target == "/c"
     answer = peer.send(wse.AcceptConnection()) + peer.send(wse.BytesMessage(b"hi"))
-    assert feed(client, answer)[1:] == [Message(b"hi")]
+    assert feed(client, answer)[1:] == [WsMessage(b"hi")]
     client.send_message("back")
     peer.receive_data(sent(client))
     assert next(peer.events()) == wse.TextMessage("back")
@@ -194,8 +194,8 @@ def test_messages_both_ways_in_random_chunks(seed: int) -> None:
     for message in messages:
         client.send_message(message)
         server.send_message(message)
-    assert pump(client, server, rng) == [Message(m) for m in messages]
-    assert pump(server, client, rng) == [Message(m) for m in messages]
+    assert pump(client, server, rng) == [WsMessage(m) for m in messages]
+    assert pump(server, client, rng) == [WsMessage(m) for m in messages]
 
 
 def test_fragmented_messages_are_reassembled() -> None:
@@ -212,7 +212,7 @@ def test_fragmented_messages_are_reassembled() -> None:
     events: list[Event] = []
     for chunk in pieces(stream, random.Random(3)):
         events.extend(feed(server, chunk))
-    assert events == [Message(b"abcd"), Message("caf\u00e9 \u2603")]
+    assert events == [WsMessage(b"abcd"), WsMessage("caf\u00e9 \u2603")]
     assert sent(server) == b"\x8a\x03mid"  # the ping in between was answered
 
 
@@ -238,7 +238,7 @@ def test_size_limit_is_enforced_mid_message() -> None:
 def test_size_limit_on_the_client_and_at_the_limit() -> None:
     client, server = open_pair(WSConfig(max_message_size=100))
     server.send_message(b"x" * 100)
-    assert pump(server, client) == [Message(b"x" * 100)]
+    assert pump(server, client) == [WsMessage(b"x" * 100)]
     server.send_message("y" * 101)
     with pytest.raises(MessageTooLarge):
         pump(server, client)
@@ -274,11 +274,11 @@ def test_close_handshake(initiator: str) -> None:
     with pytest.raises(InvalidState):
         first.send_message(b"too late")
     second.send_message(b"in flight")  # crosses the close frame
-    assert pump(first, second) == [Message(b"last words"), Closed(4000, "overwritten", True)]
+    assert pump(first, second) == [WsMessage(b"last words"), Closed(4000, "overwritten", True)]
     assert second.closed
     with pytest.raises(InvalidState):
         second.send_message(b"after close")
-    assert pump(second, first) == [Message(b"in flight"), Closed(4000, "", True)]
+    assert pump(second, first) == [WsMessage(b"in flight"), Closed(4000, "", True)]
     assert first.closed
     first.close()  # idempotent
     assert sent(first) == b"" and feed(first, b"") == []
@@ -555,7 +555,7 @@ def test_bytes_like_input_and_output() -> None:
     client.send_message(bytearray(b"ba"))
     client.send_message(memoryview(b"mv"))
     data = sent(client)
-    assert feed(server, bytearray(data)) == [Message(b"ba"), Message(b"mv")]
+    assert feed(server, bytearray(data)) == [WsMessage(b"ba"), WsMessage(b"mv")]
 
 
 def test_events_and_output_are_taken_once() -> None:
@@ -566,7 +566,7 @@ def test_events_and_output_are_taken_once() -> None:
     assert out and all(type(buffer) is bytes for buffer in out)
     assert client.data_to_send() == []
     server.receive_data(b"".join(out))
-    assert server.events() == [Message(b"a"), Message("b")]
+    assert server.events() == [WsMessage(b"a"), WsMessage("b")]
     assert server.events() == []
 
 
@@ -669,7 +669,7 @@ def test_send_messages_matches_send_message_one_by_one(sizes: list[int]) -> None
         batched = server if role == "server" else client
         batched.send_messages(frames)
         received = pump(batched, client if role == "server" else server)
-        assert [e.data for e in received if isinstance(e, Message)] == frames
+        assert [e.data for e in received if isinstance(e, WsMessage)] == frames
     client, server = open_pair()
     for frame in frames:
         server.send_message(frame)

@@ -28,7 +28,7 @@ from .client_events import Event as ClientEvent
 from .entropy import RandomSource
 from .errors import ConnectionFailed, HandshakeError, ProtocolError
 from .ws import ClientWebSocket, WSConfig
-from .wsevents import Closed, Message, Opened
+from .wsevents import Closed, Opened, WsMessage
 
 #: Why a connection ended before the WebSocket upgrade: the words every driver uses.
 CLOSED_BEFORE_UPGRADE = "the connection was closed without a WebSocket upgrade answer"
@@ -118,7 +118,7 @@ class ClientSession:
             ws = self._ws
             ws.receive_data(data)
             for event in ws.events():
-                if event.__class__ is Message:
+                if event.__class__ is WsMessage:
                     content = event.data
                     if type(content) is bytes:
                         self.conn.receive_message(content, now)

@@ -84,7 +84,7 @@ from .errors import (
     MessageTooLarge,
     ProtocolError,
 )
-from .wsevents import Closed, Event, Headers, HttpRequest, Message, Opened, Pong
+from .wsevents import Closed, Event, Headers, HttpRequest, Opened, Pong, WsMessage
 from .wsframes import PING, PONG, CloseFrame, FrameReader, FrameWriter, PingFrame, ReaderItem
 from .wshandshake import (
     VERSION,
@@ -103,11 +103,11 @@ __all__ = [
     "Headers",
     "HttpRequest",
     "InvalidState",
-    "Message",
     "Opened",
     "Pong",
     "ServerWebSocket",
     "WSConfig",
+    "WsMessage",
 ]
 
 _HANDSHAKE = 0  # reading the HTTP head (and body)

@@ -34,7 +34,7 @@ from rembus_proto.broker import (
     answer_requests,
 )
 from rembus_proto.broker.peer import BrokerPeer
-from rembus_proto.security import MemorySecurity, Security
+from rembus_proto.security_port import MemorySecurity, Security
 from rembus_proto.store import MemoryStore, Pruned, Store
 from rembus_proto.ws import WSConfig
 from rembus_proto.wsevents import HttpRequest, Opened

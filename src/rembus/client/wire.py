@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sized
 from rembus_proto import ProtocolError
 from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
 from rembus_proto.ws import ClientWebSocket, WSConfig
-from rembus_proto.wsevents import Closed, Message, Opened
+from rembus_proto.wsevents import Closed, Opened, WsMessage
 
 # A message this large is written on its own: joined with its neighbours into
 # one write it would be copied once more.
@@ -206,7 +206,7 @@ class Wire:
 
     def _keep(self, events: list[object]) -> None:
         for event in events:
-            if isinstance(event, Message):
+            if isinstance(event, WsMessage):
                 if isinstance(event.data, bytes):
                     self._inbox.append(event.data)
                 else:

@@ -22,7 +22,7 @@ from ..errors import ProtocolError
 from ..jsonrpc import encode_json, to_cbor
 from ..messages import Attestation, Identity, decode
 from ..ws import ServerWebSocket, WSConfig
-from ..wsevents import Closed, Event, HttpRequest, Message, Opened
+from ..wsevents import Closed, Event, HttpRequest, Opened, WsMessage
 from .config import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER
 from .router import Router
 from .state import Connection
@@ -87,7 +87,7 @@ class BrokerPeer:
         out = self._events
         frames: list[bytes] = []  # consecutive messages go to the router together
         for event in events:
-            if event.__class__ is Message:
+            if event.__class__ is WsMessage:
                 content = event.data
                 if type(content) is bytes:
                     frames.append(content)
