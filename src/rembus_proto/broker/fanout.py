@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from ..constants import QOS2, QOS_MASK
-from ..messages import encode_ack, encode_ack2, encode_pattern_pub, encode_pub_raw
 from .auth import Guard
 from .config import CLOSE_SLOW_CONSUMER
 from .effects import Effects
+from .frames import encode_ack, encode_ack2, encode_pattern_pub, encode_pub_raw
 from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .state import Connection, Inflight, Twin
