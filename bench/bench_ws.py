@@ -21,7 +21,7 @@ from collections.abc import Callable
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage
 
-from rembus_proto.ws import ClientWebSocket, Message, ServerWebSocket, WSConfig
+from rembus_proto.ws import ClientWebSocket, ServerWebSocket, WSConfig, WsMessage
 from rembus_proto.wsmask import use_numpy
 
 READ_SIZE = 64 * 1024
@@ -35,8 +35,8 @@ Step = Callable[[], int]
 def open_pair() -> tuple[ClientWebSocket, ServerWebSocket]:
     client = ClientWebSocket("bench", "/", CONFIG)
     server = ServerWebSocket(CONFIG)
-    server.receive_data(client.data_to_send())
-    client.receive_data(server.data_to_send())
+    server.receive_data(b"".join(client.data_to_send()))
+    client.receive_data(b"".join(server.data_to_send()))
     assert client.is_open and server.is_open
     return client, server
 
@@ -98,7 +98,7 @@ def frames_from(from_client: bool, size: int, n: int) -> list[bytes]:
     out = []
     for _ in range(n):
         ws.send_message(payload)
-        out.append(ws.data_to_send())
+        out.extend(ws.data_to_send())
     return out
 
 
@@ -111,8 +111,9 @@ def ours_decode(size: int, from_client: bool) -> Step:
         ws = server if from_client else client
         count = 0
         for chunk in chunks:
-            for event in ws.receive_data(chunk):
-                if isinstance(event, Message):
+            ws.receive_data(chunk)
+            for event in ws.events():
+                if isinstance(event, WsMessage):
                     count += 1
         assert count == n
         return n

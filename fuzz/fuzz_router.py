@@ -24,7 +24,7 @@ with atheris.instrument_imports():
 
     import rembus_proto as rp
     from rembus_proto.broker import Router, RouterConfig
-    from rembus_proto.security import MemorySecurity
+    from rembus_proto.security_port import MemorySecurity
     from rembus_proto.store import MemoryStore
 
 SEEDS = [

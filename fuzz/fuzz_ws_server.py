@@ -6,7 +6,7 @@ The input picks a configuration, whether a valid upgrade request comes
 first, and then the bytes of the peer in chunks of fuzzed sizes; the harness
 answers HTTP requests and echoes messages like a driver. Only
 rembus_proto.ProtocolError may escape receive_data, and once it did the
-connection must stay closed.
+connection must stay closed and refuse further input (ConnectionFailed).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 with atheris.instrument_imports():
     import h11  # noqa: F401  (instrumented so that coverage guides the HTTP parsing too)
 
-    from rembus_proto.errors import ProtocolError
-    from rembus_proto.ws import HttpRequest, Message, ServerWebSocket, WSConfig
+    from rembus_proto.errors import ConnectionFailed, ProtocolError
+    from rembus_proto.ws import HttpRequest, ServerWebSocket, WSConfig, WsMessage
 
 UPGRADE = (
     b"GET /fuzz HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -30,11 +30,12 @@ UPGRADE = (
 )
 
 
-def react(ws: ServerWebSocket, events: list[object], echo: bool) -> None:
-    for event in events:
+def feed(ws: ServerWebSocket, data: bytes, echo: bool) -> None:
+    ws.receive_data(data)
+    for event in ws.events():
         if isinstance(event, HttpRequest):
             ws.send_http_response(200, [("Content-Type", "text/plain")], b"ok")
-        elif isinstance(event, Message) and echo and ws.is_open:
+        elif isinstance(event, WsMessage) and echo and ws.is_open:
             ws.send_message(event.data)
     ws.data_to_send()
 
@@ -50,17 +51,23 @@ def test_one_input(data: bytes) -> None:
     ws = ServerWebSocket(config)
     try:
         if flags & 1:
-            react(ws, list(ws.receive_data(UPGRADE)), echo=False)
+            feed(ws, UPGRADE, echo=False)
         while fdp.remaining_bytes():
             chunk = fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 128))
-            react(ws, list(ws.receive_data(chunk)), echo=bool(flags & 2))
+            feed(ws, chunk, echo=bool(flags & 2))
             if flags & 4 and ws.is_open and fdp.ConsumeBool():
                 ws.close(1000, "fuzz")
-        react(ws, list(ws.receive_data(b"")), echo=False)
+        feed(ws, b"", echo=False)
     except ProtocolError:
         ws.data_to_send()
-        if not ws.closed or ws.receive_data(b"\x00") or ws.receive_data(b""):
+        if not ws.closed:
             raise AssertionError("not closed after a ProtocolError") from None
+        for more in (b"\x00", b""):
+            try:
+                ws.receive_data(more)
+            except ConnectionFailed:
+                continue
+            raise AssertionError("input accepted after a ProtocolError") from None
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import rembus_proto as rp
 from rembus_proto.broker import CLOSE_INTERNAL_ERROR, Close, Router, answer_requests
-from rembus_proto.security import MemorySecurity
+from rembus_proto.security_port import MemorySecurity
 from rembus_proto.store import MemoryStore
 
 

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 import rembus_proto as rp
 from rembus.security import crypto
 from rembus_proto.broker import Router, RouterConfig
-from rembus_proto.security import ECDSA, RSA, MemorySecurity, PublicKey, Security
+from rembus_proto.security_port import ECDSA, RSA, MemorySecurity, PublicKey, Security
 from rembus_proto.store import MemoryStore
 from router_harness import Net, Peer
 

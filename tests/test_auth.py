@@ -11,7 +11,7 @@ import pytest
 import rembus_proto as rp
 from rembus_proto import CONNECTION_ID, Status
 from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_UNAUTHENTICATED, RouterConfig
-from rembus_proto.security import ECDSA, RSA, MemorySecurity, PublicKey
+from rembus_proto.security_port import ECDSA, RSA, MemorySecurity, PublicKey
 from rembus_proto.store import MemoryStore
 from router_harness import Peer
 from security_helpers import DER, PEM, PKCS1, SPKI, SecureNet, public_key, signature

@@ -9,7 +9,7 @@ import pytest
 
 import rembus_proto as rp
 from rembus_proto import Status
-from rembus_proto.security import MemorySecurity, SecurityError
+from rembus_proto.security_port import MemorySecurity, SecurityError
 from router_harness import Peer
 from security_helpers import SecureNet
 

@@ -29,11 +29,12 @@ from rembus_proto.broker import (
 from rembus_proto.broker.auth import DONE, Bind, LookUpKey
 from rembus_proto.broker.effects import Effects
 from rembus_proto.broker.peer import BrokerPeer
-from rembus_proto.security import RSA, MemorySecurity, PublicKey
+from rembus_proto.security_port import RSA, MemorySecurity, PublicKey
 from rembus_proto.store import MemoryStore
 from rembus_proto.topics import compile_pattern
 from rembus_proto.ws import ClientWebSocket, WSConfig
-from rembus_proto.wsevents import Message, Opened
+from rembus_proto.wsevents import Opened, WsMessage
+from ws_helpers import feed, sent
 
 KEY = PublicKey(b"key", RSA)
 CONFIG = "__config__"
@@ -273,8 +274,9 @@ def test_the_index_matches_what_each_pattern_matches(patterns: list[str], topic:
 def open_peer(router: Router) -> tuple[BrokerPeer, ClientWebSocket]:
     peer = BrokerPeer(router, WSConfig(), "test", max_backlog=1000)
     client = ClientWebSocket("127.0.0.1:8000")
-    assert [type(e) for e in peer.receive_data(client.data_to_send(), 10.0)] == [Opened]
-    assert [type(e) for e in client.receive_data(peer.data_to_send())] == [Opened]
+    peer.receive_data(sent(client), 10.0)
+    assert [type(e) for e in peer.events()] == [Opened]
+    assert [type(e) for e in feed(client, b"".join(peer.data_to_send()))] == [Opened]
     return peer, client
 
 
@@ -292,11 +294,11 @@ def test_the_peer_answers_in_the_dialect_last_heard() -> None:
     sub_ws.send_message(rp.encode(rp.Admin(b"\x02" * 8, CONFIG,
                                            {"cmd": "reactive", "status": True})))
     sub_ws.send_message('{"jsonrpc":"2.0","method":"other","params":[0]}')
-    sub.receive_data(sub_ws.data_to_send(), 10.0)
+    sub.receive_data(sent(sub_ws), 10.0)
     pub_ws.send_message(rp.encode(rp.Pub("t", rp.Payload.of([1]))))
-    pub.receive_data(pub_ws.data_to_send(), 10.0)
+    pub.receive_data(sent(pub_ws), 10.0)
     deliver(router, [sub, pub])
-    texts = [e.data for e in sub_ws.receive_data(sub.data_to_send()) if isinstance(e, Message)]
+    texts = [e.data for e in feed(sub_ws, b"".join(sub.data_to_send())) if isinstance(e, WsMessage)]
     assert all(isinstance(t, str) for t in texts)
     assert json.loads(texts[-1])["method"] == "t"
 
@@ -305,12 +307,12 @@ def test_the_peer_closes_on_a_malformed_message_and_on_a_backlog() -> None:
     router = Driver().router
     bad, bad_ws = open_peer(router)
     bad_ws.send_message(b"\x83\x01\x61")
-    bad.receive_data(bad_ws.data_to_send(), 10.0)
+    bad.receive_data(sent(bad_ws), 10.0)
     assert bad.finished and bad.problem
-    closed = bad_ws.receive_data(bad.data_to_send())
+    closed = feed(bad_ws, b"".join(bad.data_to_send()))
     assert [getattr(e, "code", None) for e in closed] == [CLOSE_PROTOCOL_ERROR]
     slow, slow_ws = open_peer(router)
     assert not slow.check_backlog(1000)
     assert slow.check_backlog(1001) and slow.finished
-    closed = slow_ws.receive_data(slow.data_to_send())
+    closed = feed(slow_ws, b"".join(slow.data_to_send()))
     assert [getattr(e, "code", None) for e in closed] == [CLOSE_SLOW_CONSUMER]

@@ -43,7 +43,7 @@ from rembus_proto.client import (
 from rembus_proto.client_events import (
     ChallengeRequested,
     Connected,
-    LoginFailed,
+    LoginRefused,
     PublicationReceived,
     PublishAcked,
     PublishFailed,
@@ -228,7 +228,7 @@ class TestHandshake:
         assert sent(conn) == [Attestation(ident(2), "mycomp", b"sig", {})]
         conn.receive_message(response(ident(2), 10, "bad signature"), 0.0)
         assert state(conn) is ConnectionState.CLOSED
-        assert conn.events() == [LoginFailed(10, "bad signature")]
+        assert conn.events() == [LoginRefused(10, "bad signature")]
         assert conn.next_deadline() is None
 
     def test_unsolicited_challenge_before_identity_reply(self) -> None:
@@ -262,7 +262,7 @@ class TestHandshake:
         conn.events()
         conn.receive_message(golden("unsolicited_challenge_connection_id"), 0.0)
         [event] = conn.events()
-        assert isinstance(event, LoginFailed) and event.status == Status.CHALLENGE
+        assert isinstance(event, LoginRefused) and event.status == Status.CHALLENGE
         assert state(conn) is ConnectionState.CLOSED
 
     def test_unsolicited_challenge_waits_for_a_register_in_flight(self) -> None:
@@ -286,7 +286,7 @@ class TestHandshake:
         conn = make()
         conn.connect(0.0)
         conn.receive_message(response(ident(1), status, reason), 0.0)
-        assert conn.events() == [LoginFailed(status, reason)]
+        assert conn.events() == [LoginRefused(status, reason)]
         assert state(conn) is ConnectionState.CLOSED
         conn.receive_message(b"garbage", 0.0)  # ignored once closed
         conn.connection_lost(0.0)
@@ -302,7 +302,7 @@ class TestHandshake:
         assert conn.events() == []
         conn.handle_timer(3.0)
         [event] = conn.events()
-        assert isinstance(event, LoginFailed) and event.status == Status.TIMEOUT
+        assert isinstance(event, LoginRefused) and event.status == Status.TIMEOUT
         assert state(conn) is ConnectionState.CLOSED
         assert conn.next_deadline() is None
 
@@ -312,7 +312,7 @@ class TestHandshake:
         conn.receive_message(response(ident(1), 11, b"abcd"), 1.0)
         assert conn.next_deadline() == 4.0
         conn.handle_timer(4.0)
-        assert isinstance(conn.events()[-1], LoginFailed)
+        assert isinstance(conn.events()[-1], LoginRefused)
 
     def test_challenge_must_be_bytes(self) -> None:
         conn = make()

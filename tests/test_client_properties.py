@@ -47,7 +47,7 @@ from rembus_proto.client import (
 from rembus_proto.client_events import (
     ChallengeRequested,
     Connected,
-    LoginFailed,
+    LoginRefused,
     PublicationReceived,
     PublishAcked,
     PublishFailed,
@@ -128,7 +128,7 @@ class ClientMachine(RuleBasedStateMachine):
             elif isinstance(event, RequestReceived):
                 self.incoming.append(event.request_id)
             else:
-                assert isinstance(event, (Connected, ChallengeRequested, LoginFailed,
+                assert isinstance(event, (Connected, ChallengeRequested, LoginRefused,
                                           PublicationReceived, RestoreFailed)), event
 
     def _request(self, handle: int | None) -> None:

@@ -20,22 +20,23 @@ from rembus_proto import (
     decode,
 )
 from rembus_proto.ws import ServerWebSocket
-from rembus_proto.wsevents import Closed, Message, Opened
+from rembus_proto.wsevents import Closed, Opened, WsMessage
+from ws_helpers import feed, sent
 
 
 def pair(name: str | None = "comp") -> tuple[ClientSession, ServerWebSocket]:
     """A session whose upgrade a server WebSocket answered."""
     session = ClientSession(make(name), "b:1", now=0.0, open_timeout=5.0)
     server = ServerWebSocket()
-    events = server.receive_data(b"".join(session.data_to_send()))
+    events = feed(server, b"".join(session.data_to_send()))
     assert isinstance(events[0], Opened)
-    session.receive_data(server.data_to_send(), 0.0)
+    session.receive_data(sent(server), 0.0)
     return session, server
 
 
 def to_server(session: ClientSession, server: ServerWebSocket) -> list[object]:
-    events = server.receive_data(b"".join(session.data_to_send()))
-    return [decode(e.data) for e in events if isinstance(e, Message)
+    events = feed(server, b"".join(session.data_to_send()))
+    return [decode(e.data) for e in events if isinstance(e, WsMessage)
             and isinstance(e.data, bytes)]
 
 
@@ -45,7 +46,7 @@ def test_login_through_the_upgrade() -> None:
     [identity] = to_server(session, server)
     assert isinstance(identity, Identity) and identity.cid == "comp"
     server.send_message(response(identity.id))
-    session.receive_data(server.data_to_send(), 1.0)
+    session.receive_data(sent(server), 1.0)
     assert session.events() == [Connected(None)]
 
 
@@ -92,11 +93,11 @@ def test_bad_message_fails_the_session_and_aborts_requests() -> None:
     to_server(session, server)
     server.send_message(b"\xa0")  # not a Rembus message
     with pytest.raises(ProtocolError):
-        session.receive_data(server.data_to_send(), 1.0)
+        session.receive_data(sent(server), 1.0)
     events = session.events()
     assert events[0] == RequestAborted(handle, "connection lost")
     assert isinstance(events[1], Disconnected) and events[1].opened
-    assert server.receive_data(b"".join(session.data_to_send())) == [
+    assert feed(server, b"".join(session.data_to_send())) == [
         Closed(1002, "bad message", clean=True)]
     with pytest.raises(ConnectionFailed):
         session.receive_data(b"", 2.0)

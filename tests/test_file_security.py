@@ -13,7 +13,7 @@ import rembus_proto as rp
 from rembus.cli.command import main
 from rembus.security import crypto
 from rembus.security.file_security import FileSecurity
-from rembus_proto.security import ECDSA, RSA, PublicKey, SecurityError
+from rembus_proto.security_port import ECDSA, RSA, PublicKey, SecurityError
 from security_helpers import DER, PEM, PKCS1, SPKI, SecureNet, public_key, signature
 
 # -- crypto ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import rembus_proto as rp
 from rembus_proto import Status
 from rembus_proto.broker import CLOSE_OVERWRITTEN, CLOSE_SLOW_CONSUMER, RouterConfig
 from rembus_proto.broker.timers import COMPACT_MARGIN
-from rembus_proto.security import ECDSA, PublicKey
+from rembus_proto.security_port import ECDSA, PublicKey
 from rembus_proto.store import MemoryStore, StoredMessage
 from router_harness import Net
 

@@ -12,24 +12,30 @@ from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 
-from rembus_proto.errors import FrameError, HandshakeError, MessageTooLarge, ProtocolError
+from rembus_proto.errors import (
+    ConnectionFailed,
+    FrameError,
+    HandshakeError,
+    InvalidState,
+    MessageTooLarge,
+    ProtocolError,
+)
 from rembus_proto.ws import (
     ClientWebSocket,
     Closed,
     Event,
     HttpRequest,
-    InvalidStateError,
-    Message,
     Opened,
     Pong,
     ServerWebSocket,
     WSConfig,
+    WsMessage,
 )
 from tls_hello import client_hello
+from ws_helpers import Side, feed, sent
 from ws_oracle import build_frame
 
 KEY = b"\x10\x20\x30\x40"
-Side = ClientWebSocket | ServerWebSocket
 
 
 def pieces(data: bytes, rng: random.Random) -> list[bytes]:
@@ -46,8 +52,8 @@ def pump(src: Side, dst: Side, rng: random.Random | None = None) -> list[Event]:
     """Move what ``src`` queued into ``dst`` in random chunks; return dst's events."""
     rng = rng or random.Random(0)
     events: list[Event] = []
-    for chunk in pieces(src.data_to_send(), rng):
-        events.extend(dst.receive_data(chunk))
+    for chunk in pieces(sent(src), rng):
+        events.extend(feed(dst, chunk))
     return events
 
 
@@ -115,63 +121,63 @@ def test_handshake_fed_one_byte_at_a_time() -> None:
     client = ClientWebSocket("h")
     server = ServerWebSocket()
     events: list[Event] = []
-    for byte in client.data_to_send():
-        events.extend(server.receive_data(bytes([byte])))
+    for byte in sent(client):
+        events.extend(feed(server, bytes([byte])))
     assert [type(e) for e in events] == [Opened]
-    for byte in server.data_to_send():
-        events.extend(client.receive_data(bytes([byte])))
+    for byte in sent(server):
+        events.extend(feed(client, bytes([byte])))
     assert [type(e) for e in events] == [Opened, Opened]
 
 
 def test_frames_in_the_same_read_as_the_handshake() -> None:
     server = ServerWebSocket()
     data = upgrade_request() + build_frame(0x2, b"early", mask_key=KEY)
-    events = server.receive_data(data)
-    assert events[1:] == [Message(b"early")]
+    events = feed(server, data)
+    assert events[1:] == [WsMessage(b"early")]
     client = ClientWebSocket("h")
-    key = client.data_to_send().split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+    key = sent(client).split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
     server = ServerWebSocket()
-    server.receive_data(upgrade_request(overrides={"Sec-WebSocket-Key": key.decode()}))
+    feed(server, upgrade_request(overrides={"Sec-WebSocket-Key": key.decode()}))
     server.send_message("first")
-    events = client.receive_data(server.data_to_send())
-    assert [type(e) for e in events] == [Opened, Message]
-    assert events[1] == Message("first")
+    events = feed(client, sent(server))
+    assert [type(e) for e in events] == [Opened, WsMessage]
+    assert events[1] == WsMessage("first")
 
 
 def test_permessage_deflate_offer_is_not_accepted() -> None:
     server = ServerWebSocket()
     offer = "permessage-deflate; client_max_window_bits"
-    server.receive_data(upgrade_request(overrides={"Sec-WebSocket-Extensions": offer}))
-    answer = server.data_to_send()
+    feed(server, upgrade_request(overrides={"Sec-WebSocket-Extensions": offer}))
+    answer = sent(server)
     assert answer.startswith(b"HTTP/1.1 101 ")
     assert b"sec-websocket-extensions" not in answer.lower()
     with pytest.raises(FrameError):  # so a compressed frame is a protocol error
-        server.receive_data(build_frame(0x2, b"x", rsv=4, mask_key=KEY))
-    close = server.data_to_send()
+        feed(server, build_frame(0x2, b"x", rsv=4, mask_key=KEY))
+    close = sent(server)
     assert close[0] == 0x88 and close[2:4] == (1002).to_bytes(2, "big")
 
 
 def test_interoperates_with_wsproto_both_ways() -> None:
     peer = WSConnection(ConnectionType.CLIENT)
     server = ServerWebSocket()
-    events = server.receive_data(peer.send(wse.Request(host="h", target="/w")))
+    events = feed(server, peer.send(wse.Request(host="h", target="/w")))
     assert events == [Opened("/w", events[0].headers)]  # type: ignore[union-attr]
     server.send_message(b"\x01" * 70000)
-    peer.receive_data(server.data_to_send())
+    peer.receive_data(sent(server))
     got = list(peer.events())
     assert isinstance(got[0], wse.AcceptConnection)
     assert isinstance(got[1], wse.BytesMessage) and got[1].data == b"\x01" * 70000
-    assert server.receive_data(peer.send(wse.TextMessage("hé"))) == [Message("hé")]
+    assert feed(server, peer.send(wse.TextMessage("hé"))) == [WsMessage("hé")]
 
     peer = WSConnection(ConnectionType.SERVER)
     client = ClientWebSocket("h", "/c")
-    peer.receive_data(client.data_to_send())
+    peer.receive_data(sent(client))
     request = next(peer.events())
     assert isinstance(request, wse.Request) and request.target == "/c"
     answer = peer.send(wse.AcceptConnection()) + peer.send(wse.BytesMessage(b"hi"))
-    assert client.receive_data(answer)[1:] == [Message(b"hi")]
+    assert feed(client, answer)[1:] == [WsMessage(b"hi")]
     client.send_message("back")
-    peer.receive_data(client.data_to_send())
+    peer.receive_data(sent(client))
     assert next(peer.events()) == wse.TextMessage("back")
 
 
@@ -188,8 +194,8 @@ def test_messages_both_ways_in_random_chunks(seed: int) -> None:
     for message in messages:
         client.send_message(message)
         server.send_message(message)
-    assert pump(client, server, rng) == [Message(m) for m in messages]
-    assert pump(server, client, rng) == [Message(m) for m in messages]
+    assert pump(client, server, rng) == [WsMessage(m) for m in messages]
+    assert pump(server, client, rng) == [WsMessage(m) for m in messages]
 
 
 def test_fragmented_messages_are_reassembled() -> None:
@@ -205,35 +211,38 @@ def test_fragmented_messages_are_reassembled() -> None:
     )
     events: list[Event] = []
     for chunk in pieces(stream, random.Random(3)):
-        events.extend(server.receive_data(chunk))
-    assert events == [Message(b"abcd"), Message("caf\u00e9 \u2603")]
-    assert server.data_to_send() == b"\x8a\x03mid"  # the ping in between was answered
+        events.extend(feed(server, chunk))
+    assert events == [WsMessage(b"abcd"), WsMessage("caf\u00e9 \u2603")]
+    assert sent(server) == b"\x8a\x03mid"  # the ping in between was answered
 
 
 def test_size_limit_is_enforced_mid_message() -> None:
     client, server = open_pair(WSConfig(max_message_size=1000))
-    server.receive_data(build_frame(0x2, b"a" * 400, fin=False, mask_key=KEY))
-    server.receive_data(build_frame(0x0, b"b" * 400, fin=False, mask_key=KEY))
+    feed(server, build_frame(0x2, b"a" * 400, fin=False, mask_key=KEY))
+    feed(server, build_frame(0x0, b"b" * 400, fin=False, mask_key=KEY))
     third = build_frame(0x0, b"c" * 400, mask_key=KEY)
     with pytest.raises(MessageTooLarge) as info:
-        server.receive_data(third[:8])  # its header alone is enough to refuse it
+        feed(server, third[:8])  # its header alone is enough to refuse it
     assert info.value.size == 1200 and info.value.limit == 1000
-    close = server.data_to_send()
+    close = sent(server)
     assert close[:4] == b"\x88" + bytes([len(close) - 2]) + (1009).to_bytes(2, "big")
     assert server.closed and not server.is_open
-    assert server.receive_data(third[8:]) == []
-    assert server.receive_data(b"") == []
-    assert [type(e) for e in client.receive_data(close)] == [Closed]
+    for more in (third[8:], b""):
+        with pytest.raises(ConnectionFailed) as failed:
+            feed(server, more)
+        assert failed.value.cause is info.value
+    assert sent(server) == b""
+    assert [type(e) for e in feed(client, close)] == [Closed]
 
 
 def test_size_limit_on_the_client_and_at_the_limit() -> None:
     client, server = open_pair(WSConfig(max_message_size=100))
     server.send_message(b"x" * 100)
-    assert pump(server, client) == [Message(b"x" * 100)]
+    assert pump(server, client) == [WsMessage(b"x" * 100)]
     server.send_message("y" * 101)
     with pytest.raises(MessageTooLarge):
         pump(server, client)
-    assert server.receive_data(client.data_to_send()) == [Closed(1009, server_reason(), True)]
+    assert feed(server, sent(client)) == [Closed(1009, server_reason(), True)]
 
 
 def server_reason() -> str:
@@ -262,24 +271,24 @@ def test_close_handshake(initiator: str) -> None:
     first.send_message(b"last words")
     first.close(4000, "overwritten")
     assert not first.is_open and not first.closed
-    with pytest.raises(InvalidStateError):
+    with pytest.raises(InvalidState):
         first.send_message(b"too late")
     second.send_message(b"in flight")  # crosses the close frame
-    assert pump(first, second) == [Message(b"last words"), Closed(4000, "overwritten", True)]
+    assert pump(first, second) == [WsMessage(b"last words"), Closed(4000, "overwritten", True)]
     assert second.closed
-    with pytest.raises(InvalidStateError):
+    with pytest.raises(InvalidState):
         second.send_message(b"after close")
-    assert pump(second, first) == [Message(b"in flight"), Closed(4000, "", True)]
+    assert pump(second, first) == [WsMessage(b"in flight"), Closed(4000, "", True)]
     assert first.closed
     first.close()  # idempotent
-    assert first.data_to_send() == b"" and first.receive_data(b"") == []
-    assert second.receive_data(b"") == []
+    assert sent(first) == b"" and feed(first, b"") == []
+    assert feed(second, b"") == []
 
 
 def test_close_without_code_is_reported_as_1005() -> None:
     _, server = open_pair()
-    assert server.receive_data(build_frame(0x8, b"", mask_key=KEY)) == [Closed(1005, "", True)]
-    assert server.data_to_send() == b"\x88\x00"
+    assert feed(server, build_frame(0x8, b"", mask_key=KEY)) == [Closed(1005, "", True)]
+    assert sent(server) == b"\x88\x00"
 
 
 def test_close_arguments_are_checked_and_reason_cut() -> None:
@@ -296,27 +305,27 @@ def test_close_arguments_are_checked_and_reason_cut() -> None:
 def test_end_of_stream_without_close(role: str) -> None:
     client, server = open_pair()
     side = client if role == "client" else server
-    assert side.receive_data(b"") == [Closed(1006, "", clean=False)]
-    assert side.closed and side.receive_data(b"") == []
-    assert side.receive_data(b"more") == []
+    assert feed(side, b"") == [Closed(1006, "", clean=False)]
+    assert side.closed and feed(side, b"") == []
+    assert feed(side, b"more") == []
 
 
 def test_end_of_stream_while_closing_and_during_handshake() -> None:
     client, server = open_pair()
     client.close()
-    assert client.receive_data(b"") == [Closed(1006, "", clean=False)]
+    assert feed(client, b"") == [Closed(1006, "", clean=False)]
     server = ServerWebSocket()
-    assert server.receive_data(b"GET / HT") == []
-    assert server.receive_data(b"") == [Closed(1006, "", clean=False)]
+    assert feed(server, b"GET / HT") == []
+    assert feed(server, b"") == [Closed(1006, "", clean=False)]
     client = ClientWebSocket("h")
-    assert client.receive_data(b"") == [Closed(1006, "", clean=False)]
+    assert feed(client, b"") == [Closed(1006, "", clean=False)]
 
 
 def test_close_before_open_just_ends() -> None:
     client = ClientWebSocket("h")
-    client.data_to_send()
+    sent(client)
     client.close()
-    assert client.closed and client.data_to_send() == b""
+    assert client.closed and sent(client) == b""
 
 
 # -- plain HTTP --------------------------------------------------------------
@@ -324,17 +333,17 @@ def test_close_before_open_just_ends() -> None:
 
 def test_plain_http_get_is_answered_by_the_driver() -> None:
     server = ServerWebSocket()
-    events = server.receive_data(b"GET /health HTTP/1.1\r\nHost: b\r\nAccept: */*\r\n\r\n")
+    events = feed(server, b"GET /health HTTP/1.1\r\nHost: b\r\nAccept: */*\r\n\r\n")
     assert events == [HttpRequest("GET", "/health", (("host", "b"), ("accept", "*/*")))]
     assert not server.is_open and not server.closed
-    with pytest.raises(InvalidStateError):
+    with pytest.raises(InvalidState):
         server.send_message(b"no")
     server.send_http_response(200, [("Content-Type", "text/plain"), ("Content-Length", "9")], b"ok")
     assert server.closed
-    response, body = parse_response(server.data_to_send())
+    response, body = parse_response(sent(server))
     assert response.status_code == 200 and body == b"ok"
     assert (b"connection", b"close") in list(response.headers)
-    with pytest.raises(InvalidStateError):
+    with pytest.raises(InvalidState):
         server.send_http_response(200, [], b"")
 
 
@@ -343,21 +352,21 @@ def test_plain_http_post_body_and_head() -> None:
     request = b"POST /rpc HTTP/1.1\r\nHost: b\r\nContent-Length: 5\r\n\r\nhello"
     events: list[Event] = []
     for chunk in pieces(request, random.Random(1)):
-        events.extend(server.receive_data(chunk))
+        events.extend(feed(server, chunk))
     assert [(e.method, e.body) for e in events] == [("POST", b"hello")]  # type: ignore[union-attr]
     server.send_http_response(404, [], b"nope")
-    assert parse_response(server.data_to_send())[0].status_code == 404
+    assert parse_response(sent(server))[0].status_code == 404
 
     server = ServerWebSocket()
-    server.receive_data(b"HEAD / HTTP/1.1\r\nHost: b\r\n\r\n")
+    feed(server, b"HEAD / HTTP/1.1\r\nHost: b\r\n\r\n")
     server.send_http_response(200, [], b"12345")
-    data = server.data_to_send()
+    data = sent(server)
     assert data.endswith(b"\r\n\r\n") and b"Content-Length: 5" in data
 
 
 def test_invalid_http_response_arguments() -> None:
     server = ServerWebSocket()
-    server.receive_data(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+    feed(server, b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")
     with pytest.raises(ValueError):
         server.send_http_response(101, [], b"")
     with pytest.raises(ValueError):
@@ -368,8 +377,8 @@ def test_invalid_http_response_arguments() -> None:
 def test_http_body_too_large() -> None:
     server = ServerWebSocket(WSConfig(max_http_body_size=10))
     with pytest.raises(MessageTooLarge):
-        server.receive_data(b"POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
-    assert parse_response(server.data_to_send())[0].status_code == 413
+        feed(server, b"POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 11\r\n\r\n" + b"x" * 11)
+    assert parse_response(sent(server))[0].status_code == 413
     assert server.closed
 
 
@@ -379,21 +388,21 @@ def test_oversized_head_is_refused(one_read: bool) -> None:
     request = upgrade_request(overrides={"X-Filler": "f" * 2000})
     with pytest.raises(HandshakeError) as info:
         if one_read:
-            server.receive_data(request)
+            feed(server, request)
         else:
             for byte in request:
-                server.receive_data(bytes([byte]))
+                feed(server, bytes([byte]))
     assert info.value.status == 431
-    assert parse_response(server.data_to_send())[0].status_code == 431
+    assert parse_response(sent(server))[0].status_code == 431
 
 
 def test_slowloris_head_is_bounded() -> None:
     server = ServerWebSocket(WSConfig(max_http_head_size=4096))
-    server.receive_data(b"GET / HTTP/1.1\r\nHost: b\r\n")
+    feed(server, b"GET / HTTP/1.1\r\nHost: b\r\n")
     fed = 0
     with pytest.raises(HandshakeError):
         while fed < 10_000:
-            server.receive_data(b"X-A: b\r\n")
+            feed(server, b"X-A: b\r\n")
             fed += 8
     assert fed < 4096
 
@@ -401,10 +410,10 @@ def test_slowloris_head_is_bounded() -> None:
 def test_head_just_under_the_limit_is_accepted() -> None:
     request = upgrade_request()
     server = ServerWebSocket(WSConfig(max_http_head_size=len(request)))
-    assert [type(e) for e in server.receive_data(request)] == [Opened]
+    assert [type(e) for e in feed(server, request)] == [Opened]
     server = ServerWebSocket(WSConfig(max_http_head_size=len(request) - 1))
     with pytest.raises(HandshakeError):
-        server.receive_data(request)
+        feed(server, request)
 
 
 @pytest.mark.parametrize(
@@ -424,13 +433,15 @@ def test_head_just_under_the_limit_is_accepted() -> None:
 def test_bad_upgrade_requests_get_an_http_error(request_bytes: bytes, status: int) -> None:
     server = ServerWebSocket()
     with pytest.raises(HandshakeError) as info:
-        server.receive_data(request_bytes)
+        feed(server, request_bytes)
     assert info.value.status == status
-    response, _ = parse_response(server.data_to_send())
+    response, _ = parse_response(sent(server))
     assert response.status_code == status
     if status == 426:
         assert (b"sec-websocket-version", b"13") in list(response.headers)
-    assert server.closed and server.receive_data(b"more") == []
+    assert server.closed
+    with pytest.raises(ConnectionFailed):
+        feed(server, b"more")
 
 
 # -- client handshake failures -----------------------------------------------
@@ -438,18 +449,18 @@ def test_bad_upgrade_requests_get_an_http_error(request_bytes: bytes, status: in
 
 def test_non_101_answer_fails_the_client() -> None:
     client = ClientWebSocket("h")
-    client.data_to_send()
+    sent(client)
     with pytest.raises(HandshakeError) as info:
-        client.receive_data(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        feed(client, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
     assert info.value.status == 403 and "403" in str(info.value)
-    assert client.closed and client.data_to_send() == b""
+    assert client.closed and sent(client) == b""
 
 
 def test_interim_answer_is_skipped() -> None:
     client = ClientWebSocket("h")
     server = ServerWebSocket()
-    server.receive_data(client.data_to_send())
-    events = client.receive_data(b"HTTP/1.1 100 Continue\r\n\r\n" + server.data_to_send())
+    feed(server, sent(client))
+    events = feed(client, b"HTTP/1.1 100 Continue\r\n\r\n" + sent(server))
     assert [type(e) for e in events] == [Opened]
 
 
@@ -465,25 +476,25 @@ def test_interim_answer_is_skipped() -> None:
 def test_bad_101_answers_fail_the_client(change: str, extra: bytes) -> None:
     client = ClientWebSocket("h")
     server = ServerWebSocket()
-    server.receive_data(client.data_to_send())
-    answer = server.data_to_send()
+    feed(server, sent(client))
+    answer = sent(server)
     if change == "accept":
         answer = answer.replace(b"Sec-WebSocket-Accept: ", b"Sec-WebSocket-Accept: x")
     elif change == "drop-upgrade":
         answer = answer.replace(b"Upgrade: websocket\r\n", b"")
     answer = answer.replace(b"\r\n\r\n", b"\r\n" + extra + b"\r\n")
     with pytest.raises(HandshakeError):
-        client.receive_data(answer)
+        feed(client, answer)
 
 
 def test_offered_subprotocol_may_be_chosen() -> None:
     client = ClientWebSocket("h", extra_headers=[("Sec-WebSocket-Protocol", "chat, rembus")])
     server = ServerWebSocket()
-    server.receive_data(client.data_to_send())
-    answer = server.data_to_send().replace(
+    feed(server, sent(client))
+    answer = sent(server).replace(
         b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: rembus\r\n\r\n"
     )
-    assert [type(e) for e in client.receive_data(answer)] == [Opened]
+    assert [type(e) for e in feed(client, answer)] == [Opened]
 
 
 def test_invalid_client_arguments() -> None:
@@ -497,11 +508,11 @@ def test_invalid_client_arguments() -> None:
 
 def test_actions_in_the_wrong_state() -> None:
     client = ClientWebSocket("h")
-    with pytest.raises(InvalidStateError):
+    with pytest.raises(InvalidState):
         client.send_message(b"x")
-    with pytest.raises(InvalidStateError):
+    with pytest.raises(InvalidState):
         client.send_ping()
-    with pytest.raises(InvalidStateError):
+    with pytest.raises(InvalidState):
         ServerWebSocket().send_http_response(200, [], b"")
 
 
@@ -520,28 +531,51 @@ def test_actions_in_the_wrong_state() -> None:
 def test_frame_errors_queue_a_close_frame(frame: bytes, code: int) -> None:
     client, server = open_pair()
     with pytest.raises(FrameError) as info:
-        server.receive_data(frame)
+        feed(server, frame)
     assert info.value.close_code == code
-    (closed,) = client.receive_data(server.data_to_send())
+    (closed,) = feed(client, sent(server))
     assert isinstance(closed, Closed) and closed.code == code and closed.clean
-    assert server.closed and server.receive_data(b"\x00\x00") == []
+    assert server.closed
+    with pytest.raises(ConnectionFailed):
+        feed(server, b"\x00\x00")
+    assert sent(server) == b""
 
 
 def test_error_while_closing_sends_no_second_close() -> None:
     _, server = open_pair()
     server.close()
-    server.data_to_send()
+    sent(server)
     with pytest.raises(FrameError):
-        server.receive_data(build_frame(0x3, b"", mask_key=KEY))
-    assert server.data_to_send() == b"" and server.closed
+        feed(server, build_frame(0x3, b"", mask_key=KEY))
+    assert sent(server) == b"" and server.closed
 
 
 def test_bytes_like_input_and_output() -> None:
     client, server = open_pair()
     client.send_message(bytearray(b"ba"))
     client.send_message(memoryview(b"mv"))
-    data = client.data_to_send()
-    assert server.receive_data(bytearray(data)) == [Message(b"ba"), Message(b"mv")]
+    data = sent(client)
+    assert feed(server, bytearray(data)) == [WsMessage(b"ba"), WsMessage(b"mv")]
+
+
+def test_events_and_output_are_taken_once() -> None:
+    client, server = open_pair()
+    client.send_message(b"a")
+    client.send_message("b")
+    out = client.data_to_send()
+    assert out and all(type(buffer) is bytes for buffer in out)
+    assert client.data_to_send() == []
+    server.receive_data(b"".join(out))
+    assert server.events() == [WsMessage(b"a"), WsMessage("b")]
+    assert server.events() == []
+
+
+def test_events_before_an_error_in_the_same_read_are_not_queued() -> None:
+    client, server = open_pair()
+    client.send_message(b"ok")
+    with pytest.raises(FrameError):
+        server.receive_data(sent(client) + build_frame(0x2, b"unmasked"))
+    assert server.events() == []
 
 
 # -- properties: bad input only ever raises ProtocolError ---------------------
@@ -550,25 +584,26 @@ def test_bytes_like_input_and_output() -> None:
 def valid_client_stream(messages: list[bytes | str]) -> tuple[bytes, bytes]:
     client = ClientWebSocket("h", "/p")
     server = ServerWebSocket()
-    request = client.data_to_send()
-    server.receive_data(request)
-    client.receive_data(server.data_to_send())
+    request = sent(client)
+    feed(server, request)
+    feed(client, sent(server))
     for message in messages:
         client.send_message(message)
     client.send_ping(b"p")
     client.close(1000, "done")
-    return request, client.data_to_send()
+    return request, sent(client)
 
 
 def feed_all(side: Side, chunks: list[bytes]) -> None:
     try:
         for chunk in chunks:
-            side.receive_data(chunk)
-        side.receive_data(b"")
+            feed(side, chunk)
+        feed(side, b"")
     except ProtocolError:
-        side.data_to_send()
+        sent(side)
         assert side.closed
-        assert side.receive_data(b"x") == []
+        with pytest.raises(ConnectionFailed):
+            feed(side, b"x")
 
 
 chunking = st.lists(st.integers(1, 50), min_size=1, max_size=8)
@@ -592,8 +627,8 @@ def test_arbitrary_bytes_only_raise_protocol_error(
     server = ServerWebSocket(WSConfig(max_message_size=200, max_http_head_size=300))
     client = ClientWebSocket("h", config=WSConfig(max_message_size=200))
     if opened:
-        server.receive_data(upgrade_request())
-        server.data_to_send()
+        feed(server, upgrade_request())
+        sent(server)
         client, _ = open_pair(WSConfig(max_message_size=200))
     feed_all(server, chunked(data, sizes))
     feed_all(client, chunked(data, sizes))
@@ -634,13 +669,13 @@ def test_send_messages_matches_send_message_one_by_one(sizes: list[int]) -> None
         batched = server if role == "server" else client
         batched.send_messages(frames)
         received = pump(batched, client if role == "server" else server)
-        assert [e.data for e in received if isinstance(e, Message)] == frames
+        assert [e.data for e in received if isinstance(e, WsMessage)] == frames
     client, server = open_pair()
     for frame in frames:
         server.send_message(frame)
-    one_by_one = server.data_to_send()
+    one_by_one = sent(server)
     server.send_messages(frames)
-    assert server.data_to_send() == one_by_one
+    assert sent(server) == one_by_one
 
 
 @pytest.mark.parametrize("chunk", [None, 1], ids=["whole", "first_byte_alone"])
@@ -648,5 +683,5 @@ def test_tls_handshake_on_a_plain_port_is_named(chunk: int | None) -> None:
     hello = client_hello()
     server = ServerWebSocket()
     with pytest.raises(HandshakeError, match=r"^TLS handshake on a plain ws:// port$"):
-        server.receive_data(hello[:chunk])
+        feed(server, hello[:chunk])
     assert server.closed

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rembus_proto.errors import FrameError, MessageTooLarge
-from rembus_proto.wsevents import Message
+from rembus_proto.wsevents import WsMessage
 from rembus_proto.wsframes import FrameReader, FrameWriter, mask
 from ws_oracle import build_frame, check, ours, reference
 
@@ -214,7 +214,7 @@ def test_size_limit_allows_exactly_the_limit() -> None:
     out: list[object] = []
     reader.feed(build_frame(0x2, b"a" * 60, fin=False, mask_key=KEY), out)  # type: ignore[arg-type]
     reader.feed(build_frame(0x0, b"b" * 40, mask_key=KEY), out)  # type: ignore[arg-type]
-    assert out == [Message(b"a" * 60 + b"b" * 40)]
+    assert out == [WsMessage(b"a" * 60 + b"b" * 40)]
 
 
 def test_announced_huge_frame_is_refused_from_its_header() -> None:
@@ -267,4 +267,4 @@ def test_reader_error_keeps_earlier_items() -> None:
     stream = build_frame(0x2, b"ok", mask_key=KEY) + build_frame(0x3, b"", mask_key=KEY)
     with pytest.raises(FrameError):
         reader.feed(stream, out)  # type: ignore[arg-type]
-    assert out == [Message(b"ok")]
+    assert out == [WsMessage(b"ok")]

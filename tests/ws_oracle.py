@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 from rembus_proto.errors import FrameError, ProtocolError
-from rembus_proto.wsevents import Message, Pong
+from rembus_proto.wsevents import Pong, WsMessage
 from rembus_proto.wsframes import CloseFrame, FrameReader, PingFrame, ReaderItem
 
 Item = tuple[object, ...]
@@ -98,7 +98,7 @@ def reference(data: bytes, *, client: bool) -> Outcome:
 
 
 def _item(item: ReaderItem) -> Item:
-    if isinstance(item, Message):
+    if isinstance(item, WsMessage):
         return ("message", item.data)
     if isinstance(item, Pong):
         return ("pong", item.payload)

@@ -24,7 +24,6 @@ thread-safe: use it from one thread at a time.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import random
@@ -37,6 +36,7 @@ from typing import Any
 from rembus import errors
 from rembus.client import lifetime
 from rembus.client.base import ComponentBase
+from rembus.client.blocking_open import READ_SIZE, open_session
 from rembus.client.dispatch import EventDispatcher
 from rembus.client.handlers import (
     Handler,
@@ -48,7 +48,6 @@ from rembus.client.handlers import (
     response_for_result,
 )
 from rembus.client.options import Options, make_options
-from rembus.client.transport import connect_error, default_ssl_context, describe_os_error
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
 from rembus.errors import (
@@ -61,12 +60,9 @@ from rembus.errors import (
 )
 from rembus_proto import Backoff, ClientSession, ProtocolError
 from rembus_proto.client_events import PublicationReceived, RequestReceived
-from rembus_proto.ws import WSConfig
 
 log = logging.getLogger("rembus")
 
-#: Bytes read from the socket at most per call.
-READ_SIZE = 1 << 20
 #: Reads at most per process() call, so a busy broker cannot starve the caller.
 READS_PER_PROCESS = 16
 #: Unsent bytes above which a call pumps until the socket took them.
@@ -356,30 +352,7 @@ class Component(EventDispatcher, ComponentBase):
     def _connect(self) -> None:
         """Open the socket, then the WebSocket (each step bounded by ``open_timeout``), and
         start the login; raises :class:`RembusConnectionClosed` saying what did not happen."""
-        url = self.url
-        timeout = self.options.open_timeout
-        try:
-            sock = socket.create_connection((url.host, url.port), timeout=timeout)
-            if url.secure:
-                context = self.options.ssl_context or default_ssl_context()
-                sock = context.wrap_socket(sock, server_hostname=url.host)
-        except OSError as exc:
-            raise connect_error(url, describe_os_error(exc, timeout)) from None
-        session = ClientSession(self.conn, url.endpoint.split("://", 1)[1], "/",
-                                now=time.monotonic(), open_timeout=timeout,
-                                config=WSConfig(max_message_size=self.options.max_message_size))
-        try:
-            _open(sock, session)
-        except OSError as exc:
-            sock.close()
-            raise connect_error(url, describe_os_error(exc, timeout)) from None
-        except BaseException:
-            sock.close()
-            raise
-        if not session.is_open:
-            sock.close()
-            raise connect_error(url, session.end_reason or "the WebSocket upgrade failed")
-        sock.setblocking(False)
+        sock, session = open_session(self.url, self.conn, self.options)
         self._sock, self._session = sock, session
         self._out.clear()
         self._queue_output()
@@ -596,25 +569,6 @@ class Component(EventDispatcher, ComponentBase):
             except Exception as exc:
                 status, value = response_for_error(exc)
         self.conn.respond(event.request_id, status, value)
-
-
-def _open(sock: socket.socket, session: ClientSession) -> None:
-    """Send the upgrade request and wait for the answer (or the session's deadline)."""
-    sock.settimeout(None)
-    while not session.is_open and not session.ended:
-        for data in session.data_to_send():
-            sock.sendall(data)
-        deadline = session.next_deadline()
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-        readable = pending or select.select([sock], [], [], wait)[0]
-        if not readable:
-            session.handle_timer(time.monotonic())
-            continue
-        with contextlib.suppress(ProtocolError):  # then it ended; Disconnected says why
-            session.receive_data(sock.recv(READ_SIZE), time.monotonic())
-    for data in session.data_to_send():
-        sock.sendall(data)
 
 
 def component(url: str | None = None, **options: Any) -> Component:

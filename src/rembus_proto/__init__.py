@@ -18,7 +18,7 @@ from .client_config import (
 from .client_events import (
     ChallengeRequested,
     Connected,
-    LoginFailed,
+    LoginRefused,
     PublicationReceived,
     PublishAcked,
     PublishFailed,
@@ -109,7 +109,7 @@ __all__ = [
     "HandshakeError",
     "Identity",
     "InvalidState",
-    "LoginFailed",
+    "LoginRefused",
     "MalformedMessage",
     "Message",
     "MessageTooLarge",

@@ -31,7 +31,7 @@ from .client_config import (
 from .client_events import (
     ChallengeRequested,
     Connected,
-    LoginFailed,
+    LoginRefused,
     PublishFailed,
     RequestAborted,
     RequestCompleted,
@@ -288,7 +288,7 @@ class ClientConnection(_Requests, _Publishing):
         self._restore(now)
 
     def _login_failed(self, status: int, reason: Any) -> None:
-        self._events.append(LoginFailed(status, reason))
+        self._events.append(LoginRefused(status, reason))
         self._drop_connection("login failed")
         self._state = _CLOSED
 

@@ -36,7 +36,7 @@ class ChallengeRequested(NamedTuple):
     name: str
 
 
-class LoginFailed(NamedTuple):
+class LoginRefused(NamedTuple):
     """The broker refused the login (or it timed out); the state is now CLOSED.
 
     ``status`` is the RESPONSE status (``Status.TIMEOUT`` for a local
@@ -124,7 +124,7 @@ class RestoreFailed(NamedTuple):
     reason: Any
 
 
-Event = (Connected | ChallengeRequested | LoginFailed | PublicationReceived | RequestReceived
+Event = (Connected | ChallengeRequested | LoginRefused | PublicationReceived | RequestReceived
          | RequestCompleted | RequestTimedOut | RequestAborted | PublishAcked | PublishFailed
          | RestoreFailed)
 """Any event of a client connection."""
@@ -134,7 +134,7 @@ __all__ = [
     "ChallengeRequested",
     "Connected",
     "Event",
-    "LoginFailed",
+    "LoginRefused",
     "PublicationReceived",
     "PublishAcked",
     "PublishFailed",
@@ -146,6 +146,6 @@ __all__ = [
 ]
 
 
-typed_equality(Connected, ChallengeRequested, LoginFailed, PublicationReceived, RequestReceived,
+typed_equality(Connected, ChallengeRequested, LoginRefused, PublicationReceived, RequestReceived,
                RequestCompleted, RequestTimedOut, RequestAborted, PublishAcked, PublishFailed,
                RestoreFailed)

@@ -10,6 +10,7 @@ The ``data`` element of PUB, RPC and RESPONSE stays raw until it is used
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -39,7 +40,6 @@ from .constants import (
 )
 from .errors import MalformedMessage, MessageTooLarge, UnknownMessageType
 from .payload import NO_DATA, Payload, raw_payload
-from .topics import pattern_payload
 from .values import typed_equality
 
 _TYPE_HEAD = [head(0, t) for t in range(256)]
@@ -342,7 +342,8 @@ def _decode_pub(buf: bytes, count: int, type_byte: int, pos: int, limits: Decode
     raise _count_error("PUB", count, "3 or 4")
 
 
-def _decode_rpc(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Rpc:
+def _decode_rpc(buf: bytes, count: int, _type: int, pos: int,
+                limits: DecodeLimits) -> Rpc:
     if count not in (4, 5):
         raise _count_error("RPC", count, "4 or 5")
     msg_id, pos = _read_id(buf, pos, "RPC id", limits)
@@ -353,7 +354,8 @@ def _decode_rpc(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Rpc:
     return _tuple_new(Rpc, (msg_id, topic, _payload(buf, pos, limits.max_depth), target))
 
 
-def _decode_response(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Response:
+def _decode_response(buf: bytes, count: int, _type: int, pos: int,
+                     limits: DecodeLimits) -> Response:
     if count not in (3, 4):
         raise _count_error("RESPONSE", count, "3 or 4")
     msg_id, pos = _read_id(buf, pos, "RESPONSE id", limits)
@@ -365,7 +367,8 @@ def _decode_response(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> 
     return _tuple_new(Response, (msg_id, status, _payload(buf, pos, limits.max_depth)))
 
 
-def _decode_admin(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Admin:
+def _decode_admin(buf: bytes, count: int, _type: int, pos: int,
+                  limits: DecodeLimits) -> Admin:
     if count != 4:
         raise _count_error("ADMIN", count, "4")
     msg_id, pos = _read_id(buf, pos, "ADMIN id", limits)
@@ -373,7 +376,8 @@ def _decode_admin(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Adm
     return Admin(msg_id, topic, loads_exact(bytes(buf[pos:]), limits.max_depth))
 
 
-def _decode_identity(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Identity:
+def _decode_identity(buf: bytes, count: int, _type: int, pos: int,
+                     limits: DecodeLimits) -> Identity:
     if count not in (3, 4):
         raise _count_error("IDENTITY", count, "3 or 4")
     msg_id, pos = _read_id(buf, pos, "IDENTITY id", limits)
@@ -396,13 +400,16 @@ def _expect_end(buf: bytes, pos: int) -> None:
         raise MalformedMessage(f"{len(buf) - pos} trailing bytes after the message")
 
 
-def _decode_ack(buf: bytes, count: int, pos: int, ack2: bool, limits: DecodeLimits) -> Ack | Ack2:
+def _decode_ack(buf: bytes, count: int, type_byte: int, pos: int,
+                limits: DecodeLimits) -> Ack | Ack2:
+    ack2 = type_byte & 0x0F == 6  # ACK2
     msg_id, pos = _id_only(buf, count, pos, "ACK2" if ack2 else "ACK", limits)
     _expect_end(buf, pos)
     return Ack2(msg_id) if ack2 else Ack(msg_id)
 
 
-def _decode_unregister(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Unregister:
+def _decode_unregister(buf: bytes, count: int, _type: int, pos: int,
+                       limits: DecodeLimits) -> Unregister:
     msg_id, pos = _id_only(buf, count, pos, "UNREGISTER", limits, extra=1)
     cid = None
     if count == 3:
@@ -419,7 +426,8 @@ def _unwrap_bytes(value: Any, what: str) -> bytes:
     return value
 
 
-def _decode_register(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Register:
+def _decode_register(buf: bytes, count: int, _type: int, pos: int,
+                     limits: DecodeLimits) -> Register:
     if count not in (5, 6):
         raise _count_error("REGISTER", count, "5 or 6")
     msg_id, pos = _read_id(buf, pos, "REGISTER id", limits)
@@ -438,7 +446,8 @@ def _decode_register(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> 
     return Register(msg_id, cid, pin, pubkey, keytype)
 
 
-def _decode_attestation(buf: bytes, count: int, pos: int, limits: DecodeLimits) -> Attestation:
+def _decode_attestation(buf: bytes, count: int, _type: int, pos: int,
+                        limits: DecodeLimits) -> Attestation:
     if count not in (4, 5):
         raise _count_error("ATTESTATION", count, "4 or 5")
     msg_id, pos = _read_id(buf, pos, "ATTESTATION id", limits)
@@ -446,6 +455,15 @@ def _decode_attestation(buf: bytes, count: int, pos: int, limits: DecodeLimits) 
     rest = loads_items(buf, pos, count - 3, limits.max_depth)
     signature = _unwrap_bytes(rest[0], "ATTESTATION signature")
     return Attestation(msg_id, cid, signature, rest[1] if count == 5 else None)
+
+
+_Decoder = Callable[[bytes, int, int, int, DecodeLimits], Message]
+#: The decoder of each message kind (the low 4 bits of the type byte).
+_DECODERS: tuple[_Decoder | None, ...] = (
+    _decode_identity, _decode_pub, _decode_rpc, _decode_admin, _decode_response,  # 0-4
+    _decode_ack, _decode_ack, None, None, _decode_unregister, _decode_register,  # 5-10
+    _decode_attestation, None, None, None, None,  # 11-15
+)
 
 
 def split_qos0_pub(frame: bytes) -> tuple[str, int] | None:
@@ -511,74 +529,15 @@ def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_
         type_byte, pos = read_uint(buf, pos, "message type")
         if type_byte > 0xFF:
             raise MalformedMessage(f"message type byte {type_byte} out of range")
-    kind = type_byte & 0x0F
-    if kind == 1:
-        return _decode_pub(buf, count, type_byte, pos, limits)
-    if kind == 4:
-        return _decode_response(buf, count, pos, limits)
-    if kind == 2:
-        return _decode_rpc(buf, count, pos, limits)
-    if kind == 5 or kind == 6:
-        return _decode_ack(buf, count, pos, kind == 6, limits)
-    if kind == 3:
-        return _decode_admin(buf, count, pos, limits)
-    if kind == 0:
-        return _decode_identity(buf, count, pos, limits)
-    if kind == 11:
-        return _decode_attestation(buf, count, pos, limits)
-    if kind == 10:
-        return _decode_register(buf, count, pos, limits)
-    if kind == 9:
-        return _decode_unregister(buf, count, pos, limits)
+    decoder = _DECODERS[type_byte & 0x0F]
+    if decoder is not None:
+        return decoder(buf, count, type_byte, pos, limits)
     raise UnknownMessageType(type_byte)
 
 
 def response_for(request_id: bytes, status: int = Status.OK, value: Any = None) -> Response:
     """A RESPONSE carrying ``value`` for the request ``request_id``."""
     return Response(request_id, int(status), NO_DATA if value is None else Payload.of(value))
-
-
-# -- fast encoders for a broker: raw payloads in, frames out, nothing decoded --
-
-def encode_ack(msg_id: bytes) -> bytes:
-    """``[5, id]``."""
-    return b"\x82\x05" + byte_string(msg_id)
-
-
-def encode_ack2(msg_id: bytes) -> bytes:
-    """``[6, id]``."""
-    return b"\x82\x06" + byte_string(msg_id)
-
-
-def encode_reply(msg_id: bytes, status: int, value: Any = None) -> bytes:
-    """``[4, id, status, value]``: a RESPONSE built from a Python value."""
-    data = cbor.NULL if value is None else cbor.dumps(value)
-    return b"".join((b"\x84\x04", byte_string(msg_id), head(0, int(status)), data))
-
-
-def encode_response_raw(msg_id: bytes, status: int, raw: bytes) -> bytes:
-    """``[4, id, status, data]`` with the data element already encoded."""
-    return b"".join((b"\x84\x04", byte_string(msg_id), head(0, status), raw))
-
-
-def encode_rpc_raw(msg_id: bytes, topic: str, raw: bytes) -> bytes:
-    """``[2, id, topic, null, data]`` with the data element already encoded."""
-    return b"".join((b"\x85\x02", byte_string(msg_id), text(topic), cbor.NULL, raw))
-
-
-def encode_pub_raw(topic: str, raw: bytes) -> bytes:
-    """``[1, topic, data]`` (QoS0) with the data element already encoded."""
-    return b"\x83\x01" + text(topic) + raw
-
-
-def encode_pub_flags_raw(flags: int, msg_id: bytes, topic: str, raw: bytes) -> bytes:
-    """``[1|flags, id, topic, data]`` with the data element already encoded."""
-    return b"".join((b"\x84", head(0, 1 | flags), byte_string(msg_id), text(topic), raw))
-
-
-def encode_pattern_pub(pattern: str, topic: str, raw: bytes) -> bytes:
-    """A key-space delivery: ``[1, pattern, [topic, *args]]`` from the raw data of ``topic``."""
-    return b"\x83\x01" + text(pattern) + pattern_payload(topic, raw)
 
 
 def challenge_input(challenge: bytes, name: str) -> bytes:
@@ -605,13 +564,5 @@ __all__ = [
     "challenge_input",
     "decode",
     "encode",
-    "encode_ack",
-    "encode_ack2",
-    "encode_pattern_pub",
-    "encode_pub_flags_raw",
-    "encode_pub_raw",
-    "encode_reply",
-    "encode_response_raw",
-    "encode_rpc_raw",
     "response_for",
 ]

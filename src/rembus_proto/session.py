@@ -28,7 +28,7 @@ from .client_events import Event as ClientEvent
 from .entropy import RandomSource
 from .errors import ConnectionFailed, HandshakeError, ProtocolError
 from .ws import ClientWebSocket, WSConfig
-from .wsevents import Closed, Message, Opened
+from .wsevents import Closed, Opened, WsMessage
 
 #: Why a connection ended before the WebSocket upgrade: the words every driver uses.
 CLOSED_BEFORE_UPGRADE = "the connection was closed without a WebSocket upgrade answer"
@@ -115,9 +115,10 @@ class ClientSession:
         if self._ended:
             return
         try:
-            events = self._ws.receive_data(data)
-            for event in events:
-                if event.__class__ is Message:
+            ws = self._ws
+            ws.receive_data(data)
+            for event in ws.events():
+                if event.__class__ is WsMessage:
                     content = event.data
                     if type(content) is bytes:
                         self.conn.receive_message(content, now)
@@ -152,8 +153,7 @@ class ClientSession:
         if frames and ws.is_open:
             ws.send_messages(frames)
         # else: not connected; the client machine keeps what must survive (outbox, QoS)
-        data = ws.data_to_send()
-        return [data] if data else []
+        return ws.data_to_send()
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next, ``None`` if no timer runs."""

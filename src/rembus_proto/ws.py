@@ -1,9 +1,12 @@
 """Sans-IO WebSocket connections, server and client side (RFC 6455 over HTTP/1.1).
 
-A connection object takes the bytes read from the transport and returns
+A connection object takes the bytes read from the transport and queues
 whole-message events; actions (send a message, close, answer an HTTP
-request) only queue bytes, which the driver collects with
-:meth:`data_to_send` and writes. No sockets, threads, clocks or asyncio.
+request) only queue bytes. It follows the contract of every state machine
+of this package: ``receive_data(data)`` returns nothing, :meth:`events`
+takes the events, :meth:`data_to_send` takes the buffers to write (a list,
+for ``writelines``/``sendmsg``), and the error state is sticky. No sockets,
+threads, clocks or asyncio.
 
 h11 parses and writes the HTTP upgrade (and plain HTTP requests on the
 server side); the open state uses :mod:`rembus_proto.wsframes`, a frame
@@ -13,14 +16,14 @@ A driver loop, any role::
 
     data = transport.read()                     # b"" at end of stream
     try:
-        events = ws.receive_data(data)
+        ws.receive_data(data)
     except ProtocolError:
-        transport.write(ws.data_to_send())      # close frame or HTTP error, if any
+        transport.writelines(ws.data_to_send()) # close frame or HTTP error, if any
         transport.close()
         return
-    transport.write(ws.data_to_send())          # pongs, close replies
-    for event in events: ...                    # send_message() etc. as needed
-    transport.write(ws.data_to_send())
+    transport.writelines(ws.data_to_send())     # pongs, close replies
+    for event in ws.events(): ...               # send_message() etc. as needed
+    transport.writelines(ws.data_to_send())
     if ws.closed: transport.close()
 
 Behaviour:
@@ -34,14 +37,15 @@ Behaviour:
 * Any bad input raises :class:`~rembus_proto.ProtocolError` (or a subclass)
   and nothing else. The connection is then closed: the driver writes what
   :meth:`data_to_send` returns and drops the transport. Events decoded from
-  the same ``receive_data`` call before the error are not returned. Later
-  input is ignored.
+  the same ``receive_data`` call before the error are not queued. The error
+  is sticky: any later input raises :class:`~rembus_proto.ConnectionFailed`
+  and changes nothing.
 * Pings are answered automatically (not reported); pongs are reported.
 * Close handshake: a close frame from the peer is echoed and reported as
   ``Closed(code, reason, clean=True)``. :meth:`close` sends ours; the peer's
   answer is then reported the same way. End of stream (``receive_data(b"")``)
   before that is ``Closed(1006, "", clean=False)``. Messages that arrive
-  after our close frame are still reported.
+  after our close frame are still reported; input after the end is ignored.
 * Extensions: ``permessage-deflate`` and any other offer is ignored (not
   negotiated); no subprotocol is selected.
 * Server: any request path is accepted for an upgrade. A request without
@@ -57,9 +61,8 @@ Behaviour:
 * Client: the upgrade request is queued at construction. A non-101 answer
   raises :class:`~rembus_proto.HandshakeError` with its ``status``.
 * Calling an action in a state that does not allow it (sending before
-  :class:`Opened` or after closing) raises :class:`~rembus_proto.InvalidState`
-  (``InvalidStateError`` is its former name here): it is a
-  driver bug, not the peer's fault; check :attr:`is_open` first.
+  :class:`Opened` or after closing) raises :class:`~rembus_proto.InvalidState`:
+  it is a driver bug, not the peer's fault; check :attr:`is_open` first.
 """
 
 from __future__ import annotations
@@ -73,8 +76,15 @@ import h11
 
 from .constants import DEFAULT_MAX_MESSAGE_SIZE
 from .entropy import RandomPool, RandomSource
-from .errors import FrameError, HandshakeError, InvalidState, MessageTooLarge, ProtocolError
-from .wsevents import Closed, Event, Headers, HttpRequest, Message, Opened, Pong
+from .errors import (
+    ConnectionFailed,
+    FrameError,
+    HandshakeError,
+    InvalidState,
+    MessageTooLarge,
+    ProtocolError,
+)
+from .wsevents import Closed, Event, Headers, HttpRequest, Opened, Pong, WsMessage
 from .wsframes import PING, PONG, CloseFrame, FrameReader, FrameWriter, PingFrame, ReaderItem
 from .wshandshake import (
     VERSION,
@@ -93,12 +103,11 @@ __all__ = [
     "Headers",
     "HttpRequest",
     "InvalidState",
-    "InvalidStateError",
-    "Message",
     "Opened",
     "Pong",
     "ServerWebSocket",
     "WSConfig",
+    "WsMessage",
 ]
 
 _HANDSHAKE = 0  # reading the HTTP head (and body)
@@ -130,10 +139,6 @@ class WSConfig:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
 
 
-#: The former name of :class:`~rembus_proto.errors.InvalidState` in this module.
-InvalidStateError = InvalidState
-
-
 def _check_close_code(code: int) -> None:
     if not (1000 <= code <= 1003 or 1007 <= code <= 1013 or 3000 <= code <= 4999):
         raise ValueError(f"close code {code} cannot be sent")
@@ -149,6 +154,8 @@ class _Connection:
         self._random = random if random is not None else RandomPool()
         self._state = _HANDSHAKE
         self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._failure: ProtocolError | None = None
         self._reader = FrameReader(client=client, max_size=self._config.max_message_size)
         self._writer = FrameWriter(client=client, random=self._random)
         self._h11 = h11.Connection(
@@ -173,33 +180,53 @@ class _Connection:
         """True once the connection is over: flush :meth:`data_to_send`, then drop it."""
         return self._state == _CLOSED
 
-    def data_to_send(self) -> bytes:
-        """Return (and forget) the bytes queued for the peer; ``b""`` if none."""
+    def data_to_send(self) -> list[bytes]:
+        """Take the buffers queued for the peer, in order; ``[]`` if none."""
         out = self._out
         if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        return data
+            return []
+        self._out = []
+        return out
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+    def events(self) -> list[Event]:
+        """Take the events queued by :meth:`receive_data`, oldest first."""
+        events = self._events
+        if not events:
+            return []
+        self._events = []
+        return events
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Process bytes read from the transport; ``b""`` means end of stream.
 
-        Returns the events they complete, in order. Raises
-        :class:`~rembus_proto.ProtocolError` on bad input (see the module doc).
+        Queues the events they complete (see :meth:`events`). Raises
+        :class:`~rembus_proto.ProtocolError` on bad input (see the module doc)
+        and :class:`~rembus_proto.ConnectionFailed` for any input after that.
         """
+        if self._failure is not None:
+            raise ConnectionFailed(self._failure)
         state = self._state
         if not data:
-            if state == _CLOSED:
-                return []
-            self._state = _CLOSED
-            return [Closed(1006, "", clean=False)]
+            if state != _CLOSED:
+                self._state = _CLOSED
+                self._events.append(Closed(1006, "", clean=False))
+            return
         raw = data if data.__class__ is bytes else bytes(data)
-        if state in (_OPEN, _CLOSING):
-            return self._receive_frames(raw)
-        if state == _HANDSHAKE:
-            return self._receive_http(raw)
-        return []
+        try:
+            if state in (_OPEN, _CLOSING):
+                events = self._receive_frames(raw)
+            elif state == _HANDSHAKE:
+                events = self._receive_http(raw)
+            else:
+                return
+        except ProtocolError as exc:
+            self._failure = exc
+            raise
+        if events:
+            if self._events:
+                self._events.extend(events)
+            else:
+                self._events = events
 
     def send_message(self, data: bytes | bytearray | memoryview | str) -> None:
         """Queue one message: ``bytes`` go as a binary message, ``str`` as text."""

@@ -36,7 +36,7 @@ class HttpRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class WsMessage:
     """One whole WebSocket message: ``bytes`` for binary, ``str`` for text."""
 
     data: bytes | str
@@ -63,4 +63,4 @@ class Closed:
     clean: bool = True
 
 
-Event = Opened | HttpRequest | Message | Pong | Closed
+Event = Opened | HttpRequest | WsMessage | Pong | Closed

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .entropy import RandomPool, RandomSource
 from .errors import FrameError, MessageTooLarge
-from .wsevents import Message, Pong
+from .wsevents import Pong, WsMessage
 from .wsmask import INT_MASK_LIMIT as _INT_MASK_LIMIT
 from .wsmask import mask
 from .wsmask import mask_in_place as _mask_in_place
@@ -59,12 +59,12 @@ class CloseFrame:
     reason: str
 
 
-ReaderItem = Message | Pong | PingFrame | CloseFrame
+ReaderItem = WsMessage | Pong | PingFrame | CloseFrame
 
 # Building a frozen dataclass through its __init__ costs more than the rest of the
 # fast path; these write the slot directly, as the generated __init__ does.
 _new = object.__new__
-_set_data: Callable[[Message, bytes], None] = Message.__dict__["data"].__set__
+_set_data: Callable[[WsMessage, bytes], None] = WsMessage.__dict__["data"].__set__
 
 def _decode_text(payload: bytes) -> str:
     try:
@@ -115,7 +115,7 @@ class FrameReader:
     frames, a client unmasked ones. Messages larger than ``max_size`` bytes
     are refused as soon as a frame header announces them.
 
-    :meth:`feed` appends :class:`Message`, :class:`Pong`, :class:`PingFrame`
+    :meth:`feed` appends :class:`WsMessage`, :class:`Pong`, :class:`PingFrame`
     and :class:`CloseFrame` items to a list; ``control`` becomes true when
     it appended a ping or a close, so the caller need not scan the list
     otherwise. Nothing is read after a close frame. Bad input raises
@@ -225,7 +225,7 @@ class FrameReader:
                     start = -1
                 stop = start + n
                 if start >= 0 and stop <= end:
-                    message = _new(Message)
+                    message = _new(WsMessage)
                     if not masked:
                         _set_data(message, data[start:stop])
                     elif n < _INT_MASK_LIMIT:
@@ -262,7 +262,7 @@ class FrameReader:
         else:
             payload = _mask_large(bytearray(memoryview(data)[start:stop]), data[start - 4 : start])
         if b0 == 0x80 | BINARY:
-            out.append(Message(payload))
+            out.append(WsMessage(payload))
             return stop
         self._dispatch(b0, payload, out)
         return -1 if self.closed else stop
@@ -361,12 +361,12 @@ class FrameReader:
         fin = bool(b0 & 0x80)
         if opcode == BINARY:
             if fin:
-                out.append(Message(payload))
+                out.append(WsMessage(payload))
             else:
                 self._begin(BINARY, payload)
         elif opcode == TEXT:
             if fin:
-                out.append(Message(_decode_text(payload)))
+                out.append(WsMessage(_decode_text(payload)))
             else:
                 self._begin(TEXT, payload)
         elif opcode == CONTINUATION:
@@ -396,11 +396,11 @@ class FrameReader:
         if self._decoder is not None:
             self._texts.append(self._decode_part(payload, fin))
             if fin:
-                out.append(Message("".join(self._texts)))
+                out.append(WsMessage("".join(self._texts)))
         else:
             self._parts.append(payload)
             if fin:
-                out.append(Message(b"".join(self._parts)))
+                out.append(WsMessage(b"".join(self._parts)))
         if fin:
             self._opcode = 0
             self._size = 0

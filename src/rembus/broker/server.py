@@ -34,7 +34,7 @@ from rembus_proto.broker import (
     answer_requests,
 )
 from rembus_proto.broker.peer import BrokerPeer
-from rembus_proto.security import MemorySecurity, Security
+from rembus_proto.security_port import MemorySecurity, Security
 from rembus_proto.store import MemoryStore, Pruned, Store
 from rembus_proto.ws import WSConfig
 from rembus_proto.wsevents import HttpRequest, Opened
@@ -144,7 +144,8 @@ class _Peer(asyncio.Protocol):
         if core is None:
             return
         self._pinged = False
-        for event in core.receive_data(data, time.monotonic(), time.time()):
+        core.receive_data(data, time.monotonic(), time.time())
+        for event in core.events():
             self._cancel_handshake_timer()
             if isinstance(event, Opened):
                 assert core.conn is not None
@@ -299,10 +300,10 @@ class _Peer(asyncio.Protocol):
                          f"{self.broker.config.handshake_timeout:g} s")
             self._drop()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: list[bytes]) -> None:
         transport = self.transport
         if data and transport is not None and not transport.is_closing():
-            transport.write(data)
+            transport.writelines(data)
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (if open) and drop the connection."""

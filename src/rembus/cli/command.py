@@ -31,7 +31,7 @@ from rembus.cli.arguments import (
 from rembus.paths import user_data_dir
 from rembus.version import __version__
 from rembus_proto.broker import POLICIES, RouterConfig
-from rembus_proto.security import SecurityError
+from rembus_proto.security_port import SecurityError
 from rembus_proto.topics import NameLimits
 from rembus_proto.wsmask import use_numpy
 

@@ -17,12 +17,12 @@ from typing import Any
 from rembus.client.handlers import Outcome, challenge_signature
 from rembus.client.options import Options
 from rembus.client.url import ComponentURL
-from rembus.errors import LoginFailed as LoginFailedError
+from rembus.errors import LoginFailed
 from rembus_proto import ClientConnection
 from rembus_proto.client_events import (
     ChallengeRequested,
     Connected,
-    LoginFailed,
+    LoginRefused,
     PublicationReceived,
     RequestReceived,
     RestoreFailed,
@@ -58,12 +58,12 @@ class EventDispatcher:
         elif isinstance(event, ChallengeRequested):
             try:
                 signature = challenge_signature(event)
-            except LoginFailedError as error:
+            except LoginFailed as error:
                 self._login_refused(error)
                 return
             self.conn.attest(signature, self._now())
-        elif isinstance(event, LoginFailed):
-            self._login_refused(LoginFailedError(event.reason, event.status))
+        elif isinstance(event, LoginRefused):
+            self._login_refused(LoginFailed(event.reason, event.status))
         elif isinstance(event, RestoreFailed):
             log.warning("%s: could not restore %s %s after reconnecting: %s (status %s)",
                         self.url, event.command, event.topic, event.reason, event.status)
@@ -84,7 +84,7 @@ class EventDispatcher:
         """The login succeeded (after every connect and reconnect)."""
         raise NotImplementedError
 
-    def _login_refused(self, error: LoginFailedError) -> None:
+    def _login_refused(self, error: LoginFailed) -> None:
         """The broker refused the login, or there is no key to answer its challenge."""
         raise NotImplementedError
 

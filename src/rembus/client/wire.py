@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sized
 from rembus_proto import ProtocolError
 from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
 from rembus_proto.ws import ClientWebSocket, WSConfig
-from rembus_proto.wsevents import Closed, Message, Opened
+from rembus_proto.wsevents import Closed, Opened, WsMessage
 
 # A message this large is written on its own: joined with its neighbours into
 # one write it would be copied once more.
@@ -65,7 +65,7 @@ class Wire:
             raise TimeoutError(f"no TCP connection within {timeout:g} s") from None
         ws = ClientWebSocket(f"{host}:{port}", path, config=config)
         wire = cls(reader, writer, ws)
-        writer.write(ws.data_to_send())
+        writer.writelines(ws.data_to_send())
         try:
             await asyncio.wait_for(wire._upgrade(), timeout)
         except asyncio.TimeoutError:
@@ -97,14 +97,14 @@ class Wire:
         ws = self._ws
         if not ws.is_open:
             raise WireClosed("the connection is closed")
-        write = self._writer.write
+        writelines = self._writer.writelines
         for frame in frames:
             ws.send_message(frame)
             if len(frame) >= _WRITE_APART:
-                write(ws.data_to_send())
+                writelines(ws.data_to_send())
         data = ws.data_to_send()
         if data:
-            write(data)
+            writelines(data)
 
     def send_text(self, text: str) -> None:
         """Queue one text message."""
@@ -163,7 +163,7 @@ class Wire:
         """
         if self._ws.is_open:
             self._ws.close()
-            self._writer.write(self._ws.data_to_send())
+            self._writer.writelines(self._ws.data_to_send())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._until_closed(), timeout)
         self._writer.close()
@@ -193,19 +193,20 @@ class Wire:
         except (ConnectionError, OSError) as exc:
             self.closed = Closed(1006, str(exc), clean=False)
             return []
+        ws = self._ws
         try:
-            events: list[object] = list(self._ws.receive_data(data))
+            ws.receive_data(data)
         except ProtocolError as exc:
             self.closed = Closed(1002, str(exc), clean=False)
             return []
-        out = self._ws.data_to_send()
+        out = ws.data_to_send()
         if out and not self._writer.is_closing():
-            self._writer.write(out)
-        return events
+            self._writer.writelines(out)
+        return list(ws.events())
 
     def _keep(self, events: list[object]) -> None:
         for event in events:
-            if isinstance(event, Message):
+            if isinstance(event, WsMessage):
                 if isinstance(event.data, bytes):
                     self._inbox.append(event.data)
                 else:

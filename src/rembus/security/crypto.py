@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from rembus_proto.security import ECDSA, RSA, PublicKey, SecurityError
+from rembus_proto.security_port import ECDSA, RSA, PublicKey, SecurityError
 
 KeyType = Literal["rsa", "ecdsa"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey

@@ -1,7 +1,7 @@
 """The broker's keys, tenants, admins and private topics, as files in its data dir.
 
 :class:`FileSecurity` implements the router's
-:class:`~rembus_proto.security.Security` port with the layout upstream
+:class:`~rembus_proto.security_port.Security` port with the layout upstream
 brokers use, so that keys and lists made by their tools work here::
 
     <data dir>/keys/<name>.<rsa|ecdsa>.<pem|der>   registered public keys
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rembus.security.crypto import check_public_key
-from rembus_proto.security import KEY_TYPE_NAMES, PublicKey, SecurityError, is_valid_name
+from rembus_proto.security_port import KEY_TYPE_NAMES, PublicKey, SecurityError, is_valid_name
 
 log = logging.getLogger("rembus.broker")
 

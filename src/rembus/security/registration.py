@@ -21,14 +21,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from rembus.client.options import Options, make_options
-from rembus.errors import LoginFailed as LoginFailedError
-from rembus.errors import RembusConnectionClosed, RembusTimeout, error_for
+from rembus.errors import LoginFailed, RembusConnectionClosed, RembusTimeout, error_for
 from rembus.security import keys
 from rembus_proto import ClientConnection, challenge_input
 from rembus_proto.client_events import (
     ChallengeRequested,
     Connected,
-    LoginFailed,
+    LoginRefused,
     RequestAborted,
     RequestCompleted,
     RequestTimedOut,
@@ -127,12 +126,12 @@ async def _exchange(transport: Transport, conn: ClientConnection,
                 try:
                     signature = keys.sign(name, challenge_input(event.challenge, name))
                 except keys.KeyNotFound as exc:
-                    raise LoginFailedError(str(exc)) from None
+                    raise LoginFailed(str(exc)) from None
                 conn.attest(signature, loop.time())
             elif isinstance(event, Connected):
                 handle = send(loop.time())
-            elif isinstance(event, LoginFailed):
-                raise LoginFailedError(event.reason, event.status)
+            elif isinstance(event, LoginRefused):
+                raise LoginFailed(event.reason, event.status)
             elif isinstance(event, RequestCompleted) and event.handle == handle:
                 if event.status != 0:
                     raise error_for(event.status, event.data.value)

@@ -39,36 +39,36 @@ class AdminCommands:
     def receive(self, conn: Connection, msg: Admin) -> None:
         """An ADMIN message from ``conn``."""
         conn.learn_generation(msg.id)
-        reply = self.effects.reply
-        command = msg.command
         cmd = msg.cmd
         if cmd is None:
-            reply(conn, msg.id, Status.GENERIC_ERROR, None)
+            self.effects.reply(conn, msg.id, Status.GENERIC_ERROR, None)
             return
-        twin = conn.twin
-        topic = msg.topic
-        assert isinstance(command, dict)
-        guard = self.guard
+        assert isinstance(msg.command, dict)
         if cmd in SECURITY_COMMANDS:
-            guard.admin_command(conn, msg)
+            self.guard.admin_command(conn, msg)
             return
         if cmd in BROKER_COMMANDS:
             self._broker_command(conn, msg.id, cmd)
             return
+        status, value = self._component_command(conn, msg, cmd)
+        self.effects.reply(conn, msg.id, status, value)
+
+    def _component_command(self, conn: Connection, msg: Admin, cmd: str) -> tuple[int, Any]:
+        """Interests, exposed methods, reactive mode, setup: the status and value to reply."""
+        twin = conn.twin
+        topic = msg.topic
+        command = msg.command
+        guard = self.guard
         if cmd in TOPIC_COMMANDS:
             problem = self._check(topic)
             if problem is not None:
-                reply(conn, msg.id, Status.GENERIC_ERROR, problem)
-                return
-        if guard.private and cmd in TOPIC_COMMANDS and not guard.permits(conn, topic):
-            reply(conn, msg.id, Status.GENERIC_ERROR, UNAUTHORIZED)
-            return
+                return Status.GENERIC_ERROR, problem
+            if guard.private and not guard.permits(conn, topic):
+                return Status.GENERIC_ERROR, UNAUTHORIZED
         if cmd in ("subscribe", "add_interest"):
             msg_from = _msg_from(command)
             if msg_from is None:
-                reply(conn, msg.id, Status.GENERIC_ERROR,
-                      "msg_from must be a non-negative number of nanoseconds")
-                return
+                return Status.GENERIC_ERROR, "msg_from must be a non-negative number of nanoseconds"
             self.subscribe(twin, topic, msg_from)
         elif cmd in ("unsubscribe", "remove_interest"):
             self.unsubscribe(twin, topic)
@@ -78,24 +78,31 @@ class AdminCommands:
             self.rpc.unexpose(twin, topic)
         elif cmd == "reactive":
             self.set_reactive(twin, bool(command.get("status", False)))
-        elif cmd == "setup":  # private topics the sender may not use are skipped
-            exposers = _topics(command.get("exposers"))
-            subscribers = _topics(command.get("subscribers"))
-            problem = next((p for p in map(self._check, exposers + subscribers) if p), None)
+        elif cmd == "setup":
+            problem = self._setup(conn, command)
             if problem is not None:
-                reply(conn, msg.id, Status.GENERIC_ERROR, problem)
-                return
-            for name in exposers:
-                if guard.permits(conn, name):
-                    self.rpc.expose(twin, name)
-            for name in subscribers:
-                if name not in twin.subs and guard.permits(conn, name):
-                    self.subscribe(twin, name, 0.0)
-            self.set_reactive(twin, True)
+                return Status.GENERIC_ERROR, problem
         else:
-            reply(conn, msg.id, Status.UNKNOWN_ADMIN_CMD, None)
-            return
-        reply(conn, msg.id, Status.OK, None)
+            return Status.UNKNOWN_ADMIN_CMD, None
+        return Status.OK, None
+
+    def _setup(self, conn: Connection, command: dict[str, Any]) -> str | None:
+        """Expose and subscribe in one go, then reactive; private topics the sender may
+        not use are skipped. Returns the problem of a refused topic name."""
+        exposers = _topics(command.get("exposers"))
+        subscribers = _topics(command.get("subscribers"))
+        problem = next((p for p in map(self._check, exposers + subscribers) if p), None)
+        if problem is not None:
+            return problem
+        twin = conn.twin
+        for name in exposers:
+            if self.guard.permits(conn, name):
+                self.rpc.expose(twin, name)
+        for name in subscribers:
+            if name not in twin.subs and self.guard.permits(conn, name):
+                self.subscribe(twin, name, 0.0)
+        self.set_reactive(twin, True)
+        return None
 
     def _broker_command(self, conn: Connection, msg_id: bytes, cmd: str) -> None:
         """broker_config, load_config, save_config and shutdown: for admins only."""

@@ -9,8 +9,8 @@ never read inside the guard: the router turns :class:`LookUpKey` into a
 :class:`~rembus_proto.broker.actions.NeedKey` request, holds the connection's
 input, and replays it once the driver calls :meth:`Guard.key_found`.
 Tenants, admins and private topics come from the
-:class:`~rembus_proto.security.Security` port; signatures are checked by an
-injected :data:`~rembus_proto.security.Verify` callable.
+:class:`~rembus_proto.security_port.Security` port; signatures are checked by an
+injected :data:`~rembus_proto.security_port.Verify` callable.
 
 Rules, in short:
 
@@ -51,7 +51,14 @@ from ..messages import (
     Unregister,
     challenge_input,
 )
-from ..security import KEY_TYPE_NAMES, PublicKey, Security, SecurityError, Verify, is_valid_name
+from ..security_port import (
+    KEY_TYPE_NAMES,
+    PublicKey,
+    Security,
+    SecurityError,
+    Verify,
+    is_valid_name,
+)
 from ..topics import check_name, normalize_name, tenant
 from .config import CLOSE_UNAUTHENTICATED, RouterConfig
 from .effects import Effects

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..constants import QOS2
-from ..messages import encode_reply
 from .actions import Close, Event, Skipped
 from .config import CLOSE_SLOW_CONSUMER, RouterConfig
+from .frames import encode_reply
 from .state import Connection, Inflight, Twin
 from .timers import Timers
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from ..constants import QOS2, QOS_MASK
-from ..messages import encode_ack, encode_ack2, encode_pattern_pub, encode_pub_raw
 from .auth import Guard
 from .config import CLOSE_SLOW_CONSUMER
 from .effects import Effects
+from .frames import encode_ack, encode_ack2, encode_pattern_pub, encode_pub_raw
 from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .state import Connection, Inflight, Twin
@@ -57,32 +57,39 @@ class Fanout:
         if subscribers and acl is not None:
             subscribers = self.guard.only_allowed(subscribers, acl)
         if subscribers:
-            tenant = publisher.tenant
-            legacy_frame: bytes | None = None
-            dirty = effects.dirty
-            max_queued = self._max_queued
-            for twin in subscribers:
-                sub_conn = twin.conn
-                if (sub_conn is None or twin is publisher or not twin.reactive
-                        or twin.tenant != tenant):
-                    continue
-                if seq and twin.replaying:
-                    continue  # the replay reaches it, in order
-                if sub_conn.id_len == 16:
-                    if legacy_frame is None:
-                        legacy_frame = encode_pub_raw(topic, frame[offset:])
-                    effects.deliver(twin, sub_conn, legacy_frame, 0, seq, None)
-                elif qos or (seq and twin.named) or sub_conn.closed:
-                    effects.deliver(twin, sub_conn, frame, qos, seq, msg_id)
-                else:  # plain QoS0 delivery, inlined: the most frequent case by far
-                    out = sub_conn.out
-                    out.append(frame)
-                    if len(out) == 1:
-                        dirty[sub_conn] = None
-                    elif len(out) == max_queued + 1:
-                        effects.close(sub_conn, CLOSE_SLOW_CONSUMER, "too many queued messages")
+            self._deliver_exact(publisher, subscribers, topic, frame, offset, qos, seq, msg_id)
         if patterns:
             self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl)
+
+    def _deliver_exact(self, publisher: Twin, subscribers: Collection[Twin], topic: str,
+                       frame: bytes, offset: int, qos: int, seq: int,
+                       msg_id: bytes | None) -> None:
+        """Deliver a publication to the subscribers of its exact topic."""
+        effects = self.effects
+        tenant = publisher.tenant
+        legacy_frame: bytes | None = None
+        dirty = effects.dirty
+        max_queued = self._max_queued
+        for twin in subscribers:
+            sub_conn = twin.conn
+            if (sub_conn is None or twin is publisher or not twin.reactive
+                    or twin.tenant != tenant):
+                continue
+            if seq and twin.replaying:
+                continue  # the replay reaches it, in order
+            if sub_conn.id_len == 16:
+                if legacy_frame is None:
+                    legacy_frame = encode_pub_raw(topic, frame[offset:])
+                effects.deliver(twin, sub_conn, legacy_frame, 0, seq, None)
+            elif qos or (seq and twin.named) or sub_conn.closed:
+                effects.deliver(twin, sub_conn, frame, qos, seq, msg_id)
+            else:  # plain QoS0 delivery, inlined: the most frequent case by far
+                out = sub_conn.out
+                out.append(frame)
+                if len(out) == 1:
+                    dirty[sub_conn] = None
+                elif len(out) == max_queued + 1:
+                    effects.close(sub_conn, CLOSE_SLOW_CONSUMER, "too many queued messages")
 
     def _first_copy(self, publisher: Twin, msg_id: bytes) -> bool:
         """Note a QoS2 id of ``publisher``; false if it is a resend of one noted before.

@@ -6,9 +6,14 @@ text frames, spec 1.1-1.2: answers go in the dialect last heard), feeding
 whole messages to the :class:`~rembus_proto.broker.Router`, closing on bad
 input, and the slow-consumer rule. The driver moves bytes::
 
-    events = peer.receive_data(data, now, wall)  # Opened / HttpRequest for the driver
-    transport.write(peer.data_to_send())
+    peer.receive_data(data, now, wall)
+    for event in peer.events(): ...             # Opened / HttpRequest for the driver
+    transport.writelines(peer.data_to_send())
     if peer.finished: transport.close()
+
+It follows the contract of the other state machines of this package
+(``receive_data`` / ``events`` / ``data_to_send``); bad input from the
+component does not raise here: it closes the connection (``finished``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from ..errors import ProtocolError
 from ..jsonrpc import encode_json, to_cbor
 from ..messages import Attestation, Identity, decode
 from ..ws import ServerWebSocket, WSConfig
-from ..wsevents import Closed, HttpRequest, Message, Opened
+from ..wsevents import Closed, Event, HttpRequest, Opened, WsMessage
 from .config import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER
 from .router import Router
 from .state import Connection
@@ -52,23 +57,37 @@ class BrokerPeer:
         """Why the connection ends, for logs (the first reason given); empty while open."""
         self.peer_fault = False
         """The connection ends because of what the component sent (or failed to read)."""
+        self._events: list[Opened | HttpRequest] = []
 
-    def receive_data(self, data: bytes, now: float,
-                     wall: float | None = None) -> list[Opened | HttpRequest]:
-        """Bytes from the transport (``b""``: end of stream); returns what the driver
-        handles itself: the opening of the WebSocket, a plain HTTP request."""
+    def receive_data(self, data: bytes, now: float, wall: float | None = None) -> None:
+        """Bytes from the transport (``b""``: end of stream); ignored once finished."""
         if self.finished:
-            return []
+            return
+        ws = self.ws
         try:
-            events = self.ws.receive_data(data)
+            ws.receive_data(data)
         except ProtocolError as exc:
             self.ending(f"closed by the broker: {exc}", peer_fault=True)
             self._finish(str(exc))
+            return
+        events = ws.events()
+        if events:
+            self._handle(events, now, wall)
+
+    def events(self) -> list[Opened | HttpRequest]:
+        """Take what the driver handles itself: the opening of the WebSocket, a plain
+        HTTP request."""
+        events = self._events
+        if not events:
             return []
-        out: list[Opened | HttpRequest] = []
+        self._events = []
+        return events
+
+    def _handle(self, events: list[Event], now: float, wall: float | None) -> None:
+        out = self._events
         frames: list[bytes] = []  # consecutive messages go to the router together
         for event in events:
-            if event.__class__ is Message:
+            if event.__class__ is WsMessage:
                 content = event.data
                 if type(content) is bytes:
                     frames.append(content)
@@ -80,11 +99,11 @@ class BrokerPeer:
                 except ProtocolError as exc:
                     if self._route(frames, now, wall):
                         self._fail(CLOSE_PROTOCOL_ERROR, f"bad JSON message: {exc}")
-                    return out
+                    return
                 self.json = True
                 continue
             if frames and not self._route(frames, now, wall):
-                return out
+                return
             frames = []
             if isinstance(event, Opened):
                 self.conn = self.router.connect(now, self.name)
@@ -94,10 +113,9 @@ class BrokerPeer:
             elif isinstance(event, Closed):
                 self.ending(_closed_by_component(event), peer_fault=False)
                 self._finish("")
-                return out
+                return
         if frames:
             self._route(frames, now, wall)
-        return out
 
     def answer_http(self, status: int, content_type: str, body: bytes) -> None:
         """Answer a plain HTTP request; the connection then ends."""
@@ -139,8 +157,8 @@ class BrokerPeer:
             self.conn = None
             self.router.disconnect(conn, now)
 
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the transport."""
+    def data_to_send(self) -> list[bytes]:
+        """Take the buffers to write to the transport, in order."""
         return self.ws.data_to_send()
 
     def _route(self, frames: list[bytes], now: float, wall: float | None) -> bool:

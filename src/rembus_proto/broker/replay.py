@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 
 from ..constants import QOS_MASK
-from ..messages import encode_pattern_pub, encode_pub_flags_raw, encode_pub_raw
 from ..store import Store, StoredMessage
 from ..topics import is_pattern, tenant
 from .actions import NeedReplay
 from .auth import Guard
 from .effects import Effects
+from .frames import encode_pattern_pub, encode_pub_flags_raw, encode_pub_raw
 from .index import SubscriptionIndex
 from .state import Connection, Twin
 

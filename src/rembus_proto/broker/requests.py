@@ -3,7 +3,7 @@ between two turns (the asyncio broker, the test harness, the fuzzer)."""
 
 from __future__ import annotations
 
-from ..security import Security
+from ..security_port import Security
 from ..store import Pruned, Store
 from .actions import NeedKey, NeedReplay, Order, PruneArchive
 from .router import Router

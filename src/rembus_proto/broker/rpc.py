@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..constants import Status
-from ..messages import Response, Rpc, encode_response_raw, encode_rpc_raw
+from ..messages import Response, Rpc
 from ..topics import normalize_name
 from .auth import UNAUTHORIZED, Guard
 from .effects import Effects
+from .frames import encode_response_raw, encode_rpc_raw
 from .state import Call, Connection, Twin
 
 
