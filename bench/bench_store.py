@@ -188,7 +188,7 @@ def main() -> None:
                     rate, cpu, queries)
         for qos, (rate, cpu, queries) in best.items():
             print(f"router replay QoS{qos}: {rate:>10,.0f} deliveries/s, broker "
-                  f"{cpu * 1e6:5.1f} µs/delivery ({cpu / best[0][1]:.2f}× QoS0)  "
+                  f"{cpu * 1e6:5.1f} µs/delivery ({cpu / best[0][1]:.2f}x QoS0)  "
                   f"({replayed:,} messages, {queries:,} store queries)")
 
 

@@ -32,8 +32,18 @@ from typing import Any
 from ..constants import Status
 from ..entropy import RandomPool
 from ..errors import MalformedMessage, ProtocolError
-from ..messages import (Ack, Ack2, Admin, Identity, Pub, Response, Rpc, decode, split_ack,
-                        split_qos0_pub)
+from ..messages import (
+    Ack,
+    Ack2,
+    Admin,
+    Identity,
+    Pub,
+    Response,
+    Rpc,
+    decode,
+    split_ack,
+    split_qos0_pub,
+)
 from ..security_port import MemorySecurity, PublicKey, Security, Verify
 from ..store import Store, StoredMessage
 from ..topics import check_name, check_topic, normalize_name
