@@ -12,6 +12,7 @@ import json
 import select
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -512,3 +513,68 @@ def test_pending_calls_are_capped_broker_wide(tmp_path: Path) -> None:
                 await w.close()
         _run(attack)
         assert _serves(broker)
+
+
+def _health(broker: BrokerProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.port}/health",
+                                timeout=WAIT) as answer:
+        health: dict[str, Any] = json.load(answer)
+    return health
+
+
+async def _throwaway_names(broker: BrokerProcess, names: list[str]) -> None:
+    """Each name connects, identifies and leaves (a few at a time)."""
+    async def one(name: str) -> None:
+        w = await _raw(broker)
+        assert (await _request(w, Identity(_new_id(), name))).status == 0
+        await w.close()
+
+    for start in range(0, len(names), 50):
+        await asyncio.gather(*(one(name) for name in names[start:start + 50]))
+
+
+def test_throwaway_names_are_forgotten_a_bounded_number_per_tick(tmp_path: Path) -> None:
+    """Item 9: many names that came once are forgotten once away longer than
+    ``--twin-retention``, at most SWEEP_LIMIT per timer tick; one owed stored
+    messages is kept, also across a restart."""
+    from rembus_proto.broker.sessions import SWEEP_LIMIT
+
+    count = SWEEP_LIMIT + SWEEP_LIMIT // 2
+    names = [f"throwaway{n}" for n in range(count)]
+    broker = BrokerProcess(tmp_path, "--twin-retention", "3600")
+    with broker:
+        asyncio.run(asyncio.wait_for(_throwaway_names(broker, names), WAIT))
+        with rembus.sync.component(f"{broker.url}/owed", reconnect=False) as owed:
+            owed.subscribe(lambda *_: None, topic="news", retroactive=True)
+            owed.reactive()
+        with rembus.sync.component(broker.url, reconnect=False) as publisher:
+            publisher.publish("news", 1, qos=1)
+        assert _health(broker)["twins"] == count + 1
+    # Loaded twins start their away clock together: all are due at the same tick.
+    broker = BrokerProcess(tmp_path, "--twin-retention", "0.5")
+    with broker:
+        assert broker.process is not None
+        forgotten: list[int] = []
+        while sum(forgotten) < count:
+            line = broker.process.wait_for(r"forgot \d+ named components away longer than "
+                                           r"--twin-retention 0\.5 s")
+            forgotten.append(int(line.split("forgot ")[1].split()[0]))
+            assert _serves(broker)
+        assert sum(forgotten) == count and max(forgotten) <= SWEEP_LIMIT, forgotten
+        assert len(forgotten) >= 2
+        health = _health(broker)
+        assert health["twins"] == 1 and health["forgotten"] == count
+    with BrokerProcess(tmp_path, "--twin-retention", "3600") as broker:
+        assert _health(broker)["twins"] == 1  # the forgotten ones are gone from the store
+        got: list[Any] = []
+        with rembus.sync.component(f"{broker.url}/owed", reconnect=False) as owed:
+            done = threading.Event()
+
+            def news(value: Any) -> None:
+                got.append(value)
+                done.set()
+
+            owed.subscribe(news, topic="news", retroactive=True)
+            owed.reactive()
+            assert done.wait(WAIT)
+        assert got == [1]

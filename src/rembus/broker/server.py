@@ -483,6 +483,8 @@ class Broker:
             "version": __version__,
             "uptime": round(time.time() - self.started, 3),
             "connections": len(self.router.connections),
+            "twins": len(self.router.twins),
+            "forgotten": self.router.forgotten,
             "pruned": dict(self.pruned),
             "dropped_json": self.dropped_json,
         }
@@ -558,7 +560,11 @@ class Broker:
         for peer in [p for p, since in self.partial_since.items() if since < late]:
             peer.expire(CLOSE_POLICY, "message not finished within "
                         f"{self.config.fragment_timeout:g} s (--fragment-timeout)")
+        forgotten = self.router.forgotten
         try:
             self.router.handle_timer(now, time.time())
         finally:
             self.schedule_flush()
+        if self.router.forgotten > forgotten:
+            log.info("forgot %d named components away longer than --twin-retention %g s",
+                     self.router.forgotten - forgotten, self.config.router.twin_retention)

@@ -140,6 +140,11 @@ class Router:
         (each one also a :class:`~rembus_proto.broker.actions.Skipped` order)."""
         return self._effects.skipped
 
+    @property
+    def forgotten(self) -> int:
+        """Named twins forgotten since the start (away longer than ``twin_retention``)."""
+        return self._sessions.forgotten
+
     def events(self) -> list[Event]:
         """Orders (:class:`Close`, :class:`ShutdownRequested`, :class:`PruneArchive`) and
         data requests (:class:`NeedReplay`, :class:`NeedKey`) since the last call."""

@@ -41,6 +41,8 @@ class Sessions:
         self._away: dict[Twin, float] = {}
         """Named twins not connected -> since when (wall seconds), oldest first."""
         self._loaded = False
+        self.forgotten = 0
+        """Named twins forgotten by :meth:`forget_away` since the start."""
 
     def load(self, records: list[TwinRecord]) -> None:
         """Bring back the named twins of a previous run."""
@@ -159,6 +161,7 @@ class Sessions:
             elif self.guard.security.public_key(twin.name) is None:
                 self._forget(twin)
                 forgotten += 1
+        self.forgotten += forgotten
         return forgotten
 
     def _forget(self, twin: Twin) -> None:
