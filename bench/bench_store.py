@@ -68,9 +68,9 @@ class _Counted(SQLiteStore):
     queries = 0
 
     def replay(self, after_seq: int, topics: Collection[str] | None,
-               limit: int) -> list[StoredMessage]:
+               limit: int, max_bytes: int | None = None) -> list[StoredMessage]:
         self.queries += 1
-        return super().replay(after_seq, topics, limit)
+        return super().replay(after_seq, topics, limit, max_bytes)
 
 
 def _turn(router: Router, store: SQLiteStore, conn: Connection) -> list[bytes]:

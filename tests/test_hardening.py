@@ -578,3 +578,57 @@ def test_throwaway_names_are_forgotten_a_bounded_number_per_tick(tmp_path: Path)
             owed.reactive()
             assert done.wait(WAIT)
         assert got == [1]
+
+
+def _peak_rss(pid: int) -> int:
+    """The resident high-water mark of ``pid`` in bytes since the last reset (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def _reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def test_stored_messages_have_a_byte_budget_and_replay_streams(tmp_path: Path) -> None:
+    """Item 13: an away subscriber and large publications: the oldest beyond
+    ``--retention-max-bytes`` are dropped, and the replay reads a batch only when the
+    subscriber's socket has room, so the broker holds a few messages, not the archive."""
+    size, count = 4 * 1024 * 1024, 20
+    budget = 12 * size
+    with BrokerProcess(tmp_path, "--retention-max-bytes", str(budget), "--max-backlog",
+                       str(4 * size), "--keep-freed-mib", "0") as broker:
+        assert broker.process is not None
+        pid = broker.process.proc.pid
+        with rembus.sync.component(f"{broker.url}/sub", reconnect=False) as sub:
+            sub.subscribe(lambda *_: None, topic="big", retroactive=True)
+        with rembus.sync.component(broker.url, reconnect=False) as publisher:
+            for n in range(count):
+                publisher.publish("big", n, bytes(size), qos=1)
+        broker.process.wait_for(r"retention: dropped \d+ stored messages of topic 'big' "
+                                r"\(beyond --retention-max-bytes")
+        _reset_peak_rss(pid)
+        before = vm_rss(pid)
+        got: list[int] = []
+        first, last = threading.Event(), threading.Event()
+
+        def big(n: int, data: bytes) -> None:
+            assert len(data) == size
+            got.append(n)
+            first.set()
+            if n == count - 1:
+                last.set()
+
+        with rembus.sync.component(f"{broker.url}/sub", reconnect=False) as sub:
+            sub.subscribe(big, topic="big", retroactive=True)
+            assert first.wait(WAIT)
+            assert _serves(broker)  # while the replay goes on
+            assert last.wait(WAIT)
+        peak = _peak_rss(pid) - before
+        print(f"replay of {len(got)} x {size >> 20} MiB: peak RSS {peak >> 20} MiB above")
+        kept = budget // size + budget // size // 4  # a quarter more between two prunes
+        assert got == list(range(count - len(got), count)) and 0 < len(got) <= kept, got
+        assert peak < 8 * size, f"the replay took {peak >> 20} MiB more"
+        assert _serves(broker)

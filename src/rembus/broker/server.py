@@ -17,7 +17,7 @@ import logging
 import ssl
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rembus import logs
@@ -390,10 +390,14 @@ class Broker:
         self.ws_config = WSConfig(max_message_size=self.config.max_message_size)
         router_config = self.config.router
         if router_config.limits.max_message_size != self.config.max_message_size:
-            from dataclasses import replace
-
             router_config = replace(router_config, limits=replace(
                 router_config.limits, max_message_size=self.config.max_message_size))
+        # a replay batch is read once the socket is below high water (at most half the
+        # backlog): a quarter more keeps the connection clear of the backlog limit
+        replay_bytes = max(self.config.max_backlog // 4, 1)
+        if router_config.replay_batch_bytes is not None:
+            replay_bytes = min(replay_bytes, router_config.replay_batch_bytes)
+        router_config = replace(router_config, replay_batch_bytes=replay_bytes)
         self.security: Security = security if security is not None else MemorySecurity()
         self.router = Router(self.store, router_config, now=time.monotonic(),
                              security=self.security, verify=verify_signature)
@@ -410,7 +414,7 @@ class Broker:
         """Connections holding an unfinished message, and since when."""
         """TLS handshakes in progress (they count toward ``max_connections``)."""
         self.started = time.time()
-        self.pruned: dict[str, int] = {"age": 0, "count": 0}
+        self.pruned: dict[str, int] = {"age": 0, "count": 0, "bytes": 0, "total": 0}
         """Stored messages dropped by the retention rules since the start, per reason."""
         self._server: asyncio.Server | None = None
         self._flush_scheduled = False
@@ -535,7 +539,10 @@ class Broker:
     def _pruned(self, pruned: list[Pruned]) -> None:
         config = self.config.router
         limits = {"age": f"older than --retention-max-age {config.retention_max_age:g} s",
-                  "count": f"beyond --retention-max-messages {config.retention_max_per_topic}"}
+                  "count": f"beyond --retention-max-messages {config.retention_max_per_topic}",
+                  "bytes": f"beyond --retention-max-bytes {config.retention_max_bytes}",
+                  "total": "beyond --retention-max-total-bytes "
+                           f"{config.retention_max_total_bytes}"}
         for topic, count, reason in pruned:
             log.info("retention: dropped %d stored messages of topic %r (%s)", count, topic,
                      limits.get(reason, reason))

@@ -68,16 +68,21 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _INSERT = ("INSERT INTO messages (seq, recv_ns, topic, flags, msg_id, publisher, payload)"
            " VALUES (?, ?, ?, ?, ?, ?, ?)")
 _COLUMNS = "seq, recv_ns, topic, flags, msg_id, payload, publisher"  # StoredMessage order
-_REPLAY_ALL = f"SELECT {_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?"
-_REPLAY_TOPIC = (f"SELECT {_COLUMNS} FROM messages WHERE topic = ? AND seq > ?"
-                 " ORDER BY seq LIMIT ?")
+_SIZES = "seq, length(payload)"  # what a byte-bounded replay looks at first
+_REPLAY_ALL = "SELECT {} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?"
+_REPLAY_TOPIC = "SELECT {} FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?"
 # Prune touches only what it deletes (plus the per-topic counts kept in memory).
 # Left alone, the planner walks the whole topic index to group without sorting.
-_COUNT_OLD = ("SELECT topic, count(*) FROM messages INDEXED BY messages_recv_ns"
-              " WHERE recv_ns < ? GROUP BY topic")
+_COUNT_OLD = ("SELECT topic, count(*), sum(length(payload)) FROM messages"
+              " INDEXED BY messages_recv_ns WHERE recv_ns < ? GROUP BY topic")
 _DELETE_OLD = "DELETE FROM messages WHERE recv_ns < ?"
 _NTH_OLDEST = "SELECT seq FROM messages WHERE topic = ? ORDER BY seq LIMIT 1 OFFSET ?"
 _DELETE_OLDEST = "DELETE FROM messages WHERE topic = ? AND seq <= ?"
+_BYTES_OLDEST = ("SELECT count(*), sum(length(payload)) FROM messages"
+                 " WHERE topic = ? AND seq <= ?")
+_OLDEST_OF_TOPIC = "SELECT seq, length(payload) FROM messages WHERE topic = ? ORDER BY seq"
+_OLDEST = "SELECT seq, topic, length(payload) FROM messages ORDER BY seq"
+_DELETE_UP_TO = "DELETE FROM messages WHERE seq <= ?"
 
 # Up to this many topics, replay walks the (topic, seq) index once per topic and
 # merges: cost ~ topics + limit whatever the archive holds. A single
@@ -133,6 +138,9 @@ class SQLiteStore:
         self._vacuum = False
         """Pages were freed: give them back after the commit."""
         self._counts: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
+        """Payload bytes stored per topic (as ``_counts``, kept in memory)."""
+        self._total_bytes = 0
         self._last_seq = 0
         self._dirty = False
         self._in_tx = False
@@ -193,6 +201,9 @@ class SQLiteStore:
         self._last_seq = seq
         counts = self._counts
         counts[topic] = counts.get(topic, 0) + 1
+        size = len(message.payload)
+        self._bytes[topic] = self._bytes.get(topic, 0) + size
+        self._total_bytes += size
         self._dirty = True
         if len(self._rows) >= _MAX_QUEUED:
             try:
@@ -224,37 +235,50 @@ class SQLiteStore:
         return [(str(publisher), bytes(msg_id)) for publisher, msg_id in rows]
 
     def replay(self, after_seq: int, topics: Collection[str] | None,
-               limit: int) -> list[StoredMessage]:
+               limit: int, max_bytes: int | None = None) -> list[StoredMessage]:
         """Up to ``limit`` messages with ``seq > after_seq`` in seq order.
 
         ``topics`` restricts the result to those exact topics; ``None`` means
-        all. Messages appended but not yet committed are included.
+        all. Messages appended but not yet committed are included. With
+        ``max_bytes``, the payloads returned add up to at most that much (but
+        one message is returned whatever its size): the sizes are looked up
+        first, so no payload beyond the budget is read.
         """
         self._check_open()
         if limit <= 0:
             return []
         try:
             self._flush_rows()
-            if topics is None:
-                rows = self._db.execute(_REPLAY_ALL, (after_seq, limit)).fetchall()
-            else:
-                rows = self._replay_topics(after_seq, list(dict.fromkeys(topics)), limit)
+            if max_bytes is not None:
+                sizes = self._replay_rows(_SIZES, after_seq, topics, limit)
+                limit = _fitting([size for _, size in sizes], max_bytes)
+            rows = self._replay_rows(_COLUMNS, after_seq, topics, limit)
         except sqlite3.Error as exc:
             raise self._fail(exc, "read") from exc
         return list(starmap(StoredMessage, rows))
 
     def prune(self, min_recv_ns: int, max_per_topic: int,
-              report: list[Pruned] | None = None) -> int:
-        """Stage the removal of messages received before ``min_recv_ns`` and of
-        all but the newest ``max_per_topic`` of each topic; return how many, and
-        add them per topic and reason to ``report``. The space they took is
-        given back to the file system after the commit (incremental vacuum)."""
+              report: list[Pruned] | None = None, *, max_topic_bytes: int | None = None,
+              max_total_bytes: int | None = None) -> int:
+        """Stage the removal of messages received before ``min_recv_ns``, of
+        all but the newest ``max_per_topic`` of each topic, of the oldest of a
+        topic whose payloads add up to more than ``max_topic_bytes``, then of
+        the oldest of all while they add up to more than ``max_total_bytes``;
+        return how many, and add them per topic and reason to ``report``. The
+        space they took is given back to the file system after the commit
+        (incremental vacuum). It costs what it removes, plus one look per topic."""
         self._check_open()
         try:
             return self._prune(min_recv_ns, max_per_topic,
-                               report if report is not None else [])
+                               report if report is not None else [], max_topic_bytes,
+                               max_total_bytes)
         except sqlite3.Error as exc:
             raise self._fail(exc, "prune") from exc
+
+    @property
+    def stored_bytes(self) -> int:
+        """Payload bytes of every stored message."""
+        return self._total_bytes
 
     def commit(self) -> None:
         """Make every staged write durable; does nothing if nothing is staged."""
@@ -350,7 +374,13 @@ class SQLiteStore:
         (recorded,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
         (highest,) = db.execute("SELECT max(seq) FROM messages").fetchone()
         self._last_seq = max(recorded, highest or 0)
-        self._counts = dict(db.execute("SELECT topic, count(*) FROM messages GROUP BY topic"))
+        self._counts = {}
+        self._bytes = {}
+        for topic, count, size in db.execute(
+                "SELECT topic, count(*), sum(length(payload)) FROM messages GROUP BY topic"):
+            self._counts[topic] = count
+            self._bytes[topic] = size
+        self._total_bytes = sum(self._bytes.values())
 
     def _check_open(self) -> None:
         if self._closed:
@@ -413,20 +443,31 @@ class SQLiteStore:
         with contextlib.suppress(sqlite3.Error):  # the next operation reports the problem
             self._read_state()
 
-    def _replay_topics(self, after_seq: int, topics: list[str],
+    def _replay_rows(self, columns: str, after_seq: int, topics: Collection[str] | None,
+                     limit: int) -> list[tuple[Any, ...]]:
+        """``columns`` (seq first) of the rows a replay returns."""
+        if limit <= 0:
+            return []
+        if topics is None:
+            return self._db.execute(_REPLAY_ALL.format(columns), (after_seq, limit)).fetchall()
+        return self._replay_topics(columns, after_seq, list(dict.fromkeys(topics)), limit)
+
+    def _replay_topics(self, columns: str, after_seq: int, topics: list[str],
                        limit: int) -> list[tuple[Any, ...]]:
         db = self._db
         if not topics:
             return []
+        one_topic = _REPLAY_TOPIC.format(columns)
         if len(topics) == 1:
-            return db.execute(_REPLAY_TOPIC, (topics[0], after_seq, limit)).fetchall()
+            return db.execute(one_topic, (topics[0], after_seq, limit)).fetchall()
         if len(topics) <= _MERGE_MAX:
-            cursors = [db.execute(_REPLAY_TOPIC, (topic, after_seq, limit)) for topic in topics]
+            cursors = [db.execute(one_topic, (topic, after_seq, limit)) for topic in topics]
         else:
             cursors = []
             for start in range(0, len(topics), _IN_CHUNK):
                 chunk = topics[start:start + _IN_CHUNK]
-                cursors.append(db.execute(_replay_in(len(chunk)), (after_seq, *chunk, limit)))
+                cursors.append(db.execute(_replay_in(columns, len(chunk)),
+                                          (after_seq, *chunk, limit)))
         try:
             # seqs are unique, so tuples never compare beyond their first item
             return list(islice(heapq.merge(*cursors), limit))
@@ -434,7 +475,8 @@ class SQLiteStore:
             for cursor in cursors:
                 cursor.close()
 
-    def _prune(self, min_recv_ns: int, max_per_topic: int, report: list[Pruned]) -> int:
+    def _prune(self, min_recv_ns: int, max_per_topic: int, report: list[Pruned],
+               max_topic_bytes: int | None, max_total_bytes: int | None) -> int:
         db = self._db
         self._flush_rows()
         self._begin()
@@ -448,24 +490,71 @@ class SQLiteStore:
             report.extend(Pruned(t, n, "count") for t, n in sorted(counts.items()))
             dropped = db.execute("DELETE FROM messages").rowcount
             counts.clear()
+            self._bytes.clear()
+            self._total_bytes = 0
         else:
             dropped = 0
             old = db.execute(_COUNT_OLD, (min_recv_ns,)).fetchall()
             if old:
                 dropped += db.execute(_DELETE_OLD, (min_recv_ns,)).rowcount
-                for topic, gone in old:
-                    _discount(counts, topic, gone)
+                for topic, gone, size in old:
+                    self._discount(topic, gone, size)
                     report.append(Pruned(topic, gone, "age"))
             for topic, count in [(t, n) for t, n in counts.items() if n > max_per_topic]:
                 excess = count - max_per_topic
                 # the excess-th oldest message of the topic is the last one to go
                 (boundary,) = db.execute(_NTH_OLDEST, (topic, excess - 1)).fetchone()
+                _, size = db.execute(_BYTES_OLDEST, (topic, boundary)).fetchone()
                 dropped += db.execute(_DELETE_OLDEST, (topic, boundary)).rowcount
-                _discount(counts, topic, excess)
+                self._discount(topic, excess, size)
                 report.append(Pruned(topic, excess, "count"))
+            if max_topic_bytes is not None:
+                dropped += self._prune_topic_bytes(max_topic_bytes, report)
+            if max_total_bytes is not None and self._total_bytes > max_total_bytes:
+                dropped += self._prune_total_bytes(max_total_bytes, report)
         if len(report) > first:
             self._vacuum = True
         return dropped
+
+    def _prune_topic_bytes(self, budget: int, report: list[Pruned]) -> int:
+        """The oldest messages of each topic over ``budget`` bytes, until it is within."""
+        dropped = 0
+        for topic, size in [(t, b) for t, b in self._bytes.items() if b > budget]:
+            gone = freed = boundary = 0
+            with contextlib.closing(self._db.execute(_OLDEST_OF_TOPIC, (topic,))) as oldest:
+                for seq, length in oldest:
+                    if size - freed <= budget:
+                        break
+                    gone, freed, boundary = gone + 1, freed + length, seq
+            self._db.execute(_DELETE_OLDEST, (topic, boundary))
+            self._discount(topic, gone, freed)
+            report.append(Pruned(topic, gone, "bytes"))
+            dropped += gone
+        return dropped
+
+    def _prune_total_bytes(self, budget: int, report: list[Pruned]) -> int:
+        """The oldest messages of all while they add up to more than ``budget`` bytes."""
+        gone: dict[str, list[int]] = {}
+        freed = boundary = 0
+        with contextlib.closing(self._db.execute(_OLDEST)) as oldest:
+            for seq, topic, length in oldest:
+                if self._total_bytes - freed <= budget:
+                    break
+                counted = gone.setdefault(topic, [0, 0])
+                counted[0] += 1
+                counted[1] += length
+                freed += length
+                boundary = seq
+        self._db.execute(_DELETE_UP_TO, (boundary,))
+        for topic, (count, size) in sorted(gone.items()):
+            self._discount(topic, count, size)
+            report.append(Pruned(topic, count, "total"))
+        return sum(count for count, _ in gone.values())
+
+    def _discount(self, topic: str, gone: int, size: int) -> None:
+        _discount(self._counts, topic, gone)
+        _discount(self._bytes, topic, size)
+        self._total_bytes -= size
 
     def _decode_twin(self, name: str, record: str) -> TwinRecord:
         try:
@@ -493,10 +582,20 @@ class SQLiteStore:
         return StoreError(f"{message}; {hint}" if hint else message)
 
 
-def _replay_in(count: int) -> str:
+def _replay_in(columns: str, count: int) -> str:
     marks = ", ".join("?" * count)
-    return (f"SELECT {_COLUMNS} FROM messages WHERE seq > ? AND +topic IN ({marks})"
+    return (f"SELECT {columns} FROM messages WHERE seq > ? AND +topic IN ({marks})"
             " ORDER BY seq LIMIT ?")
+
+
+def _fitting(sizes: list[int], budget: int) -> int:
+    """How many of the first ``sizes`` add up to at most ``budget`` (one at least)."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > budget:
+            return max(count, 1)
+    return len(sizes)
 
 
 def _discount(counts: dict[str, int], topic: str, gone: int) -> None:

@@ -75,7 +75,11 @@ class Router:
         self.guard = Guard(self.config, effects, security if security is not None
                            else MemorySecurity(), verify, id_factory)
         self._index = SubscriptionIndex(matcher)
-        self._archive = Archive(store, last_seq)
+        cfg = self.config
+        # a quarter of the smaller budget: between two prunes, stored bytes stay within 1.25x
+        self._archive = Archive(store, last_seq,
+                                min(cfg.retention_max_bytes, cfg.retention_max_total_bytes) // 4
+                                or 1, self._prune)
         self._replayer = Replayer(effects, self._index, self.guard)
         self.twins: dict[str, Twin] = {}
         builtins: dict[str, Callable[[], Any]] = {
@@ -171,7 +175,6 @@ class Router:
         """
         effects = self._effects
         effects.at(now, wall)
-        cfg = self.config
         for _, _, owner, key, item in effects.timers.due(now):
             if isinstance(item, Call):
                 assert isinstance(owner, Connection)
@@ -182,9 +185,17 @@ class Router:
         self.guard.handle_timer(now)
         self._sessions.forget_away(effects.wall)
         if now >= self._next_prune:
-            self._next_prune = now + cfg.prune_interval
-            effects.emit(PruneArchive(int((effects.wall - cfg.retention_max_age) * 1e9),
-                                      cfg.retention_max_per_topic))
+            self._prune()
+
+    def _prune(self) -> None:
+        """Ask the driver to apply the retention rules now."""
+        effects = self._effects
+        cfg = self.config
+        self._next_prune = effects.now + cfg.prune_interval
+        self._archive.unpruned = 0
+        effects.emit(PruneArchive(int((effects.wall - cfg.retention_max_age) * 1e9),
+                                  cfg.retention_max_per_topic, cfg.retention_max_bytes,
+                                  cfg.retention_max_total_bytes))
 
     # -- answers to data requests ----------------------------------------------
 

@@ -44,6 +44,7 @@ class Twin:
         "done_above",
         "exposed",
         "inflight",
+        "inflight_bytes",
         "mark",
         "name",
         "named",
@@ -77,6 +78,8 @@ class Twin:
         self.done_above: set[int] = set(record.done_above) if record else set()
         self.since: dict[str, int] = dict(record.since) if record else {}
         self.inflight: dict[bytes, Inflight] = {}
+        self.inflight_bytes = 0
+        """Bytes of the frames in ``inflight`` (kept to be sent again)."""
         self.open_seqs: set[int] = set()
         """Archive seqs of the deliveries in ``inflight``."""
         self.open_heap: list[int] = []
@@ -113,6 +116,7 @@ class Twin:
         """A QoS1/2 delivery now waits for its ACK."""
         self.pop_inflight(msg_id)  # sent again: replaces the earlier copy
         self.inflight[msg_id] = inflight
+        self.inflight_bytes += len(inflight.frame)
         if inflight.seq:
             self.open_seqs.add(inflight.seq)
             heapq.heappush(self.open_heap, inflight.seq)
@@ -122,13 +126,20 @@ class Twin:
     def pop_inflight(self, msg_id: bytes) -> Inflight | None:
         """The delivery ``msg_id`` no longer waits (acknowledged or given up)."""
         inflight = self.inflight.pop(msg_id, None)
-        if inflight is not None and inflight.seq:
-            self.open_seqs.discard(inflight.seq)
+        if inflight is not None:
+            self.inflight_bytes -= len(inflight.frame)
+            # its timer entry stays on the heap until due: it must not keep the frame
+            inflight.frame = b""
+            if inflight.seq:
+                self.open_seqs.discard(inflight.seq)
         return inflight
 
     def clear_inflight(self) -> None:
         """No delivery waits any more (the connection is gone)."""
+        for inflight in self.inflight.values():
+            inflight.frame = b""
         self.inflight.clear()
+        self.inflight_bytes = 0
         self.open_seqs.clear()
         self.open_heap.clear()
 
