@@ -632,3 +632,38 @@ def test_stored_messages_have_a_byte_budget_and_replay_streams(tmp_path: Path) -
         assert got == list(range(count - len(got), count)) and 0 < len(got) <= kept, got
         assert peak < 8 * size, f"the replay took {peak >> 20} MiB more"
         assert _serves(broker)
+
+
+async def _subscribe_many(w: Wire, topics: list[str]) -> None:
+    """Subscribe to every topic at once, then read every answer."""
+    ids = [_new_id() for _ in topics]
+    w.send_all(rp.encode(rp.Admin(msg_id, topic, {"cmd": "subscribe"}))
+               for msg_id, topic in zip(ids, topics, strict=True))
+    waiting = set(ids)
+    while waiting:
+        reply = rp.decode(await w.recv())
+        if isinstance(reply, rp.Response) and reply.id in waiting:
+            assert reply.status == 0, reply
+            waiting.discard(reply.id)
+
+
+def test_a_change_to_a_large_twin_writes_only_that_change(tmp_path: Path) -> None:
+    """Item 10: one more subscription of a component with many costs the store the
+    same few rows as one more of a component with few (rows written, not time)."""
+    cost: dict[int, int] = {}
+
+    async def scenario(broker: BrokerProcess) -> None:
+        for count in (10, 3_000):
+            w = await _raw(broker)
+            assert (await _request(w, Identity(_new_id(), f"holds{count}"))).status == 0
+            await _subscribe_many(w, [f"topic/{n}" for n in range(count)])
+            before = _health(broker)["store_rows_written"]  # committed before the answers
+            await _subscribe_many(w, ["one/more"])
+            cost[count] = _health(broker)["store_rows_written"] - before
+            await w.close()
+
+    with BrokerProcess(tmp_path) as broker:
+        asyncio.run(asyncio.wait_for(scenario(broker), WAIT))
+        assert _serves(broker)
+    # progress, subscription and its start: 3 rows (a timed prune may add one)
+    assert cost[10] <= 4 and cost[3_000] <= 4, cost

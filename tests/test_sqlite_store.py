@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from rembus.broker import sqlite_store
 from rembus.broker.sqlite_store import SCHEMA_VERSION, SQLiteStore, StoreError
 from rembus_proto.broker import RouterConfig
-from rembus_proto.store import MemoryStore, Pruned, StoredMessage, TwinRecord
+from rembus_proto.store import MemoryStore, Pruned, StoredMessage, TwinRecord, TwinUpdate
 from router_harness import Net
 
 INF = math.inf
@@ -302,6 +302,9 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("twin"), st.sampled_from(["x", "y"]),
               st.dictionaries(st.sampled_from(TOPICS), st.sampled_from([0.0, INF, 5e9])),
               st.integers(0, 40), st.booleans()),
+    st.tuples(st.just("update"), st.sampled_from(["x", "y"]),
+              st.dictionaries(st.sampled_from(TOPICS), st.none() | st.sampled_from([0.0, INF])),
+              st.dictionaries(st.sampled_from(TOPICS), st.booleans()), st.integers(0, 40)),
     st.tuples(st.just("commit")),
     st.tuples(st.just("reopen")),
 ), max_size=60)
@@ -347,6 +350,13 @@ def test_sqlite_store_matches_memory_store(ops: list[tuple[Any, ...]], tmp_path:
                         target.delete_twin(name)
                     else:
                         target.save_twin(TwinRecord(name, subs, mark=mark, since={"a": mark}))
+            elif kind == "update":
+                _, name, subs, exposed, mark = op
+                for target in (reference, store):
+                    target.update_twin(TwinUpdate(
+                        name, mark, [mark + 2], dict(subs),
+                        {t: None if v is None else mark for t, v in subs.items()},
+                        dict(exposed)))
             elif kind == "commit":
                 reference.commit()
                 store.commit()
@@ -681,3 +691,64 @@ def test_a_replay_batch_stays_within_its_byte_budget(make: Any) -> None:
     assert seqs(store.replay(3, None, 10, 25)) == [4]  # larger than the budget: alone
     assert seqs(store.replay(4, {"t"}, 10, 25)) == [5, 6]
     assert seqs(store.replay(0, {"t", "big"}, 10, 0)) == [1]
+
+
+_VERSION_2 = (  # the schema the store wrote before twins were split into rows
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "CREATE TABLE messages (seq INTEGER PRIMARY KEY, recv_ns INTEGER NOT NULL,"
+    " topic TEXT NOT NULL, flags INTEGER NOT NULL, msg_id BLOB,"
+    " publisher TEXT NOT NULL, payload BLOB NOT NULL)",
+    "CREATE INDEX messages_topic_seq ON messages (topic, seq)",
+    "CREATE INDEX messages_recv_ns ON messages (recv_ns)",
+    "CREATE TABLE twins (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "INSERT INTO meta (key, value) VALUES ('last_seq', 7)",
+    "CREATE TABLE qos2 (publisher TEXT NOT NULL, msg_id BLOB NOT NULL,"
+    " UNIQUE (publisher, msg_id))",
+)
+
+
+def test_a_store_of_schema_version_2_keeps_its_twins(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    for statement in _VERSION_2:
+        db.execute(statement)
+    db.execute("INSERT INTO twins VALUES ('alice', ?)", (
+        '{"subscriptions":{"news":"inf","b/*":0.0,"c":5000000000.0},'
+        '"exposed":["f","e","g"],"mark":5,"done_above":[7,9],"since":{"news":3,"c":4}}',))
+    db.execute("INSERT INTO twins VALUES ('bob', ?)", (
+        '{"subscriptions":{},"exposed":[],"mark":0,"done_above":[],"since":{}}',))
+    db.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    alice = TwinRecord("alice", {"news": INF, "b/*": 0.0, "c": 5e9}, ["f", "e", "g"], 5,
+                       [7, 9], {"news": 3, "c": 4})
+    with SQLiteStore(path) as store:
+        last_seq, twins = store.load()
+        assert last_seq == 7
+        assert twins == [alice, TwinRecord("bob")]
+        assert list(twins[0].exposed) == ["f", "e", "g"]
+        store.update_twin(TwinUpdate("alice", 6, [], {"news": None, "d": INF}, {"news": None},
+                                     {"e": False, "f": True}))
+    with SQLiteStore(path) as store:
+        alice = TwinRecord("alice", {"b/*": 0.0, "c": 5e9, "d": INF}, ["g", "f"], 6, [],
+                           {"c": 4})
+        assert store.load()[1] == [alice, TwinRecord("bob")]
+        assert store.load()[1][0].exposed == ["g", "f"]
+
+
+def test_one_more_subscription_writes_rows_for_it_alone() -> None:
+    """Whatever a twin holds, a change writes the rows of that change."""
+    costs = []
+    with SQLiteStore(":memory:") as store:
+        for count in (10, 5_000):
+            name = f"c{count}"
+            store.save_twin(TwinRecord(name, {f"t/{n}": 0.0 for n in range(count)},
+                                       [f"e/{n}" for n in range(count)]))
+            store.commit()
+            before = store.rows_written
+            store.update_twin(TwinUpdate(name, 1, [], {"more": INF}, {"more": 9},
+                                         {"e/0": False}))
+            store.commit()
+            costs.append(store.rows_written - before)
+    assert costs[0] == costs[1] == 4  # progress, subscription, since, exposure

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .values import typed_equality
 
@@ -62,6 +62,55 @@ class TwinRecord:
     """Topic -> archive seq when the subscription was made: older messages are not owed."""
 
 
+@dataclass(slots=True)
+class TwinUpdate:
+    """What changed in a stored twin since it was last saved: a store writes only that,
+    so a change costs the same whatever the twin holds."""
+
+    name: str
+    mark: int
+    done_above: list[int]
+    subscriptions: dict[str, float | None] = field(default_factory=dict)
+    """Topic -> new ``msg_from``, or ``None``: unsubscribed."""
+    since: dict[str, int | None] = field(default_factory=dict)
+    """Topic -> new seq, or ``None``: removed."""
+    exposed: dict[str, bool] = field(default_factory=dict)
+    """Topic -> ``True``: exposed (last in the order), ``False``: not any more; in the
+    order the changes were made."""
+
+    def merge(self, later: TwinUpdate) -> None:
+        """Add the changes of ``later`` (made after these)."""
+        self.mark = later.mark
+        self.done_above = later.done_above
+        self.subscriptions.update(later.subscriptions)
+        self.since.update(later.since)
+        for topic, present in later.exposed.items():
+            self.exposed.pop(topic, None)
+            self.exposed[topic] = present
+
+    def apply(self, record: TwinRecord) -> None:
+        """Change ``record`` (costs what changed, plus the exposed list when that changed)."""
+        record.mark = self.mark
+        record.done_above = list(self.done_above)
+        _apply(record.subscriptions, self.subscriptions)
+        _apply(record.since, self.since)
+        if self.exposed:
+            exposed = dict.fromkeys(record.exposed)
+            for topic, present in self.exposed.items():
+                exposed.pop(topic, None)
+                if present:
+                    exposed[topic] = None
+            record.exposed = list(exposed)
+
+
+def _apply(target: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+
+
 class Store(Protocol):
     """Narrow persistence interface used by the router."""
 
@@ -70,6 +119,9 @@ class Store(Protocol):
 
     def save_twin(self, twin: TwinRecord) -> None:
         """Insert or replace a twin."""
+
+    def update_twin(self, update: TwinUpdate) -> None:
+        """Apply ``update`` to a twin saved before (durable at the next ``commit``)."""
 
     def delete_twin(self, name: str) -> None:
         """Forget a twin."""
@@ -125,6 +177,11 @@ class MemoryStore(Store):
 
     def save_twin(self, twin: TwinRecord) -> None:
         self.twins[twin.name] = _copy(twin)
+
+    def update_twin(self, update: TwinUpdate) -> None:
+        record = self.twins.get(update.name)
+        if record is not None:
+            update.apply(record)
 
     def delete_twin(self, name: str) -> None:
         self.twins.pop(name, None)

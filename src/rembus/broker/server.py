@@ -481,7 +481,7 @@ class Broker:
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers."""
-        return {
+        health = {
             "status": "ok",
             "name": self.config.router.name,
             "version": __version__,
@@ -492,6 +492,10 @@ class Broker:
             "pruned": dict(self.pruned),
             "dropped_json": self.dropped_json,
         }
+        rows = getattr(self.store, "rows_written", None)
+        if rows is not None:  # a store in a file
+            health["store_rows_written"] = rows
+        return health
 
     # -- the turn ----------------------------------------------------------
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Collection
@@ -33,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rembus_proto.store import Pruned, StoredMessage, TwinRecord
+from rembus_proto.store import Pruned, StoredMessage, TwinRecord, TwinUpdate
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]
 
@@ -58,7 +57,30 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE qos2 (publisher TEXT NOT NULL, msg_id BLOB NOT NULL,"
         " UNIQUE (publisher, msg_id))",
     ),
+    (
+        # A twin's subscriptions and exposures are rows of their own: a change writes one
+        # row, not the whole twin. ``twins.record`` keeps the delivery progress (mark and
+        # done_above). Rowid order is the order of the changes.
+        "CREATE TABLE twin_subs (name TEXT NOT NULL, topic TEXT NOT NULL,"
+        " msg_from REAL NOT NULL, UNIQUE (name, topic))",
+        "CREATE TABLE twin_since (name TEXT NOT NULL, topic TEXT NOT NULL,"
+        " seq INTEGER NOT NULL, UNIQUE (name, topic))",
+        "CREATE TABLE twin_exposed (name TEXT NOT NULL, topic TEXT NOT NULL,"
+        " UNIQUE (name, topic))",
+        # JSON has no infinity: version 2 wrote it as the string "inf"
+        "INSERT INTO twin_subs (name, topic, msg_from) SELECT t.name, j.key,"
+        " CASE WHEN j.type IN ('integer', 'real') THEN j.value WHEN j.value = 'inf' THEN 9e999"
+        " WHEN j.value = '-inf' THEN -9e999 ELSE 0.0 END"
+        " FROM twins t, json_each(t.record, '$.subscriptions') j ORDER BY t.name, j.id",
+        "INSERT INTO twin_since (name, topic, seq) SELECT t.name, j.key, j.value"
+        " FROM twins t, json_each(t.record, '$.since') j ORDER BY t.name, j.id",
+        "INSERT INTO twin_exposed (name, topic) SELECT t.name, j.value"
+        " FROM twins t, json_each(t.record, '$.exposed') j ORDER BY t.name, j.id",
+        "UPDATE twins SET record = json_object('mark', json_extract(record, '$.mark'),"
+        " 'done_above', json(json_extract(record, '$.done_above')))",
+    ),
 )
+_CHILDREN = ("twin_subs", "twin_since", "twin_exposed")
 
 #: The schema version this module writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -133,7 +155,8 @@ class SQLiteStore:
         self.path = os.fspath(path)
         """The database file (or ``":memory:"``)."""
         self._rows: list[tuple[Any, ...]] = []
-        self._twin_ops: dict[str, str | None] = {}
+        self._twin_ops: dict[str, TwinRecord | TwinUpdate | None] = {}
+        """Per twin, in the order staged: a whole record, an update, or ``None`` (delete)."""
         self._qos2_ops: dict[tuple[str, bytes], bool] = {}
         self._vacuum = False
         """Pages were freed: give them back after the commit."""
@@ -168,20 +191,50 @@ class SQLiteStore:
         self._check_open()
         try:
             self._flush()
-            rows = self._db.execute("SELECT name, record FROM twins ORDER BY name").fetchall()
+            db = self._db
+            twins = {name: self._decode_twin(name, record) for name, record
+                     in db.execute("SELECT name, record FROM twins ORDER BY name")}
+            for name, topic, msg_from in db.execute(
+                    "SELECT name, topic, msg_from FROM twin_subs ORDER BY rowid"):
+                if name in twins:
+                    twins[name].subscriptions[topic] = float(msg_from)
+            for name, topic, seq in db.execute(
+                    "SELECT name, topic, seq FROM twin_since ORDER BY rowid"):
+                if name in twins:
+                    twins[name].since[topic] = seq
+            for name, topic in db.execute("SELECT name, topic FROM twin_exposed ORDER BY rowid"):
+                if name in twins:
+                    twins[name].exposed.append(topic)
         except sqlite3.Error as exc:
             raise self._fail(exc, "read") from exc
-        return self._last_seq, [self._decode_twin(name, record) for name, record in rows]
+        return self._last_seq, list(twins.values())
 
     def save_twin(self, twin: TwinRecord) -> None:
         """Stage an insert or replace of ``twin`` (a snapshot is taken now)."""
         self._check_open()
-        self._twin_ops[twin.name] = _encode_twin(twin)
+        self._twin_ops.pop(twin.name, None)  # staged last
+        self._twin_ops[twin.name] = _copy_twin(twin)
+        self._dirty = True
+
+    def update_twin(self, update: TwinUpdate) -> None:
+        """Stage the rows that ``update`` changes (merged with what is staged already)."""
+        self._check_open()
+        ops = self._twin_ops
+        staged = ops.get(update.name)
+        if isinstance(staged, TwinRecord):
+            update.apply(staged)
+        elif isinstance(staged, TwinUpdate):
+            staged.merge(update)
+        elif update.name not in ops:
+            ops[update.name] = TwinUpdate(update.name, update.mark, list(update.done_above),
+                                          dict(update.subscriptions), dict(update.since),
+                                          dict(update.exposed))
         self._dirty = True
 
     def delete_twin(self, name: str) -> None:
         """Stage the removal of a twin."""
         self._check_open()
+        self._twin_ops.pop(name, None)
         self._twin_ops[name] = None
         self._dirty = True
 
@@ -404,15 +457,51 @@ class SQLiteStore:
         ops = self._twin_ops
         if ops:
             self._begin()
-            saved = [(name, record) for name, record in ops.items() if record is not None]
-            deleted = [(name,) for name, record in ops.items() if record is None]
-            if saved:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)", saved)
-            if deleted:
-                self._db.executemany("DELETE FROM twins WHERE name = ?", deleted)
-                self._db.executemany("DELETE FROM qos2 WHERE publisher = ?", deleted)
+            self._flush_twins(ops)
             ops.clear()
+
+    def _flush_twins(self, ops: dict[str, TwinRecord | TwinUpdate | None]) -> None:
+        """Write the staged twin changes: a twin's progress, and one row per subscription,
+        ``since`` or exposure that changed (a whole twin only when saved whole)."""
+        db = self._db
+        gone = [(name,) for name, op in ops.items() if not isinstance(op, TwinUpdate)]
+        whole = [op for op in ops.values() if isinstance(op, TwinRecord)]
+        updates = [op for op in ops.values() if isinstance(op, TwinUpdate)]
+        deleted = [(name,) for name, op in ops.items() if op is None]
+        if gone:
+            for table in _CHILDREN:
+                db.executemany(f"DELETE FROM {table} WHERE name = ?", gone)
+        if deleted:
+            db.executemany("DELETE FROM twins WHERE name = ?", deleted)
+            db.executemany("DELETE FROM qos2 WHERE publisher = ?", deleted)
+        db.executemany("INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)",
+                       [(twin.name, _encode_progress(twin.mark, twin.done_above))
+                        for twin in whole])
+        db.executemany("UPDATE twins SET record = ? WHERE name = ?",
+                       [(_encode_progress(u.mark, u.done_above), u.name) for u in updates])
+        subs: list[tuple[str, str, float | None]] = [
+            (twin.name, topic, msg_from) for twin in whole
+            for topic, msg_from in twin.subscriptions.items()]
+        since: list[tuple[str, str, int | None]] = [
+            (twin.name, topic, seq) for twin in whole for topic, seq in twin.since.items()]
+        exposed: list[tuple[str, str, bool]] = [
+            (twin.name, topic, True) for twin in whole for topic in twin.exposed]
+        for u in updates:
+            subs.extend((u.name, topic, msg_from) for topic, msg_from in u.subscriptions.items())
+            since.extend((u.name, topic, seq) for topic, seq in u.since.items())
+            exposed.extend((u.name, topic, present) for topic, present in u.exposed.items())
+        _write_rows(db, "twin_subs", "msg_from", subs)
+        _write_rows(db, "twin_since", "seq", since)
+        db.executemany("DELETE FROM twin_exposed WHERE name = ? AND topic = ?",
+                       [(name, topic) for name, topic, _ in exposed])
+        db.executemany("INSERT INTO twin_exposed (name, topic) VALUES (?, ?)",
+                       [(name, topic) for name, topic, present in exposed if present])
+
+    @property
+    def rows_written(self) -> int:
+        """Rows inserted, changed or deleted since the store was opened (SQLite's
+        ``total_changes``): what the writes cost, whatever the rows hold."""
+        return int(self._db.total_changes)
 
     def _flush_qos2(self) -> None:
         ops = self._qos2_ops
@@ -606,33 +695,27 @@ def _discount(counts: dict[str, int], topic: str, gone: int) -> None:
         counts.pop(topic, None)
 
 
-def _encode_number(value: float) -> float | str:
-    # JSON has no infinity; msg_from uses it for "everything since the mark"
-    return value if math.isfinite(value) else repr(float(value))
+def _write_rows(db: sqlite3.Connection, table: str, column: str,
+                rows: list[tuple[str, str, Any]]) -> None:
+    """Insert or change the (name, topic) rows whose value is set, delete the others."""
+    db.executemany(f"INSERT INTO {table} (name, topic, {column}) VALUES (?, ?, ?)"
+                   f" ON CONFLICT (name, topic) DO UPDATE SET {column} = excluded.{column}",
+                   [row for row in rows if row[2] is not None])
+    db.executemany(f"DELETE FROM {table} WHERE name = ? AND topic = ?",
+                   [(name, topic) for name, topic, value in rows if value is None])
 
 
-def _encode_twin(twin: TwinRecord) -> str:
-    return json.dumps({
-        "subscriptions": {t: _encode_number(v) for t, v in twin.subscriptions.items()},
-        "exposed": twin.exposed,
-        "mark": twin.mark,
-        "done_above": twin.done_above,
-        "since": twin.since,
-    }, separators=(",", ":"), allow_nan=False)
+def _copy_twin(twin: TwinRecord) -> TwinRecord:
+    return TwinRecord(twin.name, dict(twin.subscriptions), list(twin.exposed), twin.mark,
+                      list(twin.done_above), dict(twin.since))
 
 
-def _decode_number(value: float | str) -> float:
-    return float(value) if isinstance(value, str) else value
+def _encode_progress(mark: int, done_above: list[int]) -> str:
+    return json.dumps({"mark": mark, "done_above": done_above}, separators=(",", ":"))
 
 
 def _decode_twin(name: str, record: str) -> TwinRecord:
+    """The twin's progress; its subscriptions and exposures are rows of their own."""
     data = json.loads(record)
-    return TwinRecord(
-        name,
-        {str(t): _decode_number(v) for t, v in data["subscriptions"].items()},
-        [str(t) for t in data["exposed"]],
-        int(data["mark"]),
-        [int(s) for s in data["done_above"]],
-        {str(t): int(s) for t, s in data["since"].items()},
-    )
-
+    return TwinRecord(name, mark=int(data["mark"]),
+                      done_above=[int(s) for s in data["done_above"]])

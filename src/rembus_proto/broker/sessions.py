@@ -136,8 +136,14 @@ class Sessions:
         return True
 
     def save(self, twin: Twin) -> None:
-        """Stage the persistent part of ``twin``."""
+        """Stage what changed in the persistent part of ``twin`` (all of it the first time)."""
         twin.dirty = False
+        if twin.saved:
+            self.store.update_twin(twin.update())
+            return
+        twin.saved = True
+        twin.touched_subs = {}
+        twin.touched_exposed = {}
         self.store.save_twin(twin.record())
 
     def forget_away(self, wall: float, limit: int = SWEEP_LIMIT) -> int:
