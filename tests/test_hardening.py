@@ -667,3 +667,63 @@ def test_a_change_to_a_large_twin_writes_only_that_change(tmp_path: Path) -> Non
         assert _serves(broker)
     # progress, subscription and its start: 3 rows (a timed prune may add one)
     assert cost[10] <= 4 and cost[3_000] <= 4, cost
+
+
+KEPT = r"no message yet, but it answers pings: kept \(--identify-timeout\)"
+
+
+def _kept_then(broker: BrokerProcess, check: Callable[[], Any]) -> None:
+    """Wait (bounded) until the broker kept a silent connection past the identify timeout,
+    then ``check`` the component still works on it."""
+    assert broker.process is not None
+    broker.process.wait_for(KEPT)
+    assert check()
+
+
+async def _aio_silent(broker: BrokerProcess, transport: str) -> None:
+    component = await rembus.component(broker.url, transport=transport, reconnect=False)
+    try:
+        await asyncio.to_thread(broker.process.wait_for, KEPT)  # type: ignore[union-attr]
+        assert await component.rpc("version")
+    finally:
+        await component.close()
+
+
+def _blocking_silent(broker: BrokerProcess) -> None:
+    assert broker.process is not None
+    seen = threading.Event()
+
+    def watch() -> None:
+        broker.process.wait_for(KEPT)  # type: ignore[union-attr]
+        seen.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with rembus.blocking.component(broker.url, reconnect=False) as component:
+        watcher.start()
+        deadline = time.monotonic() + WAIT
+        while not seen.is_set() and time.monotonic() < deadline:
+            component.process(0.05)  # a threadless component answers pings as it runs
+        assert seen.is_set()
+        assert component.rpc("version")
+    watcher.join(WAIT)
+
+
+@pytest.mark.parametrize("driver", ["aio", "aio-httpx", "sync", "blocking"])
+def test_a_silent_anonymous_component_stays_connected(tmp_path: Path, driver: str) -> None:
+    """An anonymous component with nothing to say answers the broker's ping and is not
+    closed by the identify timeout (a raw upgrade that never reads still is: see
+    test_idle_connections_time_out_and_one_address_is_bounded)."""
+    with BrokerProcess(tmp_path, "--identify-timeout", "0.3", "--log-level", "DEBUG") as broker:
+        assert broker.process is not None
+        if driver.startswith("aio"):
+            transport = "httpx" if driver == "aio-httpx" else "native"
+            asyncio.run(asyncio.wait_for(_aio_silent(broker, transport), WAIT))
+        elif driver == "sync":
+            with rembus.sync.component(broker.url, reconnect=False) as component:
+                _kept_then(broker, lambda: component.rpc("version"))
+        else:
+            _blocking_silent(broker)
+        closed_by_timeout = [line for line in broker.process.output
+                             if "no message within" in line]
+        assert closed_by_timeout == []
+        assert _serves(broker)

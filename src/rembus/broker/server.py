@@ -59,7 +59,8 @@ class BrokerConfig:
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete its HTTP upgrade (slowloris guard)."""
     identify_timeout: float = 10.0
-    """Seconds an open WebSocket has to send its first message."""
+    """Seconds an open WebSocket has to send its first message or answer the ping sent
+    when it opens."""
     keepalive: float = 30.0
     """Seconds between server pings; a connection silent for two of them is closed."""
     max_connections_per_address: int = 1000
@@ -249,7 +250,11 @@ class _Peer(asyncio.Protocol):
         """The WebSocket is open: it must now send a message, and keep answering pings."""
         loop = self.broker.loop
         config = self.broker.config
-        if not (self.core is not None and self.core.heard):
+        core = self.core
+        if core is not None and not core.heard:
+            # a client that reads answers at once, even one that has nothing to say
+            core.ws.send_ping()
+            self._write(core.data_to_send())
             self._handshake_timer = loop.call_later(config.identify_timeout,
                                                     self._identify_expired)
         self._keepalive_timer = loop.call_later(config.keepalive, self._keepalive)
@@ -257,7 +262,10 @@ class _Peer(asyncio.Protocol):
     def _identify_expired(self) -> None:
         self._handshake_timer = None
         core = self.core
-        if core is not None and not core.heard and self.transport is not None:
+        if core is not None and core.ponged and not core.heard:
+            log.debug("%s: no message yet, but it answers pings: kept (--identify-timeout)",
+                      core.name)
+        elif core is not None and not core.heard and self.transport is not None:
             timeout = self.broker.config.identify_timeout
             self.expire(CLOSE_GOING_AWAY, f"no message within {timeout:g} s "
                         "(--identify-timeout)")

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open connections from one IP address beyond it are refused "
                         "(default: %(default)s)")
     broker.add_argument("--identify-timeout", type=positive_float, default=10.0,
-                        help="seconds an open WebSocket has to send its first message "
+                        help="seconds an open WebSocket has to send its first message or "
+                        "answer the ping sent when it opens "
                         "(default: %(default)s)")
     broker.add_argument("--keepalive", type=positive_float, default=30.0,
                         help="seconds between server pings; a connection that sends nothing "
