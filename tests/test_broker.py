@@ -294,7 +294,8 @@ def test_retention_logs_each_prune_and_counts_it_in_health(tmp_path: Path) -> No
                         await asyncio.wait_for(recorder.seen.wait(), 60)
                         recorder.seen.clear()
                     _, body = await http_get(b.port, "/health")
-                    assert json.loads(body)["pruned"] == {"age": 0, "count": 3}
+                    assert json.loads(body)["pruned"] == {"age": 0, "count": 3, "bytes": 0,
+                                                          "total": 0}
                     await pub.close()
         finally:
             logger.removeHandler(recorder)

@@ -195,7 +195,9 @@ def test_stored_messages_carry_the_wall_clock_and_pruning_uses_it() -> None:
            wall=1_700_000_000.0)
     assert d.store.messages[0].recv_ns == 1_700_000_000 * 10**9
     d.router.handle_timer(20.0, 1_700_000_500.0)
-    assert d.settle() == [PruneArchive(1_700_000_400 * 10**9, config.retention_max_per_topic)]
+    assert d.settle() == [PruneArchive(1_700_000_400 * 10**9, config.retention_max_per_topic,
+                                       config.retention_max_bytes,
+                                       config.retention_max_total_bytes)]
 
 
 # -- the Guard alone ------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import select
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -511,4 +512,218 @@ def test_pending_calls_are_capped_broker_wide(tmp_path: Path) -> None:
             for w in [*attackers, sink]:
                 await w.close()
         _run(attack)
+        assert _serves(broker)
+
+
+def _health(broker: BrokerProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.port}/health",
+                                timeout=WAIT) as answer:
+        health: dict[str, Any] = json.load(answer)
+    return health
+
+
+async def _throwaway_names(broker: BrokerProcess, names: list[str]) -> None:
+    """Each name connects, identifies and leaves (a few at a time)."""
+    async def one(name: str) -> None:
+        w = await _raw(broker)
+        assert (await _request(w, Identity(_new_id(), name))).status == 0
+        await w.close()
+
+    for start in range(0, len(names), 50):
+        await asyncio.gather(*(one(name) for name in names[start:start + 50]))
+
+
+def test_throwaway_names_are_forgotten_a_bounded_number_per_tick(tmp_path: Path) -> None:
+    """Item 9: many names that came once are forgotten once away longer than
+    ``--twin-retention``, at most SWEEP_LIMIT per timer tick; one owed stored
+    messages is kept, also across a restart."""
+    from rembus_proto.broker.sessions import SWEEP_LIMIT
+
+    count = SWEEP_LIMIT + SWEEP_LIMIT // 2
+    names = [f"throwaway{n}" for n in range(count)]
+    broker = BrokerProcess(tmp_path, "--twin-retention", "3600")
+    with broker:
+        asyncio.run(asyncio.wait_for(_throwaway_names(broker, names), WAIT))
+        with rembus.sync.component(f"{broker.url}/owed", reconnect=False) as owed:
+            owed.subscribe(lambda *_: None, topic="news", retroactive=True)
+            owed.reactive()
+        with rembus.sync.component(broker.url, reconnect=False) as publisher:
+            publisher.publish("news", 1, qos=1)
+        assert _health(broker)["twins"] == count + 1
+    # Loaded twins start their away clock together: all are due at the same tick.
+    broker = BrokerProcess(tmp_path, "--twin-retention", "0.5")
+    with broker:
+        assert broker.process is not None
+        forgotten: list[int] = []
+        while sum(forgotten) < count:
+            line = broker.process.wait_for(r"forgot \d+ named components away longer than "
+                                           r"--twin-retention 0\.5 s")
+            forgotten.append(int(line.split("forgot ")[1].split()[0]))
+            assert _serves(broker)
+        assert sum(forgotten) == count and max(forgotten) <= SWEEP_LIMIT, forgotten
+        assert len(forgotten) >= 2
+        health = _health(broker)
+        assert health["twins"] == 1 and health["forgotten"] == count
+    with BrokerProcess(tmp_path, "--twin-retention", "3600") as broker:
+        assert _health(broker)["twins"] == 1  # the forgotten ones are gone from the store
+        got: list[Any] = []
+        with rembus.sync.component(f"{broker.url}/owed", reconnect=False) as owed:
+            done = threading.Event()
+
+            def news(value: Any) -> None:
+                got.append(value)
+                done.set()
+
+            owed.subscribe(news, topic="news", retroactive=True)
+            owed.reactive()
+            assert done.wait(WAIT)
+        assert got == [1]
+
+
+def _peak_rss(pid: int) -> int:
+    """The resident high-water mark of ``pid`` in bytes since the last reset (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def _reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def test_stored_messages_have_a_byte_budget_and_replay_streams(tmp_path: Path) -> None:
+    """Item 13: an away subscriber and large publications: the oldest beyond
+    ``--retention-max-bytes`` are dropped, and the replay reads a batch only when the
+    subscriber's socket has room, so the broker holds a few messages, not the archive."""
+    size, count = 4 * 1024 * 1024, 20
+    budget = 12 * size
+    with BrokerProcess(tmp_path, "--retention-max-bytes", str(budget), "--max-backlog",
+                       str(4 * size), "--keep-freed-mib", "0") as broker:
+        assert broker.process is not None
+        pid = broker.process.proc.pid
+        with rembus.sync.component(f"{broker.url}/sub", reconnect=False) as sub:
+            sub.subscribe(lambda *_: None, topic="big", retroactive=True)
+        with rembus.sync.component(broker.url, reconnect=False) as publisher:
+            for n in range(count):
+                publisher.publish("big", n, bytes(size), qos=1)
+        broker.process.wait_for(r"retention: dropped \d+ stored messages of topic 'big' "
+                                r"\(beyond --retention-max-bytes")
+        _reset_peak_rss(pid)
+        before = vm_rss(pid)
+        got: list[int] = []
+        first, last = threading.Event(), threading.Event()
+
+        def big(n: int, data: bytes) -> None:
+            assert len(data) == size
+            got.append(n)
+            first.set()
+            if n == count - 1:
+                last.set()
+
+        with rembus.sync.component(f"{broker.url}/sub", reconnect=False) as sub:
+            sub.subscribe(big, topic="big", retroactive=True)
+            assert first.wait(WAIT)
+            assert _serves(broker)  # while the replay goes on
+            assert last.wait(WAIT)
+        peak = _peak_rss(pid) - before
+        print(f"replay of {len(got)} x {size >> 20} MiB: peak RSS {peak >> 20} MiB above")
+        kept = budget // size + budget // size // 4  # a quarter more between two prunes
+        assert got == list(range(count - len(got), count)) and 0 < len(got) <= kept, got
+        assert peak < 8 * size, f"the replay took {peak >> 20} MiB more"
+        assert _serves(broker)
+
+
+async def _subscribe_many(w: Wire, topics: list[str]) -> None:
+    """Subscribe to every topic at once, then read every answer."""
+    ids = [_new_id() for _ in topics]
+    w.send_all(rp.encode(rp.Admin(msg_id, topic, {"cmd": "subscribe"}))
+               for msg_id, topic in zip(ids, topics, strict=True))
+    waiting = set(ids)
+    while waiting:
+        reply = rp.decode(await w.recv())
+        if isinstance(reply, rp.Response) and reply.id in waiting:
+            assert reply.status == 0, reply
+            waiting.discard(reply.id)
+
+
+def test_a_change_to_a_large_twin_writes_only_that_change(tmp_path: Path) -> None:
+    """Item 10: one more subscription of a component with many costs the store the
+    same few rows as one more of a component with few (rows written, not time)."""
+    cost: dict[int, int] = {}
+
+    async def scenario(broker: BrokerProcess) -> None:
+        for count in (10, 3_000):
+            w = await _raw(broker)
+            assert (await _request(w, Identity(_new_id(), f"holds{count}"))).status == 0
+            await _subscribe_many(w, [f"topic/{n}" for n in range(count)])
+            before = _health(broker)["store_rows_written"]  # committed before the answers
+            await _subscribe_many(w, ["one/more"])
+            cost[count] = _health(broker)["store_rows_written"] - before
+            await w.close()
+
+    with BrokerProcess(tmp_path) as broker:
+        asyncio.run(asyncio.wait_for(scenario(broker), WAIT))
+        assert _serves(broker)
+    # progress, subscription and its start: 3 rows (a timed prune may add one)
+    assert cost[10] <= 4 and cost[3_000] <= 4, cost
+
+
+KEPT = r"no message yet, but it answers pings: kept \(--identify-timeout\)"
+
+
+def _kept_then(broker: BrokerProcess, check: Callable[[], Any]) -> None:
+    """Wait (bounded) until the broker kept a silent connection past the identify timeout,
+    then ``check`` the component still works on it."""
+    assert broker.process is not None
+    broker.process.wait_for(KEPT)
+    assert check()
+
+
+async def _aio_silent(broker: BrokerProcess, transport: str) -> None:
+    component = await rembus.component(broker.url, transport=transport, reconnect=False)
+    try:
+        await asyncio.to_thread(broker.process.wait_for, KEPT)  # type: ignore[union-attr]
+        assert await component.rpc("version")
+    finally:
+        await component.close()
+
+
+def _blocking_silent(broker: BrokerProcess) -> None:
+    assert broker.process is not None
+    seen = threading.Event()
+
+    def watch() -> None:
+        broker.process.wait_for(KEPT)  # type: ignore[union-attr]
+        seen.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with rembus.blocking.component(broker.url, reconnect=False) as component:
+        watcher.start()
+        deadline = time.monotonic() + WAIT
+        while not seen.is_set() and time.monotonic() < deadline:
+            component.process(0.05)  # a threadless component answers pings as it runs
+        assert seen.is_set()
+        assert component.rpc("version")
+    watcher.join(WAIT)
+
+
+@pytest.mark.parametrize("driver", ["aio", "aio-httpx", "sync", "blocking"])
+def test_a_silent_anonymous_component_stays_connected(tmp_path: Path, driver: str) -> None:
+    """An anonymous component with nothing to say answers the broker's ping and is not
+    closed by the identify timeout (a raw upgrade that never reads still is: see
+    test_idle_connections_time_out_and_one_address_is_bounded)."""
+    with BrokerProcess(tmp_path, "--identify-timeout", "0.3", "--log-level", "DEBUG") as broker:
+        assert broker.process is not None
+        if driver.startswith("aio"):
+            transport = "httpx" if driver == "aio-httpx" else "native"
+            asyncio.run(asyncio.wait_for(_aio_silent(broker, transport), WAIT))
+        elif driver == "sync":
+            with rembus.sync.component(broker.url, reconnect=False) as component:
+                _kept_then(broker, lambda: component.rpc("version"))
+        else:
+            _blocking_silent(broker)
+        closed_by_timeout = [line for line in broker.process.output
+                             if "no message within" in line]
+        assert closed_by_timeout == []
         assert _serves(broker)

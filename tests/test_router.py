@@ -370,9 +370,9 @@ class CountingStore(MemoryStore):
         self.queries = 0
 
     def replay(self, after_seq: int, topics: Collection[str] | None,
-               limit: int) -> list[StoredMessage]:
+               limit: int, max_bytes: int | None = None) -> list[StoredMessage]:
         self.queries += 1
-        return super().replay(after_seq, topics, limit)
+        return super().replay(after_seq, topics, limit, max_bytes)
 
 
 def test_a_qos1_replay_queries_the_store_once_per_batch_not_once_per_ack() -> None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from rembus.broker import sqlite_store
 from rembus.broker.sqlite_store import SCHEMA_VERSION, SQLiteStore, StoreError
 from rembus_proto.broker import RouterConfig
-from rembus_proto.store import MemoryStore, Pruned, StoredMessage, TwinRecord
+from rembus_proto.store import MemoryStore, Pruned, StoredMessage, TwinRecord, TwinUpdate
 from router_harness import Net
 
 INF = math.inf
@@ -292,13 +292,19 @@ def test_a_pruned_topic_can_come_back(store: Any) -> None:
 
 TOPICS = ["a", "b", "c", "d/e"]
 operations = st.lists(st.one_of(
-    st.tuples(st.just("append"), st.sampled_from(TOPICS), st.integers(-3, 10)),
+    st.tuples(st.just("append"), st.sampled_from(TOPICS), st.integers(-3, 10),
+              st.integers(0, 12)),
     st.tuples(st.just("replay"), st.integers(-1, 40), st.none() | st.sets(st.sampled_from(TOPICS)),
-              st.integers(1, 6)),
+              st.integers(1, 6), st.none() | st.integers(0, 60)),
     st.tuples(st.just("prune"), st.integers(-1, 60), st.integers(0, 5)),
+    st.tuples(st.just("prune_bytes"), st.integers(-1, 60), st.integers(1, 5),
+              st.none() | st.integers(0, 60), st.none() | st.integers(0, 120)),
     st.tuples(st.just("twin"), st.sampled_from(["x", "y"]),
               st.dictionaries(st.sampled_from(TOPICS), st.sampled_from([0.0, INF, 5e9])),
               st.integers(0, 40), st.booleans()),
+    st.tuples(st.just("update"), st.sampled_from(["x", "y"]),
+              st.dictionaries(st.sampled_from(TOPICS), st.none() | st.sampled_from([0.0, INF])),
+              st.dictionaries(st.sampled_from(TOPICS), st.booleans()), st.integers(0, 40)),
     st.tuples(st.just("commit")),
     st.tuples(st.just("reopen")),
 ), max_size=60)
@@ -320,13 +326,23 @@ def test_sqlite_store_matches_memory_store(ops: list[tuple[Any, ...]], tmp_path:
             if kind == "append":
                 seq += 1
                 clock += op[2]  # the wall clock may go backwards
-                m = msg(seq, op[1], recv_ns=clock)
+                m = msg(seq, op[1], recv_ns=clock,
+                        payload=b"\x81" + seq.to_bytes(4, "big") + bytes(op[3]))
                 reference.append(m)
                 store.append(m)
             elif kind == "replay":
                 assert store.replay(*op[1:]) == reference.replay(*op[1:])
             elif kind == "prune":
                 assert store.prune(*op[1:]) == reference.prune(*op[1:])
+            elif kind == "prune_bytes":
+                _, before, count, topic_bytes, total_bytes = op
+                got: list[Pruned] = []
+                expected: list[Pruned] = []
+                assert store.prune(before, count, got, max_topic_bytes=topic_bytes,
+                                   max_total_bytes=total_bytes) == reference.prune(
+                    before, count, expected, max_topic_bytes=topic_bytes,
+                    max_total_bytes=total_bytes)
+                assert sorted(got) == sorted(expected)
             elif kind == "twin":
                 _, name, subs, mark, delete = op
                 for target in (reference, store):
@@ -334,6 +350,13 @@ def test_sqlite_store_matches_memory_store(ops: list[tuple[Any, ...]], tmp_path:
                         target.delete_twin(name)
                     else:
                         target.save_twin(TwinRecord(name, subs, mark=mark, since={"a": mark}))
+            elif kind == "update":
+                _, name, subs, exposed, mark = op
+                for target in (reference, store):
+                    target.update_twin(TwinUpdate(
+                        name, mark, [mark + 2], dict(subs),
+                        {t: None if v is None else mark for t, v in subs.items()},
+                        dict(exposed)))
             elif kind == "commit":
                 reference.commit()
                 store.commit()
@@ -366,13 +389,21 @@ def test_creates_the_directory_and_a_wal_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("sql", "args", "access"), [
-    (sqlite_store._REPLAY_ALL, (0, 10), "INTEGER PRIMARY KEY (rowid>?)"),
-    (sqlite_store._REPLAY_TOPIC, ("t1", 0, 10), "INDEX messages_topic_seq (topic=? AND seq>?)"),
-    (sqlite_store._replay_in(3), (0, "a", "b", "c", 10), "INTEGER PRIMARY KEY (rowid>?)"),
+    *((sql.format(columns), args, access)
+      for columns in (sqlite_store._COLUMNS, sqlite_store._SIZES)
+      for sql, args, access in (
+          (sqlite_store._REPLAY_ALL, (0, 10), "INTEGER PRIMARY KEY (rowid>?)"),
+          (sqlite_store._REPLAY_TOPIC, ("t1", 0, 10),
+           "INDEX messages_topic_seq (topic=? AND seq>?)"),
+          (sqlite_store._replay_in(columns, 3), (0, "a", "b", "c", 10),
+           "INTEGER PRIMARY KEY (rowid>?)"))),
     (sqlite_store._COUNT_OLD, (5,), "INDEX messages_recv_ns (recv_ns<?)"),
     (sqlite_store._DELETE_OLD, (5,), "INDEX messages_recv_ns (recv_ns<?)"),
     (sqlite_store._NTH_OLDEST, ("t1", 3), "INDEX messages_topic_seq (topic=?)"),
     (sqlite_store._DELETE_OLDEST, ("t1", 30), "INDEX messages_topic_seq (topic=? AND seq<?)"),
+    (sqlite_store._BYTES_OLDEST, ("t1", 30), "INDEX messages_topic_seq (topic=? AND seq<?)"),
+    (sqlite_store._OLDEST_OF_TOPIC, ("t1",), "INDEX messages_topic_seq (topic=?)"),
+    (sqlite_store._DELETE_UP_TO, (30,), "INTEGER PRIMARY KEY (rowid<?)"),
 ])
 def test_queries_search_an_index(sql: str, args: tuple[Any, ...], access: str) -> None:
     with SQLiteStore(":memory:") as store:
@@ -630,3 +661,94 @@ def test_retroactive_delivery_across_a_broker_restart(tmp_path: Path) -> None:
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"unable to open.*writable"):
         SQLiteStore(tmp_path)
+
+
+@pytest.mark.parametrize("make", [MemoryStore, lambda: SQLiteStore(":memory:")])
+def test_byte_budgets_drop_the_oldest_first(make: Any) -> None:
+    """Per topic, then in all: the oldest go until the payloads fit the budget."""
+    store = make()
+    sizes = {1: ("a", 40), 2: ("b", 10), 3: ("a", 30), 4: ("b", 40), 5: ("a", 20)}
+    for seq, (topic, size) in sizes.items():
+        store.append(msg(seq, topic, payload=bytes(size)))
+    report: list[Pruned] = []
+    assert store.prune(0, 100, report, max_topic_bytes=55) == 1  # a: 90 -> 50
+    assert report == [Pruned("a", 1, "bytes")]
+    assert seqs(store.replay(0, None, 10)) == [2, 3, 4, 5]
+    report.clear()
+    assert store.prune(0, 100, report, max_topic_bytes=55, max_total_bytes=75) == 2
+    assert sorted(report) == [Pruned("a", 1, "total"), Pruned("b", 1, "total")]
+    assert seqs(store.replay(0, None, 10)) == [4, 5]
+    assert store.prune(0, 100, max_total_bytes=70) == 0
+
+
+@pytest.mark.parametrize("make", [MemoryStore, lambda: SQLiteStore(":memory:")])
+def test_a_replay_batch_stays_within_its_byte_budget(make: Any) -> None:
+    store = make()
+    for seq in range(1, 7):
+        store.append(msg(seq, "big" if seq == 4 else "t", payload=bytes(100 if seq == 4 else 10)))
+    assert seqs(store.replay(0, None, 10, 25)) == [1, 2]
+    assert seqs(store.replay(2, None, 10, 25)) == [3]  # the next one would not fit
+    assert seqs(store.replay(3, None, 10, 25)) == [4]  # larger than the budget: alone
+    assert seqs(store.replay(4, {"t"}, 10, 25)) == [5, 6]
+    assert seqs(store.replay(0, {"t", "big"}, 10, 0)) == [1]
+
+
+_VERSION_2 = (  # the schema the store wrote before twins were split into rows
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "CREATE TABLE messages (seq INTEGER PRIMARY KEY, recv_ns INTEGER NOT NULL,"
+    " topic TEXT NOT NULL, flags INTEGER NOT NULL, msg_id BLOB,"
+    " publisher TEXT NOT NULL, payload BLOB NOT NULL)",
+    "CREATE INDEX messages_topic_seq ON messages (topic, seq)",
+    "CREATE INDEX messages_recv_ns ON messages (recv_ns)",
+    "CREATE TABLE twins (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "INSERT INTO meta (key, value) VALUES ('last_seq', 7)",
+    "CREATE TABLE qos2 (publisher TEXT NOT NULL, msg_id BLOB NOT NULL,"
+    " UNIQUE (publisher, msg_id))",
+)
+
+
+def test_a_store_of_schema_version_2_keeps_its_twins(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    for statement in _VERSION_2:
+        db.execute(statement)
+    db.execute("INSERT INTO twins VALUES ('alice', ?)", (
+        '{"subscriptions":{"news":"inf","b/*":0.0,"c":5000000000.0},'
+        '"exposed":["f","e","g"],"mark":5,"done_above":[7,9],"since":{"news":3,"c":4}}',))
+    db.execute("INSERT INTO twins VALUES ('bob', ?)", (
+        '{"subscriptions":{},"exposed":[],"mark":0,"done_above":[],"since":{}}',))
+    db.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    alice = TwinRecord("alice", {"news": INF, "b/*": 0.0, "c": 5e9}, ["f", "e", "g"], 5,
+                       [7, 9], {"news": 3, "c": 4})
+    with SQLiteStore(path) as store:
+        last_seq, twins = store.load()
+        assert last_seq == 7
+        assert twins == [alice, TwinRecord("bob")]
+        assert list(twins[0].exposed) == ["f", "e", "g"]
+        store.update_twin(TwinUpdate("alice", 6, [], {"news": None, "d": INF}, {"news": None},
+                                     {"e": False, "f": True}))
+    with SQLiteStore(path) as store:
+        alice = TwinRecord("alice", {"b/*": 0.0, "c": 5e9, "d": INF}, ["g", "f"], 6, [],
+                           {"c": 4})
+        assert store.load()[1] == [alice, TwinRecord("bob")]
+        assert store.load()[1][0].exposed == ["g", "f"]
+
+
+def test_one_more_subscription_writes_rows_for_it_alone() -> None:
+    """Whatever a twin holds, a change writes the rows of that change."""
+    costs = []
+    with SQLiteStore(":memory:") as store:
+        for count in (10, 5_000):
+            name = f"c{count}"
+            store.save_twin(TwinRecord(name, {f"t/{n}": 0.0 for n in range(count)},
+                                       [f"e/{n}" for n in range(count)]))
+            store.commit()
+            before = store.rows_written
+            store.update_twin(TwinUpdate(name, 1, [], {"more": INF}, {"more": 9},
+                                         {"e/0": False}))
+            store.commit()
+            costs.append(store.rows_written - before)
+    assert costs[0] == costs[1] == 4  # progress, subscription, since, exposure

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .values import typed_equality
 
@@ -42,7 +42,8 @@ class Pruned(NamedTuple):
     topic: str
     dropped: int
     reason: str
-    """``"age"`` (received before the limit) or ``"count"`` (beyond the newest kept)."""
+    """``"age"`` (received before the limit), ``"count"`` (beyond the newest kept),
+    ``"bytes"`` (the topic's budget) or ``"total"`` (the budget of all topics)."""
 
 
 @dataclass(slots=True)
@@ -61,6 +62,55 @@ class TwinRecord:
     """Topic -> archive seq when the subscription was made: older messages are not owed."""
 
 
+@dataclass(slots=True)
+class TwinUpdate:
+    """What changed in a stored twin since it was last saved: a store writes only that,
+    so a change costs the same whatever the twin holds."""
+
+    name: str
+    mark: int
+    done_above: list[int]
+    subscriptions: dict[str, float | None] = field(default_factory=dict)
+    """Topic -> new ``msg_from``, or ``None``: unsubscribed."""
+    since: dict[str, int | None] = field(default_factory=dict)
+    """Topic -> new seq, or ``None``: removed."""
+    exposed: dict[str, bool] = field(default_factory=dict)
+    """Topic -> ``True``: exposed (last in the order), ``False``: not any more; in the
+    order the changes were made."""
+
+    def merge(self, later: TwinUpdate) -> None:
+        """Add the changes of ``later`` (made after these)."""
+        self.mark = later.mark
+        self.done_above = later.done_above
+        self.subscriptions.update(later.subscriptions)
+        self.since.update(later.since)
+        for topic, present in later.exposed.items():
+            self.exposed.pop(topic, None)
+            self.exposed[topic] = present
+
+    def apply(self, record: TwinRecord) -> None:
+        """Change ``record`` (costs what changed, plus the exposed list when that changed)."""
+        record.mark = self.mark
+        record.done_above = list(self.done_above)
+        _apply(record.subscriptions, self.subscriptions)
+        _apply(record.since, self.since)
+        if self.exposed:
+            exposed = dict.fromkeys(record.exposed)
+            for topic, present in self.exposed.items():
+                exposed.pop(topic, None)
+                if present:
+                    exposed[topic] = None
+            record.exposed = list(exposed)
+
+
+def _apply(target: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+
+
 class Store(Protocol):
     """Narrow persistence interface used by the router."""
 
@@ -70,6 +120,9 @@ class Store(Protocol):
     def save_twin(self, twin: TwinRecord) -> None:
         """Insert or replace a twin."""
 
+    def update_twin(self, update: TwinUpdate) -> None:
+        """Apply ``update`` to a twin saved before (durable at the next ``commit``)."""
+
     def delete_twin(self, name: str) -> None:
         """Forget a twin."""
 
@@ -77,17 +130,22 @@ class Store(Protocol):
         """Archive a message (durable at the next ``commit``)."""
 
     def replay(self, after_seq: int, topics: Collection[str] | None,
-               limit: int) -> list[StoredMessage]:
+               limit: int, max_bytes: int | None = None) -> list[StoredMessage]:
         """Up to ``limit`` archived messages with ``seq > after_seq`` in seq order.
 
         ``topics`` restricts the result to those exact topics; ``None`` means all.
+        With ``max_bytes`` the payloads add up to at most that much, except that
+        a first message larger than that is returned alone.
         """
 
     def prune(self, min_recv_ns: int, max_per_topic: int,
-              report: list[Pruned] | None = None) -> int:
-        """Drop messages received before ``min_recv_ns`` and all but the newest
-        ``max_per_topic`` of each topic; return how many were dropped, and add
-        what was dropped, per topic and reason, to ``report``."""
+              report: list[Pruned] | None = None, *, max_topic_bytes: int | None = None,
+              max_total_bytes: int | None = None) -> int:
+        """Drop messages received before ``min_recv_ns``, all but the newest
+        ``max_per_topic`` of each topic, the oldest of a topic while its payloads
+        add up to more than ``max_topic_bytes``, then the oldest of all while
+        they add up to more than ``max_total_bytes``; return how many were
+        dropped, and add what was dropped, per topic and reason, to ``report``."""
 
     def qos2_received(self, publisher: str, msg_id: bytes) -> None:
         """Remember that the QoS2 publication ``msg_id`` of ``publisher`` arrived
@@ -120,6 +178,11 @@ class MemoryStore(Store):
     def save_twin(self, twin: TwinRecord) -> None:
         self.twins[twin.name] = _copy(twin)
 
+    def update_twin(self, update: TwinUpdate) -> None:
+        record = self.twins.get(update.name)
+        if record is not None:
+            update.apply(record)
+
     def delete_twin(self, name: str) -> None:
         self.twins.pop(name, None)
         for key in [k for k in self.qos2 if k[0] == name]:
@@ -131,29 +194,53 @@ class MemoryStore(Store):
         self._last_seq = message.seq
 
     def replay(self, after_seq: int, topics: Collection[str] | None,
-               limit: int) -> list[StoredMessage]:
+               limit: int, max_bytes: int | None = None) -> list[StoredMessage]:
         start = bisect.bisect_right(self._seqs, after_seq)
         out: list[StoredMessage] = []
+        size = 0
         for message in self.messages[start:]:
             if topics is None or message.topic in topics:
+                size += len(message.payload)
+                if out and max_bytes is not None and size > max_bytes:
+                    break
                 out.append(message)
                 if len(out) >= limit:
                     break
         return out
 
     def prune(self, min_recv_ns: int, max_per_topic: int,
-              report: list[Pruned] | None = None) -> int:
+              report: list[Pruned] | None = None, *, max_topic_bytes: int | None = None,
+              max_total_bytes: int | None = None) -> int:
         per_topic: dict[str, int] = {}
+        topic_bytes: dict[str, int] = {}
+        full: set[str] = set()
+        total = 0
         keep: list[StoredMessage] = []
         gone: dict[tuple[str, str], int] = {}
-        for message in reversed(self.messages):
-            count = per_topic.get(message.topic, 0)
-            if message.recv_ns >= min_recv_ns and count < max_per_topic:
-                per_topic[message.topic] = count + 1
-                keep.append(message)
+        for message in reversed(self.messages):  # newest first, rules in the order documented
+            topic, size = message.topic, len(message.payload)
+            count = per_topic.get(topic, 0)
+            if message.recv_ns < min_recv_ns:
+                reason = "age"
+            elif count >= max_per_topic:
+                reason = "count"
             else:
-                key = (message.topic, "age" if message.recv_ns < min_recv_ns else "count")
-                gone[key] = gone.get(key, 0) + 1
+                per_topic[topic] = count + 1
+                kept = topic_bytes.get(topic, 0) + size
+                if topic in full or (max_topic_bytes is not None and kept > max_topic_bytes):
+                    full.add(topic)  # the older ones of the topic go too
+                    reason = "bytes"
+                elif total < 0 or (max_total_bytes is not None
+                                   and total + size > max_total_bytes):
+                    total = -1  # every older one goes too
+                    topic_bytes[topic] = kept
+                    reason = "total"
+                else:
+                    topic_bytes[topic] = kept
+                    total += size
+                    keep.append(message)
+                    continue
+            gone[topic, reason] = gone.get((topic, reason), 0) + 1
         if report is not None:
             report.extend(Pruned(topic, count, reason)
                           for (topic, reason), count in sorted(gone.items()))

@@ -17,7 +17,7 @@ import logging
 import ssl
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rembus import logs
@@ -59,7 +59,8 @@ class BrokerConfig:
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete its HTTP upgrade (slowloris guard)."""
     identify_timeout: float = 10.0
-    """Seconds an open WebSocket has to send its first message."""
+    """Seconds an open WebSocket has to send its first message or answer the ping sent
+    when it opens."""
     keepalive: float = 30.0
     """Seconds between server pings; a connection silent for two of them is closed."""
     max_connections_per_address: int = 1000
@@ -250,7 +251,11 @@ class _Peer(asyncio.Protocol):
         """The WebSocket is open: it must now send a message, and keep answering pings."""
         loop = self.broker.loop
         config = self.broker.config
-        if not (self.core is not None and self.core.heard):
+        core = self.core
+        if core is not None and not core.heard:
+            # a client that reads answers at once, even one that has nothing to say
+            core.ws.send_ping()
+            self._write(core.data_to_send())
             self._handshake_timer = loop.call_later(config.identify_timeout,
                                                     self._identify_expired)
         self._keepalive_timer = loop.call_later(config.keepalive, self._keepalive)
@@ -258,7 +263,10 @@ class _Peer(asyncio.Protocol):
     def _identify_expired(self) -> None:
         self._handshake_timer = None
         core = self.core
-        if core is not None and not core.heard and self.transport is not None:
+        if core is not None and core.ponged and not core.heard:
+            log.debug("%s: no message yet, but it answers pings: kept (--identify-timeout)",
+                      core.name)
+        elif core is not None and not core.heard and self.transport is not None:
             timeout = self.broker.config.identify_timeout
             self.expire(CLOSE_GOING_AWAY, f"no message within {timeout:g} s "
                         "(--identify-timeout)")
@@ -391,10 +399,14 @@ class Broker:
         self.ws_config = WSConfig(max_message_size=self.config.max_message_size)
         router_config = self.config.router
         if router_config.limits.max_message_size != self.config.max_message_size:
-            from dataclasses import replace
-
             router_config = replace(router_config, limits=replace(
                 router_config.limits, max_message_size=self.config.max_message_size))
+        # a replay batch is read once the socket is below high water (at most half the
+        # backlog): a quarter more keeps the connection clear of the backlog limit
+        replay_bytes = max(self.config.max_backlog // 4, 1)
+        if router_config.replay_batch_bytes is not None:
+            replay_bytes = min(replay_bytes, router_config.replay_batch_bytes)
+        router_config = replace(router_config, replay_batch_bytes=replay_bytes)
         self.security: Security = security if security is not None else MemorySecurity()
         self.router = Router(self.store, router_config, now=time.monotonic(),
                              security=self.security, verify=verify_signature)
@@ -411,7 +423,7 @@ class Broker:
         """Connections holding an unfinished message, and since when."""
         """TLS handshakes in progress (they count toward ``max_connections``)."""
         self.started = time.time()
-        self.pruned: dict[str, int] = {"age": 0, "count": 0}
+        self.pruned: dict[str, int] = {"age": 0, "count": 0, "bytes": 0, "total": 0}
         """Stored messages dropped by the retention rules since the start, per reason."""
         self._server: asyncio.Server | None = None
         self._flush_scheduled = False
@@ -478,15 +490,21 @@ class Broker:
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers."""
-        return {
+        health = {
             "status": "ok",
             "name": self.config.router.name,
             "version": __version__,
             "uptime": round(time.time() - self.started, 3),
             "connections": len(self.router.connections),
+            "twins": len(self.router.twins),
+            "forgotten": self.router.forgotten,
             "pruned": dict(self.pruned),
             "dropped_json": self.dropped_json,
         }
+        rows = getattr(self.store, "rows_written", None)
+        if rows is not None:  # a store in a file
+            health["store_rows_written"] = rows
+        return health
 
     # -- the turn ----------------------------------------------------------
 
@@ -534,7 +552,10 @@ class Broker:
     def _pruned(self, pruned: list[Pruned]) -> None:
         config = self.config.router
         limits = {"age": f"older than --retention-max-age {config.retention_max_age:g} s",
-                  "count": f"beyond --retention-max-messages {config.retention_max_per_topic}"}
+                  "count": f"beyond --retention-max-messages {config.retention_max_per_topic}",
+                  "bytes": f"beyond --retention-max-bytes {config.retention_max_bytes}",
+                  "total": "beyond --retention-max-total-bytes "
+                           f"{config.retention_max_total_bytes}"}
         for topic, count, reason in pruned:
             log.info("retention: dropped %d stored messages of topic %r (%s)", count, topic,
                      limits.get(reason, reason))
@@ -559,7 +580,11 @@ class Broker:
         for peer in [p for p, since in self.partial_since.items() if since < late]:
             peer.expire(CLOSE_POLICY, "message not finished within "
                         f"{self.config.fragment_timeout:g} s (--fragment-timeout)")
+        forgotten = self.router.forgotten
         try:
             self.router.handle_timer(now, time.time())
         finally:
             self.schedule_flush()
+        if self.router.forgotten > forgotten:
+            log.info("forgot %d named components away longer than --twin-retention %g s",
+                     self.router.forgotten - forgotten, self.config.router.twin_retention)

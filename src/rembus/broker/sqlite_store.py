@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Collection
@@ -33,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rembus_proto.store import Pruned, StoredMessage, TwinRecord
+from rembus_proto.store import Pruned, StoredMessage, TwinRecord, TwinUpdate
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]
 
@@ -58,7 +57,30 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE qos2 (publisher TEXT NOT NULL, msg_id BLOB NOT NULL,"
         " UNIQUE (publisher, msg_id))",
     ),
+    (
+        # A twin's subscriptions and exposures are rows of their own: a change writes one
+        # row, not the whole twin. ``twins.record`` keeps the delivery progress (mark and
+        # done_above). Rowid order is the order of the changes.
+        "CREATE TABLE twin_subs (name TEXT NOT NULL, topic TEXT NOT NULL,"
+        " msg_from REAL NOT NULL, UNIQUE (name, topic))",
+        "CREATE TABLE twin_since (name TEXT NOT NULL, topic TEXT NOT NULL,"
+        " seq INTEGER NOT NULL, UNIQUE (name, topic))",
+        "CREATE TABLE twin_exposed (name TEXT NOT NULL, topic TEXT NOT NULL,"
+        " UNIQUE (name, topic))",
+        # JSON has no infinity: version 2 wrote it as the string "inf"
+        "INSERT INTO twin_subs (name, topic, msg_from) SELECT t.name, j.key,"
+        " CASE WHEN j.type IN ('integer', 'real') THEN j.value WHEN j.value = 'inf' THEN 9e999"
+        " WHEN j.value = '-inf' THEN -9e999 ELSE 0.0 END"
+        " FROM twins t, json_each(t.record, '$.subscriptions') j ORDER BY t.name, j.id",
+        "INSERT INTO twin_since (name, topic, seq) SELECT t.name, j.key, j.value"
+        " FROM twins t, json_each(t.record, '$.since') j ORDER BY t.name, j.id",
+        "INSERT INTO twin_exposed (name, topic) SELECT t.name, j.value"
+        " FROM twins t, json_each(t.record, '$.exposed') j ORDER BY t.name, j.id",
+        "UPDATE twins SET record = json_object('mark', json_extract(record, '$.mark'),"
+        " 'done_above', json(json_extract(record, '$.done_above')))",
+    ),
 )
+_CHILDREN = ("twin_subs", "twin_since", "twin_exposed")
 
 #: The schema version this module writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -68,16 +90,21 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _INSERT = ("INSERT INTO messages (seq, recv_ns, topic, flags, msg_id, publisher, payload)"
            " VALUES (?, ?, ?, ?, ?, ?, ?)")
 _COLUMNS = "seq, recv_ns, topic, flags, msg_id, payload, publisher"  # StoredMessage order
-_REPLAY_ALL = f"SELECT {_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?"
-_REPLAY_TOPIC = (f"SELECT {_COLUMNS} FROM messages WHERE topic = ? AND seq > ?"
-                 " ORDER BY seq LIMIT ?")
+_SIZES = "seq, length(payload)"  # what a byte-bounded replay looks at first
+_REPLAY_ALL = "SELECT {} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?"
+_REPLAY_TOPIC = "SELECT {} FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?"
 # Prune touches only what it deletes (plus the per-topic counts kept in memory).
 # Left alone, the planner walks the whole topic index to group without sorting.
-_COUNT_OLD = ("SELECT topic, count(*) FROM messages INDEXED BY messages_recv_ns"
-              " WHERE recv_ns < ? GROUP BY topic")
+_COUNT_OLD = ("SELECT topic, count(*), sum(length(payload)) FROM messages"
+              " INDEXED BY messages_recv_ns WHERE recv_ns < ? GROUP BY topic")
 _DELETE_OLD = "DELETE FROM messages WHERE recv_ns < ?"
 _NTH_OLDEST = "SELECT seq FROM messages WHERE topic = ? ORDER BY seq LIMIT 1 OFFSET ?"
 _DELETE_OLDEST = "DELETE FROM messages WHERE topic = ? AND seq <= ?"
+_BYTES_OLDEST = ("SELECT count(*), sum(length(payload)) FROM messages"
+                 " WHERE topic = ? AND seq <= ?")
+_OLDEST_OF_TOPIC = "SELECT seq, length(payload) FROM messages WHERE topic = ? ORDER BY seq"
+_OLDEST = "SELECT seq, topic, length(payload) FROM messages ORDER BY seq"
+_DELETE_UP_TO = "DELETE FROM messages WHERE seq <= ?"
 
 # Up to this many topics, replay walks the (topic, seq) index once per topic and
 # merges: cost ~ topics + limit whatever the archive holds. A single
@@ -128,11 +155,15 @@ class SQLiteStore:
         self.path = os.fspath(path)
         """The database file (or ``":memory:"``)."""
         self._rows: list[tuple[Any, ...]] = []
-        self._twin_ops: dict[str, str | None] = {}
+        self._twin_ops: dict[str, TwinRecord | TwinUpdate | None] = {}
+        """Per twin, in the order staged: a whole record, an update, or ``None`` (delete)."""
         self._qos2_ops: dict[tuple[str, bytes], bool] = {}
         self._vacuum = False
         """Pages were freed: give them back after the commit."""
         self._counts: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
+        """Payload bytes stored per topic (as ``_counts``, kept in memory)."""
+        self._total_bytes = 0
         self._last_seq = 0
         self._dirty = False
         self._in_tx = False
@@ -160,20 +191,50 @@ class SQLiteStore:
         self._check_open()
         try:
             self._flush()
-            rows = self._db.execute("SELECT name, record FROM twins ORDER BY name").fetchall()
+            db = self._db
+            twins = {name: self._decode_twin(name, record) for name, record
+                     in db.execute("SELECT name, record FROM twins ORDER BY name")}
+            for name, topic, msg_from in db.execute(
+                    "SELECT name, topic, msg_from FROM twin_subs ORDER BY rowid"):
+                if name in twins:
+                    twins[name].subscriptions[topic] = float(msg_from)
+            for name, topic, seq in db.execute(
+                    "SELECT name, topic, seq FROM twin_since ORDER BY rowid"):
+                if name in twins:
+                    twins[name].since[topic] = seq
+            for name, topic in db.execute("SELECT name, topic FROM twin_exposed ORDER BY rowid"):
+                if name in twins:
+                    twins[name].exposed.append(topic)
         except sqlite3.Error as exc:
             raise self._fail(exc, "read") from exc
-        return self._last_seq, [self._decode_twin(name, record) for name, record in rows]
+        return self._last_seq, list(twins.values())
 
     def save_twin(self, twin: TwinRecord) -> None:
         """Stage an insert or replace of ``twin`` (a snapshot is taken now)."""
         self._check_open()
-        self._twin_ops[twin.name] = _encode_twin(twin)
+        self._twin_ops.pop(twin.name, None)  # staged last
+        self._twin_ops[twin.name] = _copy_twin(twin)
+        self._dirty = True
+
+    def update_twin(self, update: TwinUpdate) -> None:
+        """Stage the rows that ``update`` changes (merged with what is staged already)."""
+        self._check_open()
+        ops = self._twin_ops
+        staged = ops.get(update.name)
+        if isinstance(staged, TwinRecord):
+            update.apply(staged)
+        elif isinstance(staged, TwinUpdate):
+            staged.merge(update)
+        elif update.name not in ops:
+            ops[update.name] = TwinUpdate(update.name, update.mark, list(update.done_above),
+                                          dict(update.subscriptions), dict(update.since),
+                                          dict(update.exposed))
         self._dirty = True
 
     def delete_twin(self, name: str) -> None:
         """Stage the removal of a twin."""
         self._check_open()
+        self._twin_ops.pop(name, None)
         self._twin_ops[name] = None
         self._dirty = True
 
@@ -193,6 +254,9 @@ class SQLiteStore:
         self._last_seq = seq
         counts = self._counts
         counts[topic] = counts.get(topic, 0) + 1
+        size = len(message.payload)
+        self._bytes[topic] = self._bytes.get(topic, 0) + size
+        self._total_bytes += size
         self._dirty = True
         if len(self._rows) >= _MAX_QUEUED:
             try:
@@ -224,37 +288,50 @@ class SQLiteStore:
         return [(str(publisher), bytes(msg_id)) for publisher, msg_id in rows]
 
     def replay(self, after_seq: int, topics: Collection[str] | None,
-               limit: int) -> list[StoredMessage]:
+               limit: int, max_bytes: int | None = None) -> list[StoredMessage]:
         """Up to ``limit`` messages with ``seq > after_seq`` in seq order.
 
         ``topics`` restricts the result to those exact topics; ``None`` means
-        all. Messages appended but not yet committed are included.
+        all. Messages appended but not yet committed are included. With
+        ``max_bytes``, the payloads returned add up to at most that much (but
+        one message is returned whatever its size): the sizes are looked up
+        first, so no payload beyond the budget is read.
         """
         self._check_open()
         if limit <= 0:
             return []
         try:
             self._flush_rows()
-            if topics is None:
-                rows = self._db.execute(_REPLAY_ALL, (after_seq, limit)).fetchall()
-            else:
-                rows = self._replay_topics(after_seq, list(dict.fromkeys(topics)), limit)
+            if max_bytes is not None:
+                sizes = self._replay_rows(_SIZES, after_seq, topics, limit)
+                limit = _fitting([size for _, size in sizes], max_bytes)
+            rows = self._replay_rows(_COLUMNS, after_seq, topics, limit)
         except sqlite3.Error as exc:
             raise self._fail(exc, "read") from exc
         return list(starmap(StoredMessage, rows))
 
     def prune(self, min_recv_ns: int, max_per_topic: int,
-              report: list[Pruned] | None = None) -> int:
-        """Stage the removal of messages received before ``min_recv_ns`` and of
-        all but the newest ``max_per_topic`` of each topic; return how many, and
-        add them per topic and reason to ``report``. The space they took is
-        given back to the file system after the commit (incremental vacuum)."""
+              report: list[Pruned] | None = None, *, max_topic_bytes: int | None = None,
+              max_total_bytes: int | None = None) -> int:
+        """Stage the removal of messages received before ``min_recv_ns``, of
+        all but the newest ``max_per_topic`` of each topic, of the oldest of a
+        topic whose payloads add up to more than ``max_topic_bytes``, then of
+        the oldest of all while they add up to more than ``max_total_bytes``;
+        return how many, and add them per topic and reason to ``report``. The
+        space they took is given back to the file system after the commit
+        (incremental vacuum). It costs what it removes, plus one look per topic."""
         self._check_open()
         try:
             return self._prune(min_recv_ns, max_per_topic,
-                               report if report is not None else [])
+                               report if report is not None else [], max_topic_bytes,
+                               max_total_bytes)
         except sqlite3.Error as exc:
             raise self._fail(exc, "prune") from exc
+
+    @property
+    def stored_bytes(self) -> int:
+        """Payload bytes of every stored message."""
+        return self._total_bytes
 
     def commit(self) -> None:
         """Make every staged write durable; does nothing if nothing is staged."""
@@ -350,7 +427,13 @@ class SQLiteStore:
         (recorded,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
         (highest,) = db.execute("SELECT max(seq) FROM messages").fetchone()
         self._last_seq = max(recorded, highest or 0)
-        self._counts = dict(db.execute("SELECT topic, count(*) FROM messages GROUP BY topic"))
+        self._counts = {}
+        self._bytes = {}
+        for topic, count, size in db.execute(
+                "SELECT topic, count(*), sum(length(payload)) FROM messages GROUP BY topic"):
+            self._counts[topic] = count
+            self._bytes[topic] = size
+        self._total_bytes = sum(self._bytes.values())
 
     def _check_open(self) -> None:
         if self._closed:
@@ -374,15 +457,51 @@ class SQLiteStore:
         ops = self._twin_ops
         if ops:
             self._begin()
-            saved = [(name, record) for name, record in ops.items() if record is not None]
-            deleted = [(name,) for name, record in ops.items() if record is None]
-            if saved:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)", saved)
-            if deleted:
-                self._db.executemany("DELETE FROM twins WHERE name = ?", deleted)
-                self._db.executemany("DELETE FROM qos2 WHERE publisher = ?", deleted)
+            self._flush_twins(ops)
             ops.clear()
+
+    def _flush_twins(self, ops: dict[str, TwinRecord | TwinUpdate | None]) -> None:
+        """Write the staged twin changes: a twin's progress, and one row per subscription,
+        ``since`` or exposure that changed (a whole twin only when saved whole)."""
+        db = self._db
+        gone = [(name,) for name, op in ops.items() if not isinstance(op, TwinUpdate)]
+        whole = [op for op in ops.values() if isinstance(op, TwinRecord)]
+        updates = [op for op in ops.values() if isinstance(op, TwinUpdate)]
+        deleted = [(name,) for name, op in ops.items() if op is None]
+        if gone:
+            for table in _CHILDREN:
+                db.executemany(f"DELETE FROM {table} WHERE name = ?", gone)
+        if deleted:
+            db.executemany("DELETE FROM twins WHERE name = ?", deleted)
+            db.executemany("DELETE FROM qos2 WHERE publisher = ?", deleted)
+        db.executemany("INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)",
+                       [(twin.name, _encode_progress(twin.mark, twin.done_above))
+                        for twin in whole])
+        db.executemany("UPDATE twins SET record = ? WHERE name = ?",
+                       [(_encode_progress(u.mark, u.done_above), u.name) for u in updates])
+        subs: list[tuple[str, str, float | None]] = [
+            (twin.name, topic, msg_from) for twin in whole
+            for topic, msg_from in twin.subscriptions.items()]
+        since: list[tuple[str, str, int | None]] = [
+            (twin.name, topic, seq) for twin in whole for topic, seq in twin.since.items()]
+        exposed: list[tuple[str, str, bool]] = [
+            (twin.name, topic, True) for twin in whole for topic in twin.exposed]
+        for u in updates:
+            subs.extend((u.name, topic, msg_from) for topic, msg_from in u.subscriptions.items())
+            since.extend((u.name, topic, seq) for topic, seq in u.since.items())
+            exposed.extend((u.name, topic, present) for topic, present in u.exposed.items())
+        _write_rows(db, "twin_subs", "msg_from", subs)
+        _write_rows(db, "twin_since", "seq", since)
+        db.executemany("DELETE FROM twin_exposed WHERE name = ? AND topic = ?",
+                       [(name, topic) for name, topic, _ in exposed])
+        db.executemany("INSERT INTO twin_exposed (name, topic) VALUES (?, ?)",
+                       [(name, topic) for name, topic, present in exposed if present])
+
+    @property
+    def rows_written(self) -> int:
+        """Rows inserted, changed or deleted since the store was opened (SQLite's
+        ``total_changes``): what the writes cost, whatever the rows hold."""
+        return int(self._db.total_changes)
 
     def _flush_qos2(self) -> None:
         ops = self._qos2_ops
@@ -413,20 +532,31 @@ class SQLiteStore:
         with contextlib.suppress(sqlite3.Error):  # the next operation reports the problem
             self._read_state()
 
-    def _replay_topics(self, after_seq: int, topics: list[str],
+    def _replay_rows(self, columns: str, after_seq: int, topics: Collection[str] | None,
+                     limit: int) -> list[tuple[Any, ...]]:
+        """``columns`` (seq first) of the rows a replay returns."""
+        if limit <= 0:
+            return []
+        if topics is None:
+            return self._db.execute(_REPLAY_ALL.format(columns), (after_seq, limit)).fetchall()
+        return self._replay_topics(columns, after_seq, list(dict.fromkeys(topics)), limit)
+
+    def _replay_topics(self, columns: str, after_seq: int, topics: list[str],
                        limit: int) -> list[tuple[Any, ...]]:
         db = self._db
         if not topics:
             return []
+        one_topic = _REPLAY_TOPIC.format(columns)
         if len(topics) == 1:
-            return db.execute(_REPLAY_TOPIC, (topics[0], after_seq, limit)).fetchall()
+            return db.execute(one_topic, (topics[0], after_seq, limit)).fetchall()
         if len(topics) <= _MERGE_MAX:
-            cursors = [db.execute(_REPLAY_TOPIC, (topic, after_seq, limit)) for topic in topics]
+            cursors = [db.execute(one_topic, (topic, after_seq, limit)) for topic in topics]
         else:
             cursors = []
             for start in range(0, len(topics), _IN_CHUNK):
                 chunk = topics[start:start + _IN_CHUNK]
-                cursors.append(db.execute(_replay_in(len(chunk)), (after_seq, *chunk, limit)))
+                cursors.append(db.execute(_replay_in(columns, len(chunk)),
+                                          (after_seq, *chunk, limit)))
         try:
             # seqs are unique, so tuples never compare beyond their first item
             return list(islice(heapq.merge(*cursors), limit))
@@ -434,7 +564,8 @@ class SQLiteStore:
             for cursor in cursors:
                 cursor.close()
 
-    def _prune(self, min_recv_ns: int, max_per_topic: int, report: list[Pruned]) -> int:
+    def _prune(self, min_recv_ns: int, max_per_topic: int, report: list[Pruned],
+               max_topic_bytes: int | None, max_total_bytes: int | None) -> int:
         db = self._db
         self._flush_rows()
         self._begin()
@@ -448,24 +579,71 @@ class SQLiteStore:
             report.extend(Pruned(t, n, "count") for t, n in sorted(counts.items()))
             dropped = db.execute("DELETE FROM messages").rowcount
             counts.clear()
+            self._bytes.clear()
+            self._total_bytes = 0
         else:
             dropped = 0
             old = db.execute(_COUNT_OLD, (min_recv_ns,)).fetchall()
             if old:
                 dropped += db.execute(_DELETE_OLD, (min_recv_ns,)).rowcount
-                for topic, gone in old:
-                    _discount(counts, topic, gone)
+                for topic, gone, size in old:
+                    self._discount(topic, gone, size)
                     report.append(Pruned(topic, gone, "age"))
             for topic, count in [(t, n) for t, n in counts.items() if n > max_per_topic]:
                 excess = count - max_per_topic
                 # the excess-th oldest message of the topic is the last one to go
                 (boundary,) = db.execute(_NTH_OLDEST, (topic, excess - 1)).fetchone()
+                _, size = db.execute(_BYTES_OLDEST, (topic, boundary)).fetchone()
                 dropped += db.execute(_DELETE_OLDEST, (topic, boundary)).rowcount
-                _discount(counts, topic, excess)
+                self._discount(topic, excess, size)
                 report.append(Pruned(topic, excess, "count"))
+            if max_topic_bytes is not None:
+                dropped += self._prune_topic_bytes(max_topic_bytes, report)
+            if max_total_bytes is not None and self._total_bytes > max_total_bytes:
+                dropped += self._prune_total_bytes(max_total_bytes, report)
         if len(report) > first:
             self._vacuum = True
         return dropped
+
+    def _prune_topic_bytes(self, budget: int, report: list[Pruned]) -> int:
+        """The oldest messages of each topic over ``budget`` bytes, until it is within."""
+        dropped = 0
+        for topic, size in [(t, b) for t, b in self._bytes.items() if b > budget]:
+            gone = freed = boundary = 0
+            with contextlib.closing(self._db.execute(_OLDEST_OF_TOPIC, (topic,))) as oldest:
+                for seq, length in oldest:
+                    if size - freed <= budget:
+                        break
+                    gone, freed, boundary = gone + 1, freed + length, seq
+            self._db.execute(_DELETE_OLDEST, (topic, boundary))
+            self._discount(topic, gone, freed)
+            report.append(Pruned(topic, gone, "bytes"))
+            dropped += gone
+        return dropped
+
+    def _prune_total_bytes(self, budget: int, report: list[Pruned]) -> int:
+        """The oldest messages of all while they add up to more than ``budget`` bytes."""
+        gone: dict[str, list[int]] = {}
+        freed = boundary = 0
+        with contextlib.closing(self._db.execute(_OLDEST)) as oldest:
+            for seq, topic, length in oldest:
+                if self._total_bytes - freed <= budget:
+                    break
+                counted = gone.setdefault(topic, [0, 0])
+                counted[0] += 1
+                counted[1] += length
+                freed += length
+                boundary = seq
+        self._db.execute(_DELETE_UP_TO, (boundary,))
+        for topic, (count, size) in sorted(gone.items()):
+            self._discount(topic, count, size)
+            report.append(Pruned(topic, count, "total"))
+        return sum(count for count, _ in gone.values())
+
+    def _discount(self, topic: str, gone: int, size: int) -> None:
+        _discount(self._counts, topic, gone)
+        _discount(self._bytes, topic, size)
+        self._total_bytes -= size
 
     def _decode_twin(self, name: str, record: str) -> TwinRecord:
         try:
@@ -493,10 +671,20 @@ class SQLiteStore:
         return StoreError(f"{message}; {hint}" if hint else message)
 
 
-def _replay_in(count: int) -> str:
+def _replay_in(columns: str, count: int) -> str:
     marks = ", ".join("?" * count)
-    return (f"SELECT {_COLUMNS} FROM messages WHERE seq > ? AND +topic IN ({marks})"
+    return (f"SELECT {columns} FROM messages WHERE seq > ? AND +topic IN ({marks})"
             " ORDER BY seq LIMIT ?")
+
+
+def _fitting(sizes: list[int], budget: int) -> int:
+    """How many of the first ``sizes`` add up to at most ``budget`` (one at least)."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > budget:
+            return max(count, 1)
+    return len(sizes)
 
 
 def _discount(counts: dict[str, int], topic: str, gone: int) -> None:
@@ -507,33 +695,27 @@ def _discount(counts: dict[str, int], topic: str, gone: int) -> None:
         counts.pop(topic, None)
 
 
-def _encode_number(value: float) -> float | str:
-    # JSON has no infinity; msg_from uses it for "everything since the mark"
-    return value if math.isfinite(value) else repr(float(value))
+def _write_rows(db: sqlite3.Connection, table: str, column: str,
+                rows: list[tuple[str, str, Any]]) -> None:
+    """Insert or change the (name, topic) rows whose value is set, delete the others."""
+    db.executemany(f"INSERT INTO {table} (name, topic, {column}) VALUES (?, ?, ?)"
+                   f" ON CONFLICT (name, topic) DO UPDATE SET {column} = excluded.{column}",
+                   [row for row in rows if row[2] is not None])
+    db.executemany(f"DELETE FROM {table} WHERE name = ? AND topic = ?",
+                   [(name, topic) for name, topic, value in rows if value is None])
 
 
-def _encode_twin(twin: TwinRecord) -> str:
-    return json.dumps({
-        "subscriptions": {t: _encode_number(v) for t, v in twin.subscriptions.items()},
-        "exposed": twin.exposed,
-        "mark": twin.mark,
-        "done_above": twin.done_above,
-        "since": twin.since,
-    }, separators=(",", ":"), allow_nan=False)
+def _copy_twin(twin: TwinRecord) -> TwinRecord:
+    return TwinRecord(twin.name, dict(twin.subscriptions), list(twin.exposed), twin.mark,
+                      list(twin.done_above), dict(twin.since))
 
 
-def _decode_number(value: float | str) -> float:
-    return float(value) if isinstance(value, str) else value
+def _encode_progress(mark: int, done_above: list[int]) -> str:
+    return json.dumps({"mark": mark, "done_above": done_above}, separators=(",", ":"))
 
 
 def _decode_twin(name: str, record: str) -> TwinRecord:
+    """The twin's progress; its subscriptions and exposures are rows of their own."""
     data = json.loads(record)
-    return TwinRecord(
-        name,
-        {str(t): _decode_number(v) for t, v in data["subscriptions"].items()},
-        [str(t) for t in data["exposed"]],
-        int(data["mark"]),
-        [int(s) for s in data["done_above"]],
-        {str(t): int(s) for t, s in data["since"].items()},
-    )
-
+    return TwinRecord(name, mark=int(data["mark"]),
+                      done_above=[int(s) for s in data["done_above"]])

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open connections from one IP address beyond it are refused "
                         "(default: %(default)s)")
     broker.add_argument("--identify-timeout", type=positive_float, default=10.0,
-                        help="seconds an open WebSocket has to send its first message "
+                        help="seconds an open WebSocket has to send its first message or "
+                        "answer the ping sent when it opens "
                         "(default: %(default)s)")
     broker.add_argument("--keepalive", type=positive_float, default=30.0,
                         help="seconds between server pings; a connection that sends nothing "
@@ -100,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a stored message is kept (default: %(default)s, 7 days)")
     broker.add_argument("--retention-max-messages", type=positive_int, default=100_000,
                         help="stored messages kept per topic (default: %(default)s)")
+    retention = RouterConfig()
+    broker.add_argument("--retention-max-bytes", type=positive_int,
+                        default=retention.retention_max_bytes,
+                        help="payload bytes of the stored messages of one topic; the oldest "
+                        "go first (default: %(default)s, 1 GiB)")
+    broker.add_argument("--retention-max-total-bytes", type=positive_int,
+                        default=retention.retention_max_total_bytes,
+                        help="payload bytes of all stored messages; the oldest go first "
+                        "(default: %(default)s, 8 GiB)")
     broker.add_argument("--no-numpy", action="store_true",
                         help="never use numpy, even when installed (by default it unmasks "
                              "large client messages, some twenty times faster)")
@@ -164,6 +174,8 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         pin_lockout=args.pin_lockout,
         retention_max_age=args.retention_max_age,
         retention_max_per_topic=args.retention_max_messages,
+        retention_max_bytes=args.retention_max_bytes,
+        retention_max_total_bytes=args.retention_max_total_bytes,
         **_router_limits(args),
     )
     return BrokerConfig(

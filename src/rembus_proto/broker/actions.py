@@ -49,6 +49,8 @@ class NeedReplay:
     after_seq: int
     topics: Collection[str] | None
     limit: int
+    max_bytes: int | None = None
+    """At most this many payload bytes (one message at least); ``None``: no bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,14 @@ class NeedKey:
 @dataclass(frozen=True, slots=True)
 class PruneArchive:
     """Time to apply the retention rules: drop stored messages received before
-    ``before_ns`` (wall clock) and all but the newest ``max_per_topic`` of each topic."""
+    ``before_ns`` (wall clock), all but the newest ``max_per_topic`` of each topic,
+    then the oldest beyond ``max_topic_bytes`` per topic and ``max_total_bytes`` in all
+    (see :meth:`rembus_proto.store.Store.prune`)."""
 
     before_ns: int
     max_per_topic: int
+    max_topic_bytes: int | None = None
+    max_total_bytes: int | None = None
 
 
 Order = Close | ShutdownRequested | PruneArchive | Skipped

@@ -127,7 +127,7 @@ class AdminCommands:
             twin.since[topic] = self.archive.last_seq
         twin.subs[topic] = msg_from
         self.index.add(topic, twin, twin.retroactive(topic))
-        twin.changed()
+        twin.changed(subscription=topic)
         if twin.reactive and twin.named and msg_from > 0 and not twin.replaying:
             self.replayer.start(twin)
 
@@ -137,7 +137,7 @@ class AdminCommands:
             self.index.remove(topic, twin, twin.retroactive(topic))
             del twin.subs[topic]
             twin.since.pop(topic, None)
-            twin.changed()
+            twin.changed(subscription=topic)
 
     def set_reactive(self, twin: Twin, on: bool) -> None:
         """Start (replaying what is owed first) or stop deliveries to ``twin``."""

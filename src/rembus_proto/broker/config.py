@@ -56,6 +56,10 @@ class RouterConfig:
     beyond it the connection is closed."""
     replay_batch: int = 500
     """Stored messages sent to a returning subscriber before waiting for its socket to drain."""
+    replay_batch_bytes: int | None = None
+    """Payload bytes of one replay batch (one message at least; ``None``: no bound). A
+    batch is read only when the subscriber's socket has drained, so this bounds what a
+    replay holds: the broker sets a quarter of its backlog budget."""
     call_timeout: float = 120.0
     """Seconds after which a forwarded RPC nobody answered is forgotten."""
     max_pending_calls: int = 10_000
@@ -71,6 +75,10 @@ class RouterConfig:
     """Seconds a QoS2 message id is remembered (its ACK2 forgets it earlier)."""
     retention_max_age: float = 7 * 86_400.0
     retention_max_per_topic: int = 100_000
+    retention_max_bytes: int = 1024 * 1024 * 1024
+    """Payload bytes stored per topic; the oldest go first."""
+    retention_max_total_bytes: int = 8 * 1024 * 1024 * 1024
+    """Payload bytes stored for all topics together; the oldest go first."""
     prune_interval: float = 60.0
     twin_retention: float = 30 * 86_400.0
     """Seconds after which a named component that left, owes nothing (no retroactive

@@ -22,7 +22,7 @@ from ..errors import ProtocolError
 from ..jsonrpc import encode_json, to_cbor
 from ..messages import Attestation, Identity, decode
 from ..ws import ServerWebSocket, WSConfig
-from ..wsevents import Closed, Event, HttpRequest, Opened, WsMessage
+from ..wsevents import Closed, Event, HttpRequest, Opened, Pong, WsMessage
 from .config import CLOSE_PROTOCOL_ERROR, CLOSE_SLOW_CONSUMER
 from .router import Router
 from .state import Connection
@@ -51,6 +51,9 @@ class BrokerPeer:
         """Messages that could not be sent as JSON since the last call (why, each)."""
         self.heard = False
         """The component sent at least one message the router accepted."""
+        self.ponged = False
+        """The component answered a ping: a live WebSocket client, even when it has
+        sent no message yet (an anonymous one that only listens)."""
         self.identified = False
         """The component is known named or anonymous: it sent more than login messages."""
         self.reason = ""
@@ -110,6 +113,8 @@ class BrokerPeer:
                 out.append(event)
             elif isinstance(event, HttpRequest):
                 out.append(event)
+            elif isinstance(event, Pong):
+                self.ponged = True
             elif isinstance(event, Closed):
                 self.ending(_closed_by_component(event), peer_fault=False)
                 self._finish("")

@@ -10,6 +10,7 @@ at a time; a token tells the current one from answers that come too late
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from ..constants import QOS_MASK
 from ..store import Store, StoredMessage
@@ -25,10 +26,17 @@ from .state import Connection, Twin
 class Archive:
     """Numbers stored publications and hands them to the store."""
 
-    def __init__(self, store: Store, last_seq: int) -> None:
+    def __init__(self, store: Store, last_seq: int, prune_every: int = 0,
+                 prune: Callable[[], None] | None = None) -> None:
         self.store = store
         self.last_seq = last_seq
         """The seq of the newest stored message."""
+        self.prune_every = prune_every
+        """Payload bytes stored after which ``prune`` is called (0: never), so that the
+        byte budgets of the retention hold between two timed prunes too."""
+        self._prune = prune
+        self.unpruned = 0
+        """Payload bytes stored since the last prune."""
 
     def append(self, topic: str, flags: int, msg_id: bytes | None, payload: bytes,
                publisher: str, wall: float) -> int:
@@ -36,6 +44,9 @@ class Archive:
         self.last_seq += 1
         self.store.append(StoredMessage(self.last_seq, int(wall * 1e9), topic, flags, msg_id,
                                         payload, publisher))
+        self.unpruned += len(payload)
+        if self.prune_every and self.unpruned >= self.prune_every and self._prune is not None:
+            self._prune()
         return self.last_seq
 
 
@@ -75,8 +86,9 @@ class Replayer:
         retro = twin.retroactive_topics()
         exact = None if any(is_pattern(t) for t in retro) else set(retro)
         twin.replay_waiting = True
+        config = self.effects.config
         self.effects.emit(NeedReplay(twin, twin.replay_token, twin.replay_cursor, exact,
-                                     self.effects.config.replay_batch))
+                                     config.replay_batch, config.replay_batch_bytes))
 
     def batch(self, twin: Twin, token: int, batch: list[StoredMessage]) -> None:
         """The driver's answer to a :class:`NeedReplay`: send what the twin is owed."""
@@ -87,7 +99,15 @@ class Replayer:
         if not twin.replaying:
             return
         twin.replay_rows.extend(batch)
-        twin.replay_last = len(batch) < self.effects.config.replay_batch
+        config = self.effects.config
+        # Fewer rows than asked for is the end of the archive, unless the byte budget
+        # cut the batch: only a batch that the largest message would still fit into
+        # cannot have been cut; otherwise the next (maybe empty) batch tells.
+        budget = config.replay_batch_bytes
+        twin.replay_last = not batch or (
+            len(batch) < config.replay_batch
+            and (budget is None or sum(len(stored.payload) for stored in batch)
+                 + config.limits.max_message_size <= budget))
         self._send_rows(twin)
 
     def _send_rows(self, twin: Twin) -> None:
@@ -101,9 +121,12 @@ class Replayer:
         rows = twin.replay_rows
         retro = twin.retroactive_topics()
         now_ns = int(self.effects.wall * 1e9)
-        window = self.effects.config.max_inflight // 2
+        config = self.effects.config
+        window = config.max_inflight // 2
+        budget = config.replay_batch_bytes
         while rows:
-            if len(twin.inflight) >= window:
+            if len(twin.inflight) >= window or (budget is not None
+                                                and twin.inflight_bytes >= budget):
                 return  # resumes as ACKs come back
             stored = rows.popleft()
             twin.replay_cursor = stored.seq

@@ -26,13 +26,16 @@ def answer_requests(router: Router, store: Store, security: Security, now: float
             break
         for event in events:
             if isinstance(event, NeedReplay):
-                batch = store.replay(event.after_seq, event.topics, event.limit)
+                batch = store.replay(event.after_seq, event.topics, event.limit,
+                                     event.max_bytes)
                 router.replay_batch(event, batch, now, wall)
             elif isinstance(event, NeedKey):
                 router.key_found(event.conn, event.name, security.public_key(event.name), now,
                                  wall)
             elif isinstance(event, PruneArchive):
-                store.prune(event.before_ns, event.max_per_topic, pruned)
+                store.prune(event.before_ns, event.max_per_topic, pruned,
+                            max_topic_bytes=event.max_topic_bytes,
+                            max_total_bytes=event.max_total_bytes)
             else:
                 orders.append(event)
     return orders

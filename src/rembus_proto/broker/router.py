@@ -86,7 +86,11 @@ class Router:
         self.guard = Guard(self.config, effects, security if security is not None
                            else MemorySecurity(), verify, id_factory)
         self._index = SubscriptionIndex(matcher)
-        self._archive = Archive(store, last_seq)
+        cfg = self.config
+        # a quarter of the smaller budget: between two prunes, stored bytes stay within 1.25x
+        self._archive = Archive(store, last_seq,
+                                min(cfg.retention_max_bytes, cfg.retention_max_total_bytes) // 4
+                                or 1, self._prune)
         self._replayer = Replayer(effects, self._index, self.guard)
         self.twins: dict[str, Twin] = {}
         builtins: dict[str, Callable[[], Any]] = {
@@ -151,6 +155,11 @@ class Router:
         (each one also a :class:`~rembus_proto.broker.actions.Skipped` order)."""
         return self._effects.skipped
 
+    @property
+    def forgotten(self) -> int:
+        """Named twins forgotten since the start (away longer than ``twin_retention``)."""
+        return self._sessions.forgotten
+
     def events(self) -> list[Event]:
         """Orders (:class:`Close`, :class:`ShutdownRequested`, :class:`PruneArchive`) and
         data requests (:class:`NeedReplay`, :class:`NeedKey`) since the last call."""
@@ -177,7 +186,6 @@ class Router:
         """
         effects = self._effects
         effects.at(now, wall)
-        cfg = self.config
         for _, _, owner, key, item in effects.timers.due(now):
             if isinstance(item, Call):
                 assert isinstance(owner, Connection)
@@ -188,9 +196,17 @@ class Router:
         self.guard.handle_timer(now)
         self._sessions.forget_away(effects.wall)
         if now >= self._next_prune:
-            self._next_prune = now + cfg.prune_interval
-            effects.emit(PruneArchive(int((effects.wall - cfg.retention_max_age) * 1e9),
-                                      cfg.retention_max_per_topic))
+            self._prune()
+
+    def _prune(self) -> None:
+        """Ask the driver to apply the retention rules now."""
+        effects = self._effects
+        cfg = self.config
+        self._next_prune = effects.now + cfg.prune_interval
+        self._archive.unpruned = 0
+        effects.emit(PruneArchive(int((effects.wall - cfg.retention_max_age) * 1e9),
+                                  cfg.retention_max_per_topic, cfg.retention_max_bytes,
+                                  cfg.retention_max_total_bytes))
 
     # -- answers to data requests ----------------------------------------------
 

@@ -37,14 +37,14 @@ class RpcRouter:
         if topic not in twin.exposed:
             twin.exposed[topic] = None
             self.exposers.setdefault(topic, []).append(twin)
-            twin.changed()
+            twin.changed(exposed=topic)
 
     def unexpose(self, twin: Twin, topic: str) -> None:
         """``twin`` no longer serves ``topic``."""
         if topic in twin.exposed:
             del twin.exposed[topic]
             self._drop(twin, topic)
-            twin.changed()
+            twin.changed(exposed=topic)
 
     def index(self, twin: Twin) -> None:
         """Make the exposed topics of a twin reachable (loaded, or bound)."""

@@ -41,6 +41,8 @@ class Sessions:
         self._away: dict[Twin, float] = {}
         """Named twins not connected -> since when (wall seconds), oldest first."""
         self._loaded = False
+        self.forgotten = 0
+        """Named twins forgotten by :meth:`forget_away` since the start."""
 
     def load(self, records: list[TwinRecord]) -> None:
         """Bring back the named twins of a previous run."""
@@ -134,8 +136,14 @@ class Sessions:
         return True
 
     def save(self, twin: Twin) -> None:
-        """Stage the persistent part of ``twin``."""
+        """Stage what changed in the persistent part of ``twin`` (all of it the first time)."""
         twin.dirty = False
+        if twin.saved:
+            self.store.update_twin(twin.update())
+            return
+        twin.saved = True
+        twin.touched_subs = {}
+        twin.touched_exposed = {}
         self.store.save_twin(twin.record())
 
     def forget_away(self, wall: float, limit: int = SWEEP_LIMIT) -> int:
@@ -159,6 +167,7 @@ class Sessions:
             elif self.guard.security.public_key(twin.name) is None:
                 self._forget(twin)
                 forgotten += 1
+        self.forgotten += forgotten
         return forgotten
 
     def _forget(self, twin: Twin) -> None:

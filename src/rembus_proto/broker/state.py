@@ -6,7 +6,7 @@ import heapq
 import math
 from collections import OrderedDict, deque
 
-from ..store import StoredMessage, TwinRecord
+from ..store import StoredMessage, TwinRecord, TwinUpdate
 from ..topics import tenant
 
 
@@ -44,6 +44,7 @@ class Twin:
         "done_above",
         "exposed",
         "inflight",
+        "inflight_bytes",
         "mark",
         "name",
         "named",
@@ -57,10 +58,13 @@ class Twin:
         "replay_token",
         "replay_waiting",
         "replaying",
+        "saved",
         "since",
         "sink",
         "subs",
         "tenant",
+        "touched_exposed",
+        "touched_subs",
     )
 
     def __init__(self, name: str, named: bool, record: TwinRecord | None = None,
@@ -77,6 +81,8 @@ class Twin:
         self.done_above: set[int] = set(record.done_above) if record else set()
         self.since: dict[str, int] = dict(record.since) if record else {}
         self.inflight: dict[bytes, Inflight] = {}
+        self.inflight_bytes = 0
+        """Bytes of the frames in ``inflight`` (kept to be sent again)."""
         self.open_seqs: set[int] = set()
         """Archive seqs of the deliveries in ``inflight``."""
         self.open_heap: list[int] = []
@@ -93,6 +99,12 @@ class Twin:
         self.replay_last = False
         """The last replay batch was the end of the archive."""
         self.dirty = False
+        self.saved = record is not None
+        """The store has a record of it: changes are saved as updates."""
+        self.touched_subs: dict[str, None] = {}
+        """Subscriptions (and their ``since``) changed since the last save."""
+        self.touched_exposed: dict[str, None] = {}
+        """Exposed topics changed since the last save, in the order of the changes."""
         self.sink = sink
         """Where the twin files itself when it becomes dirty: the broker saves only those."""
 
@@ -100,6 +112,17 @@ class Twin:
         """The persistent part."""
         return TwinRecord(self.name, dict(self.subs), list(self.exposed), self.mark,
                           sorted(self.done_above), dict(self.since))
+
+    def update(self) -> TwinUpdate:
+        """What changed since the last save (then forgotten)."""
+        subs, since = self.subs, self.since
+        update = TwinUpdate(self.name, self.mark, sorted(self.done_above),
+                            {topic: subs.get(topic) for topic in self.touched_subs},
+                            {topic: since.get(topic) for topic in self.touched_subs},
+                            {topic: topic in self.exposed for topic in self.touched_exposed})
+        self.touched_subs = {}
+        self.touched_exposed = {}
+        return update
 
     def retroactive_topics(self) -> dict[str, float]:
         """Subscriptions that want stored messages: topic -> ``msg_from``."""
@@ -113,6 +136,7 @@ class Twin:
         """A QoS1/2 delivery now waits for its ACK."""
         self.pop_inflight(msg_id)  # sent again: replaces the earlier copy
         self.inflight[msg_id] = inflight
+        self.inflight_bytes += len(inflight.frame)
         if inflight.seq:
             self.open_seqs.add(inflight.seq)
             heapq.heappush(self.open_heap, inflight.seq)
@@ -122,13 +146,20 @@ class Twin:
     def pop_inflight(self, msg_id: bytes) -> Inflight | None:
         """The delivery ``msg_id`` no longer waits (acknowledged or given up)."""
         inflight = self.inflight.pop(msg_id, None)
-        if inflight is not None and inflight.seq:
-            self.open_seqs.discard(inflight.seq)
+        if inflight is not None:
+            self.inflight_bytes -= len(inflight.frame)
+            # its timer entry stays on the heap until due: it must not keep the frame
+            inflight.frame = b""
+            if inflight.seq:
+                self.open_seqs.discard(inflight.seq)
         return inflight
 
     def clear_inflight(self) -> None:
         """No delivery waits any more (the connection is gone)."""
+        for inflight in self.inflight.values():
+            inflight.frame = b""
         self.inflight.clear()
+        self.inflight_bytes = 0
         self.open_seqs.clear()
         self.open_heap.clear()
 
@@ -156,9 +187,17 @@ class Twin:
         if not self.dirty:
             self._dirty()
 
-    def changed(self) -> None:
-        """Its persistent part changed: it is saved at the next flush."""
-        if self.named and not self.dirty:
+    def changed(self, subscription: str | None = None, exposed: str | None = None) -> None:
+        """Its persistent part changed (the subscription to, or the exposure of, that
+        topic): it is saved at the next flush."""
+        if not self.named:
+            return
+        if subscription is not None:
+            self.touched_subs[subscription] = None
+        if exposed is not None:
+            self.touched_exposed.pop(exposed, None)  # moved last, as in ``exposed``
+            self.touched_exposed[exposed] = None
+        if not self.dirty:
             self._dirty()
 
     def _dirty(self) -> None:
