@@ -13,6 +13,8 @@ input, and the slow-consumer rule. The driver moves bytes::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import ProtocolError
 from ..jsonrpc import encode_json, to_cbor
 from ..messages import Attestation, Identity, decode
@@ -52,6 +54,10 @@ class BrokerPeer:
         """Why the connection ends, for logs (the first reason given); empty while open."""
         self.peer_fault = False
         """The connection ends because of what the component sent (or failed to read)."""
+        self.messages_in = 0
+        self.messages_out = 0
+        """Messages routed from and queued to this component (also counted in the
+        router's :attr:`~rembus_proto.broker.router.Router.stats`)."""
 
     def receive_data(self, data: bytes, now: float,
                      wall: float | None = None) -> list[Opened | HttpRequest]:
@@ -59,6 +65,7 @@ class BrokerPeer:
         handles itself: the opening of the WebSocket, a plain HTTP request."""
         if self.finished:
             return []
+        self.router.stats.bytes_in += len(data)
         try:
             events = self.ws.receive_data(data)
         except ProtocolError as exc:
@@ -99,9 +106,10 @@ class BrokerPeer:
             self._route(frames, now, wall)
         return out
 
-    def answer_http(self, status: int, content_type: str, body: bytes) -> None:
-        """Answer a plain HTTP request; the connection then ends."""
-        self.ws.send_http_response(status, [("content-type", content_type)], body)
+    def answer_http(self, status: int, content_type: str, body: bytes,
+                    headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Answer a plain HTTP request (with more ``headers``); the connection then ends."""
+        self.ws.send_http_response(status, [("content-type", content_type), *headers], body)
         self._finish("")
 
     def send(self, frames: list[bytes]) -> None:
@@ -109,6 +117,8 @@ class BrokerPeer:
         ws = self.ws
         if not ws.is_open:
             return
+        self.messages_out += len(frames)
+        self.router.stats.messages_out += len(frames)
         if self.json:
             for frame in frames:
                 try:
@@ -141,12 +151,16 @@ class BrokerPeer:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the transport."""
-        return self.ws.data_to_send()
+        data = self.ws.data_to_send()
+        self.router.stats.bytes_out += len(data)
+        return data
 
     def _route(self, frames: list[bytes], now: float, wall: float | None) -> bool:
         """Give messages to the router; false when they made us close the connection."""
         if self.conn is None:
             return True
+        self.messages_in += len(frames)
+        self.router.stats.messages_in += len(frames)
         try:
             self.router.receive_many(self.conn, frames, now, wall)
         except ProtocolError as exc:
