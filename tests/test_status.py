@@ -1,4 +1,5 @@
-"""``GET /status`` and ``/status.json`` of a broker process."""
+"""``GET /status`` and ``/status.json`` of a broker process, and the page rendered by
+headless Chromium."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import rembus.sync
 from broker_process import BrokerProcess, rembus_cli
-from status_page import COMPONENT, METHOD, TOPIC, traffic
+from status_page import COMPONENT, METHOD, TOPIC, chromium, chromium_path, traffic
 
 
 def get(port: int, path: str, auth: tuple[str, str] | None = None
@@ -100,3 +103,16 @@ def test_authenticated_broker_wants_an_admin(tmp_path: Path) -> None:
         refusals = seen["refusals"]
         assert len(refusals) == 6 and {r["kind"] for r in refusals} == {"admin_http"}
         assert refusals[0]["address"].startswith("127.0.0.1:")
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed "
+                    "(Debian: apt-get install chromium)")
+def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
+    with BrokerProcess(tmp_path / "data") as broker, traffic(broker.url):
+        done = chromium(f"http://127.0.0.1:{broker.port}/status", tmp_path / "profile",
+                        "--dump-dom")
+    assert done.returncode == 0, done.stderr
+    dom = done.stdout
+    assert f"<td>{COMPONENT}</td>" in dom, dom
+    assert f"<td>{TOPIC}</td>" in dom, dom
+    assert f"<td>{METHOD}</td>" in dom, dom

@@ -18,6 +18,7 @@ from rembus.broker.memory import keep_freed_memory
 from rembus.broker.server import Broker, BrokerConfig
 from rembus.cli import client as cli_client
 from rembus.cli import security as cli_security
+from rembus.cli import status as cli_status
 from rembus.cli.arguments import (
     EXIT_USAGE,
     Parser,
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_security.add_broker_arguments(broker)
     cli_security.add_commands(commands)
     cli_client.add_commands(commands)
+    cli_status.add_commands(commands)
     return parser
 
 
@@ -260,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DataDirBusy as exc:
             log.error("%s", exc)
             return EXIT_FAILURE
-    for run_command in (cli_security.run_command, cli_client.run_command):
+    for run_command in (cli_security.run_command, cli_client.run_command,
+                        cli_status.run_command):
         handled = run_command(args)
         if handled is not None:
             return handled
