@@ -156,7 +156,8 @@ def test_topic_labels_are_bounded(topics: list[str], cap: int) -> None:
     for topic in topics:
         stats.published(topic)
         stats.called(topic)
-    for table in (stats.publications, stats.calls):
+        stats.rpc_failed(topic)
+    for table in (stats.publications, stats.calls, stats.rpc_errors):
         assert len(table) <= cap + 1
         assert sum(table.values()) == len(topics)
         assert all(key in topics or key == OTHER for key in table)

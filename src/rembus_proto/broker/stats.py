@@ -139,8 +139,10 @@ class Stats:
             self.rpc_failed(str(status))
 
     def rpc_failed(self, status: str) -> None:
-        """An RPC request failed with ``status`` (a status code, or ``timeout``)."""
-        self.rpc_errors[status] = self.rpc_errors.get(status, 0) + 1
+        """An RPC request failed with ``status`` (a status code, or ``timeout``); an
+        exposer chooses the status it answers with, so these keys are bounded too."""
+        key = self.label(self.rpc_errors, status)
+        self.rpc_errors[key] = self.rpc_errors.get(key, 0) + 1
 
     def refused(self, wall: float, address: str, kind: str, reason: str) -> None:
         """A connection was refused, or a login failed; ``kind`` is one of a fixed set."""
