@@ -17,10 +17,12 @@ import logging
 import ssl
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rembus import logs
+from rembus.broker import status
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
 from rembus_proto.broker import (
@@ -77,6 +79,10 @@ class BrokerConfig:
     write_low_water: int = 1024 * 1024
     tick: float = 0.1
     """Seconds between two timer checks (QoS resends, retention, challenges)."""
+    metrics: bool = True
+    """Answer ``GET /metrics`` (Prometheus); needs ``prometheus-client``."""
+    status: bool = True
+    """Answer ``GET /status`` (a page) and ``GET /status.json``."""
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
     """Serve ``wss://`` with this TLS context (see :func:`rembus.security.tls.server_context`)."""
 
@@ -96,6 +102,8 @@ class _Peer(asyncio.Protocol):
         """A ping went out and nothing came in since."""
         self.address = ""
         """The IP address counted in ``broker.per_address`` (empty: not counted)."""
+        self.since = time.time()
+        """When the connection was accepted (wall clock)."""
         self._handshake = _Handshake(broker) if broker.config.ssl_context is not None else None
         if self._handshake is not None:
             # Created at accept time, before the TLS handshake: it counts until it ends. A
@@ -120,13 +128,15 @@ class _Peer(asyncio.Protocol):
         self._tls_done()
         open_now = len(broker.peers) + broker.handshaking
         if open_now >= broker.config.max_connections:
-            logs.refused(name, f"{open_now} connections open (--max-connections)")
+            broker.refuse(name, "max_connections",
+                          f"{open_now} connections open (--max-connections)")
             transport.abort()
             return
         host = peer[0] if isinstance(peer, tuple) else str(peer)
         if broker.per_address.get(host, 0) >= broker.config.max_connections_per_address:
-            logs.refused(name, f"{broker.per_address[host]} connections open from {host} "
-                         "(--max-connections-per-address)")
+            broker.refuse(name, "max_connections_per_address",
+                          f"{broker.per_address[host]} connections open from {host} "
+                          "(--max-connections-per-address)")
             transport.abort()
             return
         self.address = host
@@ -296,6 +306,8 @@ class _Peer(asyncio.Protocol):
         path = request.target.split("?", 1)[0]
         if request.method in ("GET", "HEAD") and path == "/health":
             core.answer_http(200, "application/json", json.dumps(self.broker.health()).encode())
+        elif request.method in ("GET", "HEAD") and path in self.broker.observable:
+            core.answer_http(*status.answer(self.broker, path, request.headers, core.name))
         else:
             core.answer_http(404, "text/plain", b"not found\n")
         log.debug("%s: HTTP %s %s", core.name, request.method, path)
@@ -304,8 +316,8 @@ class _Peer(asyncio.Protocol):
         self._handshake_timer = None
         core = self.core
         if core is not None and core.conn is None and self.transport is not None:
-            logs.refused(core.name, "no WebSocket handshake within "
-                         f"{self.broker.config.handshake_timeout:g} s")
+            self.broker.refuse(core.name, "handshake_timeout", "no WebSocket handshake within "
+                               f"{self.broker.config.handshake_timeout:g} s")
             self._drop()
 
     def _write(self, data: list[bytes]) -> None:
@@ -323,7 +335,7 @@ class _Peer(asyncio.Protocol):
     def _drop(self) -> None:
         core = self.core
         if core is not None and core.conn is None and core.problem:
-            logs.refused(core.name, core.problem)  # before the WebSocket opened
+            self.broker.refuse(core.name, "bad_request", core.problem)  # before the upgrade
             core.problem = ""
         self._forget()
         transport = self.transport
@@ -363,6 +375,7 @@ class _Peer(asyncio.Protocol):
             broker.by_conn.pop(conn, None)
             core.lost(time.monotonic())
             broker.schedule_flush()
+            broker.router.stats.connection_closed(core.reason or "closed", core.peer_fault)
             logs.disconnected(core.name, _component(conn), core.reason or "closed",
                               peer_fault=core.peer_fault)
 
@@ -425,9 +438,14 @@ class Broker:
         self.started = time.time()
         self.pruned: dict[str, int] = {"age": 0, "count": 0, "bytes": 0, "total": 0}
         """Stored messages dropped by the retention rules since the start, per reason."""
+        self.observable = status.paths(metrics=self.config.metrics, status=self.config.status)
+        """The paths of ``/metrics``, ``/status``, ``/status.json`` that are turned on."""
         self._server: asyncio.Server | None = None
         self._flush_scheduled = False
         self._ticker: asyncio.TimerHandle | None = None
+        self._tick_due = 0.0
+        """When the periodic callback should run (monotonic): how late it runs is the
+        event-loop lag."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_requested = asyncio.Event()
         """Set when an admin sent ``shutdown``; whoever runs the broker then stops it."""
@@ -456,6 +474,7 @@ class Broker:
         self._server = await self._loop.create_server(
             lambda: _Peer(self), self.config.host, self.config.port, reuse_address=True,
             ssl=context, ssl_handshake_timeout=self.config.handshake_timeout if context else None)
+        self._tick_due = time.monotonic() + self.config.tick
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
         log.debug("broker %s listening on %s", self.config.router.name, self.url)
 
@@ -487,6 +506,17 @@ class Broker:
             await self.stop_requested.wait()
         finally:
             await self.stop()
+
+    def components(self) -> Iterator[tuple[BrokerPeer, float]]:
+        """Each open WebSocket connection, and when it was accepted (wall clock)."""
+        for peer in self.peers:
+            if peer.core is not None and peer.core.conn is not None:
+                yield peer.core, peer.since
+
+    def refuse(self, address: str, kind: str, reason: str) -> None:
+        """Log and count a connection refused before it became a WebSocket."""
+        logs.refused(address, reason)
+        self.router.stats.refused(time.time(), address, kind, reason)
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers."""
@@ -574,8 +604,10 @@ class Broker:
             peer.close(close.code, close.reason)
 
     def _tick(self) -> None:
-        self._ticker = self.loop.call_later(self.config.tick, self._tick)
         now = time.monotonic()
+        self.router.stats.loop_lag.observe(max(0.0, now - self._tick_due))
+        self._tick_due = now + self.config.tick
+        self._ticker = self.loop.call_later(self.config.tick, self._tick)
         late = now - self.config.fragment_timeout
         for peer in [p for p, since in self.partial_since.items() if since < late]:
             peer.expire(CLOSE_POLICY, "message not finished within "

@@ -18,6 +18,7 @@ from rembus.broker.memory import keep_freed_memory
 from rembus.broker.server import Broker, BrokerConfig
 from rembus.cli import client as cli_client
 from rembus.cli import security as cli_security
+from rembus.cli import status as cli_status
 from rembus.cli.arguments import (
     EXIT_USAGE,
     Parser,
@@ -117,10 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="C heap memory kept for reuse after large messages, in MiB; "
                              "0 leaves the C library's default (default: %(default)s)")
     _add_router_limits(broker)
+    _add_observability(broker)
     logs.add_arguments(broker)
     cli_security.add_broker_arguments(broker)
     cli_security.add_commands(commands)
     cli_client.add_commands(commands)
+    cli_status.add_commands(commands)
     return parser
 
 
@@ -149,12 +152,26 @@ def _add_router_limits(broker: argparse.ArgumentParser) -> None:
                         help="'/'-separated segments of a pattern (default: %(default)s)")
 
 
+def _add_observability(broker: argparse.ArgumentParser) -> None:
+    """What the broker shows of itself over HTTP (README, "Operating the broker")."""
+    broker.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True,
+                        help="answer GET /metrics in the Prometheus format (needs "
+                        "prometheus-client: pip install 'rembus[metrics]'; default: on)")
+    broker.add_argument("--metrics-max-labels", type=positive_int,
+                        default=RouterConfig().stats_max_labels,
+                        help="topics, and methods, counted one by one; the others are counted "
+                        "under 'other' (default: %(default)s)")
+    broker.add_argument("--status", action=argparse.BooleanOptionalAction, default=True,
+                        help="answer GET /status (a page) and GET /status.json (default: on)")
+
+
 def _router_limits(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`RouterConfig` fields set by :func:`_add_router_limits`."""
     return {
         "max_pending_calls": args.max_pending_calls,
         "max_pending_calls_total": args.max_pending_calls_total,
         "twin_retention": args.twin_retention,
+        "stats_max_labels": args.metrics_max_labels,
         "names": NameLimits(max_name_length=args.max_name_length,
                             max_topic_length=args.max_topic_length,
                             max_pattern_segments=args.max_pattern_segments),
@@ -191,6 +208,8 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         max_partial_bytes=args.max_partial_bytes,
         fragment_timeout=args.fragment_timeout,
         max_backlog=args.max_backlog,
+        metrics=args.metrics,
+        status=args.status,
         ssl_context=cli_security.ssl_context(args),
     )
 
@@ -255,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DataDirBusy as exc:
             log.error("%s", exc)
             return EXIT_FAILURE
-    for run_command in (cli_security.run_command, cli_client.run_command):
+    for run_command in (cli_security.run_command, cli_client.run_command,
+                        cli_status.run_command):
         handled = run_command(args)
         if handled is not None:
             return handled

@@ -10,6 +10,7 @@
 * :mod:`.sessions` - connections, twins and name binding
 * :mod:`.effects` - the one output queue (frames, closes, requests)
 * :mod:`.timers` - deadlines of QoS deliveries and forwarded calls, on one heap
+* :mod:`.stats` - counters for the metrics and the status page (plain ints, no I/O)
 * :mod:`.actions` - the events the driver receives
 * :mod:`.router` - the facade; :mod:`.requests` answers data requests in line
 * :mod:`.peer` - one WebSocket connection of the broker, in front of the router

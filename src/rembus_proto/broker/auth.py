@@ -188,7 +188,7 @@ class Guard:
                 reason = f"not authenticated within {self.config.challenge_timeout:g} seconds"
                 if pending.held is not None:
                     self.effects.reply(conn, pending.held[0], Status.GENERIC_ERROR, reason)
-                self._doom(conn, reason)
+                self._doom(conn, reason, "login_timeout")
 
     # -- screening (authenticated mode) ---------------------------------------
 
@@ -215,11 +215,11 @@ class Guard:
                     return DONE
             reason = f"authentication required: {name} is not registered"
             reply(conn, message.id, Status.GENERIC_ERROR, reason)
-            self._doom(conn, reason)
+            self._doom(conn, reason, "not_registered")
             return DONE
         if isinstance(message, (Rpc, Admin)):
             reply(conn, message.id, Status.GENERIC_ERROR, "authentication required")
-        self._doom(conn, "authentication required")
+        self._doom(conn, "authentication required", "authentication_required")
         return DONE
 
     # -- login -----------------------------------------------------------------
@@ -280,7 +280,7 @@ class Guard:
         self.effects.reply(conn, msg.id, Status.GENERIC_ERROR, reason)
         if held is not None:
             self.effects.reply(conn, held[0], Status.GENERIC_ERROR, reason)
-        self._doom(conn, reason)
+        self._doom(conn, reason, "bad_attestation")
         return DONE
 
     def _signature_ok(self, key: PublicKey, signed: bytes, signature: bytes) -> bool:
@@ -297,7 +297,7 @@ class Guard:
             return
         if not ok:
             if conn in self.gate:
-                self._doom(conn, "already connected")
+                self._doom(conn, "already connected", "already_connected")
             return
         self.authenticated.add(conn)
         self.gate.discard(conn)
@@ -349,25 +349,38 @@ class Guard:
     def _pin_accepted(self, domain: str, pin: str, given: str, conn: Connection,
                       msg_id: bytes) -> bool:
         """Check a tenant PIN under the lockout rule; answer the REGISTER if it fails."""
-        reply = self.effects.reply
-        now = self.effects.now
+        problem = self.check_pin(domain, pin, given, self.effects.now)
+        if problem is not None:
+            self.effects.reply(conn, msg_id, Status.GENERIC_ERROR, problem)
+        return problem is None
+
+    def check_pin(self, domain: str, pin: str, given: str, now: float) -> str | None:
+        """``given`` against the PIN ``pin`` of tenant ``domain``, under the lockout
+        rule: ``None`` when it is accepted, else why not."""
         failures, locked_until = self._pin_failures.get(domain, (0, 0.0))
         if now < locked_until:
-            reply(conn, msg_id, Status.GENERIC_ERROR,
-                  f"tenant [{domain}]: too many wrong PINs, try again in "
-                  f"{math.ceil(locked_until - now)} s")
-            return False
+            return (f"tenant [{domain}]: too many wrong PINs, try again in "
+                    f"{math.ceil(locked_until - now)} s")
         if hmac.compare_digest(pin.encode(), given.encode()):
             self._pin_failures.pop(domain, None)
-            return True
+            return None
         failures += 1
         config = self.config
         if failures >= config.pin_attempts:
             extra = min(failures - config.pin_attempts, 6)
             locked_until = now + min(config.pin_lockout * (1 << extra), _MAX_PIN_LOCKOUT)
         self._pin_failures[domain] = (failures, locked_until)
-        reply(conn, msg_id, Status.GENERIC_ERROR, "wrong tenant/pin")
-        return False
+        return "wrong tenant/pin"
+
+    def admin_password(self, name: str, password: str, now: float) -> str | None:
+        """An admin's password check outside the protocol (HTTP Basic): ``name`` must be
+        an admin and ``password`` the PIN of its tenant, under the same lockout rule as
+        REGISTER. ``None`` when accepted, else why not."""
+        domain = tenant(name)
+        pin = self.security.tenant_pin(domain)
+        if not self.security.is_admin(name) or pin is None:
+            return f"{name} is not an admin with a tenant PIN"
+        return self.check_pin(domain, pin, password, now)
 
     def _on_unregister(self, conn: Connection, msg: Unregister) -> None:
         reply = self.effects.reply
@@ -466,8 +479,9 @@ class Guard:
             return True, answer[1]
         return False, None
 
-    def _doom(self, conn: Connection, reason: str) -> None:
-        """Close ``conn`` and ignore whatever else it sends."""
+    def _doom(self, conn: Connection, reason: str, kind: str) -> None:
+        """Close ``conn`` and ignore whatever else it sends; a login failure of ``kind``."""
+        self.effects.stats.refused(self.effects.wall, conn.peer, kind, reason)
         self._pending.pop(conn, None)
         self.authenticated.discard(conn)
         self.gate.add(conn)

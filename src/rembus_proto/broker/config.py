@@ -83,6 +83,9 @@ class RouterConfig:
     twin_retention: float = 30 * 86_400.0
     """Seconds after which a named component that left, owes nothing (no retroactive
     subscription behind the archive) and is not registered is forgotten."""
+    stats_max_labels: int = 100
+    """Topics (and methods) counted one by one in the statistics; the others are
+    counted together under ``other``."""
 
 
 __all__ = ["CLOSE_GOING_AWAY", "CLOSE_INTERNAL_ERROR", "CLOSE_OVERWRITTEN", "CLOSE_PROTOCOL_ERROR",

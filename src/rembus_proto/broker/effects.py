@@ -14,6 +14,7 @@ from .actions import Close, Event, Skipped
 from .config import CLOSE_SLOW_CONSUMER, RouterConfig
 from .frames import encode_reply
 from .state import Connection, Inflight, Twin
+from .stats import Stats
 from .timers import Timers
 
 
@@ -33,6 +34,8 @@ class Effects:
         """Messages never sent because they were over the size limit."""
         self.timers = Timers()
         """Deadlines of QoS deliveries and forwarded calls."""
+        self.stats = Stats(config.stats_max_labels)
+        """What the broker counts (read by the driver)."""
 
     def at(self, now: float, wall: float | None) -> None:
         """Set the times of the input being processed (``wall`` defaults to ``now``)."""

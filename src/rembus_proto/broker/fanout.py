@@ -30,12 +30,20 @@ class Fanout:
         self._retro = index.retro
         self._private = guard.private
         self._max_queued = effects.config.max_queued
+        self._stats = effects.stats
+        self._publications = effects.stats.publications
 
     def publish(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
                 frame: bytes, offset: int) -> None:
         """Route a publication; its payload is ``frame[offset:]``, sliced only if needed."""
         publisher = conn.twin
         effects = self.effects
+        stats = self._stats
+        counts = self._publications
+        if topic in counts:  # inlined Stats.published: the hot path
+            counts[topic] += 1
+        else:
+            stats.published(topic)
         private = self._private
         acl = private.get(topic) if private else None
         if acl is not None and not self.guard.allowed(conn, acl):
@@ -51,6 +59,8 @@ class Fanout:
         if self._retro and self.index.archived(topic, patterns):
             seq = self.archive.append(topic, flags, msg_id, frame[offset:], publisher.name,
                                       effects.wall)
+            stats.stored_messages += 1
+            stats.stored_bytes += len(frame) - offset
         if qos and msg_id is not None:
             effects.send(conn, encode_ack(msg_id))
         subscribers: Collection[Twin] | None = self._exact.get(topic)
@@ -157,6 +167,7 @@ class Fanout:
             return
         inflight.retries -= 1
         effects = self.effects
+        effects.stats.resends["qos2" if inflight.qos2 else "qos1"] += 1
         inflight.deadline = now + effects.config.ack_timeout
         effects.timers.delivery(twin, msg_id, inflight)
         effects.send(conn, inflight.frame)

@@ -18,6 +18,8 @@ component does not raise here: it closes the connection (``finished``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import ProtocolError
 from ..jsonrpc import encode_json, to_cbor
 from ..messages import Attestation, Identity, decode
@@ -61,11 +63,16 @@ class BrokerPeer:
         self.peer_fault = False
         """The connection ends because of what the component sent (or failed to read)."""
         self._events: list[Opened | HttpRequest] = []
+        self.messages_in = 0
+        self.messages_out = 0
+        """Messages routed from and queued to this component (also counted in the
+        router's :attr:`~rembus_proto.broker.router.Router.stats`)."""
 
     def receive_data(self, data: bytes, now: float, wall: float | None = None) -> None:
         """Bytes from the transport (``b""``: end of stream); ignored once finished."""
         if self.finished:
             return
+        self.router.stats.bytes_in += len(data)
         ws = self.ws
         try:
             ws.receive_data(data)
@@ -122,9 +129,10 @@ class BrokerPeer:
         if frames:
             self._route(frames, now, wall)
 
-    def answer_http(self, status: int, content_type: str, body: bytes) -> None:
-        """Answer a plain HTTP request; the connection then ends."""
-        self.ws.send_http_response(status, [("content-type", content_type)], body)
+    def answer_http(self, status: int, content_type: str, body: bytes,
+                    headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Answer a plain HTTP request (with more ``headers``); the connection then ends."""
+        self.ws.send_http_response(status, [("content-type", content_type), *headers], body)
         self._finish("")
 
     def send(self, frames: list[bytes]) -> None:
@@ -132,6 +140,8 @@ class BrokerPeer:
         ws = self.ws
         if not ws.is_open:
             return
+        self.messages_out += len(frames)
+        self.router.stats.messages_out += len(frames)
         if self.json:
             for frame in frames:
                 try:
@@ -164,12 +174,18 @@ class BrokerPeer:
 
     def data_to_send(self) -> list[bytes]:
         """Take the buffers to write to the transport, in order."""
-        return self.ws.data_to_send()
+        data = self.ws.data_to_send()
+        stats = self.router.stats
+        for buffer in data:
+            stats.bytes_out += len(buffer)
+        return data
 
     def _route(self, frames: list[bytes], now: float, wall: float | None) -> bool:
         """Give messages to the router; false when they made us close the connection."""
         if self.conn is None:
             return True
+        self.messages_in += len(frames)
+        self.router.stats.messages_in += len(frames)
         try:
             self.router.receive_many(self.conn, frames, now, wall)
         except ProtocolError as exc:

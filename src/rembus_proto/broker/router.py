@@ -64,6 +64,7 @@ from .replay import Archive, Replayer
 from .rpc import RpcRouter
 from .sessions import Sessions
 from .state import Call, Connection, Twin
+from .stats import Stats
 
 
 class Router:
@@ -115,9 +116,37 @@ class Router:
         return self._sessions.connections
 
     @property
+    def stats(self) -> Stats:
+        """The broker's counters (publications, calls, refusals...)."""
+        return self._effects.stats
+
+    @property
     def now(self) -> float:
         """The last monotonic time given to the router."""
         return self._effects.now
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """Every topic and pattern with its number of subscribers."""
+        index = self._index
+        counts = {topic: len(twins) for topic, twins in index.exact.items()}
+        counts.update((pattern, len(twins)) for pattern, twins in index.patterns.items())
+        return counts
+
+    def exposers(self) -> dict[str, list[str]]:
+        """Every exposed method with the sorted names of its exposers."""
+        return self._rpc.snapshot()
+
+    def replay_backlog(self) -> dict[str, int]:
+        """Named components with a retroactive subscription that are behind the archive:
+        name -> stored messages (of any topic) newer than their delivery mark."""
+        last = self._archive.last_seq
+        return {name: last - twin.mark for name, twin in self.twins.items()
+                if twin.mark < last and twin.retroactive_topics()}
+
+    def admin_password(self, name: str, password: str, now: float) -> str | None:
+        """Check an admin's password given outside the protocol (see
+        :meth:`~rembus_proto.broker.auth.Guard.admin_password`); ``None``: accepted."""
+        return self.guard.admin_password(name, password, now)
 
     def connect(self, now: float, peer: str = "") -> Connection:
         """A transport connection was accepted; returns its handle."""

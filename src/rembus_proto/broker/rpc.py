@@ -72,9 +72,10 @@ class RpcRouter:
     def request(self, conn: Connection, msg: Rpc) -> None:
         """An RPC from ``conn``."""
         conn.learn_generation(msg.id)
-        reply = self.effects.reply
+        reply = self._error
         requester = conn.twin
         topic = msg.topic
+        self.effects.stats.called(topic)
         private = self.guard.private
         acl = private.get(topic) if private else None
         if acl is not None and not self.guard.allowed(conn, acl):
@@ -93,7 +94,7 @@ class RpcRouter:
             return
         builtin = self._builtins.get(topic)
         if builtin is not None:
-            reply(conn, msg.id, Status.OK, builtin())
+            self.effects.reply(conn, msg.id, Status.OK, builtin())
             return
         exposers = self.exposers.get(topic)
         if not exposers:
@@ -110,6 +111,11 @@ class RpcRouter:
             return
         assert chosen.conn is not None
         self._forward(conn, msg, chosen.conn)
+
+    def _error(self, conn: Connection, msg_id: bytes, status: int, value: str) -> None:
+        """Answer a request with an error status (counted)."""
+        self.effects.stats.rpc_failed(str(status))
+        self.effects.reply(conn, msg_id, status, value)
 
     def _select(self, topic: str, exposers: list[Twin], requester: Twin) -> Twin | None:
         policy = self.effects.config.policy
@@ -128,22 +134,23 @@ class RpcRouter:
     def _forward(self, conn: Connection, msg: Rpc, exposer: Connection) -> None:
         config = self.effects.config
         if conn.calls_made >= config.max_pending_calls:
-            self.effects.reply(conn, msg.id, Status.GENERIC_ERROR, "too many requests in flight")
+            self._error(conn, msg.id, Status.GENERIC_ERROR, "too many requests in flight")
             return
         if self.pending >= config.max_pending_calls_total:
-            self.effects.reply(conn, msg.id, Status.GENERIC_ERROR,
-                               "too many requests in flight in the broker")
+            self._error(conn, msg.id, Status.GENERIC_ERROR,
+                        "too many requests in flight in the broker")
             return
         self._call_counter += 1
         size = 16 if exposer.legacy else 8
         new_id = (self._call_counter & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
         frame = encode_rpc_raw(new_id, msg.topic, msg.data.raw)
         if exposer.legacy and len(frame) > config.legacy_max_message:
-            self.effects.reply(conn, msg.id, Status.GENERIC_ERROR,
-                               f"{msg.topic}: request too large for {exposer.twin.name} (0.1.x)")
+            self._error(conn, msg.id, Status.GENERIC_ERROR,
+                        f"{msg.topic}: request too large for {exposer.twin.name} (0.1.x)")
             return
-        deadline = self.effects.now + config.call_timeout
-        call = exposer.calls[new_id] = Call(conn, msg.id, msg.topic, deadline)
+        now = self.effects.now
+        call = exposer.calls[new_id] = Call(conn, msg.id, msg.topic, now + config.call_timeout,
+                                            now)
         self.effects.timers.call(exposer, new_id, call)
         conn.calls_made += 1
         self.pending += 1
@@ -161,6 +168,7 @@ class RpcRouter:
             return  # e.g. an answer to nothing we asked, or a call already forgotten
         requester = call.requester
         self._done(call)
+        self.effects.stats.answered(call.topic, self.effects.now - call.started, msg.status)
         if requester.closed:
             return
         frame = encode_response_raw(call.orig_id, msg.status, msg.data.raw)
@@ -173,6 +181,7 @@ class RpcRouter:
     def fail_calls(self, conn: Connection) -> None:
         """The exposer behind ``conn`` is gone: its pending calls fail."""
         for call in conn.calls.values():
+            self.effects.stats.rpc_failed(str(int(Status.METHOD_UNAVAILABLE)))
             self.effects.reply(call.requester, call.orig_id, Status.METHOD_UNAVAILABLE,
                                f"{call.topic}: exposer {conn.twin.name} disconnected")
             self._done(call)
@@ -182,6 +191,7 @@ class RpcRouter:
         """Forget ``call``, forwarded to ``exposer``: nobody answered it in time."""
         del exposer.calls[call_id]
         self._done(call)
+        self.effects.stats.rpc_failed("timeout")
 
 
 __all__ = ["RpcRouter"]

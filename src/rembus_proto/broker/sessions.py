@@ -70,6 +70,7 @@ class Sessions:
         conn = Connection(Twin(name, False), peer)
         conn.twin.conn = conn
         self.connections.add(conn)
+        self.effects.stats.opened += 1
         self.guard.on_connect(conn)
         return conn
 

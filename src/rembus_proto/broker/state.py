@@ -13,13 +13,16 @@ from ..topics import tenant
 class Call:
     """An RPC forwarded to an exposer, waiting for its RESPONSE."""
 
-    __slots__ = ("deadline", "orig_id", "requester", "topic")
+    __slots__ = ("deadline", "orig_id", "requester", "started", "topic")
 
-    def __init__(self, requester: Connection, orig_id: bytes, topic: str, deadline: float) -> None:
+    def __init__(self, requester: Connection, orig_id: bytes, topic: str, deadline: float,
+                 started: float = 0.0) -> None:
         self.requester = requester
         self.orig_id = orig_id
         self.topic = topic
         self.deadline = deadline
+        self.started = started
+        """When it was forwarded (monotonic seconds)."""
 
 
 class Inflight:
