@@ -13,6 +13,8 @@ input, and the slow-consumer rule. The driver moves bytes::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import ProtocolError
 from ..jsonrpc import encode_json, to_cbor
 from ..messages import Attestation, Identity, decode
@@ -99,9 +101,10 @@ class BrokerPeer:
             self._route(frames, now, wall)
         return out
 
-    def answer_http(self, status: int, content_type: str, body: bytes) -> None:
+    def answer_http(self, status: int, content_type: str, body: bytes,
+                    headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answer a plain HTTP request; the connection then ends."""
-        self.ws.send_http_response(status, [("content-type", content_type)], body)
+        self.ws.send_http_response(status, [("content-type", content_type), *headers], body)
         self._finish("")
 
     def send(self, frames: list[bytes]) -> None:
