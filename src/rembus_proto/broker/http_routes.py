@@ -303,7 +303,8 @@ def answer(route: Route, response: Response) -> HttpAnswer:
 
     As Rembus.jl: 200 and the JSON value on success (an empty body for a
     command without a value), 403 otherwise, here with the error as JSON and
-    its Rembus status in :data:`STATUS_HEADER`.
+    its Rembus status in :data:`STATUS_HEADER`; but an unknown method is 404,
+    as for any path that leads nowhere.
     """
     try:
         value = jsonable(response.data)
@@ -312,7 +313,8 @@ def answer(route: Route, response: Response) -> HttpAnswer:
         return problem(502, f"the answer cannot be written as JSON: {exc}")
     if response.status == Status.OK:
         return HttpAnswer(200, body, JSON)
-    return HttpAnswer(403, body, JSON, ((STATUS_HEADER, str(int(response.status))),))
+    status = 404 if response.status == Status.METHOD_NOT_FOUND else 403
+    return HttpAnswer(status, body, JSON, ((STATUS_HEADER, str(int(response.status))),))
 
 
 def login_failed(response: Response) -> HttpAnswer:
