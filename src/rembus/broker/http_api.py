@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from rembus_proto.broker import Connection, Router
@@ -26,8 +25,14 @@ from rembus_proto.wsevents import HttpRequest
 
 log = logging.getLogger("rembus.broker")
 
-PasswordCheck = Callable[[str, str], bool]
-"""``check(name, password)``: whether the Basic password of ``name`` is right."""
+class Passwords(Protocol):
+    """The HTTP API's Basic passwords (:class:`rembus.broker.http_passwords.HttpPasswords`)."""
+
+    def verify(self, name: str, password: str) -> bool:
+        """Whether ``password`` is the one set for ``name``."""
+
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` has a password."""
 
 
 class Broker(Protocol):
@@ -55,7 +60,7 @@ class Responder(Protocol):
 class HttpApi:
     """The API of one broker: starts exchanges and hands them the router's output."""
 
-    def __init__(self, broker: Broker, passwords: PasswordCheck | None = None) -> None:
+    def __init__(self, broker: Broker, passwords: Passwords | None = None) -> None:
         self.broker = broker
         self.passwords = passwords
         self.exchanges: dict[Connection, Exchange] = {}
@@ -93,8 +98,9 @@ class HttpApi:
         passwords = self.passwords
         return routes.Checks(
             authenticated=broker.router.config.authenticated,
-            password_ok=passwords if passwords is not None else _no_password,
-            has_key=lambda name: security.public_key(name) is not None,
+            password_ok=passwords.verify if passwords is not None else _no_password,
+            protected=lambda name: ((passwords is not None and name in passwords)
+                                    or security.public_key(name) is not None),
             is_admin=security.is_admin,
         )
 
@@ -211,4 +217,4 @@ class Exchange:
         _reply(self.responder, answer)
 
 
-__all__ = ["Broker", "Exchange", "HttpApi", "PasswordCheck", "Responder"]
+__all__ = ["Broker", "Exchange", "HttpApi", "Passwords", "Responder"]

@@ -99,6 +99,10 @@ class HttpPasswords:
         self._verified[name] = (stored, quick)
         return True
 
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` has a password."""
+        return name in self._load()
+
     def set(self, name: str, password: str | None) -> None:
         """Set the password of ``name`` (``None``: remove it)."""
         entries = dict(self._load())

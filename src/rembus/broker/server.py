@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rembus import logs
-from rembus.broker.http_api import HttpApi, PasswordCheck
+from rembus.broker.http_api import HttpApi, Passwords
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
 from rembus_proto.broker import (
@@ -400,11 +400,11 @@ class Broker:
 
     def __init__(self, config: BrokerConfig | None = None, store: Store | None = None,
                  security: Security | None = None, *,
-                 passwords: PasswordCheck | None = None) -> None:
+                 passwords: Passwords | None = None) -> None:
         """``store`` keeps twins and messages (default: in memory); ``security`` keeps keys,
         tenants, admins and private topics (e.g. :class:`rembus.security.FileSecurity`;
         default: in memory, empty: nothing registered, no tenant, no admin);
-        ``passwords`` checks the HTTP API's Basic passwords (default: none is accepted)."""
+        ``passwords`` are the HTTP API's Basic passwords (default: none is accepted)."""
         self.config = config or BrokerConfig()
         self.store: Store = store if store is not None else MemoryStore()
         self.ws_config = WSConfig(max_message_size=self.config.max_message_size,

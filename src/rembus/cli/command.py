@@ -204,7 +204,7 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
         return EXIT_FAILURE
     database = data_dir / f"{config.router.name}.sqlite"
     store = SQLiteStore(database)
-    broker = Broker(config, store, security, passwords=HttpPasswords(data_dir).verify)
+    broker = Broker(config, store, security, passwords=HttpPasswords(data_dir))
     try:
         await broker.start()
     except OSError as exc:

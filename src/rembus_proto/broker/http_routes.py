@@ -232,7 +232,8 @@ class Checks:
     authenticated: bool
     """The broker admits only components that log in."""
     password_ok: Callable[[str, str], bool]
-    has_key: Callable[[str], bool]
+    protected: Callable[[str], bool]
+    """The name has a registered key or a password: it cannot be taken without one."""
     is_admin: Callable[[str], bool]
 
 
@@ -242,7 +243,7 @@ def decide_login(route: Route, credentials: Credentials | None, checks: Checks
 
     A password must match the one set for the user. A name alone is taken
     only where a WebSocket component could take it: the name is not
-    registered and the broker is not in authenticated mode; without
+    registered (nor has a password) and the broker is not in authenticated mode; without
     credentials the request is anonymous, again only outside that mode.
     Admin routes need an admin with its password. A component command acts
     as its ``cid``: the caller is that component, or an admin.
@@ -257,7 +258,7 @@ def decide_login(route: Route, credentials: Credentials | None, checks: Checks
             return unauthorized(f"{credentials.user}: authentication failed")
         caller = Login(credentials.user, vouched=True)
     else:
-        if checks.authenticated or checks.has_key(credentials.user):
+        if checks.authenticated or checks.protected(credentials.user):
             return unauthorized(f"{credentials.user}: a password is required")
         caller = Login(credentials.user)
     admin = caller.vouched and caller.name is not None and checks.is_admin(caller.name)
@@ -272,7 +273,7 @@ def decide_login(route: Route, credentials: Credentials | None, checks: Checks
     if admin:
         return Login(route.cid, vouched=True)
     if caller.name is None:
-        if checks.has_key(route.cid):
+        if checks.protected(route.cid):
             return unauthorized(f"{route.cid}: a password is required")
         return Login(route.cid)
     return problem(403, f"{caller.name} cannot act as {route.cid}")
