@@ -3,6 +3,7 @@ on the WebSocket side."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -14,11 +15,15 @@ from typing import Any
 import pytest
 
 import rembus.sync
+import rembus_proto as rp
 from behaviour_drivers import Collector
 from broker_process import WAIT, BrokerProcess, rembus_cli
 from rembus.broker.http_passwords import HttpPasswords
+from rembus.broker.server import Broker, BrokerConfig
+from rembus.client.wire import Wire
 from rembus.errors import MethodException, MethodNotFound, MethodUnavailable, RembusError
 from rembus.security.file_security import FileSecurity
+from rembus_proto.broker import RouterConfig
 
 BOSS = ("boss", "boss-secret")
 """An admin with an HTTP password."""
@@ -246,3 +251,42 @@ def test_private_topic_routes_change_what_components_observe(broker: BrokerProce
         assert caller.rpc("add", 1, 2) == 3
         with pytest.raises(MethodException):
             caller.rpc("add", 1, "x")
+
+
+async def _raw_http(port: int, request: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_an_unanswered_call_gets_504_and_a_client_may_leave_early() -> None:
+    """In process, to shorten the broker's call timeout; the exposer never answers."""
+    call_id = bytes(range(1, 9))
+
+    async def scenario() -> None:
+        config = BrokerConfig(host="127.0.0.1", port=0, router=RouterConfig(call_timeout=0.5))
+        async with Broker(config) as broker:
+            exposer = await Wire.open("127.0.0.1", broker.port)
+            exposer.send(rp.encode(rp.Admin(call_id, "slow", {"cmd": "expose"})))
+            assert isinstance(rp.decode(await exposer.recv()), rp.Response)
+            get = b"GET /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]"
+            status, body = await _raw_http(broker.port, get)
+            assert status == 504 and b"no answer within 0.5 s" in body
+            assert isinstance(rp.decode(await exposer.recv()), rp.Rpc)
+            # a client that leaves before the answer: the answer goes nowhere
+            _, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+            writer.write(get)
+            forwarded = rp.decode(await exposer.recv())
+            assert isinstance(forwarded, rp.Rpc)
+            writer.close()
+            await writer.wait_closed()
+            exposer.send(rp.encode(rp.Response(forwarded.id, 0, rp.Payload.of(1))))
+            status, body = await _raw_http(broker.port, b"GET /rid HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (status, body) == (200, b'"broker"')
+            assert len(broker.router.connections) == 1  # the exchanges left the router
+            await exposer.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
