@@ -290,3 +290,16 @@ def test_an_unanswered_call_gets_504_and_a_client_may_leave_early() -> None:
             await exposer.close()
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT))
+
+
+def test_a_slow_body_meets_the_handshake_timeout() -> None:
+    async def scenario() -> None:
+        config = BrokerConfig(host="127.0.0.1", port=0, handshake_timeout=0.3)
+        async with Broker(config) as broker:
+            reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+            writer.write(b"POST /topic HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n[1")
+            assert await reader.read() == b""  # closed, nothing published
+            writer.close()
+            assert not broker.router.connections
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
