@@ -87,7 +87,8 @@ def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
                               "gives for NAME, read from the first line of stdin (a prompt "
                               "on a terminal). Only its salted hash is stored.")
     password.add_argument("password_name", metavar="NAME", help="the component name")
-    password.add_argument("--remove", action="store_true", help="remove the password instead")
+    password.add_argument("--remove", action="store_true",
+                          help="remove the password instead (default: set it)")
     password.add_argument("--data-dir", **data_dir)
 
 
