@@ -303,3 +303,22 @@ def test_a_slow_body_meets_the_handshake_timeout() -> None:
             assert not broker.router.connections
 
     asyncio.run(asyncio.wait_for(scenario(), WAIT))
+
+
+def test_a_waiting_request_gets_503_when_the_broker_stops() -> None:
+    async def scenario() -> None:
+        broker = Broker(BrokerConfig(host="127.0.0.1", port=0))
+        await broker.start()
+        try:
+            exposer = await Wire.open("127.0.0.1", broker.port)
+            exposer.send(rp.encode(rp.Admin(bytes(8), "slow", {"cmd": "expose"})))
+            assert isinstance(rp.decode(await exposer.recv()), rp.Response)
+            waiting = asyncio.ensure_future(_raw_http(
+                broker.port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"))
+            assert isinstance(rp.decode(await exposer.recv()), rp.Rpc)
+        finally:
+            await broker.stop()
+        status, body = await waiting
+        assert status == 503 and b"stopping" in body
+
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))

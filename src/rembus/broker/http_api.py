@@ -112,6 +112,11 @@ class HttpApi:
         exchange.received(frames)
         return True
 
+    def stop(self) -> None:
+        """The broker stops: requests still waiting get 503."""
+        for exchange in list(self.exchanges.values()):
+            exchange.finish(routes.problem(503, "the broker is stopping"))
+
     def closed(self, conn: Connection, reason: str) -> bool:
         """The router closes ``conn``; ``False`` when it is not an exchange's."""
         exchange = self.exchanges.get(conn)

@@ -475,6 +475,8 @@ class Broker:
         self._server.close()
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.http_api is not None:
+            self.http_api.stop()
         for peer in list(self.peers):
             peer.close(CLOSE_GOING_AWAY, "broker shutting down")
         self.router.shutdown(time.monotonic())
