@@ -4,10 +4,18 @@ and the router's login of a connection the driver vouches for."""
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rembus.broker.http_passwords import (
+    MAX_FAILURES,
+    PASSWORDS_FILE,
+    HttpPasswords,
+    hash_password,
+)
 from rembus_proto import Payload, Response, decode
 from rembus_proto.broker import Router, RouterConfig
 from rembus_proto.broker.http_routes import (
@@ -142,3 +150,20 @@ def test_a_vouched_connection_counts_as_logged_in_with_a_key() -> None:
         (LOGIN_ID, 0), (REQUEST_ID, 0)]
     assert any(isinstance(m, Response) and m.id == LOGIN_ID and m.status == 10
                and m.data.value == "already connected" for m in answers[other])
+
+
+def test_http_passwords_file(tmp_path: Path) -> None:
+    path = tmp_path / PASSWORDS_FILE
+    path.write_text(json.dumps({"alice": hash_password("a", iterations=1000),
+                                "bad": "not a hash"}))
+    passwords = HttpPasswords(tmp_path)
+    assert "alice" in passwords and "bob" not in passwords
+    assert passwords.verify("alice", "a") and passwords.verify("alice", "a")  # cached
+    assert not passwords.verify("alice", "b") and not passwords.verify("bad", "not a hash")
+    assert not passwords.verify("bob", "a")
+    for _ in range(MAX_FAILURES - 1):  # one wrong already
+        assert not passwords.verify("alice", "wrong")
+    assert not passwords.verify("alice", "a")  # locked out, right password or not
+    assert passwords.verify("bob", "x") is False
+    path.write_text("[not json")
+    assert "alice" not in HttpPasswords(tmp_path)  # unreadable: nobody gets in

@@ -64,6 +64,7 @@ class HttpApi:
         self.broker = broker
         self.passwords = passwords
         self.exchanges: dict[Connection, Exchange] = {}
+        self.stopped = False
 
     def handle(self, responder: Responder, request: HttpRequest, peer: str = "") -> bool:
         """Serve ``request`` if it is for the API (else ``False``: the caller answers 404);
@@ -80,25 +81,43 @@ class HttpApi:
         if isinstance(credentials, HttpAnswer):
             _reply(responder, credentials)
             return True
-        login = routes.decide_login(route, credentials, self._checks())
+        passwords = self.passwords
+        if credentials is not None and credentials.password and passwords is not None:
+            # the key derivation is slow on purpose: not on the event loop
+            checked = self.broker.loop.run_in_executor(
+                None, passwords.verify, credentials.user, credentials.password)
+            checked.add_done_callback(
+                lambda done: self._go_on(responder, route, credentials, peer,
+                                         not done.cancelled() and done.exception() is None
+                                         and done.result()))
+        else:
+            self._go_on(responder, route, credentials, peer, False)
+        return True
+
+    def _go_on(self, responder: Responder, route: Route,
+               credentials: routes.Credentials | None, peer: str, password_ok: bool) -> None:
+        """Carry out ``route`` once the password (if any) is checked."""
+        if self.stopped:
+            _reply(responder, routes.problem(503, "the broker is stopping"))
+            return
+        login = routes.decide_login(route, credentials, self._checks(password_ok))
         if isinstance(login, HttpAnswer):
             _reply(responder, login)
-            return True
+            return
         try:
             frame = routes.request_frame(route)
         except EncodeError as exc:
             _reply(responder, routes.problem(400, f"the arguments cannot be sent: {exc}"))
-            return True
+            return
         Exchange(self, responder, route, login, frame, peer).start()
-        return True
 
-    def _checks(self) -> routes.Checks:
+    def _checks(self, password_ok: bool) -> routes.Checks:
         broker = self.broker
         security = broker.security
         passwords = self.passwords
         return routes.Checks(
             authenticated=broker.router.config.authenticated,
-            password_ok=passwords.verify if passwords is not None else _no_password,
+            password_ok=lambda name, password: password_ok,
             protected=lambda name: ((passwords is not None and name in passwords)
                                     or security.public_key(name) is not None),
             is_admin=security.is_admin,
@@ -114,6 +133,7 @@ class HttpApi:
 
     def stop(self) -> None:
         """The broker stops: requests still waiting get 503."""
+        self.stopped = True
         for exchange in list(self.exchanges.values()):
             exchange.finish(routes.problem(503, "the broker is stopping"))
 
@@ -124,10 +144,6 @@ class HttpApi:
             return False
         exchange.finish(routes.problem(403, f"refused: {reason}"))
         return True
-
-
-def _no_password(name: str, password: str) -> bool:
-    return False
 
 
 def _reply(responder: Responder, answer: HttpAnswer) -> None:

@@ -5,7 +5,9 @@ an HTTP client sends a user and a password instead. The passwords live in
 ``<data dir>/http_passwords.json`` as ``{"name": "pbkdf2_sha256$iterations$salt$hash"}``
 (salt and hash in base64), never in clear. ``rembus broker http-password``
 sets one. The file is read again when it changes; one that cannot be read
-lets nobody in.
+lets nobody in. After :data:`MAX_FAILURES` wrong passwords in a row a name is
+refused, right password or not, for :data:`LOCKOUT` seconds: each check
+costs a slow key derivation, which must not be had at will.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import hmac
 import json
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 from rembus.security.file_security import write_atomically
@@ -24,6 +28,8 @@ log = logging.getLogger("rembus.broker")
 
 PASSWORDS_FILE = "http_passwords.json"
 ITERATIONS = 200_000
+MAX_FAILURES = 5
+LOCKOUT = 60.0
 _SCHEME = "pbkdf2_sha256"
 
 
@@ -60,6 +66,9 @@ class HttpPasswords:
         self._verified: dict[str, tuple[str, bytes]] = {}
         """Name -> (stored form, SHA-256 of the password) of the last good login:
         the slow key derivation runs once per name and password."""
+        self._failures: dict[str, tuple[int, float]] = {}
+        """Name (with a password) -> (wrong passwords in a row, refused until)."""
+        self._lock = threading.Lock()  # verify runs on worker threads
 
     def _load(self) -> dict[str, str]:
         try:
@@ -87,17 +96,29 @@ class HttpPasswords:
 
     def verify(self, name: str, password: str) -> bool:
         """Whether ``password`` is the one set for ``name``."""
-        stored = self._load().get(name)
-        if stored is None:
+        with self._lock:
+            stored = self._load().get(name)
+            known = self._verified.get(name)
+            failures, until = self._failures.get(name, (0, 0.0))
+        if stored is None or time.monotonic() < until:
             return False
         quick = hashlib.sha256(password.encode()).digest()
-        known = self._verified.get(name)
         if known is not None and known[0] == stored:
-            return hmac.compare_digest(known[1], quick)
-        if not check_password(password, stored):
-            return False
-        self._verified[name] = (stored, quick)
-        return True
+            ok = hmac.compare_digest(known[1], quick)
+        else:
+            ok = check_password(password, stored)
+        with self._lock:
+            if ok:
+                self._verified[name] = (stored, quick)
+                self._failures.pop(name, None)
+            else:
+                failures += 1
+                locked = time.monotonic() + LOCKOUT if failures >= MAX_FAILURES else 0.0
+                self._failures[name] = (0 if locked else failures, locked)
+                if locked:
+                    log.warning("HTTP API: %d wrong passwords in a row for %s, refused for "
+                                "%g s", failures, name, LOCKOUT)
+        return ok
 
     def __contains__(self, name: object) -> bool:
         """Whether ``name`` has a password."""
@@ -113,4 +134,5 @@ class HttpPasswords:
         write_atomically(self.path, json.dumps(entries, indent=2, sort_keys=True).encode())
 
 
-__all__ = ["PASSWORDS_FILE", "HttpPasswords", "check_password", "hash_password"]
+__all__ = ["LOCKOUT", "MAX_FAILURES", "PASSWORDS_FILE", "HttpPasswords", "check_password",
+           "hash_password"]
