@@ -166,6 +166,7 @@ class Exchange:
         self._sent = False
 
     def start(self) -> None:
+        """Connect to the router, log in, and send the request (or wait for the login)."""
         broker = self.api.broker
         router = broker.router
         now = time.monotonic()
