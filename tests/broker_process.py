@@ -19,10 +19,12 @@ from typing import IO
 WAIT = 60.0  # upper bound for any single wait; a hang fails the test instead of CI
 
 
-def rembus_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the ``rembus`` command to its end (bounded), capturing its output."""
+def rembus_cli(*args: str, env: dict[str, str] | None = None,
+               stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``rembus`` command to its end (bounded), capturing its output;
+    ``stdin`` is its input."""
     return subprocess.run([sys.executable, "-m", "rembus", *args], env=env, text=True,
-                          capture_output=True, timeout=WAIT, check=False)
+                          input=stdin, capture_output=True, timeout=WAIT, check=False)
 
 
 class Process:

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from rembus_proto.security_port import MemorySecurity
 
 import rembus.sync
 import rembus_proto as rp
@@ -22,6 +21,7 @@ from rembus.client.wire import Wire, WireClosed
 from rembus.errors import RembusError
 from rembus_proto.broker import Router, RouterConfig
 from rembus_proto.broker.stats import OTHER, Histogram, Stats, close_kind
+from rembus_proto.security_port import MemorySecurity
 from rembus_proto.store import MemoryStore
 from router_harness import Net
 from tls_hello import client_hello

@@ -382,6 +382,22 @@ def test_http_body_too_large() -> None:
     assert server.closed
 
 
+def test_http_body_declared_too_large_is_refused_before_it_arrives() -> None:
+    server = ServerWebSocket(WSConfig(max_http_body_size=10))
+    with pytest.raises(MessageTooLarge):
+        feed(server, b"POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 11\r\n\r\n")
+    assert parse_response(sent(server))[0].status_code == 413
+
+
+def test_chunked_http_body_is_bounded_too() -> None:
+    server = ServerWebSocket(WSConfig(max_http_body_size=10))
+    head = b"POST / HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert feed(server, head + b"6\r\nabcdef\r\n") == []
+    with pytest.raises(MessageTooLarge):
+        feed(server, b"6\r\nghijkl\r\n")
+    assert parse_response(sent(server))[0].status_code == 413
+
+
 @pytest.mark.parametrize("one_read", [True, False])
 def test_oversized_head_is_refused(one_read: bool) -> None:
     server = ServerWebSocket(WSConfig(max_http_head_size=1024))

@@ -250,6 +250,13 @@ def _jsonable(value: Any, budget: _Budget) -> Any:
     return text
 
 
+def jsonable(data: Payload) -> Any:
+    """The value of a payload as JSON can hold it (bytes as base64 text, tags as their
+    content); :class:`MalformedMessage` past the :data:`EXPANSION` budget."""
+    limit = EXPANSION * len(data.encoded) + _SLACK if data.encoded is not None else sys.maxsize
+    return _jsonable(data.value, _Budget(limit))
+
+
 def to_cbor(text: str) -> bytes:
     """The CBOR frame a JSON text frame stands for; :class:`MalformedMessage` if none."""
     message = decode_json(text)
@@ -259,4 +266,4 @@ def to_cbor(text: str) -> bytes:
         raise MalformedMessage(f"cannot be routed: {exc}") from None
 
 
-__all__ = ["decode_json", "encode_json", "to_cbor"]
+__all__ = ["decode_json", "encode_json", "jsonable", "to_cbor"]

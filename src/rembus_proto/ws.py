@@ -437,6 +437,8 @@ class ServerWebSocket(_Connection):
             self._request = event
             if wants_websocket(event):
                 check_request(event)
+            else:
+                self._check_declared_body(event)
         elif isinstance(event, h11.Data):
             self._body_size += len(event.data)
             if self._body_size > self._config.max_http_body_size:
@@ -457,6 +459,13 @@ class ServerWebSocket(_Connection):
                 method = request.method.decode("latin-1")
                 events.append(HttpRequest(method, path, headers, b"".join(self._body)))
                 self._body = []
+
+    def _check_declared_body(self, request: h11.Request) -> None:
+        """Refuse at once a body whose ``Content-Length`` is over the limit."""
+        limit = self._config.max_http_body_size
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > limit:
+                raise MessageTooLarge(int(value), limit)
 
     def _accept(self, key: bytes) -> None:
         response = h11.InformationalResponse(

@@ -23,6 +23,7 @@ from typing import Any
 
 from rembus import logs
 from rembus.broker import status
+from rembus.broker.http_api import HttpApi, Passwords
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
 from rembus_proto.broker import (
@@ -85,6 +86,10 @@ class BrokerConfig:
     """Answer ``GET /status`` (a page) and ``GET /status.json``."""
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
     """Serve ``wss://`` with this TLS context (see :func:`rembus.security.tls.server_context`)."""
+    http_api: bool = True
+    """Serve the HTTP API (:mod:`rembus.broker.http_api`) on the broker's port."""
+    http_max_body: int = 1024 * 1024
+    """Bytes of an HTTP request body; beyond it the request gets 413."""
 
 
 class _Peer(asyncio.Protocol):
@@ -304,13 +309,26 @@ class _Peer(asyncio.Protocol):
 
     def _http(self, core: BrokerPeer, request: HttpRequest) -> None:
         path = request.target.split("?", 1)[0]
+        api = self.broker.http_api
         if request.method in ("GET", "HEAD") and path == "/health":
             core.answer_http(200, "application/json", json.dumps(self.broker.health()).encode())
         elif request.method in ("GET", "HEAD") and path in self.broker.observable:
             core.answer_http(*status.answer(self.broker, path, request.headers, core.name))
+        elif api is not None and api.handle(self, request, core.name):
+            return  # answered by reply_http, now or once the router answers
         else:
             core.answer_http(404, "text/plain", b"not found\n")
         log.debug("%s: HTTP %s %s", core.name, request.method, path)
+
+    def reply_http(self, status: int, content_type: str, body: bytes,
+                   headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Answer the HTTP request of this connection (perhaps after it left) and close."""
+        core = self.core
+        if core is None or self.released:
+            return
+        core.answer_http(status, content_type, body, headers)
+        self._write(core.data_to_send())
+        self._drop()
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
@@ -403,13 +421,16 @@ class Broker:
     """A running broker; use :meth:`start` and :meth:`stop` (or ``async with``)."""
 
     def __init__(self, config: BrokerConfig | None = None, store: Store | None = None,
-                 security: Security | None = None) -> None:
+                 security: Security | None = None, *,
+                 passwords: Passwords | None = None) -> None:
         """``store`` keeps twins and messages (default: in memory); ``security`` keeps keys,
         tenants, admins and private topics (e.g. :class:`rembus.security.FileSecurity`;
-        default: in memory, empty: nothing registered, no tenant, no admin)."""
+        default: in memory, empty: nothing registered, no tenant, no admin);
+        ``passwords`` are the HTTP API's Basic passwords (default: none is accepted)."""
         self.config = config or BrokerConfig()
         self.store: Store = store if store is not None else MemoryStore()
-        self.ws_config = WSConfig(max_message_size=self.config.max_message_size)
+        self.ws_config = WSConfig(max_message_size=self.config.max_message_size,
+                                  max_http_body_size=self.config.http_max_body)
         router_config = self.config.router
         if router_config.limits.max_message_size != self.config.max_message_size:
             router_config = replace(router_config, limits=replace(
@@ -449,6 +470,7 @@ class Broker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_requested = asyncio.Event()
         """Set when an admin sent ``shutdown``; whoever runs the broker then stops it."""
+        self.http_api = HttpApi(self, passwords) if self.config.http_api else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -485,6 +507,8 @@ class Broker:
         self._server.close()
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.http_api is not None:
+            self.http_api.stop()
         for peer in list(self.peers):
             peer.close(CLOSE_GOING_AWAY, "broker shutting down")
         self.router.shutdown(time.monotonic())
@@ -561,6 +585,8 @@ class Broker:
         for conn, frames in router.data_to_send():
             peer = by_conn.get(conn)
             if peer is None:
+                if self.http_api is not None:
+                    self.http_api.send(conn, frames)
                 continue
             peer.send(frames)
             if conn.waiting_drain and not peer.paused and conn in by_conn:
@@ -602,6 +628,8 @@ class Broker:
         peer = self.by_conn.get(close.conn)
         if peer is not None:
             peer.close(close.code, close.reason)
+        elif self.http_api is not None:
+            self.http_api.closed(close.conn, close.reason)
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--keep-freed-mib", type=non_negative_int, default=64,
                         help="C heap memory kept for reuse after large messages, in MiB; "
                              "0 leaves the C library's default (default: %(default)s)")
+    broker.add_argument("--http-api", action=argparse.BooleanOptionalAction, default=True,
+                        help="serve the HTTP API (POST /{topic} publishes, GET /{method} "
+                        "calls, ...) on the broker's port (default: on)")
+    broker.add_argument("--http-max-body", type=positive_int, default=1024 * 1024,
+                        help="bytes of an HTTP request body; larger ones get 413 "
+                        "(default: %(default)s, 1 MiB)")
     _add_router_limits(broker)
     _add_observability(broker)
     logs.add_arguments(broker)
@@ -211,10 +217,13 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
         metrics=args.metrics,
         status=args.status,
         ssl_context=cli_security.ssl_context(args),
+        http_api=args.http_api,
+        http_max_body=args.http_max_body,
     )
 
 
 async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
+    from rembus.broker.http_passwords import HttpPasswords
     from rembus.broker.sqlite_store import SQLiteStore
     from rembus.security.file_security import FileSecurity
 
@@ -226,7 +235,7 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
         return EXIT_FAILURE
     database = data_dir / f"{config.router.name}.sqlite"
     store = SQLiteStore(database)
-    broker = Broker(config, store, security)
+    broker = Broker(config, store, security, passwords=HttpPasswords(data_dir))
     try:
         await broker.start()
     except OSError as exc:

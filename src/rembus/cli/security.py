@@ -3,6 +3,7 @@
 * ``rembus broker --authenticated --tls-cert CERT --tls-key KEY ...``
 * ``rembus broker tenant add TENANT PIN | remove TENANT | list``
 * ``rembus broker admin add NAME | remove NAME | list``
+* ``rembus broker http-password NAME [--remove]`` (the password is read from stdin)
 * ``rembus register NAME --pin PIN [--url URL] [--key-type rsa|ecdsa]``
 * ``rembus unregister NAME [--url URL]``
 
@@ -51,7 +52,7 @@ def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
                         "default: plain ws://)")
     broker.add_argument("--tls-key", type=Path, default=None,
                         help="private key of --tls-cert (PEM)")
-    sub = broker.add_subparsers(dest="broker_command", metavar="{tenant,admin}")
+    sub = broker.add_subparsers(dest="broker_command", metavar="{tenant,admin,http-password}")
     data_dir: dict[str, Any] = {"type": Path, "default": argparse.SUPPRESS,
                                 "help": "the broker's data dir "
                                 "(default: $REMBUS_DIR or the user data directory)"}
@@ -80,6 +81,15 @@ def add_broker_arguments(broker: argparse.ArgumentParser) -> None:
     listing = admin_cmds.add_parser("list", help="print the admins")
     for parser in (add, remove, listing):
         parser.add_argument("--data-dir", **data_dir)
+
+    password = sub.add_parser("http-password", help="set the HTTP API password of a name",
+                              description="Set the Basic password a client of the HTTP API "
+                              "gives for NAME, read from the first line of stdin (a prompt "
+                              "on a terminal). Only its salted hash is stored.")
+    password.add_argument("password_name", metavar="NAME", help="the component name")
+    password.add_argument("--remove", action="store_true",
+                          help="remove the password instead (default: set it)")
+    password.add_argument("--data-dir", **data_dir)
 
 
 def add_commands(commands: Any) -> None:
@@ -120,6 +130,8 @@ def run_broker_command(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         if args.broker_command == "tenant":
             return _tenant(args, security)
+        if args.broker_command == "http-password":
+            return _http_password(args, data_dir)
         return _admin(args, security)
     except (OSError, ValueError) as exc:
         print(f"rembus: {exc}", file=sys.stderr)
@@ -159,6 +171,29 @@ def _admin(args: argparse.Namespace, security: FileSecurity) -> int:
     else:
         for name in security.admins():
             print(name)
+    return EXIT_OK
+
+
+def _http_password(args: argparse.Namespace, data_dir: Path) -> int:
+    from rembus.broker.http_passwords import HttpPasswords
+
+    name = args.password_name
+    passwords = HttpPasswords(data_dir)
+    if args.remove:
+        passwords.set(name, None)
+        print(f"{name} has no HTTP password")
+        return EXIT_OK
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass(f"HTTP password of {name}: ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        print("rembus: empty password", file=sys.stderr)
+        return EXIT_FAILURE
+    passwords.set(name, secret)
+    print(f"HTTP password of {name} set")
     return EXIT_OK
 
 

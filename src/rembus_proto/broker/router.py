@@ -320,6 +320,20 @@ class Router:
                 self._effects.emit(NeedKey(conn, decision.name))
                 return
 
+    def vouch(self, conn: Connection, msg_id: bytes, name: str, now: float) -> None:
+        """Log ``conn`` in as ``name``: the driver checked its credentials itself (the
+        HTTP API's passwords). It then counts as logged in with a key (admin rights,
+        private topics). The answer to ``msg_id`` says whether the name was bound."""
+        self._effects.now = now
+        conn.learn_generation(msg_id)
+        name = normalize_name(name)
+        problem = check_name(name, self.config.names) if name else "empty cid"
+        error = problem or self._sessions.identity_error(conn, name)
+        if error is not None:
+            self._effects.reply(conn, msg_id, Status.GENERIC_ERROR, error)
+            return
+        self._apply(conn, Bind(msg_id, name, login=True))
+
     def _hold(self, conn: Connection, frames: list[bytes]) -> None:
         held = conn.held
         assert held is not None
