@@ -21,12 +21,16 @@ from typing import Any
 #: Real seconds the loop may wait for a thread when nothing at all is scheduled;
 #: beyond it the loop is stuck, and running it raises :class:`Stalled`.
 STALL_LIMIT = 60.0
+#: Virtual seconds a loop may run by default: time that runs on and on means the test
+#: waits for something that never comes (periodic timers would otherwise spin forever).
+MAX_TIME = 86_400.0
 #: Waiters of :meth:`VirtualClockLoop.idle` at once.
 MAX_IDLE_WAITERS = 10_000
 
 
 class Stalled(RuntimeError):
-    """Nothing is scheduled and nothing happened for :data:`STALL_LIMIT` real seconds."""
+    """Nothing is scheduled and nothing happened for :data:`STALL_LIMIT` real seconds, or
+    virtual time went past the loop's ``max_time``."""
 
 
 class _JumpingSelector(selectors.BaseSelector):
@@ -72,8 +76,11 @@ class _JumpingSelector(selectors.BaseSelector):
 class VirtualClockLoop(asyncio.SelectorEventLoop):
     """A selector event loop on virtual time (see the module docstring)."""
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, max_time: float = MAX_TIME) -> None:
+        """Virtual time starts at ``start``; running the loop raises :class:`Stalled` once
+        it would pass ``start + max_time``."""
         self._virtual_now = float(start)
+        self._end = float(start) + max_time
         self._idle_waiters: deque[asyncio.Future[None]] = deque()
         super().__init__(_JumpingSelector(self))
 
@@ -99,4 +106,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return woke
 
     def _jump(self, seconds: float) -> None:
-        self._virtual_now += seconds
+        now = self._virtual_now + seconds
+        if now > self._end:
+            raise Stalled(f"virtual time would pass {self._end:g} s (max_time): the test waits "
+                          "for something that does not come")
+        self._virtual_now = now

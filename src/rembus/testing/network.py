@@ -11,7 +11,7 @@ from rembus.client.aio import Component
 from rembus.client.options import make_options
 from rembus.client.url import parse
 from rembus.testing.broker import MemoryBroker
-from rembus.testing.clock import VirtualClockLoop
+from rembus.testing.clock import MAX_TIME, VirtualClockLoop
 from rembus.testing.link import Link
 from rembus_proto.broker import RouterConfig
 
@@ -39,12 +39,13 @@ class Network:
     Components are the async driver's :class:`~rembus.client.aio.Component`
     over in-memory links: the same API, timeouts, QoS resends and reconnects,
     with every delay on virtual time. ``seed`` makes the reconnect jitter
-    reproducible.
+    reproducible; ``config`` configures the broker; a run that lets more than
+    ``max_time`` virtual seconds pass raises :class:`~rembus.testing.Stalled`.
     """
 
     def __init__(self, *, config: RouterConfig | None = None, seed: int = 0,
-                 start: float = 0.0) -> None:
-        self.loop = VirtualClockLoop(start)
+                 start: float = 0.0, max_time: float = MAX_TIME) -> None:
+        self.loop = VirtualClockLoop(start, max_time)
         self.broker = MemoryBroker(self.loop, config)
         self._random = random.Random(seed)
         self._links: dict[int, Link] = {}
