@@ -17,6 +17,7 @@ import rembus_proto as rp
 from rembus.errors import RembusTimeout
 from rembus.testing import Network, Stalled, VirtualClockLoop
 from rembus.testing import strategies as rst
+from rembus_proto.broker import RouterConfig
 from rembus_proto.topics import check_name, check_topic, is_pattern
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -118,6 +119,32 @@ async def test_retroactive_delivery_across_a_broker_restart(rembus_network: Netw
     await net.advance(10)
     assert sub.is_connected
     assert inbox.got == ["while away", "after restart"]
+
+
+def test_retention_runs_on_virtual_time() -> None:
+    net = Network(config=RouterConfig(retention_max_age=3600, prune_interval=60))
+
+    async def main() -> list[Any]:
+        pub = await net.component("pub")
+        sub = await net.component("sub")
+        inbox = Inbox()
+        await sub.subscribe(inbox, retroactive=True, topic="t")
+        link = net.link(sub)
+        link.refuse()
+        link.cut()
+        await pub.publish("t", "old", qos=1)
+        await net.advance(3000)
+        await pub.publish("t", "recent", qos=1)
+        await net.advance(700)  # "old" is now past 3600 s and a pruning pass ran
+        link.refuse(False)
+        await net.advance(10)
+        assert sub.is_connected
+        return inbox.got
+
+    try:
+        assert net.run(main()) == ["recent"]
+    finally:
+        net.shutdown()
 
 
 async def test_duplicate_delay_drop_and_reorder(rembus_network: Network) -> None:
