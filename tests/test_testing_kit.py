@@ -17,6 +17,7 @@ import rembus_proto as rp
 from rembus.errors import RembusTimeout
 from rembus.testing import Network, Stalled, VirtualClockLoop
 from rembus.testing import strategies as rst
+from rembus.testing.link import HIGH_WATER
 from rembus_proto.broker import RouterConfig
 from rembus_proto.topics import check_name, check_topic, is_pattern
 
@@ -195,6 +196,21 @@ async def test_heal_removes_persistent_faults(rembus_network: Network) -> None:
     await pub.publish("t", "healed")
     await net.settle()
     assert inbox.got == ["healed"]
+
+
+async def test_a_publisher_that_never_yields_is_held_back(rembus_network: Network) -> None:
+    net = rembus_network
+    pub = await net.component("pub")
+    sub = await net.component("sub")
+    inbox = Inbox()
+    await sub.subscribe(inbox, topic="t")
+    backlog = 0
+    for i in range(3 * HIGH_WATER):
+        await pub.publish("t", i)
+        backlog = max(backlog, net.broker.backlog())
+    await net.settle()
+    assert backlog <= HIGH_WATER
+    assert inbox.got == list(range(3 * HIGH_WATER))
 
 
 def test_a_network_runs_only_on_its_loop() -> None:

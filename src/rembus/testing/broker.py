@@ -16,6 +16,7 @@ from rembus_proto import ProtocolError
 from rembus_proto.broker import (
     CLOSE_GOING_AWAY,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_SLOW_CONSUMER,
     Close,
     Connection,
     Router,
@@ -28,6 +29,8 @@ from rembus_proto.store import MemoryStore, Store
 
 #: Rounds of one turn in which the router may keep producing output (replays in batches).
 MAX_ROUNDS = 10_000
+#: Frames waiting for the next turn; one more closes the connection that sent it.
+MAX_INPUT = 100_000
 
 
 class MemoryBroker:
@@ -100,9 +103,17 @@ class MemoryBroker:
 
     def receive(self, conn: Connection, frame: bytes) -> None:
         """A whole frame from a component, handled at the next turn."""
-        if conn in self._pipes:
-            self._input.append((conn, frame))
-            self._schedule()
+        if conn not in self._pipes:
+            return
+        if len(self._input) >= MAX_INPUT:
+            self._close(conn, CLOSE_SLOW_CONSUMER, "too many messages waiting for the broker")
+            return
+        self._input.append((conn, frame))
+        self._schedule()
+
+    def backlog(self) -> int:
+        """Frames received and not handled yet."""
+        return len(self._input)
 
     def detach(self, conn: Connection) -> None:
         """A connection ended on the component's side."""

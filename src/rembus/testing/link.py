@@ -17,6 +17,7 @@ from rembus.client.transport import Transport
 from rembus.client.url import ComponentURL
 from rembus.errors import overwritten
 from rembus_proto import Message, decode
+from rembus_proto.broker import CLOSE_SLOW_CONSUMER
 
 if TYPE_CHECKING:
     from rembus_proto.broker import Connection
@@ -29,7 +30,8 @@ Match = type[Message] | tuple[type[Message], ...] | Callable[[Message], bool] | 
 MAX_INBOX = 100_000
 #: Faults set on a link at once.
 MAX_FAULTS = 1_000
-CLOSE_SLOW_CONSUMER = 1008
+#: Frames waiting for the broker above which a component's ``drain()`` lets the broker run.
+HIGH_WATER = 1_000
 
 
 class BrokerSide(Protocol):
@@ -45,6 +47,9 @@ class BrokerSide(Protocol):
 
     def detach(self, conn: Connection) -> None:
         """The component closed its connection, or the link was cut."""
+
+    def backlog(self) -> int:
+        """Frames received and not handled yet."""
 
 
 @dataclass
@@ -185,6 +190,10 @@ class Pipe:
         self.open = True
         self.conn = broker.attach(self)
 
+    def broker_backlog(self) -> int:
+        """Frames the broker has not handled yet."""
+        return self._broker.backlog()
+
     def send_up(self, frame: bytes) -> None:
         """A frame written by the component."""
         self._link._pass(self, "up", frame)
@@ -253,7 +262,9 @@ class MemoryTransport(Transport):
         return frames
 
     async def drain(self) -> None:
-        return None
+        # Like a full socket buffer: a writer that never yields lets the broker catch up.
+        while self._error is None and self._pipe.broker_backlog() > HIGH_WATER:
+            await asyncio.sleep(0)
 
     async def close(self) -> None:
         self._pipe.close(None, "closed by the component")
