@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 import rembus_proto as rp
 from rembus.errors import RembusTimeout
@@ -252,6 +252,27 @@ def test_strategies_draw_what_a_broker_accepts(name: str, topic: str, pattern: s
 @given(rst.messages())
 def test_strategy_messages_round_trip(message: rp.Message) -> None:
     assert rp.decode(rp.encode(message)) == message
+
+
+@given(rst.dataframes())
+@settings(max_examples=20, deadline=None)
+def test_dataframes_cross_the_network(table: Any) -> None:
+    net = Network()
+
+    async def main() -> Any:
+        pub = await net.component("pub")
+        sub = await net.component("sub")
+        inbox = Inbox()
+        await sub.subscribe(inbox, topic="frames")
+        await pub.publish("frames", table)
+        await net.settle()
+        return inbox.got
+
+    try:
+        got = net.run(main())
+    finally:
+        net.shutdown()
+    assert len(got) == 1 and got[0].equals(table)
 
 
 PLUGIN_USER = '''

@@ -86,6 +86,22 @@ def payloads(value: st.SearchStrategy[Any] | None = None) -> st.SearchStrategy[P
     return (values() if value is None else value).map(Payload.of)
 
 
+def dataframes(max_rows: int = 5) -> st.SearchStrategy[Any]:
+    """pyarrow Tables of integer, float and text columns, as components send them
+    (DataFrames travel as CBOR tag 80); needs ``pyarrow`` (``rembus[dataframe]``)."""
+    import pyarrow as pa
+
+    def table(n: int) -> st.SearchStrategy[Any]:
+        def column(elements: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+            return st.lists(elements, min_size=n, max_size=n)
+
+        return st.builds(lambda i, f, s: pa.table({"i": i, "f": f, "s": s}),
+                         column(st.integers(-(2**63), 2**63 - 1)),
+                         column(st.floats(allow_nan=False)), column(st.text(max_size=8)))
+
+    return st.integers(0, max_rows).flatmap(table)
+
+
 def message_ids() -> st.SearchStrategy[bytes]:
     """Message ids: 8 or 16 bytes as components make them, or any short byte string."""
     return st.one_of(st.binary(min_size=8, max_size=8), st.binary(min_size=16, max_size=16),
@@ -119,5 +135,5 @@ def messages(*, topic: st.SearchStrategy[str] | None = None,
     )
 
 
-__all__ = ["PUB_FLAGS", "REFUSED_CATEGORIES", "message_ids", "messages", "names", "patterns",
-           "payloads", "scalars", "topics", "values"]
+__all__ = ["PUB_FLAGS", "REFUSED_CATEGORIES", "dataframes", "message_ids", "messages",
+           "names", "patterns", "payloads", "scalars", "topics", "values"]
