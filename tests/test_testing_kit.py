@@ -213,6 +213,29 @@ async def test_a_publisher_that_never_yields_is_held_back(rembus_network: Networ
     assert inbox.got == list(range(3 * HIGH_WATER))
 
 
+def test_shutdown_cancels_the_tasks_left() -> None:
+    net = Network()
+    cancelled: list[bool] = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def main() -> asyncio.Task[None]:
+        await net.component("c")
+        task = asyncio.ensure_future(forever())
+        await net.settle()
+        return task
+
+    task = net.run(main())
+    net.shutdown()
+    assert task.cancelled() and cancelled == [True]
+    assert net.loop.is_closed()
+
+
 def test_a_network_runs_only_on_its_loop() -> None:
     net = Network()
     try:

@@ -125,13 +125,19 @@ class Network:
         await asyncio.gather(*(c.close() for c in components), return_exceptions=True)
 
     def shutdown(self) -> None:
-        """Close the components, stop the broker and close the loop (the network ends)."""
+        """Close the components, stop the broker, cancel the tasks left and close the loop
+        (the network ends)."""
         loop = self.loop
         if loop.is_closed():
             return
         try:
             loop.run_until_complete(self.close())
             self.broker.stop()
+            left = asyncio.all_tasks(loop)  # tasks of the test itself, still waiting
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
