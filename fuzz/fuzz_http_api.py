@@ -24,8 +24,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     sys.exit("atheris is not installed: python -m pip install -e '.[fuzz]'")
 
 with atheris.instrument_imports():
-    from rembus_proto.security_port import MemorySecurity
-
     from rembus_proto import ProtocolError, Response, decode
     from rembus_proto.broker import CLOSE_INTERNAL_ERROR, Close, NeedKey, Router, RouterConfig
     from rembus_proto.broker.http_routes import (
@@ -42,6 +40,7 @@ with atheris.instrument_imports():
     )
     from rembus_proto.errors import EncodeError
     from rembus_proto.messages import Identity
+    from rembus_proto.security_port import MemorySecurity
     from rembus_proto.store import MemoryStore
 
 _WORDS = ["admin", "rpc", "subscribe", "unsubscribe", "expose", "unexpose", "private_topic",

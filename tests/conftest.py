@@ -14,6 +14,10 @@ from behaviour_drivers import BrokerProcess
 if TYPE_CHECKING:
     from nats_cluster import NatsCluster
 
+# Also registered by the package's pytest11 entry point once installed; by this
+# name pytest loads it once either way.
+pytest_plugins = ["rembus.testing.plugin"]
+
 
 @pytest.fixture
 def broker_process(tmp_path: Path) -> Iterator[BrokerProcess]:

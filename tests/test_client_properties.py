@@ -19,6 +19,7 @@ from hypothesis.stateful import (
 )
 
 from client_helpers import SeqIds, response
+from rembus.testing import strategies as rst
 from rembus_proto import (
     CONFIG_TOPIC,
     CONNECTION_ID,
@@ -63,11 +64,8 @@ GOLDEN_FRAMES = [bytes.fromhex(v["hex"]) for k, v in GOLDEN.items()
                  if not k.startswith(("tcp_", "signed_"))]
 
 TOPICS = st.sampled_from(["a", "b", "f", CONFIG_TOPIC])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                    st.floats(allow_nan=False), st.text(max_size=8), st.binary(max_size=8))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
-    max_leaves=8)
+SCALARS = rst.scalars(max_size=8)
+VALUES = rst.values(scalar=SCALARS, max_leaves=8, max_size=3)
 STATUSES = st.sampled_from([0] * 8 + [10, 11, 40, 42, 47, 60, 1000])
 
 REQUEST_END = (RequestCompleted, RequestTimedOut, RequestAborted)

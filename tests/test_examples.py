@@ -69,3 +69,15 @@ def test_retroactive_subscriber_gets_what_it_missed(env: dict[str, str]) -> None
     run("publish_async.py", env)  # published while the subscriber is away
     out = run("subscribe_retroactive.py", env, "4")
     assert out.count("kitchen:") == 4 and "22.1" in out
+
+
+def test_testing_examples_pass() -> None:
+    """examples/testing is a test suite of its own, on rembus.testing's virtual clock."""
+    src = str(EXAMPLES.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(EXAMPLES / "testing")], cwd=EXAMPLES.parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " passed" in done.stdout and "failed" not in done.stdout

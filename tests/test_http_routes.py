@@ -9,7 +9,6 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
-from rembus_proto.security_port import MemorySecurity
 
 from rembus.broker.http_passwords import (
     MAX_FAILURES,
@@ -34,6 +33,7 @@ from rembus_proto.broker.http_routes import (
     request_frame,
 )
 from rembus_proto.messages import Admin, Pub, Rpc
+from rembus_proto.security_port import MemorySecurity
 from rembus_proto.store import MemoryStore
 
 PASSWORDS = {"boss": "b", "alice": "a"}

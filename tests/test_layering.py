@@ -2,8 +2,10 @@
 
 ``rembus_proto`` (the sans-IO core) imports nothing from ``rembus``; client
 drivers never import the broker or the command line; the broker never imports
-client drivers; nothing imports the command line but itself; module-level
-imports (``TYPE_CHECKING`` blocks included) form no cycle anywhere in ``src``.
+client drivers; the test kit (client drivers over the broker core) imports
+neither the broker server nor the command line, and neither imports it;
+nothing imports the command line but itself; module-level imports
+(``TYPE_CHECKING`` blocks included) form no cycle anywhere in ``src``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 #: package prefix -> prefixes it must never import
 FORBIDDEN = {
     "rembus_proto": ("rembus",),
-    "rembus.client": ("rembus.broker", "rembus.cli"),
-    "rembus.broker": ("rembus.client", "rembus.cli"),
+    "rembus.client": ("rembus.broker", "rembus.cli", "rembus.testing"),
+    "rembus.broker": ("rembus.client", "rembus.cli", "rembus.testing"),
+    "rembus.testing": ("rembus.broker", "rembus.cli"),
     "rembus.security": ("rembus.broker", "rembus.cli"),
 }
 

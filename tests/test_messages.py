@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rembus_proto as rp
+from rembus.testing import strategies as rst
 from rembus_proto import (
     NO_DATA,
     Ack,
@@ -224,31 +225,8 @@ def test_encode_rejects_bad_fields_with_clear_errors() -> None:
 
 # -- property tests ---------------------------------------------------------
 
-ids = st.one_of(st.binary(min_size=8, max_size=8), st.binary(min_size=16, max_size=16),
-                st.binary(max_size=40))
 texts = st.text(max_size=40)
-cbor_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False) | st.text(max_size=20) | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=5),
-    max_leaves=20,
-)
-payloads = cbor_values.map(Payload.of)
-messages = st.one_of(
-    st.builds(Identity, ids, texts, st.none() | st.dictionaries(texts, st.integers(0, 65535))),
-    st.builds(Pub, texts, payloads, st.none(), st.just(0)),
-    st.builds(Pub, texts, payloads, ids, st.sampled_from([0x10, 0x30, 0x40, 0x50, 0x70])),
-    st.builds(Rpc, ids, texts, payloads, st.none() | texts),
-    st.builds(Admin, ids, texts, st.dictionaries(texts, cbor_values, max_size=4)),
-    st.builds(Response, ids, st.integers(0, 255), payloads),
-    st.builds(Ack, ids),
-    st.builds(Ack2, ids),
-    st.builds(Unregister, ids, st.none() | texts),
-    st.builds(Register, ids, texts, texts, st.binary(max_size=64),
-              st.none() | st.integers(0, 2**64 - 1)),
-    st.builds(Attestation, ids, texts, st.binary(max_size=64), st.none() | st.just({})),
-)
+messages = rst.messages(topic=texts, name=texts)
 
 
 @given(messages)

@@ -15,13 +15,12 @@ import logging
 import time
 from typing import Protocol
 
-from rembus_proto.security_port import Security
-
 from rembus_proto.broker import Connection, Router
 from rembus_proto.broker import http_routes as routes
 from rembus_proto.broker.http_routes import HttpAnswer, Login, Route
 from rembus_proto.errors import EncodeError, ProtocolError
 from rembus_proto.messages import Identity, Response, decode
+from rembus_proto.security_port import Security
 from rembus_proto.wsevents import HttpRequest
 
 log = logging.getLogger("rembus.broker")

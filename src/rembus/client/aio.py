@@ -27,7 +27,7 @@ from rembus.client.handlers import (
     response_for_result,
 )
 from rembus.client.options import Options, make_options
-from rembus.client.transport import Transport, open_transport
+from rembus.client.transport import Opener, Transport, open_transport
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import ConnectionOverwritten, RembusConnectionClosed, RembusError
 from rembus.errors import LoginFailed as LoginFailedError
@@ -43,9 +43,15 @@ _FLUSH_EVERY = 64
 class Component(EventDispatcher, ComponentBase):
     """A connected Rembus component (create it with :func:`component`)."""
 
-    def __init__(self, url: ComponentURL, options: Options) -> None:
+    def __init__(self, url: ComponentURL, options: Options, *, opener: Opener = open_transport,
+                 jitter: Callable[[], float] = random.random) -> None:
+        """``opener`` makes the transport of each connection attempt (a WebSocket by
+        default; ``rembus.testing`` passes an in-memory one) and ``jitter`` spreads the
+        reconnect delays (see :class:`~rembus_proto.Backoff`)."""
         super().__init__(url, options)
         self._loop = asyncio.get_running_loop()
+        self._opener = opener
+        self._jitter = jitter
         lifetime.track(self, self._loop)
         self._transport: Transport | None = None
         self._futures: dict[int, asyncio.Future[Any]] = {}
@@ -62,6 +68,8 @@ class Component(EventDispatcher, ComponentBase):
         self._settled: asyncio.Future[None] | None = None
 
     def _now(self) -> float:
+        # The one clock of the component: every deadline, timer and sleep of this
+        # driver runs on the event loop's time, so a loop with virtual time drives it all.
         return self._loop.time()
 
     def __repr__(self) -> str:
@@ -80,20 +88,20 @@ class Component(EventDispatcher, ComponentBase):
             raise
 
     async def _open_transport(self) -> None:
-        transport = await open_transport(self.url, self.options)
+        transport = await self._opener(self.url, self.options)
         self._transport = transport
-        self.conn.connect(self._loop.time())
+        self.conn.connect(self._now())
         self._process()
 
     async def _run(self) -> None:
         options = self.options
-        backoff = Backoff(options.reconnect_initial, options.reconnect_max, random.random)
+        backoff = Backoff(options.reconnect_initial, options.reconnect_max, self._jitter)
         while not self._closing:
             transport = self._transport
             if transport is not None:
                 await self._read_loop(transport)
                 self._transport = None
-                self.conn.connection_lost(self._loop.time())
+                self.conn.connection_lost(self._now())
                 self._process()
                 await transport.close()
             if self._closing or not self.options.reconnect or self._failure is not None:
@@ -111,7 +119,7 @@ class Component(EventDispatcher, ComponentBase):
         try:
             while True:
                 frames = await transport.recv_many()
-                now = self._loop.time()
+                now = self._now()
                 conn = self.conn
                 for frame in frames:
                     conn.receive_message(frame, now)
@@ -375,7 +383,7 @@ class Component(EventDispatcher, ComponentBase):
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.conn.handle_timer(self._loop.time())
+        self.conn.handle_timer(self._now())
         self._process()
 
     def _on_connected(self) -> None:

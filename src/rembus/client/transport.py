@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from rembus.client.options import Options
@@ -59,6 +60,10 @@ class NativeTransport(Transport):
 
     async def close(self) -> None:
         await self._wire.close(self._close_timeout)
+
+
+#: Makes the transport of one connection attempt of a component.
+Opener = Callable[[ComponentURL, Options], Awaitable[Transport]]
 
 
 def default_ssl_context() -> ssl.SSLContext:
