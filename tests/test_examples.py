@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from broker_process import BrokerProcess, Process
+import rembus.sync
+from broker_process import WAIT, BrokerProcess, Process
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -69,3 +71,23 @@ def test_retroactive_subscriber_gets_what_it_missed(env: dict[str, str]) -> None
     run("publish_async.py", env)  # published while the subscriber is away
     out = run("subscribe_retroactive.py", env, "4")
     assert out.count("kitchen:") == 4 and "22.1" in out
+
+
+def test_embed_selectors_serves_and_receives_from_its_own_loop(env: dict[str, str]) -> None:
+    heartbeats = threading.Event()
+    cmd = [sys.executable, str(EXAMPLES / "embed_selectors.py"), "3"]
+    with Process(cmd, env) as embedded:
+        embedded.wait_for("ready")
+        probe = rembus.sync.component(f"{env['REMBUS_BASE_URL']}/embed_probe")
+        try:
+            probe.subscribe(lambda beat: heartbeats.set(), topic="heartbeat")
+            assert probe.rpc("add", 1, 2) == 3
+            assert heartbeats.wait(WAIT), "no heartbeat from the application's own timer"
+            for value in (21.5, 21.7, 22.0):
+                probe.publish("temperature", "kitchen", value, qos=1)
+            assert embedded.wait_exit() == 0
+        finally:
+            probe.close()
+    out = "".join(embedded.output) + embedded.rest()
+    assert "kitchen: 21.5" in out and "kitchen: 22.0" in out
+    assert "done after 3 messages" in out
