@@ -76,9 +76,11 @@ def test_retroactive_subscriber_gets_what_it_missed(env: dict[str, str]) -> None
     assert out.count("kitchen:") == 4 and "22.1" in out
 
 
-def test_embed_selectors_serves_and_receives_from_its_own_loop(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("example", ["embed_selectors.py", "embed_trio.py"])
+def test_embedded_component_serves_and_receives_next_to_its_own_timer(
+        env: dict[str, str], example: str) -> None:
     heartbeats = threading.Event()
-    cmd = [sys.executable, str(EXAMPLES / "embed_selectors.py"), "3"]
+    cmd = [sys.executable, str(EXAMPLES / example), "3"]
     with Process(cmd, env) as embedded:
         embedded.wait_for("ready")
         probe = rembus.sync.component(f"{env['REMBUS_BASE_URL']}/embed_probe")
