@@ -444,10 +444,12 @@ class Session:
 
 
 @contextlib.contextmanager
-def in_process_broker() -> Iterator[str]:
-    """A broker on 127.0.0.1 (any free port) on a thread of its own; yields its URL."""
+def in_process_broker(**config: Any) -> Iterator[str]:
+    """A broker on 127.0.0.1 (any free port) on a thread of its own; yields its URL.
+
+    ``config``: more fields of :class:`BrokerConfig` (``ssl_context=``, ...)."""
     loop = LoopThread()
-    broker = Broker(BrokerConfig(host="127.0.0.1", port=0))
+    broker = Broker(BrokerConfig(host="127.0.0.1", port=0, **config))
     try:
         loop.run(broker.start())
         yield broker.url

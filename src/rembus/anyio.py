@@ -219,9 +219,10 @@ class Component(EventDispatcher, ComponentBase):
         """Serve the connection; after a loss reconnect (with backoff) until closed."""
         options = self.options
         backoff = Backoff(options.reconnect_initial, options.reconnect_max, random.random)
-        while not self._closing:
+        while True:
             stream, session = self._stream, self._session
-            if stream is not None and session is not None:
+            if stream is not None and session is not None:  # served even while closing:
+                # close() waits for the reader to see the broker's close frame
                 async with anyio.create_task_group() as connection:
                     connection.start_soon(self._writer, stream)
                     await self._reader(stream, session)
