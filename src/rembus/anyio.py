@@ -95,7 +95,8 @@ class Component(EventDispatcher, ComponentBase):
         self._backlog: list[Any] = []  # events of a session already dropped
         self._out = bytearray()
         self._output = anyio.Event()  # set: output waits for the writer
-        self._drained = anyio.Event()  # set: the writer took the output
+        self._drained = anyio.Event()  # set: the writer wrote all the output
+        self._sending = False  # the writer is writing
         self._rearm = anyio.Event()  # set: the deadline of the timer changed
         self._armed: float | None = None
         self._waiters: dict[int, _Waiter] = {}
@@ -279,6 +280,7 @@ class Component(EventDispatcher, ComponentBase):
                 await self._output.wait()
                 continue
             data, self._out = bytes(self._out), bytearray()
+            self._sending = True
             try:
                 await stream.send(data)
             except _STREAM_ERRORS as exc:
@@ -286,6 +288,8 @@ class Component(EventDispatcher, ComponentBase):
                 log.debug("%s: write failed: %s", self.url, exc)
                 await _close_quietly(stream)
                 return
+            finally:
+                self._sending = False
 
     async def _timer(self) -> None:
         """Fire the core's timers (request timeouts, QoS resends, keepalive) when due."""
@@ -456,7 +460,7 @@ class Component(EventDispatcher, ComponentBase):
 
     async def _written(self) -> None:
         """Wait until the writer took all the output."""
-        while self._out and self._stream is not None:
+        while (self._out or self._sending) and self._stream is not None:
             self._drained = anyio.Event()
             await self._drained.wait()
 
