@@ -494,7 +494,10 @@ class Component(EventDispatcher, ComponentBase):
         settled = self._settled
         if settled is not None and not self._undelivered():
             settled.set()
-        if (self._session or self.conn).next_deadline() != self._armed:
+        deadline = (self._session or self.conn).next_deadline()
+        armed = self._armed
+        # Only an earlier deadline wakes the timer; a later one is seen when it fires.
+        if deadline is not None and (armed is None or deadline < armed):
             self._rearm.set()
 
     def _resolve(self, handle: int, value: Any, error: BaseException | None) -> None:
