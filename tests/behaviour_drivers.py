@@ -9,7 +9,9 @@ drives it underneath:
 * ``sync``: :mod:`rembus.sync` components, called directly;
 * ``blocking``: :mod:`rembus.blocking` components, each pumped by a small
   selector loop of its own (``fileno``/``want_write``/``next_deadline`` +
-  ``process(0)``) that takes turns with the test through a lock.
+  ``process(0)``) that takes turns with the test through a lock;
+* ``trio``: :mod:`rembus.anyio` components on trio, which a helper thread runs
+  (an anyio blocking portal); each component's ``async with`` block is entered there.
 
 The few handler kinds that differ by nature between drivers (one that waits
 for an Event, one that calls back into its own component) are made by the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -33,12 +36,17 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
 import rembus
+import rembus.anyio
 import rembus.blocking
 import rembus.sync
 from rembus.broker.server import Broker, BrokerConfig
 
-DRIVERS = ("async", "sync", "blocking", "httpx")
+DRIVERS = ("async", "sync", "blocking", "httpx", "trio")
 #: A safety net against hangs, never a timing threshold: waits end on events.
 WAIT = 30.0
 
@@ -317,6 +325,64 @@ class BlockingFace(Face):
         self._do("expose", lambda *args: comp.rpc(method, *args), topic=topic)
 
 
+class AnyioFace(Face):
+    """A :mod:`rembus.anyio` component whose ``async with`` block a portal thread holds."""
+
+    driver = "trio"
+
+    def __init__(self, portal: anyio.from_thread.BlockingPortal, url: str | None,
+                 options: dict[str, Any]) -> None:
+        self.portal = portal
+        self._block = portal.wrap_async_context_manager(rembus.anyio.component(url, **options))
+        self.comp = self._block.__enter__()
+        self._open = True
+
+    def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self.portal.call(functools.partial(getattr(self.comp, method), *args, **kwargs))
+
+    def close(self, timeout: float | None = None) -> int:
+        dropped = self.portal.call(self.comp.close, timeout)
+        if self._open:
+            self._open = False
+            self._block.__exit__(None, None, None)
+        return int(dropped)
+
+    def start_rpc(self, method: str, *args: Any) -> Callable[[], Any]:
+        future = self.portal.start_task_soon(functools.partial(self.comp.rpc, method, *args))
+        return lambda: future.result(WAIT)
+
+    def rpc_many(self, method: str, calls: list[tuple[Any, ...]]) -> list[Any]:
+        comp = self.comp
+
+        async def gather() -> list[Any]:
+            results: list[Any] = [None] * len(calls)
+
+            async def one(i: int, args: tuple[Any, ...]) -> None:
+                results[i] = await comp.rpc(method, *args)
+
+            async with anyio.create_task_group() as tasks:
+                for i, args in enumerate(calls):
+                    tasks.start_soon(one, i, args)
+            return results
+
+        return self.portal.call(gather)
+
+    def expose_waiting(self, topic: str, release: threading.Event) -> None:
+        async def waiting(*args: Any) -> str:
+            await anyio.to_thread.run_sync(release.wait, abandon_on_cancel=True)
+            return "released"
+
+        self._do("expose", waiting, topic=topic)
+
+    def expose_calling(self, topic: str, method: str) -> None:
+        comp = self.comp
+
+        async def calling(*args: Any) -> Any:
+            return await comp.rpc(method, *args)
+
+        self._do("expose", calling, topic=topic)
+
+
 def _in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
     pool = concurrent.futures.ThreadPoolExecutor(1)
     future = pool.submit(fn)
@@ -335,6 +401,10 @@ class Session:
         self.url = url
         self.faces: list[Face] = []
         self._loop = LoopThread() if driver in ("async", "httpx") else None
+        self._portal_block = (anyio.from_thread.start_blocking_portal("trio")
+                              if driver == "trio" else None)
+        self._portal = (self._portal_block.__enter__()
+                        if self._portal_block is not None else None)
 
     def component(self, name: str | None = None, **options: Any) -> Face:
         """A component named ``name`` (anonymous when ``None``) at the session's broker."""
@@ -355,6 +425,8 @@ class Session:
             return AioFace(self._loop, comp, self.driver)
         if self.driver == "sync":
             return SyncFace(rembus.sync.component(url, **options))
+        if self._portal is not None:
+            return AnyioFace(self._portal, url, options)
         return BlockingFace(rembus.blocking.component(url, **options))
 
     def close(self) -> None:
@@ -364,16 +436,20 @@ class Session:
         self.faces.clear()
         if self._loop is not None:
             self._loop.stop()
+        if self._portal_block is not None:
+            self._portal_block.__exit__(None, None, None)
 
 
 # -- brokers ------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def in_process_broker() -> Iterator[str]:
-    """A broker on 127.0.0.1 (any free port) on a thread of its own; yields its URL."""
+def in_process_broker(**config: Any) -> Iterator[str]:
+    """A broker on 127.0.0.1 (any free port) on a thread of its own; yields its URL.
+
+    ``config``: more fields of :class:`BrokerConfig` (``ssl_context=``, ...)."""
     loop = LoopThread()
-    broker = Broker(BrokerConfig(host="127.0.0.1", port=0))
+    broker = Broker(BrokerConfig(host="127.0.0.1", port=0, **config))
     try:
         loop.run(broker.start())
         yield broker.url

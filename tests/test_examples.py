@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import select
+import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from broker_process import BrokerProcess, Process
+import rembus.sync
+from broker_process import WAIT, BrokerProcess, Process
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -81,3 +86,70 @@ def test_testing_examples_pass() -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+@pytest.mark.parametrize("example", ["embed_selectors.py", "embed_trio.py"])
+def test_embedded_component_serves_and_receives_next_to_its_own_timer(
+        env: dict[str, str], example: str) -> None:
+    heartbeats = threading.Event()
+    cmd = [sys.executable, str(EXAMPLES / example), "3"]
+    with Process(cmd, env) as embedded:
+        embedded.wait_for("ready")
+        probe = rembus.sync.component(f"{env['REMBUS_BASE_URL']}/embed_probe")
+        try:
+            probe.subscribe(lambda beat: heartbeats.set(), topic="heartbeat")
+            assert probe.rpc("add", 1, 2) == 3
+            assert heartbeats.wait(WAIT), "no heartbeat from the application's own timer"
+            for value in (21.5, 21.7, 22.0):
+                probe.publish("temperature", "kitchen", value, qos=1)
+            assert embedded.wait_exit() == 0
+        finally:
+            probe.close()
+    out = "".join(embedded.output) + embedded.rest()
+    assert "kitchen: 21.5" in out and "kitchen: 22.0" in out
+    assert "done after 3 messages" in out
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    """A virtual X display (``Xvfb`` on a free display number), stopped at the end."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed: the Tkinter example needs an X display")
+    if importlib.util.find_spec("tkinter") is None:
+        pytest.skip("tkinter is not installed")
+    read_end, write_end = os.pipe()
+    try:
+        # -displayfd: Xvfb picks a free display number and writes it once it is ready.
+        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-nolisten", "tcp"],
+                                pass_fds=(write_end,), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], WAIT)
+            number = os.read(read_end, 64).decode().strip() if ready else ""
+            assert number.isdigit(), "Xvfb did not report its display number"
+            yield f":{number}"
+        finally:
+            xvfb.terminate()
+            xvfb.wait(WAIT)
+    finally:
+        os.close(read_end)
+
+
+def test_embed_tkinter_handles_messages_and_rpcs_in_the_tk_loop(
+        env: dict[str, str], display: str) -> None:
+    cmd = [sys.executable, str(EXAMPLES / "embed_tkinter.py"), "2"]
+    with Process(cmd, {**env, "DISPLAY": display}) as embedded:
+        embedded.wait_for("ready")
+        probe = rembus.sync.component(f"{env['REMBUS_BASE_URL']}/tk_probe")
+        try:
+            assert probe.rpc("add", 20, 22) == 42
+            probe.publish("temperature", "hall", 19.5, qos=1)
+            probe.publish("temperature", "attic", 25.0, qos=1)
+            assert embedded.wait_exit() == 0
+        finally:
+            probe.close()
+    out = "".join(embedded.output) + embedded.rest()
+    assert "add(20, 22)" in out
+    assert "hall: 19.5" in out and "attic: 25.0" in out
+    assert "done after 2 messages" in out

@@ -36,7 +36,7 @@ from broker_process import WAIT, BrokerProcess
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
 SKIP_MARK = "<!-- readme-test: skip -->"
-SKIPPED: set[str] = set()  # headings of the blocks marked as not runnable alone
+SKIPPED = {"Tkinter"}  # headings of the blocks marked as not runnable alone
 SERVES_MARK = re.compile(r"<!-- readme-test: serves (\w+) (\[.*\]) (.+) -->\s*$")
 
 

@@ -112,6 +112,32 @@ def test_handler_errors_reach_the_caller(url: str) -> None:
             client.rpc("boom", "nope")
 
 
+def test_handlers_that_exit_keep_their_threads(url: str) -> None:
+    """``sys.exit()`` in a handler fails that call only: the threads serve the next ones."""
+    got = Collector()
+
+    def note(value: str) -> None:
+        if value == "exit":
+            raise SystemExit(1)
+        got(value)
+
+    def leave(value: str) -> str:
+        if value == "exit":
+            raise SystemExit(1)
+        return value
+
+    with rembus.sync.component(url + "/exiting", workers=1) as server, \
+            rembus.sync.component(url) as client:
+        server.subscribe(note, topic="note")
+        server.expose(leave)
+        with pytest.raises(rembus.sync.MethodException, match="SystemExit"):
+            client.rpc("leave", "exit")
+        assert client.rpc("leave", "stay") == "stay"
+        client.publish("note", "exit", qos=1)
+        client.publish("note", "after", qos=1)
+        assert got.wait_for(1) == ["after"]
+
+
 def test_close_is_idempotent_and_ends_the_threads(url: str) -> None:
     comp = rembus.sync.component(url + "/threads", workers=4)
     comp.expose(lambda: 1, topic="one")

@@ -98,7 +98,7 @@ class OrderedLane:
             fn, args = item
             try:
                 fn(*args)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: log it, keep the thread
                 log.error("subscriber %s raised %r", getattr(fn, "__name__", fn), exc,
                           exc_info=exc)
             if self._want_room and self._room is not None:

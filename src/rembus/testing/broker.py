@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from rembus_proto.security_port import MemorySecurity, Security
-
 from rembus.testing.link import Pipe
 from rembus_proto import ProtocolError
 from rembus_proto.broker import (
@@ -26,6 +24,7 @@ from rembus_proto.broker import (
     ShutdownRequested,
     answer_requests,
 )
+from rembus_proto.security_port import MemorySecurity, Security
 from rembus_proto.store import MemoryStore, Store
 
 #: Rounds of one turn in which the router may keep producing output (replays in batches).
