@@ -37,7 +37,7 @@ import anyio
 import anyio.abc
 
 from rembus import errors
-from rembus.client.base import ComponentBase
+from rembus.client.async_commands import AsyncCommands
 from rembus.client.dataframes import PLAIN_TYPES
 from rembus.client.dispatch import EventDispatcher
 from rembus.client.handlers import (
@@ -85,7 +85,7 @@ class _Waiter:
         self.error: BaseException | None = None
 
 
-class Component(EventDispatcher, ComponentBase):
+class Component(EventDispatcher, AsyncCommands):
     """A component on anyio (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options) -> None:
@@ -393,57 +393,10 @@ class Component(EventDispatcher, ComponentBase):
         except TimeoutError:
             raise self._publish_timeout(topic) from None
 
-    async def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call ``method`` through the broker and return its result."""
-        return await self._wait(self._rpc_handle(method, args, None, timeout))
-
-    async def direct(self, target: str, method: str, *args: Any,
-                     timeout: float | None = None) -> Any:
-        """Call ``method`` on the component named ``target``."""
-        return await self._wait(self._rpc_handle(method, args, target, timeout))
-
-    async def subscribe(self, fn: Handler, retroactive: bool = False, *,
-                        topic: str | None = None) -> None:
-        """Call ``fn(*args)`` for every message on ``topic`` (default: ``fn.__name__``).
-
-        As :meth:`rembus.Component.subscribe`: delivery starts at once unless
-        :meth:`unreactive` was called.
-        """
-        await self._admin(self._subscribe_handle(fn, retroactive, topic))
-        if self._wants_reactive():
-            await self.reactive()
-
-    async def unsubscribe(self, fn_or_topic: Handler | str) -> None:
-        """Stop receiving a topic."""
-        await self._admin(self._unsubscribe_handle(fn_or_topic))
-
-    async def expose(self, fn: Handler, *, topic: str | None = None) -> None:
-        """Serve RPC calls of ``topic`` (default: ``fn.__name__``) with ``fn``."""
-        await self._admin(self._expose_handle(fn, topic))
-
-    async def unexpose(self, fn_or_topic: Handler | str) -> None:
-        """Stop serving a method."""
-        await self._admin(self._unexpose_handle(fn_or_topic))
-
-    async def reactive(self) -> None:
-        """Start (or resume) receiving publications, stored ones first."""
-        await self._admin(self._reactive_handle(True))
-
-    async def unreactive(self) -> None:
-        """Pause the delivery of publications (the broker stores them for later)."""
-        await self._admin(self._reactive_handle(False))
-
-    async def admin(self, topic: str, command: dict[str, Any]) -> Any:
-        """Send a broker admin command and return its answer (see ``rembus.Component.admin``)."""
-        return await self._wait(self._admin_handle(topic, command))
-
     # -- waiting -------------------------------------------------------------
 
-    async def _admin(self, handle: int | None) -> None:
-        if handle is None:
-            self._process()
-        else:
-            await self._wait(handle)
+    def _write_queued(self) -> None:
+        self._process()
 
     async def _wait(self, handle: int) -> Any:
         """Write the request of ``handle`` and wait for its outcome."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rembus.client import lifetime
-from rembus.client.base import ComponentBase
+from rembus.client.async_commands import AsyncCommands
 from rembus.client.dataframes import PLAIN_TYPES
 from rembus.client.dispatch import EventDispatcher
 from rembus.client.handlers import (
@@ -40,7 +40,7 @@ log = logging.getLogger("rembus")
 _FLUSH_EVERY = 64
 
 
-class Component(EventDispatcher, ComponentBase):
+class Component(EventDispatcher, AsyncCommands):
     """A connected Rembus component (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options, *, opener: Opener = open_transport,
@@ -266,69 +266,10 @@ class Component(EventDispatcher, ComponentBase):
         else:
             self._schedule_flush()
 
-    async def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call ``method`` through the broker and return its result."""
-        return await self._call(method, args, None, timeout)
-
-    async def direct(self, target: str, method: str, *args: Any,
-                     timeout: float | None = None) -> Any:
-        """Call ``method`` on the component named ``target``."""
-        return await self._call(method, args, target, timeout)
-
-    async def subscribe(self, fn: Handler, retroactive: bool = False, *,
-                        topic: str | None = None) -> None:
-        """Call ``fn(*args)`` for every message on ``topic`` (default: ``fn.__name__``).
-
-        With ``retroactive=True`` a named component also gets, when it comes
-        back, what was published while it was away. Delivery starts at once
-        (the component turns reactive) unless :meth:`unreactive` was called;
-        messages that arrive for topics subscribed later are held for them
-        (``Options.max_held_messages``) and handed over here, in order.
-        """
-        await self._admin(self._subscribe_handle(fn, retroactive, topic))
-        if self._wants_reactive():
-            await self.reactive()
-
-    async def unsubscribe(self, fn_or_topic: Handler | str) -> None:
-        """Stop receiving a topic."""
-        await self._admin(self._unsubscribe_handle(fn_or_topic))
-
-    async def expose(self, fn: Handler, *, topic: str | None = None) -> None:
-        """Serve RPC calls of ``topic`` (default: ``fn.__name__``) with ``fn``."""
-        await self._admin(self._expose_handle(fn, topic))
-
-    async def unexpose(self, fn_or_topic: Handler | str) -> None:
-        """Stop serving a method."""
-        await self._admin(self._unexpose_handle(fn_or_topic))
-
-    async def reactive(self) -> None:
-        """Start (or resume) receiving publications, stored ones first."""
-        await self._admin(self._reactive_handle(True))
-
-    async def unreactive(self) -> None:
-        """Pause the delivery of publications (the broker stores them for later)."""
-        await self._admin(self._reactive_handle(False))
-
-    async def admin(self, topic: str, command: dict[str, Any]) -> Any:
-        """Send a broker admin command and return its answer.
-
-        E.g. ``admin("secret", {"cmd": "private_topic"})``,
-        ``admin("secret", {"cmd": "authorize", "cid": "alice"})`` or
-        ``admin("__config__", {"cmd": "private_topics_config"})``.
-        """
-        return await self._wait(self._admin_handle(topic, command))
-
     # -- internals -----------------------------------------------------------
 
-    async def _call(self, method: str, args: tuple[Any, ...], target: str | None,
-                    timeout: float | None) -> Any:
-        return await self._wait(self._rpc_handle(method, args, target, timeout))
-
-    async def _admin(self, handle: int | None) -> None:
-        if handle is None:
-            self._schedule_flush()  # no answer to wait for; still write what was queued
-        else:
-            await self._wait(handle)
+    def _write_queued(self) -> None:
+        self._schedule_flush()
 
     async def _wait(self, handle: int) -> Any:
         return await self._track(handle)
