@@ -118,8 +118,8 @@ class Component(EventDispatcher, AsyncCommands):
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def _open(self) -> None:
-        """Connect and log in (before the component's tasks run)."""
+    async def open(self) -> None:
+        """Connect and log in, before :meth:`serve` (done by :func:`component`)."""
         await self._connect()
         try:
             while not self._connected:
@@ -136,10 +136,11 @@ class Component(EventDispatcher, AsyncCommands):
             self._finish()
             raise
 
-    async def _serve(self, *,
+    async def serve(self, *,
                      task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                      ) -> None:
-        """Run the component's tasks (connection, timer, async handlers) until closed."""
+        """Run the component's tasks (connection, timer, async handlers) until closed
+        (started by :func:`component`)."""
         with self._scope:
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
@@ -552,9 +553,9 @@ async def component(url: str | None = None, **options: Any) -> AsyncIterator[Com
     it refuses the name. The component is closed when the block ends.
     """
     comp = Component(parse(url), make_options(options))
-    await comp._open()
+    await comp.open()
     async with anyio.create_task_group() as tasks:
-        await tasks.start(comp._serve)
+        await tasks.start(comp.serve)
         try:
             yield comp
         finally:

@@ -61,7 +61,7 @@ class _JumpingSelector(selectors.BaseSelector):
         if ready or timeout == 0:
             return ready
         # Nothing can run now: the loop is idle at this instant.
-        if self._loop._wake_idle():
+        if self._loop.wake_idle():
             return []
         if timeout is None:
             ready = self._real.select(STALL_LIMIT)
@@ -69,7 +69,7 @@ class _JumpingSelector(selectors.BaseSelector):
                 raise Stalled(f"nothing is scheduled and nothing happened in {STALL_LIMIT:g} s: "
                               "every task waits for something that cannot come")
             return ready
-        self._loop._jump(timeout)
+        self._loop.jump(timeout)
         return []
 
 
@@ -96,7 +96,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._idle_waiters.append(future)
         return future
 
-    def _wake_idle(self) -> bool:
+    def wake_idle(self) -> bool:
         woke = False
         while self._idle_waiters:
             future = self._idle_waiters.popleft()
@@ -105,7 +105,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
                 woke = True
         return woke
 
-    def _jump(self, seconds: float) -> None:
+    def jump(self, seconds: float) -> None:
         now = self._virtual_now + seconds
         if now > self._end:
             raise Stalled(f"virtual time would pass {self._end:g} s (max_time): the test waits "

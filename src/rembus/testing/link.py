@@ -135,7 +135,7 @@ class Link:
             raise ValueError(f"more than {MAX_FAULTS} faults on one link")
         self._faults.append(fault)
 
-    def _pass(self, pipe: Pipe, direction: Direction, frame: bytes) -> None:
+    def pass_frame(self, pipe: Pipe, direction: Direction, frame: bytes) -> None:
         """Carry ``frame`` through the faults of ``direction``."""
         for fault in self._faults:
             if fault.direction != direction or not fault.matches(frame):
@@ -172,7 +172,7 @@ class Link:
         self.connections += 1
         return pipe.transport
 
-    def _ended(self, pipe: Pipe) -> None:
+    def ended(self, pipe: Pipe) -> None:
         if self.pipe is pipe:
             self.pipe = None
         for fault in self._faults:
@@ -196,11 +196,11 @@ class Pipe:
 
     def send_up(self, frame: bytes) -> None:
         """A frame written by the component."""
-        self._link._pass(self, "up", frame)
+        self._link.pass_frame(self, "up", frame)
 
     def send_down(self, frame: bytes) -> None:
         """A frame written by the broker."""
-        self._link._pass(self, "down", frame)
+        self._link.pass_frame(self, "down", frame)
 
     def forward(self, direction: Direction, frame: bytes) -> None:
         """Hand ``frame`` to the other end, if the connection is still open."""
@@ -217,7 +217,7 @@ class Pipe:
             return
         self.open = False
         self.transport.end(code, reason)
-        self._link._ended(self)
+        self._link.ended(self)
         if not by_broker:
             self._broker.detach(self.conn)
 
