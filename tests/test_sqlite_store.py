@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rembus.broker import sqlite_store
+from rembus.broker import sqlite_schema, sqlite_store
 from rembus.broker.sqlite_store import SCHEMA_VERSION, SQLiteStore, StoreError
 from rembus_proto.broker import RouterConfig
 from rembus_proto.store import MemoryStore, Pruned, StoredMessage, TwinRecord, TwinUpdate
@@ -383,27 +383,27 @@ def test_creates_the_directory_and_a_wal_database(tmp_path: Path) -> None:
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        assert db.execute("PRAGMA application_id").fetchone() == (sqlite_store.APPLICATION_ID,)
+        assert db.execute("PRAGMA application_id").fetchone() == (sqlite_schema.APPLICATION_ID,)
     finally:
         db.close()
 
 
 @pytest.mark.parametrize(("sql", "args", "access"), [
     *((sql.format(columns), args, access)
-      for columns in (sqlite_store._COLUMNS, sqlite_store._SIZES)
+      for columns in (sqlite_schema.COLUMNS, sqlite_schema.SIZES)
       for sql, args, access in (
-          (sqlite_store._REPLAY_ALL, (0, 10), "INTEGER PRIMARY KEY (rowid>?)"),
-          (sqlite_store._REPLAY_TOPIC, ("t1", 0, 10),
+          (sqlite_schema.REPLAY_ALL, (0, 10), "INTEGER PRIMARY KEY (rowid>?)"),
+          (sqlite_schema.REPLAY_TOPIC, ("t1", 0, 10),
            "INDEX messages_topic_seq (topic=? AND seq>?)"),
-          (sqlite_store._replay_in(columns, 3), (0, "a", "b", "c", 10),
+          (sqlite_schema.replay_in(columns, 3), (0, "a", "b", "c", 10),
            "INTEGER PRIMARY KEY (rowid>?)"))),
-    (sqlite_store._COUNT_OLD, (5,), "INDEX messages_recv_ns (recv_ns<?)"),
-    (sqlite_store._DELETE_OLD, (5,), "INDEX messages_recv_ns (recv_ns<?)"),
-    (sqlite_store._NTH_OLDEST, ("t1", 3), "INDEX messages_topic_seq (topic=?)"),
-    (sqlite_store._DELETE_OLDEST, ("t1", 30), "INDEX messages_topic_seq (topic=? AND seq<?)"),
-    (sqlite_store._BYTES_OLDEST, ("t1", 30), "INDEX messages_topic_seq (topic=? AND seq<?)"),
-    (sqlite_store._OLDEST_OF_TOPIC, ("t1",), "INDEX messages_topic_seq (topic=?)"),
-    (sqlite_store._DELETE_UP_TO, (30,), "INTEGER PRIMARY KEY (rowid<?)"),
+    (sqlite_schema.COUNT_OLD, (5,), "INDEX messages_recv_ns (recv_ns<?)"),
+    (sqlite_schema.DELETE_OLD, (5,), "INDEX messages_recv_ns (recv_ns<?)"),
+    (sqlite_schema.NTH_OLDEST, ("t1", 3), "INDEX messages_topic_seq (topic=?)"),
+    (sqlite_schema.DELETE_OLDEST, ("t1", 30), "INDEX messages_topic_seq (topic=? AND seq<?)"),
+    (sqlite_schema.BYTES_OLDEST, ("t1", 30), "INDEX messages_topic_seq (topic=? AND seq<?)"),
+    (sqlite_schema.OLDEST_OF_TOPIC, ("t1",), "INDEX messages_topic_seq (topic=?)"),
+    (sqlite_schema.DELETE_UP_TO, (30,), "INTEGER PRIMARY KEY (rowid<?)"),
 ])
 def test_queries_search_an_index(sql: str, args: tuple[Any, ...], access: str) -> None:
     with SQLiteStore(":memory:") as store:
@@ -412,7 +412,7 @@ def test_queries_search_an_index(sql: str, args: tuple[Any, ...], access: str) -
         store.commit()
         plan = [row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, args)]
     assert plan[0].startswith("SEARCH messages USING") and plan[0].endswith(access), plan
-    assert sql == sqlite_store._COUNT_OLD or len(plan) == 1, plan  # no sort of the matches
+    assert sql == sqlite_schema.COUNT_OLD or len(plan) == 1, plan  # no sort of the matches
 
 
 def test_reopening_keeps_everything(tmp_path: Path) -> None:
@@ -717,7 +717,7 @@ def test_a_store_of_schema_version_2_keeps_its_twins(tmp_path: Path) -> None:
         '"exposed":["f","e","g"],"mark":5,"done_above":[7,9],"since":{"news":3,"c":4}}',))
     db.execute("INSERT INTO twins VALUES ('bob', ?)", (
         '{"subscriptions":{},"exposed":[],"mark":0,"done_above":[],"since":{}}',))
-    db.execute(f"PRAGMA application_id = {sqlite_store.APPLICATION_ID}")
+    db.execute(f"PRAGMA application_id = {sqlite_schema.APPLICATION_ID}")
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import os
 import sqlite3
 from collections.abc import Collection
@@ -32,79 +31,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from rembus.broker import sqlite_schema as schema
+from rembus.broker.sqlite_schema import SCHEMA_VERSION
 from rembus_proto.store import Pruned, StoredMessage, TwinRecord, TwinUpdate
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreError"]
-
-#: Stored in ``PRAGMA application_id`` to recognise our databases ("RMBS").
-APPLICATION_ID = 0x524D4253
-
-# One entry per schema version: the statements that migrate version i to i + 1.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
-        # payload last: the other columns then stay off the overflow pages
-        "CREATE TABLE messages (seq INTEGER PRIMARY KEY, recv_ns INTEGER NOT NULL,"
-        " topic TEXT NOT NULL, flags INTEGER NOT NULL, msg_id BLOB,"
-        " publisher TEXT NOT NULL, payload BLOB NOT NULL)",
-        "CREATE INDEX messages_topic_seq ON messages (topic, seq)",
-        "CREATE INDEX messages_recv_ns ON messages (recv_ns)",
-        "CREATE TABLE twins (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
-        "INSERT INTO meta (key, value) VALUES ('last_seq', 0)",
-    ),
-    (
-        # QoS2 ids received from named publishers and not released yet, in arrival order
-        "CREATE TABLE qos2 (publisher TEXT NOT NULL, msg_id BLOB NOT NULL,"
-        " UNIQUE (publisher, msg_id))",
-    ),
-    (
-        # A twin's subscriptions and exposures are rows of their own: a change writes one
-        # row, not the whole twin. ``twins.record`` keeps the delivery progress (mark and
-        # done_above). Rowid order is the order of the changes.
-        "CREATE TABLE twin_subs (name TEXT NOT NULL, topic TEXT NOT NULL,"
-        " msg_from REAL NOT NULL, UNIQUE (name, topic))",
-        "CREATE TABLE twin_since (name TEXT NOT NULL, topic TEXT NOT NULL,"
-        " seq INTEGER NOT NULL, UNIQUE (name, topic))",
-        "CREATE TABLE twin_exposed (name TEXT NOT NULL, topic TEXT NOT NULL,"
-        " UNIQUE (name, topic))",
-        # JSON has no infinity: version 2 wrote it as the string "inf"
-        "INSERT INTO twin_subs (name, topic, msg_from) SELECT t.name, j.key,"
-        " CASE WHEN j.type IN ('integer', 'real') THEN j.value WHEN j.value = 'inf' THEN 9e999"
-        " WHEN j.value = '-inf' THEN -9e999 ELSE 0.0 END"
-        " FROM twins t, json_each(t.record, '$.subscriptions') j ORDER BY t.name, j.id",
-        "INSERT INTO twin_since (name, topic, seq) SELECT t.name, j.key, j.value"
-        " FROM twins t, json_each(t.record, '$.since') j ORDER BY t.name, j.id",
-        "INSERT INTO twin_exposed (name, topic) SELECT t.name, j.value"
-        " FROM twins t, json_each(t.record, '$.exposed') j ORDER BY t.name, j.id",
-        "UPDATE twins SET record = json_object('mark', json_extract(record, '$.mark'),"
-        " 'done_above', json(json_extract(record, '$.done_above')))",
-    ),
-)
-_CHILDREN = ("twin_subs", "twin_since", "twin_exposed")
-
-#: The schema version this module writes (``PRAGMA user_version``).
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-_INSERT = ("INSERT INTO messages (seq, recv_ns, topic, flags, msg_id, publisher, payload)"
-           " VALUES (?, ?, ?, ?, ?, ?, ?)")
-_COLUMNS = "seq, recv_ns, topic, flags, msg_id, payload, publisher"  # StoredMessage order
-_SIZES = "seq, length(payload)"  # what a byte-bounded replay looks at first
-_REPLAY_ALL = "SELECT {} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?"
-_REPLAY_TOPIC = "SELECT {} FROM messages WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?"
-# Prune touches only what it deletes (plus the per-topic counts kept in memory).
-# Left alone, the planner walks the whole topic index to group without sorting.
-_COUNT_OLD = ("SELECT topic, count(*), sum(length(payload)) FROM messages"
-              " INDEXED BY messages_recv_ns WHERE recv_ns < ? GROUP BY topic")
-_DELETE_OLD = "DELETE FROM messages WHERE recv_ns < ?"
-_NTH_OLDEST = "SELECT seq FROM messages WHERE topic = ? ORDER BY seq LIMIT 1 OFFSET ?"
-_DELETE_OLDEST = "DELETE FROM messages WHERE topic = ? AND seq <= ?"
-_BYTES_OLDEST = ("SELECT count(*), sum(length(payload)) FROM messages"
-                 " WHERE topic = ? AND seq <= ?")
-_OLDEST_OF_TOPIC = "SELECT seq, length(payload) FROM messages WHERE topic = ? ORDER BY seq"
-_OLDEST = "SELECT seq, topic, length(payload) FROM messages ORDER BY seq"
-_DELETE_UP_TO = "DELETE FROM messages WHERE seq <= ?"
 
 # Up to this many topics, replay walks the (topic, seq) index once per topic and
 # merges: cost ~ topics + limit whatever the archive holds. A single
@@ -150,8 +81,9 @@ class SQLiteStore:
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
         mode = synchronous.upper()
-        if mode not in _SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        if mode not in schema.SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {schema.SYNCHRONOUS}, "
+                             f"not {synchronous!r}")
         self.path = os.fspath(path)
         """The database file (or ``":memory:"``)."""
         self._rows: list[tuple[Any, ...]] = []
@@ -213,7 +145,7 @@ class SQLiteStore:
         """Stage an insert or replace of ``twin`` (a snapshot is taken now)."""
         self._check_open()
         self._twin_ops.pop(twin.name, None)  # staged last
-        self._twin_ops[twin.name] = _copy_twin(twin)
+        self._twin_ops[twin.name] = schema.copy_twin(twin)
         self._dirty = True
 
     def update_twin(self, update: TwinUpdate) -> None:
@@ -303,9 +235,9 @@ class SQLiteStore:
         try:
             self._flush_rows()
             if max_bytes is not None:
-                sizes = self._replay_rows(_SIZES, after_seq, topics, limit)
+                sizes = self._replay_rows(schema.SIZES, after_seq, topics, limit)
                 limit = _fitting([size for _, size in sizes], max_bytes)
-            rows = self._replay_rows(_COLUMNS, after_seq, topics, limit)
+            rows = self._replay_rows(schema.COLUMNS, after_seq, topics, limit)
         except sqlite3.Error as exc:
             raise self._fail(exc, "read") from exc
         return list(starmap(StoredMessage, rows))
@@ -390,7 +322,7 @@ class SQLiteStore:
         db = self._db
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if app_id != APPLICATION_ID and (app_id != 0 or version != 0 or db.execute(
+        if app_id != schema.APPLICATION_ID and (app_id != 0 or version != 0 or db.execute(
                 "SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None):
             raise StoreError(
                 f"{self.path!r} is a SQLite database of another application, not a Rembus"
@@ -407,10 +339,10 @@ class SQLiteStore:
         if version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for step in _MIGRATIONS[version:]:
+                for step in schema.MIGRATIONS[version:]:
                     for statement in step:
                         db.execute(statement)
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
@@ -448,7 +380,7 @@ class SQLiteStore:
         rows = self._rows
         if rows:
             self._begin()
-            self._db.executemany(_INSERT, rows)
+            self._db.executemany(schema.INSERT, rows)
             rows.clear()
 
     def _flush(self) -> None:
@@ -469,16 +401,16 @@ class SQLiteStore:
         updates = [op for op in ops.values() if isinstance(op, TwinUpdate)]
         deleted = [(name,) for name, op in ops.items() if op is None]
         if gone:
-            for table in _CHILDREN:
+            for table in schema.CHILDREN:
                 db.executemany(f"DELETE FROM {table} WHERE name = ?", gone)
         if deleted:
             db.executemany("DELETE FROM twins WHERE name = ?", deleted)
             db.executemany("DELETE FROM qos2 WHERE publisher = ?", deleted)
         db.executemany("INSERT OR REPLACE INTO twins (name, record) VALUES (?, ?)",
-                       [(twin.name, _encode_progress(twin.mark, twin.done_above))
+                       [(twin.name, schema.encode_progress(twin.mark, twin.done_above))
                         for twin in whole])
         db.executemany("UPDATE twins SET record = ? WHERE name = ?",
-                       [(_encode_progress(u.mark, u.done_above), u.name) for u in updates])
+                       [(schema.encode_progress(u.mark, u.done_above), u.name) for u in updates])
         subs: list[tuple[str, str, float | None]] = [
             (twin.name, topic, msg_from) for twin in whole
             for topic, msg_from in twin.subscriptions.items()]
@@ -490,8 +422,8 @@ class SQLiteStore:
             subs.extend((u.name, topic, msg_from) for topic, msg_from in u.subscriptions.items())
             since.extend((u.name, topic, seq) for topic, seq in u.since.items())
             exposed.extend((u.name, topic, present) for topic, present in u.exposed.items())
-        _write_rows(db, "twin_subs", "msg_from", subs)
-        _write_rows(db, "twin_since", "seq", since)
+        schema.write_rows(db, "twin_subs", "msg_from", subs)
+        schema.write_rows(db, "twin_since", "seq", since)
         db.executemany("DELETE FROM twin_exposed WHERE name = ? AND topic = ?",
                        [(name, topic) for name, topic, _ in exposed])
         db.executemany("INSERT INTO twin_exposed (name, topic) VALUES (?, ?)",
@@ -538,7 +470,8 @@ class SQLiteStore:
         if limit <= 0:
             return []
         if topics is None:
-            return self._db.execute(_REPLAY_ALL.format(columns), (after_seq, limit)).fetchall()
+            statement = schema.REPLAY_ALL.format(columns)
+            return self._db.execute(statement, (after_seq, limit)).fetchall()
         return self._replay_topics(columns, after_seq, list(dict.fromkeys(topics)), limit)
 
     def _replay_topics(self, columns: str, after_seq: int, topics: list[str],
@@ -546,7 +479,7 @@ class SQLiteStore:
         db = self._db
         if not topics:
             return []
-        one_topic = _REPLAY_TOPIC.format(columns)
+        one_topic = schema.REPLAY_TOPIC.format(columns)
         if len(topics) == 1:
             return db.execute(one_topic, (topics[0], after_seq, limit)).fetchall()
         if len(topics) <= _MERGE_MAX:
@@ -555,7 +488,7 @@ class SQLiteStore:
             cursors = []
             for start in range(0, len(topics), _IN_CHUNK):
                 chunk = topics[start:start + _IN_CHUNK]
-                cursors.append(db.execute(_replay_in(columns, len(chunk)),
+                cursors.append(db.execute(schema.replay_in(columns, len(chunk)),
                                           (after_seq, *chunk, limit)))
         try:
             # seqs are unique, so tuples never compare beyond their first item
@@ -583,18 +516,18 @@ class SQLiteStore:
             self._total_bytes = 0
         else:
             dropped = 0
-            old = db.execute(_COUNT_OLD, (min_recv_ns,)).fetchall()
+            old = db.execute(schema.COUNT_OLD, (min_recv_ns,)).fetchall()
             if old:
-                dropped += db.execute(_DELETE_OLD, (min_recv_ns,)).rowcount
+                dropped += db.execute(schema.DELETE_OLD, (min_recv_ns,)).rowcount
                 for topic, gone, size in old:
                     self._discount(topic, gone, size)
                     report.append(Pruned(topic, gone, "age"))
             for topic, count in [(t, n) for t, n in counts.items() if n > max_per_topic]:
                 excess = count - max_per_topic
                 # the excess-th oldest message of the topic is the last one to go
-                (boundary,) = db.execute(_NTH_OLDEST, (topic, excess - 1)).fetchone()
-                _, size = db.execute(_BYTES_OLDEST, (topic, boundary)).fetchone()
-                dropped += db.execute(_DELETE_OLDEST, (topic, boundary)).rowcount
+                (boundary,) = db.execute(schema.NTH_OLDEST, (topic, excess - 1)).fetchone()
+                _, size = db.execute(schema.BYTES_OLDEST, (topic, boundary)).fetchone()
+                dropped += db.execute(schema.DELETE_OLDEST, (topic, boundary)).rowcount
                 self._discount(topic, excess, size)
                 report.append(Pruned(topic, excess, "count"))
             if max_topic_bytes is not None:
@@ -610,12 +543,12 @@ class SQLiteStore:
         dropped = 0
         for topic, size in [(t, b) for t, b in self._bytes.items() if b > budget]:
             gone = freed = boundary = 0
-            with contextlib.closing(self._db.execute(_OLDEST_OF_TOPIC, (topic,))) as oldest:
+            with contextlib.closing(self._db.execute(schema.OLDEST_OF_TOPIC, (topic,))) as oldest:
                 for seq, length in oldest:
                     if size - freed <= budget:
                         break
                     gone, freed, boundary = gone + 1, freed + length, seq
-            self._db.execute(_DELETE_OLDEST, (topic, boundary))
+            self._db.execute(schema.DELETE_OLDEST, (topic, boundary))
             self._discount(topic, gone, freed)
             report.append(Pruned(topic, gone, "bytes"))
             dropped += gone
@@ -625,7 +558,7 @@ class SQLiteStore:
         """The oldest messages of all while they add up to more than ``budget`` bytes."""
         gone: dict[str, list[int]] = {}
         freed = boundary = 0
-        with contextlib.closing(self._db.execute(_OLDEST)) as oldest:
+        with contextlib.closing(self._db.execute(schema.OLDEST)) as oldest:
             for seq, topic, length in oldest:
                 if self._total_bytes - freed <= budget:
                     break
@@ -634,7 +567,7 @@ class SQLiteStore:
                 counted[1] += length
                 freed += length
                 boundary = seq
-        self._db.execute(_DELETE_UP_TO, (boundary,))
+        self._db.execute(schema.DELETE_UP_TO, (boundary,))
         for topic, (count, size) in sorted(gone.items()):
             self._discount(topic, count, size)
             report.append(Pruned(topic, count, "total"))
@@ -647,7 +580,7 @@ class SQLiteStore:
 
     def _decode_twin(self, name: str, record: str) -> TwinRecord:
         try:
-            return _decode_twin(name, record)
+            return schema.decode_twin(name, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StoreError(
                 f"the twin {name!r} in the store {self.path!r} cannot be read ({exc}):"
@@ -671,12 +604,6 @@ class SQLiteStore:
         return StoreError(f"{message}; {hint}" if hint else message)
 
 
-def _replay_in(columns: str, count: int) -> str:
-    marks = ", ".join("?" * count)
-    return (f"SELECT {columns} FROM messages WHERE seq > ? AND +topic IN ({marks})"
-            " ORDER BY seq LIMIT ?")
-
-
 def _fitting(sizes: list[int], budget: int) -> int:
     """How many of the first ``sizes`` add up to at most ``budget`` (one at least)."""
     total = 0
@@ -693,29 +620,3 @@ def _discount(counts: dict[str, int], topic: str, gone: int) -> None:
         counts[topic] = left
     else:
         counts.pop(topic, None)
-
-
-def _write_rows(db: sqlite3.Connection, table: str, column: str,
-                rows: list[tuple[str, str, Any]]) -> None:
-    """Insert or change the (name, topic) rows whose value is set, delete the others."""
-    db.executemany(f"INSERT INTO {table} (name, topic, {column}) VALUES (?, ?, ?)"
-                   f" ON CONFLICT (name, topic) DO UPDATE SET {column} = excluded.{column}",
-                   [row for row in rows if row[2] is not None])
-    db.executemany(f"DELETE FROM {table} WHERE name = ? AND topic = ?",
-                   [(name, topic) for name, topic, value in rows if value is None])
-
-
-def _copy_twin(twin: TwinRecord) -> TwinRecord:
-    return TwinRecord(twin.name, dict(twin.subscriptions), list(twin.exposed), twin.mark,
-                      list(twin.done_above), dict(twin.since))
-
-
-def _encode_progress(mark: int, done_above: list[int]) -> str:
-    return json.dumps({"mark": mark, "done_above": done_above}, separators=(",", ":"))
-
-
-def _decode_twin(name: str, record: str) -> TwinRecord:
-    """The twin's progress; its subscriptions and exposures are rows of their own."""
-    data = json.loads(record)
-    return TwinRecord(name, mark=int(data["mark"]),
-                      done_above=[int(s) for s in data["done_above"]])
