@@ -85,6 +85,7 @@ DELETE_UP_TO = "DELETE FROM messages WHERE seq <= ?"
 
 
 def replay_in(columns: str, count: int) -> str:
+    """A replay of ``count`` topics scanned in seq order."""
     marks = ", ".join("?" * count)
     return (f"SELECT {columns} FROM messages WHERE seq > ? AND +topic IN ({marks})"
             " ORDER BY seq LIMIT ?")
@@ -101,11 +102,13 @@ def write_rows(db: sqlite3.Connection, table: str, column: str,
 
 
 def copy_twin(twin: TwinRecord) -> TwinRecord:
+    """A copy of ``twin`` that later changes to it do not reach."""
     return TwinRecord(twin.name, dict(twin.subscriptions), list(twin.exposed), twin.mark,
                       list(twin.done_above), dict(twin.since))
 
 
 def encode_progress(mark: int, done_above: list[int]) -> str:
+    """The ``twins.record`` text of a twin's delivery progress."""
     return json.dumps({"mark": mark, "done_above": done_above}, separators=(",", ":"))
 
 

@@ -97,6 +97,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return future
 
     def wake_idle(self) -> bool:
+        """Wake what waits for the loop to be idle; true if something was woken."""
         woke = False
         while self._idle_waiters:
             future = self._idle_waiters.popleft()
@@ -106,6 +107,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return woke
 
     def jump(self, seconds: float) -> None:
+        """Move the virtual clock ``seconds`` ahead."""
         now = self._virtual_now + seconds
         if now > self._end:
             raise Stalled(f"virtual time would pass {self._end:g} s (max_time): the test waits "

@@ -173,6 +173,7 @@ class Link:
         return pipe.transport
 
     def ended(self, pipe: Pipe) -> None:
+        """``pipe`` has closed: forget it."""
         if self.pipe is pipe:
             self.pipe = None
         for fault in self._faults:
