@@ -1,5 +1,5 @@
 """Both transports refuse a message above Options.max_message_size the same way; the
-native one's socket layer (rembus.client.stream) writes large messages in slices."""
+native one's socket layer (rembus.writes) writes large messages in slices."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import rembus
 import rembus_proto as rp
 from rembus.broker.server import Broker, BrokerConfig
-from rembus.client.stream import WRITE_CHUNK
 from rembus.client.wire import Wire
+from rembus.writes import SLICE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,7 +61,7 @@ def test_messages_larger_than_a_write_chunk_arrive_whole_and_in_order_before_the
             await sub.recv()
             await sub.recv()
             pub = await Wire.open("127.0.0.1", broker.port)
-            sizes = [3 * WRITE_CHUNK + 5, 10, WRITE_CHUNK, 7 * WRITE_CHUNK // 2]
+            sizes = [3 * SLICE + 5, 10, SLICE, 7 * SLICE // 2]
             frames = [rp.Pub("t", rp.Payload.of([bytes([i]) * n])).encode()
                       for i, n in enumerate(sizes)]
             for frame in frames:

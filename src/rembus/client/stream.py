@@ -5,12 +5,7 @@ and copies it out again on each read; for a message of a MiB that is two
 extra copies (and a memory move) before the WebSocket layer sees a byte.
 :class:`Stream` hands the chunks over as they came, in a bounded queue.
 
-Writing has the mirror problem: the part of a large buffer that the socket
-does not take at once is sliced, appended to the transport's buffer, then
-moved as the socket takes more. A buffer larger than :data:`WRITE_CHUNK` is
-therefore handed to the transport one ``memoryview`` slice at a time, the
-next one when the transport's buffer is empty again: the socket sends
-straight from the caller's bytes and at most a chunk is ever copied.
+Writes go through a :class:`~rembus.writes.SlicedWriter`.
 """
 
 from __future__ import annotations
@@ -19,11 +14,13 @@ import asyncio
 import ssl
 from collections import deque
 
+from rembus.writes import SLICE, SlicedWriter
+
 #: Bytes received and not yet taken beyond which the socket is not read (back-pressure).
 READ_LIMIT = 2 << 20
 
-#: Largest piece of one write handed to the transport at once; also its high-water mark.
-WRITE_CHUNK = 256 * 1024
+#: Bytes written and not yet sent above which :meth:`Stream.drain` waits.
+WRITE_HIGH = SLICE
 
 
 class Stream(asyncio.Protocol):
@@ -38,10 +35,8 @@ class Stream(asyncio.Protocol):
         self._eof = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._writing_paused = False
+        self._writer: SlicedWriter | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._queued: deque[memoryview] = deque()  # slices not yet given to the transport
-        self._close_queued = False  # close() was called while slices were queued
         self._lost = self._loop.create_future()
 
     # -- asyncio callbacks -------------------------------------------------------
@@ -49,8 +44,8 @@ class Stream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        # Resumed only once empty: the next slice then goes straight to the socket.
-        transport.set_write_buffer_limits(WRITE_CHUNK, 0)
+        self._writer = SlicedWriter(transport, high=WRITE_HIGH, low=WRITE_HIGH // 4,
+                                    resume=self._drained)
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -71,7 +66,8 @@ class Stream(asyncio.Protocol):
         if exc is not None:
             self._error = exc
         self._wake()
-        self._queued.clear()
+        if self._writer is not None:
+            self._writer.lost()
         for waiter in self._drain_waiters:
             if not waiter.done():
                 if exc is None:
@@ -83,13 +79,14 @@ class Stream(asyncio.Protocol):
             self._lost.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        if self._writer is not None:
+            self._writer.transport_paused()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._push()
-        if self._writing_paused or self._queued:
-            return
+        if self._writer is not None:
+            self._writer.transport_resumed()
+
+    def _drained(self) -> None:
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -136,33 +133,14 @@ class Stream(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the socket (nothing happens once the connection is closing)."""
-        transport = self._transport
-        if transport is None or transport.is_closing() or self._close_queued:
-            return
-        if len(data) <= WRITE_CHUNK and not self._queued:
-            transport.write(data)
-            return
-        view = memoryview(data)
-        self._queued.extend(view[at : at + WRITE_CHUNK] for at in range(0, len(view), WRITE_CHUNK))
-        self._push()
-
-    def _push(self) -> None:
-        """Hand queued slices to the transport until it has a chunk's worth buffered."""
-        transport = self._transport
-        queued = self._queued
-        if transport is None:
-            return
-        while queued and not self._writing_paused and not transport.is_closing():
-            transport.write(queued.popleft())
-        if self._close_queued and not queued:
-            self._close_queued = False
-            transport.close()
+        if self._writer is not None:
+            self._writer.write(data)
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is above its high-water mark."""
         if self._lost.done():
             raise ConnectionResetError(f"connection lost: {self._error or 'closed'}")
-        if not self._writing_paused and not self._queued:
+        if self._writer is None or not self._writer.paused:
             return
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._drain_waiters.append(waiter)
@@ -170,15 +148,12 @@ class Stream(asyncio.Protocol):
 
     def is_closing(self) -> bool:
         """True once the connection is closing or closed."""
-        return (self._transport is None or self._transport.is_closing()
-                or self._close_queued)
+        return self._writer is None or self._writer.closing
 
     def close(self) -> None:
         """Close the connection (buffered output is still sent)."""
-        if self._queued:
-            self._close_queued = True
-        elif self._transport is not None:
-            self._transport.close()
+        if self._writer is not None:
+            self._writer.close()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
