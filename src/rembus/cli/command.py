@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rembus import logs
+from rembus import eventloop, logs
 from rembus.broker.datadir import DataDirBusy, DataDirLock
 from rembus.broker.memory import keep_freed_memory
 from rembus.broker.server import Broker, BrokerConfig
@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--keep-freed-mib", type=non_negative_int, default=64,
                         help="C heap memory kept for reuse after large messages, in MiB; "
                              "0 leaves the C library's default (default: %(default)s)")
+    broker.add_argument("--loop", choices=eventloop.LOOPS, default="auto",
+                        help="event loop: uvloop (the rembus[speed] extra), asyncio, or auto: "
+                             "uvloop when installed (default: %(default)s)")
     _add_router_limits(broker)
     logs.add_arguments(broker)
     cli_security.add_broker_arguments(broker)
@@ -239,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory(args.keep_freed_mib << 20)
         try:
             with DataDirLock(data_dir):
-                return asyncio.run(_run_broker(config, data_dir))
+                return eventloop.run(_run_broker(config, data_dir), args.loop)
+        except eventloop.LoopUnavailable as exc:
+            log.error("%s", exc)
+            return EXIT_FAILURE
         except DataDirBusy as exc:
             log.error("%s", exc)
             return EXIT_FAILURE

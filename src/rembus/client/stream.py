@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from typing import cast
 
 from rembus.writes import SLICE, SlicedWriter
 
@@ -42,8 +43,8 @@ class Stream(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports have the interface without the base class
+        self._transport = transport = cast(asyncio.Transport, transport)
         self._writer = SlicedWriter(transport, high=WRITE_HIGH, low=WRITE_HIGH // 4,
                                     resume=self._drained)
 
