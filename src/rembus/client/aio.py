@@ -408,16 +408,29 @@ class Component(EventDispatcher, ComponentBase):
         call = self._publication_call(event)
         if call is None:
             return
+        if event.msg_id is None:  # QoS0: nothing to acknowledge, no closure needed
+            handler, args = call
+            try:
+                result = handler(*args)
+            except Exception as exc:
+                self._subscriber_raised(event, exc)
+                return
+            if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
+                return
+            call = (_awaited, (result,))
 
         def report(_: Any, error: BaseException | None) -> None:
             if event.msg_id is not None:
                 self._delivered(event)
                 self._schedule_flush()
             if error is not None:
-                log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
-                          exc_info=error)
+                self._subscriber_raised(event, error)
 
         self._invoke(call[0], call[1], report)
+
+    def _subscriber_raised(self, event: PublicationReceived, error: BaseException) -> None:
+        log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
+                  exc_info=error)
 
     def _on_request(self, event: RequestReceived) -> None:
         handler, detail = exposer_call(self.registry, event, self.options.dataframe)
@@ -460,6 +473,11 @@ class Component(EventDispatcher, ComponentBase):
                     done(result, None)
         finally:
             self._room.set()
+
+
+def _awaited(awaitable: Awaitable[Any]) -> Awaitable[Any]:
+    """A handler whose result is ``awaitable``: :meth:`Component._invoke` awaits it."""
+    return awaitable
 
 
 async def component(url: str | None = None, **options: Any) -> Component:
