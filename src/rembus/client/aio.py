@@ -221,7 +221,8 @@ class Component(EventDispatcher, ComponentBase):
         handle = self._publish_handle(topic, args, qos)
         self._published()
         if handle is None:
-            await self.drain()
+            if not self._unflushed:  # only a write can fill the socket's buffer
+                await self.drain()
             return None
         future = self._track(handle)
         timer = self._loop.call_later(self.options.timeout, self._expire, handle, topic)
