@@ -7,7 +7,6 @@ in Cython; it is optional, and the standard loop is used without it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -31,7 +30,12 @@ def uses_uvloop(loop: str = "auto") -> bool:
         raise ValueError(f"the event loop is one of {', '.join(LOOPS)}, not {loop!r}")
     if loop == "asyncio":
         return False
-    installed = importlib.util.find_spec("uvloop") is not None
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        installed = False
+    else:
+        installed = True
     if loop == "uvloop" and not installed:
         raise LoopUnavailable("uvloop is not installed: pip install 'rembus[speed]'")
     return installed
