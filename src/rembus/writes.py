@@ -50,8 +50,9 @@ class SlicedWriter:
         self.paused = False
         """More than ``high`` bytes waited, and not yet ``low`` or fewer since."""
         # The transport calls back only when it has sent everything: the next slice
-        # then goes to the socket without being copied.
-        transport.set_write_buffer_limits(min(SLICE, high), 0)
+        # then goes to the socket without being copied. It pauses above ``low``, so
+        # that whenever more than ``low`` waits a callback is still to come.
+        transport.set_write_buffer_limits(min(SLICE, low), 0)
 
     @property
     def size(self) -> int:
