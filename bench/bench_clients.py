@@ -104,14 +104,15 @@ async def async_pubsub(url: str, subscribers: int, count: int, blob: bytes | Non
     return received / elapsed
 
 
-async def windowed(pub: rembus.Component, count: int, qos: int) -> None:
-    """Publish ``count`` messages at ``qos`` with ``WINDOW`` of them waiting for their ACK."""
+async def windowed(pub: rembus.Component, count: int, qos: int, topic: str = "sensor",
+                   window: int = WINDOW) -> None:
+    """Publish ``count`` messages at ``qos`` with ``window`` of them waiting for their ACK."""
     pending: collections.deque[asyncio.Future[None]] = collections.deque()
     for i in range(count):
-        future = await pub.publish("sensor", i, *ARGS, qos=qos, wait=False)
+        future = await pub.publish(topic, i, *ARGS, qos=qos, wait=False)
         assert future is not None
         pending.append(future)
-        if len(pending) >= WINDOW:
+        if len(pending) >= window:
             await pending.popleft()
     for future in pending:
         await future

@@ -89,7 +89,7 @@ def test_a_consumer_that_does_not_read_is_disconnected_without_slowing_others() 
                           .encode())
                 await wire.recv()
                 await wire.recv()
-            stuck._reader._transport.pause_reading()  # type: ignore[attr-defined]
+            stuck._stream._transport.pause_reading()  # type: ignore[attr-defined]
             pub = await Wire.open("127.0.0.1", broker.port)
             blob = rp.Pub("t", rp.Payload.of([b"x" * 60_000])).encode()
             for _ in range(200):  # 12 MB: far beyond what the stuck reader's buffers hold
@@ -102,7 +102,7 @@ def test_a_consumer_that_does_not_read_is_disconnected_without_slowing_others() 
             pub.send(blob)
             assert await healthy.recv() == blob  # the others carry on
             # reading again, it sees the end of its connection: its close does not wait
-            stuck._reader._transport.resume_reading()  # type: ignore[attr-defined]
+            stuck._stream._transport.resume_reading()  # type: ignore[attr-defined]
             for wire in (stuck, healthy, pub):
                 await wire.close()
 

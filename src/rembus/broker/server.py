@@ -19,13 +19,14 @@ import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from rembus import logs
 from rembus.broker import status
 from rembus.broker.http_api import HttpApi, Passwords
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
+from rembus.writes import SlicedWriter
 from rembus_proto.broker import (
     CLOSE_GOING_AWAY,
     Close,
@@ -99,6 +100,7 @@ class _Peer(asyncio.Protocol):
         self.broker = broker
         self.core: BrokerPeer | None = None
         self.transport: asyncio.Transport | None = None
+        self.out: SlicedWriter | None = None
         self.paused = False
         self._handshake_timer: asyncio.TimerHandle | None = None
         """The handshake timeout, then the identify timeout."""
@@ -125,8 +127,8 @@ class _Peer(asyncio.Protocol):
     # -- asyncio callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports have the interface without the base class
+        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         broker = self.broker
@@ -151,7 +153,9 @@ class _Peer(asyncio.Protocol):
         # Past high water the peer is not read any more: what it makes the broker queue
         # (pongs, replies) stays within the backlog budget.
         high = min(broker.config.write_high_water, broker.config.max_backlog // 2)
-        transport.set_write_buffer_limits(high, min(broker.config.write_low_water, high // 4))
+        self.out = SlicedWriter(transport, high=high,
+                                low=min(broker.config.write_low_water, high // 4),
+                                pause=self._pause, resume=self._resume)
         self._handshake_timer = broker.loop.call_later(broker.config.handshake_timeout,
                                                        self._handshake_expired)
 
@@ -176,9 +180,8 @@ class _Peer(asyncio.Protocol):
             return
         self._announce()
         self._write(core.data_to_send())
-        transport = self.transport
-        if core.finished or (transport is not None
-                             and core.check_backlog(transport.get_write_buffer_size())):
+        out = self.out
+        if core.finished or (out is not None and core.check_backlog(out.size)):
             self._drop()
             return
         self.broker.schedule_flush()
@@ -195,8 +198,8 @@ class _Peer(asyncio.Protocol):
             log.warning("%s: a message cannot be sent as JSON, dropped: %s", core.name, problem)
         core.dropped.clear()
         self._write(core.data_to_send())
-        transport = self.transport
-        if transport is not None and core.check_backlog(transport.get_write_buffer_size()):
+        out = self.out
+        if out is not None and core.check_backlog(out.size):
             self._drop()
 
     def eof_received(self) -> bool | None:
@@ -205,17 +208,28 @@ class _Peer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.released = True
+        if self.out is not None:
+            self.out.lost()
         if self.core is not None:
             self.core.ending(f"connection lost: {exc}" if exc else "connection lost",
                              peer_fault=False)
         self._forget()
 
     def pause_writing(self) -> None:
+        if self.out is not None:
+            self.out.transport_paused()
+
+    def resume_writing(self) -> None:
+        if self.out is not None:
+            self.out.transport_resumed()
+
+    def _pause(self) -> None:
+        """More than the high-water mark waits to be sent: stop reading this peer."""
         self.paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
-    def resume_writing(self) -> None:
+    def _resume(self) -> None:
         self.paused = False
         if self.transport is not None:
             self.transport.resume_reading()
@@ -339,9 +353,8 @@ class _Peer(asyncio.Protocol):
             self._drop()
 
     def _write(self, data: list[bytes]) -> None:
-        transport = self.transport
-        if data and transport is not None and not transport.is_closing():
-            transport.writelines(data)
+        if data and self.out is not None:
+            self.out.writelines(data)
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame (if open) and drop the connection."""
@@ -357,18 +370,23 @@ class _Peer(asyncio.Protocol):
             core.problem = ""
         self._forget()
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        out = self.out
+        if transport is None or transport.is_closing() or (out is not None and out.closing):
+            return
+        if out is None:
             transport.close()
-            if transport.get_write_buffer_size():
-                # A peer that does not read would keep its buffer (and socket) forever.
-                self.broker.loop.call_later(self.broker.config.close_grace, self._abort,
-                                            transport)
+            return
+        out.close()
+        if out.size:
+            # A peer that does not read would keep its buffer (and socket) forever.
+            self.broker.loop.call_later(self.broker.config.close_grace, self._abort, transport)
 
     def _abort(self, transport: asyncio.Transport) -> None:
         if not self.released:
             name = self.core.name if self.core is not None else "?"
             log.warning("%s: aborted, %d bytes still unread %g s after closing (--close-grace)",
-                        name, transport.get_write_buffer_size(), self.broker.config.close_grace)
+                        name, self.out.size if self.out is not None else 0,
+                        self.broker.config.close_grace)
             transport.abort()
 
     def _forget(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rembus import logs
+from rembus import eventloop, logs
 from rembus.broker.datadir import DataDirBusy, DataDirLock
 from rembus.broker.memory import keep_freed_memory
 from rembus.broker.server import Broker, BrokerConfig
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--http-max-body", type=positive_int, default=1024 * 1024,
                         help="bytes of an HTTP request body; larger ones get 413 "
                         "(default: %(default)s, 1 MiB)")
+    broker.add_argument("--loop", choices=eventloop.LOOPS, default="auto",
+                        help="event loop: uvloop (the rembus[speed] extra), asyncio, or auto: "
+                             "uvloop when installed (default: %(default)s)")
     _add_router_limits(broker)
     _add_observability(broker)
     logs.add_arguments(broker)
@@ -279,7 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory(args.keep_freed_mib << 20)
         try:
             with DataDirLock(data_dir):
-                return asyncio.run(_run_broker(config, data_dir))
+                return eventloop.run(_run_broker(config, data_dir), args.loop)
+        except eventloop.LoopUnavailable as exc:
+            log.error("%s", exc)
+            return EXIT_FAILURE
         except DataDirBusy as exc:
             log.error("%s", exc)
             return EXIT_FAILURE

@@ -229,7 +229,8 @@ class Component(EventDispatcher, AsyncCommands):
         handle = self._publish_handle(topic, args, qos)
         self._published()
         if handle is None:
-            await self.drain()
+            if not self._unflushed:  # only a write can fill the socket's buffer
+                await self.drain()
             return None
         future = self._track(handle)
         timer = self._loop.call_later(self.options.timeout, self._expire, handle, topic)
@@ -357,16 +358,29 @@ class Component(EventDispatcher, AsyncCommands):
         call = self._publication_call(event)
         if call is None:
             return
+        if event.msg_id is None:  # QoS0: nothing to acknowledge, no closure needed
+            handler, args = call
+            try:
+                result = handler(*args)
+            except Exception as exc:
+                self._subscriber_raised(event, exc)
+                return
+            if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
+                return
+            call = (_awaited, (result,))
 
         def report(_: Any, error: BaseException | None) -> None:
             if event.msg_id is not None:
                 self._delivered(event)
                 self._schedule_flush()
             if error is not None:
-                log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
-                          exc_info=error)
+                self._subscriber_raised(event, error)
 
         self._invoke(call[0], call[1], report)
+
+    def _subscriber_raised(self, event: PublicationReceived, error: BaseException) -> None:
+        log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
+                  exc_info=error)
 
     def _on_request(self, event: RequestReceived) -> None:
         handler, detail = exposer_call(self.registry, event, self.options.dataframe)
@@ -409,6 +423,11 @@ class Component(EventDispatcher, AsyncCommands):
                     done(result, None)
         finally:
             self._room.set()
+
+
+def _awaited(awaitable: Awaitable[Any]) -> Awaitable[Any]:
+    """A handler whose result is ``awaitable``: :meth:`Component._invoke` awaits it."""
+    return awaitable
 
 
 async def component(url: str | None = None, **options: Any) -> Component:

@@ -46,6 +46,9 @@ class EventDispatcher:
 
     def _on_event(self, event: object) -> None:
         """Route one event of the core to the hook that handles it."""
+        if event.__class__ is PublicationReceived:  # the most frequent event, first
+            self._on_publication(event)
+            return
         outcome = self._outcome(event)
         if outcome is not None:
             self._resolve(*outcome)

@@ -17,6 +17,8 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
+from rembus import eventloop
+
 log = logging.getLogger("rembus")
 
 T = TypeVar("T")
@@ -79,8 +81,11 @@ async def _closing(main: Coroutine[Any, Any, T]) -> T:
         await _close_components(asyncio.get_running_loop())
 
 
-def run(main: Coroutine[Any, Any, T]) -> T | None:
+def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T | None:
     """Run ``main`` like :func:`asyncio.run`, made for scripts that run until Ctrl-C.
+
+    ``loop`` picks the event loop: ``"auto"`` (uvloop when installed, see the
+    ``rembus[speed]`` extra), ``"uvloop"`` or ``"asyncio"``.
 
     Ctrl-C (SIGINT) cancels ``main``; whether ``main`` returned, raised or was
     interrupted, every component made on its event loop is then closed.
@@ -95,6 +100,6 @@ def run(main: Coroutine[Any, Any, T]) -> T | None:
         rembus.run(main())
     """
     try:
-        return asyncio.run(_closing(main))
+        return eventloop.run(_closing(main), loop)
     except KeyboardInterrupt:
         return None

@@ -14,6 +14,7 @@ import ssl
 from collections import deque
 from collections.abc import Iterable, Sized
 
+from rembus.client.stream import Stream, open_stream
 from rembus_proto import ProtocolError
 from rembus_proto.session import CLOSED_BEFORE_UPGRADE, no_upgrade_answer, upgrade_refused
 from rembus_proto.ws import ClientWebSocket, WSConfig
@@ -34,10 +35,8 @@ class WireClosed(ConnectionError):
 class Wire:
     """One WebSocket connection; use :meth:`open`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 ws: ClientWebSocket) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, stream: Stream, ws: ClientWebSocket) -> None:
+        self._stream = stream
         self._ws = ws
         self._inbox: deque[bytes] = deque()
         self._texts: deque[str] = deque()
@@ -58,21 +57,19 @@ class Wire:
         ``OSError`` for the rest.
         """
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                host, port, ssl=ssl_context, limit=1 << 20,
-                server_hostname=host if ssl_context is not None else None), timeout)
+            stream = await asyncio.wait_for(open_stream(host, port, ssl_context), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f"no TCP connection within {timeout:g} s") from None
         ws = ClientWebSocket(f"{host}:{port}", path, config=config)
-        wire = cls(reader, writer, ws)
-        writer.writelines(ws.data_to_send())
+        wire = cls(stream, ws)
+        stream.writelines(ws.data_to_send())
         try:
             await asyncio.wait_for(wire._upgrade(), timeout)
         except asyncio.TimeoutError:
-            writer.close()
+            stream.close()
             raise WireClosed(no_upgrade_answer(timeout or 0)) from None
         except BaseException:
-            writer.close()
+            stream.close()
             raise
         return wire
 
@@ -82,7 +79,7 @@ class Wire:
             self._keep(events)
             if any(isinstance(e, Opened) for e in events):
                 return
-            if self.closed is not None or self._reader.at_eof():
+            if self.closed is not None or self._stream.at_eof():
                 reason = self.closed.reason if self.closed is not None else ""
                 if self.closed is not None and self.closed.code == 1002:
                     raise WireClosed(upgrade_refused(reason))
@@ -97,7 +94,7 @@ class Wire:
         ws = self._ws
         if not ws.is_open:
             raise WireClosed("the connection is closed")
-        writelines = self._writer.writelines
+        writelines = self._stream.writelines
         for frame in frames:
             ws.send_message(frame)
             if len(frame) >= _WRITE_APART:
@@ -117,12 +114,12 @@ class Wire:
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its high-water mark."""
-        await self._writer.drain()
+        await self._stream.drain()
 
     @property
     def is_open(self) -> bool:
         """True until the connection closed or failed."""
-        return self.closed is None and not self._writer.is_closing()
+        return self.closed is None and not self._stream.is_closing()
 
     async def recv(self) -> bytes:
         """The next message; raises :class:`WireClosed` at the end."""
@@ -163,12 +160,12 @@ class Wire:
         """
         if self._ws.is_open:
             self._ws.close()
-            self._writer.writelines(self._ws.data_to_send())
+            self._stream.writelines(self._ws.data_to_send())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._until_closed(), timeout)
-        self._writer.close()
+        self._stream.close()
         with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.wait_closed()
+            await self._stream.wait_closed()
 
     async def _until_closed(self) -> None:
         """Read until the WebSocket is over, or wait while another task reads."""
@@ -189,19 +186,20 @@ class Wire:
 
     async def _read_once(self) -> list[object]:
         try:
-            data = await self._reader.read(1 << 20)
+            chunks = await self._stream.read()
         except (ConnectionError, OSError) as exc:
             self.closed = Closed(1006, str(exc), clean=False)
             return []
         ws = self._ws
         try:
-            ws.receive_data(data)
+            for data in chunks or (b"",):  # no chunk: the end of the stream
+                ws.receive_data(data)
         except ProtocolError as exc:
             self.closed = Closed(1002, str(exc), clean=False)
             return []
         out = ws.data_to_send()
-        if out and not self._writer.is_closing():
-            self._writer.writelines(out)
+        if out:
+            self._stream.writelines(out)
         return list(ws.events())
 
     def _keep(self, events: list[object]) -> None:
