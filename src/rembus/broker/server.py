@@ -18,7 +18,7 @@ import ssl
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rembus import logs
 from rembus.security.crypto import verify_signature
@@ -32,6 +32,14 @@ from rembus_proto.broker import (
     ShutdownRequested,
     Skipped,
     answer_requests,
+)
+from rembus_proto.broker.actions import (
+    ClusterOrder,
+    Forward,
+    InterestChanged,
+    LeaseReleased,
+    NeedLease,
+    RemoteCall,
 )
 from rembus_proto.broker.peer import BrokerPeer
 from rembus_proto.security import MemorySecurity, Security
@@ -78,6 +86,19 @@ class BrokerConfig:
     """Seconds between two timer checks (QoS resends, retention, challenges)."""
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
     """Serve ``wss://`` with this TLS context (see :func:`rembus.security.tls.server_context`)."""
+
+
+class ClusterPort(Protocol):
+    """The cluster driver of a broker joined in a cluster (:mod:`rembus.broker.cluster.bridge`)."""
+
+    def handle(self, order: ClusterOrder) -> None:
+        """Carry out a cluster order of the router."""
+
+    def output(self, conn: Connection, frames: list[bytes]) -> None:
+        """Frames the router queued for a pseudo-connection of the cluster."""
+
+
+_CLUSTER_ORDERS = (Forward, InterestChanged, RemoteCall, NeedLease, LeaseReleased)
 
 
 class _Peer(asyncio.Protocol):
@@ -418,6 +439,8 @@ class Broker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_requested = asyncio.Event()
         """Set when an admin sent ``shutdown``; whoever runs the broker then stops it."""
+        self.cluster: ClusterPort | None = None
+        """Set by the cluster driver when the broker is joined in a cluster."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -512,6 +535,8 @@ class Broker:
         for conn, frames in router.data_to_send():
             peer = by_conn.get(conn)
             if peer is None:
+                if self.cluster is not None:  # answers for another broker
+                    self.cluster.output(conn, frames)
                 continue
             peer.send(frames)
             if conn.waiting_drain and not peer.paused and conn in by_conn:
@@ -521,6 +546,9 @@ class Broker:
                 self._close(order)
             elif isinstance(order, Skipped):
                 self._skipped(order)
+            elif isinstance(order, _CLUSTER_ORDERS):
+                if self.cluster is not None:
+                    self.cluster.handle(order)
             elif isinstance(order, ShutdownRequested) and not self.stop_requested.is_set():
                 log.info("shutdown requested by an admin")
                 self.stop_requested.set()

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 from ..constants import QOS2, QOS_MASK
 from ..messages import encode_ack, encode_ack2, encode_pattern_pub, encode_pub_raw
+from .actions import Forward
 from .auth import Guard
 from .config import CLOSE_SLOW_CONSUMER
 from .effects import Effects
 from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .state import Connection, Inflight, Twin
+
+if TYPE_CHECKING:
+    from .cluster import ClusterHooks
 
 
 class Fanout:
@@ -30,6 +35,8 @@ class Fanout:
         self._retro = index.retro
         self._private = guard.private
         self._max_queued = effects.config.max_queued
+        self.cluster: ClusterHooks | None = None
+        """Set when the broker is joined in a cluster: local publications go there too."""
 
     def publish(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
                 frame: bytes, offset: int) -> None:
@@ -83,6 +90,9 @@ class Fanout:
                         effects.close(sub_conn, CLOSE_SLOW_CONSUMER, "too many queued messages")
         if patterns:
             self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl)
+        cluster = self.cluster
+        if cluster is not None and acl is None and not cluster.is_remote(conn):
+            effects.emit(Forward(publisher.tenant, topic, frame[offset:]))
 
     def _first_copy(self, publisher: Twin, msg_id: bytes) -> bool:
         """Note a QoS2 id of ``publisher``; false if it is a resend of one noted before.

@@ -1,0 +1,217 @@
+"""Brokers joined through a NATS cluster: real broker processes on a real 3-node NATS cluster.
+
+Interest crosses the NATS cluster asynchronously (a subscription made through
+one node reaches the others a moment later), so a test that needs it sends
+probes until the first one gets through, with a bound, before it checks what it
+is about: waits on conditions, never sleeps.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import rembus.sync
+from broker_process import WAIT, BrokerProcess
+from nats_cluster import NatsCluster
+from rembus.errors import MethodNotFound, RembusError, TargetDown, TargetNotFound
+
+pytest.importorskip("nats")
+
+T = TypeVar("T")
+PROBE = 0.2  # seconds to wait for one probe before sending the next one
+
+
+@contextmanager
+def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int
+                    ) -> Iterator[list[BrokerProcess]]:
+    """``count`` broker processes, each joined through its own NATS node; stopped at the end."""
+    with ExitStack() as stack:
+        brokers = []
+        for i in range(count):
+            broker = BrokerProcess(tmp_path / f"broker{i}", "--name", f"b{i}",
+                                   "--cluster", nats.urls[i % len(nats.urls)],
+                                   "--cluster-name", "test", "--cluster-replicas", "3")
+            stack.enter_context(broker)
+            brokers.append(broker)
+        yield brokers
+
+
+def until(attempt: Callable[[], T | None], what: str) -> T:
+    """Call ``attempt`` until it returns something (bounded by WAIT)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        result = attempt()
+        if result is not None:
+            return result
+        assert time.monotonic() < deadline, f"never: {what}"
+
+
+class Inbox:
+    """What a subscriber's handler received, in order."""
+
+    def __init__(self) -> None:
+        self.items: queue.Queue[Any] = queue.Queue()
+
+    def __call__(self, *args: Any) -> None:
+        self.items.put(list(args) if len(args) != 1 else args[0])
+
+    def next(self, timeout: float = WAIT) -> Any:
+        return self.items.get(timeout=timeout)
+
+    def probe(self, publish: Callable[[], None], expected: Any) -> None:
+        """Publish until ``expected`` arrives (the interest reached the publisher's node)."""
+        def attempt() -> bool | None:
+            publish()
+            try:
+                while True:
+                    if self.next(PROBE) == expected:
+                        return True
+            except queue.Empty:
+                return None
+        until(attempt, f"{expected!r} delivered across brokers")
+        while not self.items.empty():  # later copies of the probe
+            self.items.get_nowait()
+
+
+def test_pubsub_across_brokers_with_wildcards(nats_trio: NatsCluster, tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 3) as (b0, b1, b2):
+        exact, star, anything = Inbox(), Inbox(), Inbox()
+        sub1 = rembus.sync.component(f"{b1.url}/sub-exact")
+        sub1.subscribe(exact, topic="room/kitchen/temp")
+        sub1.reactive()
+        sub2 = rembus.sync.component(f"{b2.url}/sub-wild")
+        sub2.subscribe(star, topic="room/*/temp")
+        sub2.subscribe(anything, topic="room/**")
+        sub2.reactive()
+        pub = rembus.sync.component(f"{b0.url}/pub")
+        try:
+            exact.probe(lambda: pub.publish("room/kitchen/temp", "probe"), "probe")
+            star.probe(lambda: pub.publish("room/hall/temp", "probe"), ["room/hall/temp",
+                                                                          "probe"])
+            anything.probe(lambda: pub.publish("room/x", "probe"), ["room/x", "probe"])
+            for value in range(5):
+                pub.publish("room/kitchen/temp", value)
+            pub.publish("room/kitchen/humidity", 99)
+            assert [exact.next() for _ in range(5)] == list(range(5))
+            assert [star.next() for _ in range(5)] == [["room/kitchen/temp", v]
+                                                       for v in range(5)]
+            got = [anything.next() for _ in range(6)]
+            assert got == [*(["room/kitchen/temp", v] for v in range(5)),
+                           ["room/kitchen/humidity", 99]]
+            # one copy each, although sub-wild's broker has two matching NATS subscriptions
+            pub.publish("room/end", "last")
+            assert anything.next() == ["room/end", "last"]
+            assert star.items.empty() and exact.items.empty()
+        finally:
+            for component in (pub, sub1, sub2):
+                component.close()
+
+
+def test_rpc_and_direct_across_brokers(nats_trio: NatsCluster, tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):
+        served: list[str] = []
+
+        def double(x: int) -> int:
+            served.append("server")
+            return 2 * x
+
+        def fail() -> None:
+            raise ValueError("boom")
+
+        server = rembus.sync.component(f"{b1.url}/server")
+        server.expose(double)
+        server.expose(fail)
+        caller = rembus.sync.component(f"{b0.url}/caller")
+        try:
+            def call() -> int | None:
+                try:
+                    return int(caller.rpc("double", 21))
+                except MethodNotFound:
+                    return None  # the exposer's interest has not reached this node yet
+            assert until(call, "a call served across brokers") == 42
+            assert caller.rpc("double", 5) == 10
+            with pytest.raises(RembusError, match="boom"):
+                caller.rpc("fail")
+            with pytest.raises(MethodNotFound):
+                caller.rpc("nobody_serves_this")
+
+            def direct() -> int | None:
+                try:
+                    return int(caller.direct("server", "double", 4))
+                except TargetNotFound:
+                    return None
+            assert until(direct, "a direct call across brokers") == 8
+            with pytest.raises(TargetNotFound):
+                caller.direct("nobody", "double", 1)
+            server.close()
+
+            def gone() -> bool | None:
+                try:
+                    caller.direct("server", "double", 1)
+                except (TargetNotFound, TargetDown):
+                    return True
+                return None
+            assert until(gone, "the target gone from the cluster")
+            assert caller.rpc("rid") == "b0"  # built-ins stay local
+        finally:
+            caller.close()
+            server.close()
+
+
+def test_one_name_cluster_wide(nats_trio: NatsCluster, tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 2) as brokers:
+        for round_ in range(3):
+            name = f"unique-{round_}"
+            outcomes: list[object] = [None, None]
+            start = threading.Barrier(2, timeout=WAIT)
+
+            def contend(index: int, url: str, name: str = name,
+                        outcomes: list[object] = outcomes,
+                        start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    outcomes[index] = rembus.sync.component(f"{url}/{name}", reconnect=False)
+                except RembusError as exc:
+                    outcomes[index] = exc
+            threads = [threading.Thread(target=contend, args=(i, b.url))
+                       for i, b in enumerate(brokers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(WAIT)
+            winners = [o for o in outcomes if isinstance(o, rembus.sync.Component)]
+            losers = [o for o in outcomes if isinstance(o, RembusError)]
+            assert len(winners) == 1 and len(losers) == 1, outcomes
+            winners[0].close()
+
+
+def test_client_fails_over_to_the_next_broker(nats_trio: NatsCluster, tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):
+        got = Inbox()
+        listener = rembus.sync.component(f"{b1.url}/listener")
+        listener.subscribe(got, topic="news")
+        listener.reactive()
+        moving = rembus.sync.component([f"{b0.url}/mover", f"{b1.url}/mover"])
+        try:
+            got.probe(lambda: moving.publish("news", "probe"), "probe")
+            b0.stop()  # the mover's broker is gone: it must reconnect to b1
+
+            def after_failover() -> bool | None:
+                try:
+                    moving.publish("news", "again", qos=1)
+                except RembusError:
+                    return None
+                return True
+            until(after_failover, "a publication through the next broker")
+            assert got.next() == "again"
+        finally:
+            moving.close()
+            listener.close()
