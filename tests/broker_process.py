@@ -13,10 +13,25 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 WAIT = 60.0  # upper bound for any single wait; a hang fails the test instead of CI
+
+T = TypeVar("T")
+
+
+def until(attempt: Callable[[], T | None], what: str) -> T:
+    """Call ``attempt`` until it returns something other than ``None`` (bounded by WAIT);
+    ``attempt`` itself waits for something (an answer, a message), so this never spins."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        result = attempt()
+        if result is not None:
+            return result
+        assert time.monotonic() < deadline, f"never: {what}"
 
 
 def rembus_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 import rembus.sync
-from broker_process import WAIT, BrokerProcess
+from broker_process import WAIT, BrokerProcess, until
 from nats_cluster import NatsCluster
 from rembus.errors import MethodNotFound, RembusError, TargetDown, TargetNotFound
 
 pytest.importorskip("nats")
 
-T = TypeVar("T")
 PROBE = 0.2  # seconds to wait for one probe before sending the next one
 
 
@@ -42,16 +40,6 @@ def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int
             stack.enter_context(broker)
             brokers.append(broker)
         yield brokers
-
-
-def until(attempt: Callable[[], T | None], what: str) -> T:
-    """Call ``attempt`` until it returns something (bounded by WAIT)."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        result = attempt()
-        if result is not None:
-            return result
-        assert time.monotonic() < deadline, f"never: {what}"
 
 
 class Inbox:
