@@ -9,6 +9,7 @@ is about: waits on conditions, never sleeps.
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,7 +37,8 @@ def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int
         for i in range(count):
             broker = BrokerProcess(tmp_path / f"broker{i}", "--name", f"b{i}",
                                    "--cluster", nats.urls[i % len(nats.urls)],
-                                   "--cluster-name", "test", "--cluster-replicas", "3")
+                                   "--cluster-name", "test", "--cluster-replicas", "3",
+                                   "--cluster-lease-ttl", "2")
             stack.enter_context(broker)
             brokers.append(broker)
         yield brokers
@@ -181,7 +183,9 @@ def test_one_name_cluster_wide(nats_trio: NatsCluster, tmp_path: Path) -> None:
             winners[0].close()
 
 
-def test_client_fails_over_to_the_next_broker(nats_trio: NatsCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_client_fails_over_to_the_next_broker(nats_trio: NatsCluster, tmp_path: Path,
+                                              sig: signal.Signals) -> None:
     with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):
         got = Inbox()
         listener = rembus.sync.component(f"{b1.url}/listener")
@@ -190,7 +194,9 @@ def test_client_fails_over_to_the_next_broker(nats_trio: NatsCluster, tmp_path: 
         moving = rembus.sync.component([f"{b0.url}/mover", f"{b1.url}/mover"])
         try:
             got.probe(lambda: moving.publish("news", "probe"), "probe")
-            b0.stop()  # the mover's broker is gone: it must reconnect to b1
+            assert b0.process is not None
+            b0.process.stop(sig)  # the mover's broker is gone: it must reconnect to b1
+            b0.process = None  # killed: its lease on "mover" lives until its TTL ends
 
             def after_failover() -> bool | None:
                 try:

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--cluster-replicas", type=positive_int, default=1,
                         help="replicas of the cluster's key-value buckets when this broker "
                              "creates them: 3 on a 3-node NATS cluster (default: %(default)s)")
+    broker.add_argument("--cluster-lease-ttl", type=positive_int, default=10,
+                        help="seconds a component's name stays taken after its broker died "
+                             "(default: %(default)s)")
     _add_router_limits(broker)
     logs.add_arguments(broker)
     cli_security.add_broker_arguments(broker)
@@ -202,7 +205,7 @@ async def _join_cluster(broker: Broker, args: argparse.Namespace) -> Any:
         return None
     try:
         config = ClusterConfig(parse_servers(args.cluster), args.cluster_name,
-                               replicas=args.cluster_replicas)
+                               lease_ttl=args.cluster_lease_ttl, replicas=args.cluster_replicas)
         bridge = ClusterBridge(broker, config)
         await bridge.start()
     except Exception as exc:  # any failure to join is reported the same way

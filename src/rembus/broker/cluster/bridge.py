@@ -73,6 +73,8 @@ _SEQ = "Rembus-Seq"
 _STATUS = "Rembus-Status"
 _TOPIC = "Rembus-Topic"
 _SEEN_WINDOW = 8192
+#: Lease operations (logins, releases) in progress at once; beyond it logins are refused.
+MAX_LEASE_OPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,9 @@ class ClusterBridge:
         self._wanted: dict[tuple[str, str, str], None] = {}
         self._outbox: deque[tuple[str, bytes, dict[str, str]]] = deque()
         self._wake = asyncio.Event()
-        self._lease_ops: deque[NeedLease | LeaseReleased] = deque()
-        self._lease_wake = asyncio.Event()
+        self._lease_tasks: set[asyncio.Task[None]] = set()
+        self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Name -> the lock that orders its lease operations, and the tasks using it."""
         self._seq = 0
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._replies: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
@@ -154,8 +157,8 @@ class ClusterBridge:
                                               self.config.replicas)
         self.router.join_cluster()
         self.broker.cluster = self
+        await self.nc.subscribe(self.space.broker(self.broker_id), cb=self._on_ping)
         self._tasks = [asyncio.create_task(self._send_loop()),
-                       asyncio.create_task(self._lease_loop()),
                        asyncio.create_task(self.leases.keep_renewed(self._lost))]
         self.broker.schedule_flush()
         log.info("broker %s joined cluster %r through %s", self.broker_id, self.config.name,
@@ -163,9 +166,10 @@ class ClusterBridge:
 
     async def stop(self) -> None:
         """Give every name up and leave NATS."""
-        for task in [*self._tasks, *self._calls]:
+        tasks = [*self._tasks, *self._calls, *self._lease_tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._calls, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         nc = self.nc
         if nc is None:
@@ -199,8 +203,7 @@ class ClusterBridge:
         elif isinstance(order, RemoteCall):
             self._remote_call(order)
         else:
-            self._lease_ops.append(order)
-            self._lease_wake.set()
+            self._lease_op(order)
 
     def output(self, conn: Connection, frames: list[bytes]) -> None:
         """Answers the router queued on a pseudo-connection: back to the asking broker."""
@@ -374,13 +377,23 @@ class ClusterBridge:
                 continue
             self._subs[key] = sub
 
-    async def _lease_loop(self) -> None:
-        """Take and give up names in the order the router asked."""
-        while True:
-            await self._lease_wake.wait()
-            self._lease_wake.clear()
-            while self._lease_ops:
-                op = self._lease_ops.popleft()
+    def _lease_op(self, op: NeedLease | LeaseReleased) -> None:
+        """Run ``op`` after the earlier operations on the same name (one lock per name)."""
+        if len(self._lease_tasks) >= MAX_LEASE_OPS:
+            if isinstance(op, NeedLease):
+                self.router.lease_found(op.conn, op.name, "too many logins in progress",
+                                        time.monotonic(), time.time())
+                self.broker.schedule_flush()
+            return  # a release not done: the name expires with its TTL
+        lock, users = self._name_locks.get(op.name, (asyncio.Lock(), 0))
+        self._name_locks[op.name] = (lock, users + 1)
+        task = asyncio.create_task(self._run_lease_op(op, lock))
+        self._lease_tasks.add(task)
+        task.add_done_callback(self._lease_tasks.discard)
+
+    async def _run_lease_op(self, op: NeedLease | LeaseReleased, lock: asyncio.Lock) -> None:
+        try:
+            async with lock:
                 if isinstance(op, NeedLease):
                     refusal = await self._acquire(op.name)
                     self.router.lease_found(op.conn, op.name, refusal, time.monotonic(),
@@ -388,12 +401,20 @@ class ClusterBridge:
                     self.broker.schedule_flush()
                 else:
                     await self._release(op.name)
+        finally:
+            users = self._name_locks[op.name][1] - 1
+            if users:
+                self._name_locks[op.name] = (lock, users)
+            else:
+                del self._name_locks[op.name]
 
     async def _acquire(self, name: str) -> str | None:
         assert self.leases is not None and self.locations is not None
         try:
             won = await asyncio.wait_for(self.leases.acquire(name, self.broker_id),
                                          self.config.op_timeout)
+            if not won:
+                won = await self._acquire_from_dead(name)
             if won:
                 await asyncio.wait_for(self.locations.place(name, self.broker_id),
                                        self.config.op_timeout)
@@ -405,6 +426,33 @@ class ClusterBridge:
             log.warning("cluster: lease of %r not taken: %s", name, exc)
             return "cluster unavailable, try again later"
         return None if won else "already connected"
+
+    async def _acquire_from_dead(self, name: str) -> bool:
+        """Wait for the lease of ``name`` if the broker holding it is dead (it cannot
+        release it: its lease expires within the TTL); false at once if it lives."""
+        assert self.leases is not None and self.nc is not None
+        deadline = time.monotonic() + self.config.lease_ttl + 1
+        holder = await self.leases.owner(name)
+        while holder is not None and holder != self.broker_id:
+            try:
+                await self.nc.request(self.space.broker(holder), b"", timeout=1)
+                return False  # the holder answers: the name is really taken
+            except nats.errors.NoRespondersError:
+                pass
+            except nats.errors.TimeoutError:
+                return False  # slow, maybe alive: not ours to take
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(0.5, self.config.lease_ttl / 4))  # until its TTL ends
+            if await self.leases.acquire(name, self.broker_id):
+                return True
+            holder = await self.leases.owner(name)
+        return holder is None and await self.leases.acquire(name, self.broker_id)
+
+    async def _on_ping(self, msg: Msg) -> None:
+        """Another broker checks that this one is alive."""
+        if msg.reply:
+            await msg.respond(b"")
 
     async def _release(self, name: str) -> None:
         assert self.leases is not None and self.locations is not None
