@@ -12,7 +12,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +209,29 @@ def test_client_fails_over_to_the_next_broker(nats_trio: NatsCluster, tmp_path: 
         finally:
             moving.close()
             listener.close()
+
+
+def test_calls_spread_over_the_brokers_that_expose_a_method(nats_trio: NatsCluster,
+                                                            tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 3) as (b0, b1, b2):
+        servers = []
+        for broker in (b1, b2):
+            server = rembus.sync.component(f"{broker.url}/server-{broker.port}")
+
+            def where(name: str = f"server-{broker.port}") -> str:
+                return name
+            server.expose(where)
+            servers.append(server)
+        caller = rembus.sync.component(f"{b0.url}/caller")
+        seen: set[str] = set()
+        try:
+            def both() -> bool | None:
+                with suppress(MethodNotFound):  # no exposer's interest reached the node yet
+                    seen.add(str(caller.rpc("where")))
+                return True if len(seen) == 2 else None
+            until(both, "calls served by both brokers")
+            assert seen == {f"server-{b1.port}", f"server-{b2.port}"}
+        finally:
+            caller.close()
+            for server in servers:
+                server.close()
