@@ -235,3 +235,25 @@ def test_calls_spread_over_the_brokers_that_expose_a_method(nats_trio: NatsClust
             caller.close()
             for server in servers:
                 server.close()
+
+
+def test_brokers_carry_on_when_their_nats_node_dies(nats_trio: NatsCluster,
+                                                   tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):
+        got = Inbox()
+        listener = rembus.sync.component(f"{b1.url}/listener")
+        listener.subscribe(got, topic="news")
+        listener.reactive()
+        talker = rembus.sync.component(f"{b0.url}/talker")
+        try:
+            got.probe(lambda: talker.publish("news", "before"), "before")
+            nats_trio.nodes[0].stop(signal.SIGKILL)  # b0's only configured NATS node
+            got.probe(lambda: talker.publish("news", "after"), "after")  # through another
+            # a name taken now is still one name cluster-wide (the buckets kept a quorum)
+            late = rembus.sync.component(f"{b0.url}/late")
+            with pytest.raises(RembusError):
+                rembus.sync.component(f"{b1.url}/late", reconnect=False)
+            late.close()
+        finally:
+            talker.close()
+            listener.close()
