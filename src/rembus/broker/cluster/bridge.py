@@ -140,6 +140,8 @@ class ClusterBridge:
         self._replies: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._token = 0
         self._calls: set[asyncio.Task[None]] = set()
+        self._calls_of: dict[Connection, int] = {}
+        """Requests in flight in the cluster per local connection."""
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life ------------------------------------------------------------------
@@ -246,6 +248,10 @@ class ClusterBridge:
             self._answer(order.conn, order.msg_id, Status.GENERIC_ERROR,
                          "too many requests in flight in the cluster", now)
             return
+        if self._calls_of.get(order.conn, 0) >= config.max_pending_calls:
+            self._answer(order.conn, order.msg_id, Status.GENERIC_ERROR,
+                         "too many requests in flight", now)
+            return
         try:
             subject = (self.space.direct(order.target) if order.target is not None
                        else self.space.rpc(order.tenant, order.topic))
@@ -255,8 +261,17 @@ class ClusterBridge:
         task = asyncio.create_task(self._call(order, subject, config.call_timeout))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
+        self._calls_of[order.conn] = self._calls_of.get(order.conn, 0) + 1
 
     async def _call(self, order: RemoteCall, subject: str, timeout: float) -> None:
+        try:
+            await self._request(order, subject, timeout)
+        finally:
+            left = self._calls_of.pop(order.conn) - 1
+            if left:
+                self._calls_of[order.conn] = left
+
+    async def _request(self, order: RemoteCall, subject: str, timeout: float) -> None:
         assert self.nc is not None
         try:
             answer = await self.nc.request(subject, order.data, timeout=timeout,
@@ -267,6 +282,11 @@ class ClusterBridge:
             return
         except nats.errors.TimeoutError:
             return  # as on one broker: the caller's own timeout tells it
+        except nats.errors.MaxPayloadError:
+            self._answer(order.conn, order.msg_id, Status.GENERIC_ERROR,
+                         f"{order.topic}: request larger than the cluster's NATS max_payload",
+                         time.monotonic())
+            return
         except nats.errors.Error as exc:
             self._answer(order.conn, order.msg_id, Status.METHOD_UNAVAILABLE,
                          f"{order.topic}: cluster unreachable ({type(exc).__name__})",
@@ -287,11 +307,12 @@ class ClusterBridge:
     async def _on_publication(self, msg: Msg) -> None:
         headers = msg.headers or {}
         origin = (headers.get(_ORIGIN, ""), headers.get(_SEQ, ""))
-        if origin in self._seen:
-            return  # the same publication through a second subscription of ours
-        self._seen[origin] = None
-        if len(self._seen) > _SEEN_WINDOW:
-            self._seen.popitem(last=False)
+        if all(origin):
+            if origin in self._seen:
+                return  # the same publication through a second subscription of ours
+            self._seen[origin] = None
+            if len(self._seen) > _SEEN_WINDOW:
+                self._seen.popitem(last=False)
         try:
             tenant, topic, _ = self.space.parse_publish(msg.subject)
             self.router.remote_publish(tenant, topic, msg.data, time.monotonic(), time.time())
@@ -346,7 +367,9 @@ class ClusterBridge:
                     await nc.publish(subject, payload, headers=headers)
                 except nats.errors.Error as exc:
                     self.dropped += 1
-                    log.debug("cluster: not sent to %s: %s", subject, exc)
+                    if self.dropped % 1000 == 1:  # one line per thousand, not a flood
+                        log.warning("cluster: not sent to %s (%d dropped so far): %s: %s",
+                                    subject[:80], self.dropped, type(exc).__name__, exc)
 
     async def _reconcile(self) -> None:
         nc = self.nc
