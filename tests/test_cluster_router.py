@@ -156,6 +156,15 @@ def test_method_and_name_interests_follow_connected_components() -> None:
                                             InterestChanged("direct", ".", "svc", True)]
 
 
+def test_an_anonymous_exposer_is_reachable_from_the_cluster_while_connected() -> None:
+    net = joined()
+    peer = net.connect()
+    peer.expose("m")
+    assert orders(net, InterestChanged) == [InterestChanged("rpc", ".", "m", True)]
+    peer.close()
+    assert orders(net, InterestChanged) == [InterestChanged("rpc", ".", "m", False)]
+
+
 def test_a_name_leased_elsewhere_is_refused() -> None:
     net = joined()
     peer = net.connect()

@@ -122,7 +122,10 @@ class Router:
     def connect(self, now: float, peer: str = "") -> Connection:
         """A transport connection was accepted; returns its handle."""
         self._effects.now = now
-        return self._sessions.connect(peer)
+        conn = self._sessions.connect(peer)
+        if self._cluster is not None:
+            self._cluster.up(conn.twin)
+        return conn
 
     def disconnect(self, conn: Connection, now: float) -> None:
         """The transport connection is gone (closed by either side or lost)."""
