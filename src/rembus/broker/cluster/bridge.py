@@ -143,6 +143,7 @@ class ClusterBridge:
         self._calls_of: dict[Connection, int] = {}
         """Requests in flight in the cluster per local connection."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     # -- life ------------------------------------------------------------------
 
@@ -152,11 +153,15 @@ class ClusterBridge:
                                      name=f"rembus broker {self.broker_id}",
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                      connect_timeout=5)
-        js = self.nc.jetstream()
-        self.leases = await NameLeases.open(js, self.space, self.config.lease_ttl,
-                                            self.config.replicas)
-        self.locations = await Locations.open(js, self.space, self.config.lease_ttl,
-                                              self.config.replicas)
+        try:
+            js = self.nc.jetstream()
+            self.leases = await NameLeases.open(js, self.space, self.config.lease_ttl,
+                                                self.config.replicas)
+            self.locations = await Locations.open(js, self.space, self.config.lease_ttl,
+                                                  self.config.replicas)
+        except BaseException:
+            await self.nc.close()
+            raise
         self.router.join_cluster()
         self.broker.cluster = self
         await self.nc.subscribe(self.space.broker(self.broker_id), cb=self._on_ping)
@@ -168,6 +173,7 @@ class ClusterBridge:
 
     async def stop(self) -> None:
         """Give every name up and leave NATS."""
+        self._stopped = True
         tasks = [*self._tasks, *self._calls, *self._lease_tasks]
         for task in tasks:
             task.cancel()
@@ -193,6 +199,8 @@ class ClusterBridge:
 
     def handle(self, order: ClusterOrder) -> None:
         """Carry out one cluster order of the router (called during the broker's turn)."""
+        if self._stopped:
+            return  # leaving: the names are released by stop(), nothing else goes out
         if isinstance(order, Forward):
             self._forward(order)
         elif isinstance(order, InterestChanged):
