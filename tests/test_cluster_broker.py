@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 import rembus.sync
-from broker_process import WAIT, BrokerProcess, until
-from nats_cluster import NatsCluster
+from broker_process import WAIT, BrokerProcess, rembus_cli, until
+from nats_cluster import NatsCluster, free_ports
 from rembus.errors import MethodNotFound, RembusError, TargetDown, TargetNotFound
 
 pytest.importorskip("nats")
@@ -257,3 +257,11 @@ def test_brokers_carry_on_when_their_nats_node_dies(nats_trio: NatsCluster,
         finally:
             talker.close()
             listener.close()
+
+
+def test_a_broker_that_cannot_join_its_cluster_exits_1(tmp_path: Path) -> None:
+    dead = f"nats://127.0.0.1:{free_ports(1)[0]}"
+    done = rembus_cli("broker", "--port", "0", "--data-dir", str(tmp_path), "--cluster", dead)
+    assert done.returncode == 1
+    assert f"cannot join cluster 'rembus' at {dead}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -73,6 +73,8 @@ _SEQ = "Rembus-Seq"
 _STATUS = "Rembus-Status"
 _TOPIC = "Rembus-Topic"
 _SEEN_WINDOW = 8192
+#: Rounds over the NATS servers before giving up at the start.
+_START_ROUNDS = 2
 #: Lease operations (logins, releases) in progress at once; beyond it logins are refused.
 MAX_LEASE_OPS = 10_000
 
@@ -149,10 +151,16 @@ class ClusterBridge:
 
     async def start(self) -> None:
         """Connect to NATS, open the buckets and join the router; raises on failure."""
+        # A few rounds over the servers to start; once in, reconnect for ever (nats-py
+        # reads the option at each attempt).
         self.nc = await nats.connect(servers=list(self.config.servers), no_echo=True,
                                      name=f"rembus broker {self.broker_id}",
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                     connect_timeout=5)
+                                     max_reconnect_attempts=_START_ROUNDS,
+                                     reconnect_time_wait=0.5, connect_timeout=5,
+                                     error_cb=self._nats_error,
+                                     disconnected_cb=self._nats_disconnected,
+                                     reconnected_cb=self._nats_reconnected)
+        self.nc.options["max_reconnect_attempts"] = -1
         try:
             js = self.nc.jetstream()
             self.leases = await NameLeases.open(js, self.space, self.config.lease_ttl,
@@ -170,6 +178,18 @@ class ClusterBridge:
         self.broker.schedule_flush()
         log.info("broker %s joined cluster %r through %s", self.broker_id, self.config.name,
                  ", ".join(self.config.servers))
+
+    async def _nats_error(self, error: Exception) -> None:
+        log.debug("cluster: NATS: %s: %s", type(error).__name__, error)
+
+    async def _nats_disconnected(self) -> None:
+        if not self._stopped:
+            log.warning("cluster: NATS connection lost; reconnecting")
+
+    async def _nats_reconnected(self) -> None:
+        nc = self.nc
+        log.info("cluster: NATS connection back (%s)",
+                 nc.connected_url.netloc if nc is not None and nc.connected_url else "?")
 
     async def stop(self) -> None:
         """Give every name up and leave NATS."""
