@@ -405,8 +405,11 @@ class ClusterBridge:
         for key in [key for key in self._subs if key not in self._wanted]:
             sub = self._subs.pop(key)
             try:
-                await sub.unsubscribe()
-            except nats.errors.Error as exc:
+                # drain, not unsubscribe: what already arrived is still handled (a request
+                # dropped here would leave its caller waiting for its timeout)
+                drained = sub.drain()  # type: ignore[no-untyped-call]  # untyped in nats-py
+                await asyncio.wait_for(drained, self.config.op_timeout)
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
                 log.debug("cluster: unsubscribe %s: %s", key, exc)
         for key in [key for key in self._wanted if key not in self._subs]:
             kind, tenant, topic = key
