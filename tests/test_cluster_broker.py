@@ -35,7 +35,7 @@ PROBE = 0.2  # seconds to wait for one probe before sending the next one
 
 
 @contextmanager
-def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int
+def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int, *extra: str
                     ) -> Iterator[list[BrokerProcess]]:
     """``count`` broker processes, each joined through its own NATS node; stopped at the end."""
     with ExitStack() as stack:
@@ -44,7 +44,7 @@ def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int
             broker = BrokerProcess(tmp_path / f"broker{i}", "--name", f"b{i}",
                                    "--cluster", nats.urls[i % len(nats.urls)],
                                    "--cluster-name", "test", "--cluster-replicas", "3",
-                                   "--cluster-lease-ttl", "2")
+                                   "--cluster-lease-ttl", "2", *extra)
             stack.enter_context(broker)
             brokers.append(broker)
         yield brokers
@@ -189,6 +189,24 @@ def test_one_name_cluster_wide(nats_trio: NatsCluster, tmp_path: Path) -> None:
             losers = [o for o in outcomes if isinstance(o, RembusError)]
             assert len(winners) == 1 and len(losers) == 1, outcomes
             winners[0].close()
+
+
+def test_overwrite_connection_across_brokers(nats_trio: NatsCluster, tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 2, "--overwrite-connection") as (b0, b1):
+        first = rembus.sync.component(f"{b0.url}/dup")
+        second = rembus.sync.component(f"{b1.url}/dup")  # takes the name over
+        try:
+            def first_closed() -> bool | None:
+                try:
+                    first.rpc("rid")
+                except RembusError:
+                    return True
+                return None  # the close is on its way
+            assert until(first_closed, "the first connection closed")
+            assert second.rpc("rid") == "b1"
+        finally:
+            first.close()
+            second.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

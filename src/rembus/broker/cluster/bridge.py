@@ -47,7 +47,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from rembus_proto import cbor
-from rembus_proto.broker import Connection, Router
+from rembus_proto.broker import CLOSE_OVERWRITTEN, Connection, Router
 from rembus_proto.broker.actions import (
     ClusterOrder,
     Forward,
@@ -73,6 +73,9 @@ _SEQ = "Rembus-Seq"
 _STATUS = "Rembus-Status"
 _TOPIC = "Rembus-Topic"
 _SEEN_WINDOW = 8192
+_OVERWRITE = b"overwrite "
+#: Times a broker asks holders of a name to give it up for one login.
+_OVERWRITES = 3
 #: Rounds over the NATS servers before giving up at the start.
 _START_ROUNDS = 2
 #: Lease operations (logins, releases) in progress at once; beyond it logins are refused.
@@ -172,7 +175,7 @@ class ClusterBridge:
             raise
         self.router.join_cluster()
         self.broker.cluster = self
-        await self.nc.subscribe(self.space.broker(self.broker_id), cb=self._on_ping)
+        await self.nc.subscribe(self.space.broker(self.broker_id), cb=self._on_inbox)
         self._tasks = [asyncio.create_task(self._send_loop()),
                        asyncio.create_task(self.leases.keep_renewed(self._lost))]
         self.broker.schedule_flush()
@@ -468,7 +471,7 @@ class ClusterBridge:
             won = await asyncio.wait_for(self.leases.acquire(name, self.broker_id),
                                          self.config.op_timeout)
             if not won:
-                won = await self._acquire_from_dead(name)
+                won = await self._acquire_from_holder(name)
             if won:
                 await asyncio.wait_for(self.locations.place(name, self.broker_id),
                                        self.config.op_timeout)
@@ -481,30 +484,50 @@ class ClusterBridge:
             return "cluster unavailable, try again later"
         return None if won else "already connected"
 
-    async def _acquire_from_dead(self, name: str) -> bool:
-        """Wait for the lease of ``name`` if the broker holding it is dead (it cannot
-        release it: its lease expires within the TTL); false at once if it lives."""
+    async def _acquire_from_holder(self, name: str) -> bool:
+        """Take the lease of ``name`` from the broker holding it, when that is allowed.
+
+        A holder whose inbox has no responder is dead: it cannot release the
+        lease, which expires within the TTL; it is waited for. A live holder
+        keeps it, unless ``overwrite_connection`` is on: it is then asked to
+        close its connection (4000 "overwritten") and give the name up.
+        """
         assert self.leases is not None and self.nc is not None
+        overwrite = self.router.config.overwrite_connection
+        ask = _OVERWRITE + name.encode() if overwrite else b""
         deadline = time.monotonic() + self.config.lease_ttl + 1
+        overwrites = 0
         holder = await self.leases.owner(name)
         while holder is not None and holder != self.broker_id:
             try:
-                await self.nc.request(self.space.broker(holder), b"", timeout=1)
-                return False  # the holder answers: the name is really taken
+                await self.nc.request(self.space.broker(holder), ask, timeout=1)
+                overwrites += 1
+                if not overwrite or overwrites > _OVERWRITES:
+                    return False  # the holder lives: the name is really taken
             except nats.errors.NoRespondersError:
-                pass
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(min(0.5, self.config.lease_ttl / 4))  # until its TTL ends
             except nats.errors.TimeoutError:
                 return False  # slow, maybe alive: not ours to take
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(min(0.5, self.config.lease_ttl / 4))  # until its TTL ends
             if await self.leases.acquire(name, self.broker_id):
                 return True
             holder = await self.leases.owner(name)
         return holder is None and await self.leases.acquire(name, self.broker_id)
 
-    async def _on_ping(self, msg: Msg) -> None:
-        """Another broker checks that this one is alive."""
+    async def _on_inbox(self, msg: Msg) -> None:
+        """Another broker checks that this one is alive, or takes over a name."""
+        if msg.data.startswith(_OVERWRITE):
+            name = msg.data[len(_OVERWRITE):].decode(errors="replace")
+            if self.router.config.overwrite_connection and self.leases is not None:
+                log.info("cluster: %r connected through another broker: closing it here",
+                         name)
+                self.router.lease_lost(name, CLOSE_OVERWRITTEN, "overwritten")
+                self.broker.schedule_flush()
+                try:
+                    await asyncio.wait_for(self.leases.release(name), self.config.op_timeout)
+                except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                    log.warning("cluster: lease of %r not released: %s", name, exc)
         if msg.reply:
             await msg.respond(b"")
 
