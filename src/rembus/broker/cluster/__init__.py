@@ -6,7 +6,8 @@
   JetStream key-value bucket;
 * :mod:`.locations` — which broker holds the connection of a named component;
 * :mod:`.bridge` — the cluster driver: a broker's router joined to the others
-  through NATS (``rembus broker --cluster``).
+  through NATS (``rembus broker --cluster``), with :mod:`.logins` (its
+  components' names) and :mod:`.config`.
 
 The ``nats`` package (extra ``rembus[cluster]``) is imported only by the
 modules that talk to NATS.

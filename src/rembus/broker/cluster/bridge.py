@@ -17,8 +17,8 @@ loop, and brings back what other brokers send:
   (42 method not found, 45/46 target not found or down); a request nobody
   answers within the call timeout is not answered, as on one broker;
 * :class:`NeedLease` / :class:`LeaseReleased` → the name leases
-  (:mod:`.names`), taken and given up in order, renewed in the background;
-  a lease lost closes the connection that held it (1013, try again later).
+  (:mod:`.logins` over :mod:`.names`), renewed in the background; a lease
+  lost closes the connection that held it (1013, try again later).
 
 Every queue here has a bound: publications waiting for NATS
 (:attr:`ClusterConfig.max_outbox`, beyond it they are dropped and counted),
@@ -37,8 +37,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import nats
 import nats.errors
@@ -47,75 +46,32 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from rembus_proto import cbor
-from rembus_proto.broker import CLOSE_OVERWRITTEN, Connection, Router
+from rembus_proto.broker import Connection
 from rembus_proto.broker.actions import (
     ClusterOrder,
     Forward,
     InterestChanged,
-    LeaseReleased,
-    NeedLease,
     RemoteCall,
 )
 from rembus_proto.broker.cluster import DIRECT, RPC, SUB
 from rembus_proto.constants import Status
 from rembus_proto.messages import Response, decode
 
+from .config import BrokerPort, ClusterConfig, parse_servers
 from .locations import Locations
-from .names import DEFAULT_TTL, LeaseLimit, NameLeases
+from .logins import CLOSE_TRY_AGAIN, Logins
+from .names import NameLeases
 from .subjects import RPC_QUEUE, SubjectError, SubjectSpace
 
 log = logging.getLogger("rembus.broker.cluster")
 
-#: Close code of a connection whose name the cluster no longer grants us.
-CLOSE_TRY_AGAIN = 1013
 _ORIGIN = "Rembus-Origin"
 _SEQ = "Rembus-Seq"
 _STATUS = "Rembus-Status"
 _TOPIC = "Rembus-Topic"
 _SEEN_WINDOW = 8192
-_OVERWRITE = b"overwrite "
-#: Times a broker asks holders of a name to give it up for one login.
-_OVERWRITES = 3
 #: Rounds over the NATS servers before giving up at the start.
 _START_ROUNDS = 2
-#: Lease operations (logins, releases) in progress at once; beyond it logins are refused.
-MAX_LEASE_OPS = 10_000
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """How a broker joins its cluster."""
-
-    servers: tuple[str, ...]
-    """NATS URLs (any node of the NATS cluster; the client fails over between them)."""
-    name: str = "rembus"
-    """The Rembus cluster: several may share one NATS system."""
-    lease_ttl: int = DEFAULT_TTL
-    """Seconds a name stays taken after its broker stopped renewing it."""
-    replicas: int = 1
-    """Replicas of the key-value buckets created by the first broker (3 on 3 nodes)."""
-    max_outbox: int = 100_000
-    """Messages waiting to be written to NATS; beyond it publications are dropped."""
-    op_timeout: float = 5.0
-    """Seconds a lease operation may take before the connection is refused."""
-
-
-class BrokerPort(Protocol):
-    """What the bridge needs of the broker that runs it."""
-
-    router: Router
-    cluster: Any
-
-    def schedule_flush(self) -> None:
-        """Write pending output at the end of this event-loop turn."""
-
-
-def parse_servers(text: str) -> tuple[str, ...]:
-    """``nats://h1:4222,nats://h2:4222`` as a tuple of URLs (``ValueError`` when empty)."""
-    servers = tuple(url.strip() for url in text.split(",") if url.strip())
-    if not servers:
-        raise ValueError("--cluster needs at least one NATS URL")
-    return servers
 
 
 class ClusterBridge:
@@ -129,17 +85,13 @@ class ClusterBridge:
         self.broker_id = uuid.uuid4().hex
         """Fresh at every start: a restarted broker never takes old leases for its own."""
         self.nc: Client | None = None
-        self.leases: NameLeases | None = None
-        self.locations: Locations | None = None
+        self.logins: Logins | None = None
         self.dropped = 0
         """Publications not sent to the cluster (outbox full, or no NATS connection)."""
         self._subs: dict[tuple[str, str, str], Subscription] = {}
         self._wanted: dict[tuple[str, str, str], None] = {}
         self._outbox: deque[tuple[str, bytes, dict[str, str]]] = deque()
         self._wake = asyncio.Event()
-        self._lease_tasks: set[asyncio.Task[None]] = set()
-        self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        """Name -> the lock that orders its lease operations, and the tasks using it."""
         self._seq = 0
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._replies: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
@@ -166,18 +118,20 @@ class ClusterBridge:
         self.nc.options["max_reconnect_attempts"] = -1
         try:
             js = self.nc.jetstream()
-            self.leases = await NameLeases.open(js, self.space, self.config.lease_ttl,
-                                                self.config.replicas)
-            self.locations = await Locations.open(js, self.space, self.config.lease_ttl,
-                                                  self.config.replicas)
+            leases = await NameLeases.open(js, self.space, self.config.lease_ttl,
+                                           self.config.replicas)
+            locations = await Locations.open(js, self.space, self.config.lease_ttl,
+                                             self.config.replicas)
         except BaseException:
             await self.nc.close()
             raise
+        logins = self.logins = Logins(self.broker, self.config, self.space, self.broker_id,
+                                      self.nc, leases, locations)
         self.router.join_cluster()
         self.broker.cluster = self
-        await self.nc.subscribe(self.space.broker(self.broker_id), cb=self._on_inbox)
+        await self.nc.subscribe(self.space.broker(self.broker_id), cb=logins.on_inbox)
         self._tasks = [asyncio.create_task(self._send_loop()),
-                       asyncio.create_task(self.leases.keep_renewed(self._lost))]
+                       asyncio.create_task(leases.keep_renewed(logins.lost))]
         self.broker.schedule_flush()
         log.info("broker %s joined cluster %r through %s", self.broker_id, self.config.name,
                  ", ".join(self.config.servers))
@@ -197,7 +151,8 @@ class ClusterBridge:
     async def stop(self) -> None:
         """Give every name up and leave NATS."""
         self._stopped = True
-        tasks = [*self._tasks, *self._calls, *self._lease_tasks]
+        logins = self.logins
+        tasks = [*self._tasks, *self._calls, *(logins.tasks if logins else ())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -205,9 +160,9 @@ class ClusterBridge:
         nc = self.nc
         if nc is None:
             return
-        if self.leases is not None and not nc.is_closed:
+        if logins is not None and not nc.is_closed:
             try:
-                await asyncio.wait_for(self.leases.release_all(), self.config.op_timeout)
+                await asyncio.wait_for(logins.leases.release_all(), self.config.op_timeout)
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
                 log.warning("cluster: names not released (they expire with their TTL): %s",
                             exc)
@@ -235,8 +190,8 @@ class ClusterBridge:
             self._wake.set()
         elif isinstance(order, RemoteCall):
             self._remote_call(order)
-        else:
-            self._lease_op(order)
+        elif self.logins is not None:
+            self.logins.order(order)
 
     def output(self, conn: Connection, frames: list[bytes]) -> None:
         """Answers the router queued on a pseudo-connection: back to the asking broker."""
@@ -433,117 +388,6 @@ class ClusterBridge:
                 log.warning("cluster: cannot subscribe for %s %r: %s", kind, topic[:80], exc)
                 continue
             self._subs[key] = sub
-
-    def _lease_op(self, op: NeedLease | LeaseReleased) -> None:
-        """Run ``op`` after the earlier operations on the same name (one lock per name)."""
-        if len(self._lease_tasks) >= MAX_LEASE_OPS:
-            if isinstance(op, NeedLease):
-                self.router.lease_found(op.conn, op.name, "too many logins in progress",
-                                        time.monotonic(), time.time())
-                self.broker.schedule_flush()
-            return  # a release not done: the name expires with its TTL
-        lock, users = self._name_locks.get(op.name, (asyncio.Lock(), 0))
-        self._name_locks[op.name] = (lock, users + 1)
-        task = asyncio.create_task(self._run_lease_op(op, lock))
-        self._lease_tasks.add(task)
-        task.add_done_callback(self._lease_tasks.discard)
-
-    async def _run_lease_op(self, op: NeedLease | LeaseReleased, lock: asyncio.Lock) -> None:
-        try:
-            async with lock:
-                if isinstance(op, NeedLease):
-                    refusal = await self._acquire(op.name)
-                    self.router.lease_found(op.conn, op.name, refusal, time.monotonic(),
-                                            time.time())
-                    self.broker.schedule_flush()
-                else:
-                    await self._release(op.name)
-        finally:
-            users = self._name_locks[op.name][1] - 1
-            if users:
-                self._name_locks[op.name] = (lock, users)
-            else:
-                del self._name_locks[op.name]
-
-    async def _acquire(self, name: str) -> str | None:
-        assert self.leases is not None and self.locations is not None
-        try:
-            won = await asyncio.wait_for(self.leases.acquire(name, self.broker_id),
-                                         self.config.op_timeout)
-            if not won:
-                won = await self._acquire_from_holder(name)
-            if won:
-                await asyncio.wait_for(self.locations.place(name, self.broker_id),
-                                       self.config.op_timeout)
-        except LeaseLimit as exc:
-            return str(exc)
-        except (SubjectError, ValueError) as exc:
-            return f"name not usable in a cluster: {exc}"
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            log.warning("cluster: lease of %r not taken: %s", name, exc)
-            return "cluster unavailable, try again later"
-        return None if won else "already connected"
-
-    async def _acquire_from_holder(self, name: str) -> bool:
-        """Take the lease of ``name`` from the broker holding it, when that is allowed.
-
-        A holder whose inbox has no responder is dead: it cannot release the
-        lease, which expires within the TTL; it is waited for. A live holder
-        keeps it, unless ``overwrite_connection`` is on: it is then asked to
-        close its connection (4000 "overwritten") and give the name up.
-        """
-        assert self.leases is not None and self.nc is not None
-        overwrite = self.router.config.overwrite_connection
-        ask = _OVERWRITE + name.encode() if overwrite else b""
-        deadline = time.monotonic() + self.config.lease_ttl + 1
-        overwrites = 0
-        holder = await self.leases.owner(name)
-        while holder is not None and holder != self.broker_id:
-            try:
-                await self.nc.request(self.space.broker(holder), ask, timeout=1)
-                overwrites += 1
-                if not overwrite or overwrites > _OVERWRITES:
-                    return False  # the holder lives: the name is really taken
-            except nats.errors.NoRespondersError:
-                if time.monotonic() >= deadline:
-                    return False
-                await asyncio.sleep(min(0.5, self.config.lease_ttl / 4))  # until its TTL ends
-            except nats.errors.TimeoutError:
-                return False  # slow, maybe alive: not ours to take
-            if await self.leases.acquire(name, self.broker_id):
-                return True
-            holder = await self.leases.owner(name)
-        return holder is None and await self.leases.acquire(name, self.broker_id)
-
-    async def _on_inbox(self, msg: Msg) -> None:
-        """Another broker checks that this one is alive, or takes over a name."""
-        if msg.data.startswith(_OVERWRITE):
-            name = msg.data[len(_OVERWRITE):].decode(errors="replace")
-            if self.router.config.overwrite_connection and self.leases is not None:
-                log.info("cluster: %r connected through another broker: closing it here",
-                         name)
-                self.router.lease_lost(name, CLOSE_OVERWRITTEN, "overwritten")
-                self.broker.schedule_flush()
-                try:
-                    await asyncio.wait_for(self.leases.release(name), self.config.op_timeout)
-                except (nats.errors.Error, asyncio.TimeoutError) as exc:
-                    log.warning("cluster: lease of %r not released: %s", name, exc)
-        if msg.reply:
-            await msg.respond(b"")
-
-    async def _release(self, name: str) -> None:
-        assert self.leases is not None and self.locations is not None
-        try:
-            await asyncio.wait_for(self.leases.release(name), self.config.op_timeout)
-            await asyncio.wait_for(self.locations.remove(name, self.broker_id),
-                                   self.config.op_timeout)
-        except (SubjectError, nats.errors.Error, asyncio.TimeoutError) as exc:
-            log.warning("cluster: lease of %r not released (it expires): %s", name, exc)
-
-    def _lost(self, name: str) -> None:
-        log.warning("cluster: lease of %r lost: closing its connection", name)
-        self.router.lease_lost(name, CLOSE_TRY_AGAIN, "name lease lost, try again later")
-        self.broker.schedule_flush()
 
 
 __all__ = ["CLOSE_TRY_AGAIN", "BrokerPort", "ClusterBridge", "ClusterConfig", "parse_servers"]
