@@ -36,16 +36,21 @@ PROBE = 0.2  # seconds to wait for one probe before sending the next one
 
 
 @contextmanager
-def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int, *extra: str
-                    ) -> Iterator[list[BrokerProcess]]:
-    """``count`` broker processes, each joined through its own NATS node; stopped at the end."""
+def cluster_brokers(nats: NatsCluster, tmp_path: Path, count: int, *extra: str,
+                    lease_ttl: int = 10) -> Iterator[list[BrokerProcess]]:
+    """``count`` broker processes, each joined through its own NATS node; stopped at the end.
+
+    ``lease_ttl``: short only where a test waits for a dead broker's names; a
+    renewal late by more than a third of it closes the connection (a loaded
+    machine must not do that to the other tests).
+    """
     with ExitStack() as stack:
         brokers = []
         for i in range(count):
             broker = BrokerProcess(tmp_path / f"broker{i}", "--name", f"b{i}",
                                    "--cluster", nats.urls[i % len(nats.urls)],
                                    "--cluster-name", "test", "--cluster-replicas", "3",
-                                   "--cluster-lease-ttl", "2", *extra)
+                                   "--cluster-lease-ttl", str(lease_ttl), *extra)
             stack.enter_context(broker)
             brokers.append(broker)
         yield brokers
@@ -215,7 +220,7 @@ def test_overwrite_connection_across_brokers(nats_trio: NatsCluster, tmp_path: P
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_client_fails_over_to_the_next_broker(nats_trio: NatsCluster, tmp_path: Path,
                                               sig: signal.Signals) -> None:
-    with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):
+    with cluster_brokers(nats_trio, tmp_path, 2, lease_ttl=5) as (b0, b1):
         got = Inbox()
         listener = rembus.sync.component(f"{b1.url}/listener")
         listener.subscribe(got, topic="news")
