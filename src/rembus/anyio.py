@@ -30,7 +30,7 @@ import inspect
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -119,8 +119,16 @@ class Component(EventDispatcher, AsyncCommands):
     # -- lifecycle -----------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect and log in, before :meth:`serve` (done by :func:`component`)."""
-        await self._connect()
+        """Connect and log in, before :meth:`serve` (done by :func:`component`); with
+        several brokers (:attr:`ComponentURL.alternates`) each is tried once, in turn."""
+        for left in range(len(self.url.alternates), -1, -1):
+            try:
+                await self._connect()
+                break
+            except RembusError:
+                if not left:
+                    raise
+                self._failover()
         try:
             while not self._connected:
                 if self._failure is not None:
@@ -240,6 +248,7 @@ class Component(EventDispatcher, AsyncCommands):
                 await self._connect()
             except RembusError as exc:
                 log.debug("%s: reconnect failed: %s", self.url, exc)
+                self._failover()
                 continue
             backoff.reset()
             log.info("%s reconnected", self.url)
@@ -545,7 +554,8 @@ async def _close_quietly(stream: anyio.abc.ByteStream) -> None:
 
 
 @contextlib.asynccontextmanager
-async def component(url: str | None = None, **options: Any) -> AsyncIterator[Component]:
+async def component(url: str | Sequence[str] | None = None,
+                    **options: Any) -> AsyncIterator[Component]:
     """Connect a component for the duration of an ``async with`` block.
 
     Arguments as :func:`rembus.component`. Raises :class:`RembusConnectionClosed`

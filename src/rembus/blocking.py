@@ -31,6 +31,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rembus import errors
@@ -358,8 +359,16 @@ class Component(EventDispatcher, ComponentBase):
         self._queue_output()
 
     def start(self) -> None:
-        """Connect and log in (done by :func:`component`; call it once)."""
-        self._connect()
+        """Connect and log in (done by :func:`component`; call it once); with several
+        brokers each is tried once, in turn."""
+        for left in range(len(self.url.alternates), -1, -1):
+            try:
+                self._connect()
+                break
+            except RembusConnectionClosed:
+                if not left:
+                    raise
+                self._failover()
         try:
             while not self._connected:
                 if self._failure is not None:
@@ -403,6 +412,7 @@ class Component(EventDispatcher, ComponentBase):
             self._connect()
         except RembusConnectionClosed as exc:
             log.debug("%s: reconnect failed: %s", self.url, exc)
+            self._failover()
             self._reconnect_at = time.monotonic() + self._backoff.next_delay()
             return
         self._backoff.reset()
@@ -571,7 +581,7 @@ class Component(EventDispatcher, ComponentBase):
         self.conn.respond(event.request_id, status, value)
 
 
-def component(url: str | None = None, **options: Any) -> Component:
+def component(url: str | Sequence[str] | None = None, **options: Any) -> Component:
     """Connect a component and return it once logged in.
 
     Arguments as :func:`rembus.component`. Raises :class:`RembusConnectionClosed`

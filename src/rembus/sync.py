@@ -31,7 +31,7 @@ import contextlib
 import inspect
 import queue
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from rembus import errors
@@ -365,7 +365,7 @@ class Component:
         self.close()
 
 
-def component(url: str | None = None, **options: Any) -> Component:
+def component(url: str | Sequence[str] | None = None, **options: Any) -> Component:
     """Connect a component and return it (blocking); arguments as :func:`rembus.component`.
 
     Raises :class:`RembusConnectionClosed` if the broker cannot be reached and

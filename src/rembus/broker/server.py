@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from rembus import logs
 from rembus.broker import status
+from rembus.broker.cluster.port import CLUSTER_ORDERS, ClusterPort
 from rembus.broker.http_api import HttpApi, Passwords
 from rembus.security.crypto import verify_signature
 from rembus.version import __version__
@@ -489,6 +490,8 @@ class Broker:
         self.stop_requested = asyncio.Event()
         """Set when an admin sent ``shutdown``; whoever runs the broker then stops it."""
         self.http_api = HttpApi(self, passwords) if self.config.http_api else None
+        self.cluster: ClusterPort | None = None
+        """Set by the cluster driver when the broker is joined in a cluster."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -603,8 +606,10 @@ class Broker:
         for conn, frames in router.data_to_send():
             peer = by_conn.get(conn)
             if peer is None:
-                if self.http_api is not None:
-                    self.http_api.send(conn, frames)
+                if self.http_api is not None and self.http_api.send(conn, frames):
+                    continue
+                if self.cluster is not None:  # answers for another broker
+                    self.cluster.output(conn, frames)
                 continue
             peer.send(frames)
             if conn.waiting_drain and not peer.paused and conn in by_conn:
@@ -614,6 +619,9 @@ class Broker:
                 self._close(order)
             elif isinstance(order, Skipped):
                 self._skipped(order)
+            elif isinstance(order, CLUSTER_ORDERS):
+                if self.cluster is not None:
+                    self.cluster.handle(order)
             elif isinstance(order, ShutdownRequested) and not self.stop_requested.is_set():
                 log.info("shutdown requested by an admin")
                 self.stop_requested.set()

@@ -126,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--loop", choices=eventloop.LOOPS, default="auto",
                         help="event loop: uvloop (the rembus[speed] extra), asyncio, or auto: "
                              "uvloop when installed (default: %(default)s)")
+    broker.add_argument("--cluster", metavar="URLS", default=None,
+                        help="join a cluster of brokers through NATS with JetStream: "
+                             "comma-separated NATS URLs, e.g. nats://h1:4222,nats://h2:4222 "
+                             "(needs the extra rembus[cluster])")
+    broker.add_argument("--cluster-name", default="rembus",
+                        help="the Rembus cluster to join on that NATS system "
+                             "(default: %(default)s)")
+    broker.add_argument("--cluster-replicas", type=positive_int, default=1,
+                        help="replicas of the cluster's key-value buckets when this broker "
+                             "creates them: 3 on a 3-node NATS cluster (default: %(default)s)")
+    broker.add_argument("--cluster-lease-ttl", type=positive_int, default=10,
+                        help="seconds a component's name stays taken after its broker died "
+                             "(default: %(default)s)")
     _add_router_limits(broker)
     _add_observability(broker)
     logs.add_arguments(broker)
@@ -225,7 +238,27 @@ def broker_config(args: argparse.Namespace) -> BrokerConfig:
     )
 
 
-async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
+async def _join_cluster(broker: Broker, args: argparse.Namespace) -> Any:
+    """Join the cluster ``--cluster`` names; the running bridge, or ``None`` on failure."""
+    try:
+        from rembus.broker.cluster.bridge import ClusterBridge, ClusterConfig, parse_servers
+    except ImportError as exc:
+        log.error("--cluster needs the extra rembus[cluster] (nats-py): %s", exc)
+        return None
+    try:
+        config = ClusterConfig(parse_servers(args.cluster), args.cluster_name,
+                               lease_ttl=args.cluster_lease_ttl, replicas=args.cluster_replicas)
+        bridge = ClusterBridge(broker, config)
+        await bridge.start()
+    except Exception as exc:  # any failure to join is reported the same way
+        log.error("cannot join cluster %r at %s: %s: %s", args.cluster_name, args.cluster,
+                  type(exc).__name__, exc)
+        return None
+    return bridge
+
+
+async def _run_broker(config: BrokerConfig, data_dir: Path,
+                      args: argparse.Namespace | None = None) -> int:
     from rembus.broker.http_passwords import HttpPasswords
     from rembus.broker.sqlite_store import SQLiteStore
     from rembus.security.file_security import FileSecurity
@@ -239,10 +272,18 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
     database = data_dir / f"{config.router.name}.sqlite"
     store = SQLiteStore(database)
     broker = Broker(config, store, security, passwords=HttpPasswords(data_dir))
+    bridge = None
+    if args is not None and args.cluster:
+        bridge = await _join_cluster(broker, args)
+        if bridge is None:
+            store.close()
+            return EXIT_FAILURE
     try:
         await broker.start()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        if bridge is not None:
+            await bridge.stop()
         store.close()
         return EXIT_FAILURE
     print(f"rembus {__version__}: broker {config.router.name!r} serving {broker.url} "
@@ -256,6 +297,8 @@ async def _run_broker(config: BrokerConfig, data_dir: Path) -> int:
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     await stop.wait()
     await broker.stop()
+    if bridge is not None:
+        await bridge.stop()
     store.close()
     return EXIT_OK
 
@@ -282,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory(args.keep_freed_mib << 20)
         try:
             with DataDirLock(data_dir):
-                return eventloop.run(_run_broker(config, data_dir), args.loop)
+                return eventloop.run(_run_broker(config, data_dir, args), args.loop)
         except eventloop.LoopUnavailable as exc:
             log.error("%s", exc)
             return EXIT_FAILURE

@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rembus.client import lifetime
@@ -78,8 +78,18 @@ class Component(EventDispatcher, AsyncCommands):
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect and log in (done by :func:`component`; call it once)."""
-        await self._open_transport()
+        """Connect and log in (done by :func:`component`; call it once).
+
+        With several brokers (:attr:`ComponentURL.alternates`) each is tried once, in turn.
+        """
+        for left in range(len(self.url.alternates), -1, -1):
+            try:
+                await self._open_transport()
+                break
+            except (OSError, RembusError, asyncio.TimeoutError):
+                if not left:
+                    raise
+                self._failover()
         self._runner = self._loop.create_task(self._run(), name=f"rembus {self.url}")
         try:
             await self._connected
@@ -113,6 +123,7 @@ class Component(EventDispatcher, AsyncCommands):
                 log.info("%s reconnected", self.url)
             except (OSError, RembusError, asyncio.TimeoutError) as exc:
                 log.debug("%s: reconnect failed: %s", self.url, exc)
+                self._failover()
         self._finish()
 
     async def _read_loop(self, transport: Transport) -> None:
@@ -430,12 +441,15 @@ def _awaited(awaitable: Awaitable[Any]) -> Awaitable[Any]:
     return awaitable
 
 
-async def component(url: str | None = None, **options: Any) -> Component:
+async def component(url: str | Sequence[str] | None = None, **options: Any) -> Component:
     """Connect a component and return it.
 
     ``url`` is ``"ws://host:port/name"`` (named), ``"ws://host:port"``
     (anonymous), ``"name"`` (named, at ``$REMBUS_BASE_URL`` or
-    ``ws://127.0.0.1:8000``) or ``None`` (anonymous, same address). Options
+    ``ws://127.0.0.1:8000``) or ``None`` (anonymous, same address); or a list
+    of URLs of the same component at several brokers of a cluster (also a
+    comma-separated ``$REMBUS_BASE_URL``): when one cannot be reached, at the
+    start or on a reconnect, the next one is tried. Options
     are the fields of :class:`~rembus.client.options.Options` (``timeout=``, ...).
     Raises :class:`RembusConnectionClosed` if the broker cannot be reached and
     :class:`~rembus.errors.LoginFailed` if it refuses the name.

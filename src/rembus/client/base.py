@@ -50,6 +50,13 @@ class ComponentBase:
         self._closing = False
         self._explicit_unreactive = False
 
+    def _failover(self) -> None:
+        """Connecting to the current broker failed: the next one of the list is tried next."""
+        following = self.url.next()
+        if following is not self.url:
+            log.info("%s: unreachable, trying %s next", self.url.endpoint, following.endpoint)
+            self.url = following
+
     @property
     def name(self) -> str | None:
         """The component name (``None`` when anonymous)."""

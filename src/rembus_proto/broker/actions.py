@@ -75,9 +75,72 @@ class PruneArchive:
     max_total_bytes: int | None = None
 
 
-Order = Close | ShutdownRequested | PruneArchive | Skipped
+# -- brokers joined in a cluster (only once :meth:`Router.join_cluster` was called) --
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A publication of a local component: send it to the other brokers of the cluster."""
+
+    tenant: str
+    topic: str
+    payload: bytes
+    """The encoded data element, as the publisher sent it."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterestChanged:
+    """The local components start (``present``) or stop wanting traffic from other brokers.
+
+    ``kind``: ``"sub"`` (publications on a topic or pattern of ``tenant``),
+    ``"rpc"`` (calls of a method exposed in ``tenant``) or ``"direct"``
+    (calls addressed to the component named ``topic``).
+    """
+
+    kind: str
+    tenant: str
+    topic: str
+    present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCall:
+    """No local component can serve a request of ``conn``: ask the cluster, then answer
+    with :meth:`Router.remote_reply` (or, when nobody serves it anywhere, with the
+    ``missing`` status and ``missing_value``)."""
+
+    conn: Connection
+    msg_id: bytes
+    tenant: str
+    topic: str
+    target: str | None
+    data: bytes
+    missing: int
+    missing_value: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeedLease:
+    """Take the cluster-wide lease of ``name`` for ``conn`` and tell
+    :meth:`Router.lease_found`; the input of ``conn`` waits until then."""
+
+    conn: Connection
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReleased:
+    """The connection that held the lease of ``name`` is gone: give the lease up."""
+
+    name: str
+
+
+#: Orders for the cluster driver; :class:`NeedLease` is answered later, asynchronously.
+ClusterOrder = Forward | InterestChanged | RemoteCall | NeedLease | LeaseReleased
+Order = Close | ShutdownRequested | PruneArchive | Skipped | ClusterOrder
 Request = NeedReplay | NeedKey
 Event = Order | Request
 
-__all__ = ["Close", "Event", "NeedKey", "NeedReplay", "Order", "PruneArchive", "Request",
-           "ShutdownRequested", "Skipped"]
+__all__ = ["Close", "ClusterOrder", "Event", "Forward", "InterestChanged", "LeaseReleased",
+           "NeedKey", "NeedLease", "NeedReplay", "Order", "PruneArchive", "RemoteCall",
+           "Request", "ShutdownRequested", "Skipped"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 from ..constants import QOS2, QOS_MASK
+from .actions import Forward
 from .auth import Guard
 from .config import CLOSE_SLOW_CONSUMER
 from .effects import Effects
@@ -12,6 +14,9 @@ from .frames import encode_ack, encode_ack2, encode_pattern_pub, encode_pub_raw
 from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .state import Connection, Inflight, Twin
+
+if TYPE_CHECKING:
+    from .cluster import ClusterHooks
 
 
 class Fanout:
@@ -32,6 +37,8 @@ class Fanout:
         self._max_queued = effects.config.max_queued
         self._stats = effects.stats
         self._publications = effects.stats.publications
+        self.cluster: ClusterHooks | None = None
+        """Set when the broker is joined in a cluster: local publications go there too."""
 
     def publish(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
                 frame: bytes, offset: int) -> None:
@@ -70,6 +77,9 @@ class Fanout:
             self._deliver_exact(publisher, subscribers, topic, frame, offset, qos, seq, msg_id)
         if patterns:
             self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl)
+        cluster = self.cluster
+        if cluster is not None and acl is None and not cluster.is_remote(conn):
+            effects.emit(Forward(publisher.tenant, topic, frame[offset:]))
 
     def _deliver_exact(self, publisher: Twin, subscribers: Collection[Twin], topic: str,
                        frame: bytes, offset: int, qos: int, seq: int,

@@ -13,7 +13,7 @@ archived.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..sublist import SubList
@@ -82,6 +82,8 @@ class SubscriptionIndex:
         """Exact topic -> how many retroactive subscriptions it has."""
         self._matcher: PatternMatcher = matcher if matcher is not None else SubList[str]()
         self._retro_patterns: dict[str, int] = {}
+        self.listener: Callable[[Twin, str, bool], object] | None = None
+        """Told of every subscription actually added (``True``) or removed (a cluster)."""
 
     def add(self, topic: str, twin: Twin, retro: bool) -> None:
         """Index the subscription of ``twin`` to ``topic`` (a pattern or not)."""
@@ -90,11 +92,13 @@ class SubscriptionIndex:
             if twins is None:
                 twins = self.patterns[topic] = {}
                 self._matcher.insert(topic, topic)
-            twins[twin] = None
             counts = self._retro_patterns
         else:
-            self.exact.setdefault(topic, {})[twin] = None
+            twins = self.exact.setdefault(topic, {})
             counts = self.retro
+        if self.listener is not None and twin not in twins:
+            self.listener(twin, topic, True)
+        twins[twin] = None
         if retro:
             counts[topic] = counts.get(topic, 0) + 1
 
@@ -103,7 +107,7 @@ class SubscriptionIndex:
         if is_pattern(topic):
             twins = self.patterns.get(topic)
             if twins is not None:
-                twins.pop(twin, None)
+                self._removed(twins, twin, topic)
                 if not twins:
                     del self.patterns[topic]
                     self._matcher.remove(topic, topic)
@@ -111,7 +115,7 @@ class SubscriptionIndex:
         else:
             exact = self.exact.get(topic)
             if exact is not None:
-                exact.pop(twin, None)
+                self._removed(exact, twin, topic)
                 if not exact:
                     del self.exact[topic]
             counts = self.retro
@@ -121,6 +125,12 @@ class SubscriptionIndex:
                 counts[topic] = left
             else:
                 counts.pop(topic, None)
+
+    def _removed(self, twins: dict[Twin, None], twin: Twin, topic: str) -> None:
+        if twin in twins:
+            del twins[twin]
+            if self.listener is not None:
+                self.listener(twin, topic, False)
 
     def add_twin(self, twin: Twin) -> None:
         """Index every subscription of ``twin``."""

@@ -44,12 +44,14 @@ from ..messages import (
     split_ack,
     split_qos0_pub,
 )
+from ..payload import Payload
 from ..security_port import MemorySecurity, PublicKey, Security, Verify
 from ..store import Store, StoredMessage
 from ..topics import check_name, check_topic, normalize_name
 from .actions import Event, NeedKey, NeedReplay, PruneArchive
 from .admin import AdminCommands
 from .auth import DONE, PROCEED, Bind, Decision, Guard, LookUpKey
+from .cluster import HOLD, ClusterHooks
 from .config import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_PROTOCOL_ERROR,
@@ -59,6 +61,7 @@ from .config import (
 )
 from .effects import Effects
 from .fanout import Fanout
+from .frames import encode_pub_raw, encode_response_raw
 from .index import PatternMatcher, SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
@@ -107,6 +110,7 @@ class Router:
         self._sessions = Sessions(effects, store, self._index, self._rpc, self.guard,
                                   self._archive, self._replayer, self.twins, id_factory)
         self._sessions.load(records)
+        self._cluster: ClusterHooks | None = None
 
     # -- connections -------------------------------------------------------
 
@@ -151,11 +155,19 @@ class Router:
     def connect(self, now: float, peer: str = "") -> Connection:
         """A transport connection was accepted; returns its handle."""
         self._effects.now = now
-        return self._sessions.connect(peer)
+        conn = self._sessions.connect(peer)
+        if self._cluster is not None:
+            self._cluster.up(conn.twin)
+        return conn
 
     def disconnect(self, conn: Connection, now: float) -> None:
         """The transport connection is gone (closed by either side or lost)."""
         self._effects.now = now
+        cluster = self._cluster
+        if cluster is not None and not conn.closed:
+            if conn.twin.conn is conn:
+                cluster.down(conn.twin)
+            cluster.disconnected(conn)
         self._sessions.disconnect(conn)
 
     def drained(self, conn: Connection, now: float) -> None:
@@ -263,6 +275,79 @@ class Router:
             conn.held = []  # nothing more from it: the driver closes it
             self._effects.close(conn, CLOSE_PROTOCOL_ERROR, str(exc))
 
+    # -- a cluster of brokers ---------------------------------------------------
+
+    def join_cluster(self) -> ClusterHooks:
+        """Start emitting the cluster actions (see :mod:`.cluster`); the interests of the
+        twins already known come out as :class:`InterestChanged` events at once."""
+        if self._cluster is None:
+            cluster = self._cluster = ClusterHooks(self._effects)
+            for table in (self._index.exact, self._index.patterns):
+                for topic, twins in table.items():
+                    for twin in twins:
+                        cluster.subscription(twin, topic, True)
+            self._index.listener = cluster.subscription
+            self._rpc.cluster = cluster
+            self._fanout.cluster = cluster
+            for conn in self.connections:
+                if conn.twin.conn is conn:
+                    cluster.up(conn.twin)
+        return self._cluster
+
+    def _joined(self) -> ClusterHooks:
+        if self._cluster is None:
+            raise RuntimeError("the router is not joined in a cluster (join_cluster)")
+        return self._cluster
+
+    def remote_publish(self, tenant: str, topic: str, payload: bytes, now: float,
+                       wall: float | None = None) -> None:
+        """A publication from another broker: deliver it here, never forward it again."""
+        self._effects.at(now, wall)
+        conn = self._joined().remote_conn(tenant)
+        frame = encode_pub_raw(topic, payload)
+        self._fanout.publish(conn, topic, 0, None, frame, len(frame) - len(payload))
+
+    def remote_request(self, tenant: str, topic: str, target: str | None, data: bytes,
+                       token: bytes, now: float, wall: float | None = None) -> Connection:
+        """A request from another broker, answered on the returned pseudo-connection
+        with a RESPONSE whose id is ``token`` (unless nobody answers in time)."""
+        self._effects.at(now, wall)
+        conn = self._joined().remote_conn(tenant)
+        self._rpc.request(conn, Rpc(token, topic, Payload(data), target))
+        return conn
+
+    def remote_reply(self, conn: Connection, msg_id: bytes, status: int, data: bytes,
+                     now: float) -> None:
+        """The answer, from the cluster, to a :class:`RemoteCall` of ``conn``."""
+        self._effects.now = now
+        if not conn.closed:
+            self._effects.send(conn, encode_response_raw(msg_id, status, data))
+
+    def lease_found(self, conn: Connection, name: str, refusal: str | None, now: float,
+                    wall: float | None = None) -> None:
+        """The outcome of a :class:`NeedLease` (``refusal``: why not; ``None``: won).
+        The held input of ``conn`` goes on, as after :meth:`key_found`."""
+        cluster = self._joined()
+        cluster.lease_found(conn, name, refusal)
+        if conn.closed:  # gone while the lease was taken: give it back
+            cluster.disconnected(conn)
+            return
+        held = conn.held
+        if conn.closed or held is None:
+            return
+        conn.held = None
+        try:
+            self.receive_many(conn, held, now, wall)
+        except ProtocolError as exc:
+            conn.held = []
+            self._effects.close(conn, CLOSE_PROTOCOL_ERROR, str(exc))
+
+    def lease_lost(self, name: str, code: int, reason: str) -> None:
+        """The cluster no longer grants ``name`` to us: close the connection using it."""
+        conn = self._joined().lease_lost(name)
+        if conn is not None and not conn.closed:
+            self._effects.close(conn, code, reason)
+
     # -- input -------------------------------------------------------------
 
     def receive(self, conn: Connection, frame: bytes, now: float,
@@ -315,6 +400,9 @@ class Router:
                         fanout.ack(conn, ack[1])
                     continue
             decision = self._dispatch(conn, frame, gated)
+            if decision is HOLD:  # a NeedLease is out
+                conn.held = frames[i:]
+                return
             if isinstance(decision, LookUpKey):
                 conn.held = frames[i:]
                 self._effects.emit(NeedKey(conn, decision.name))
@@ -342,7 +430,7 @@ class Router:
             return
         held.extend(frames)
 
-    def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> Decision:
+    def _dispatch(self, conn: Connection, frame: bytes, gated: bool) -> Decision | str:
         """Decode a message and hand it to its handler."""
         message = decode(frame, self.config.limits)
         if isinstance(message, Identity) and self._refused(conn, message):
@@ -390,10 +478,14 @@ class Router:
         self._effects.reply(conn, message.id, Status.GENERIC_ERROR, problem)
         return True
 
-    def _identity(self, conn: Connection, msg: Identity) -> Decision:
+    def _identity(self, conn: Connection, msg: Identity) -> Decision | str:
         conn.learn_generation(msg.id)
         name = normalize_name(msg.cid)
         error = self._sessions.identity_error(conn, name)
+        if error is None and self._cluster is not None:
+            error = self._cluster.lease(conn, name)
+            if error is HOLD:
+                return HOLD
         if error is not None:
             self._effects.reply(conn, msg.id, Status.GENERIC_ERROR, error)
             return DONE
@@ -402,7 +494,11 @@ class Router:
     def _apply(self, conn: Connection, decision: Decision) -> Decision:
         """Carry out a :class:`Bind`; pass any other decision on."""
         if isinstance(decision, Bind):
+            before = conn.twin
             ok = self._sessions.bind(conn, decision.msg_id, decision.name)
+            if ok and self._cluster is not None:
+                self._cluster.down(before)
+                self._cluster.up(conn.twin)
             self.guard.bound(conn, decision, ok)
             return DONE
         return decision

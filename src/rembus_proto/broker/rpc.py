@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..constants import Status
 from ..messages import Response, Rpc
@@ -12,6 +12,9 @@ from .auth import UNAUTHORIZED, Guard
 from .effects import Effects
 from .frames import encode_response_raw, encode_rpc_raw
 from .state import Call, Connection, Twin
+
+if TYPE_CHECKING:
+    from .cluster import ClusterHooks
 
 
 class RpcRouter:
@@ -29,6 +32,8 @@ class RpcRouter:
         self._builtins = builtins
         self.pending = 0
         """Calls forwarded and not answered yet, broker-wide."""
+        self.cluster: ClusterHooks | None = None
+        """Set when the broker is joined in a cluster: requests nobody here serves go there."""
 
     # -- the index of exposers -------------------------------------------------
 
@@ -38,6 +43,8 @@ class RpcRouter:
             twin.exposed[topic] = None
             self.exposers.setdefault(topic, []).append(twin)
             twin.changed(exposed=topic)
+            if self.cluster is not None:
+                self.cluster.exposed(twin, topic, True)
 
     def unexpose(self, twin: Twin, topic: str) -> None:
         """``twin`` no longer serves ``topic``."""
@@ -45,6 +52,8 @@ class RpcRouter:
             del twin.exposed[topic]
             self._drop(twin, topic)
             twin.changed(exposed=topic)
+            if self.cluster is not None:
+                self.cluster.exposed(twin, topic, False)
 
     def index(self, twin: Twin) -> None:
         """Make the exposed topics of a twin reachable (loaded, or bound)."""
@@ -83,6 +92,10 @@ class RpcRouter:
             return
         if msg.target is not None:
             target = self.twins.get(normalize_name(msg.target))
+            if (target is None or target.conn is None) and self._remote(
+                    conn, msg, Status.TARGET_DOWN if target else Status.TARGET_NOT_FOUND,
+                    msg.target):
+                return
             if target is None:
                 reply(conn, msg.id, Status.TARGET_NOT_FOUND, msg.target)
             elif target is requester:
@@ -98,6 +111,8 @@ class RpcRouter:
             return
         exposers = self.exposers.get(topic)
         if not exposers:
+            if self._remote(conn, msg, Status.METHOD_NOT_FOUND, f"{topic}: method unknown"):
+                return
             reply(conn, msg.id, Status.METHOD_NOT_FOUND, f"{topic}: method unknown")
             return
         if acl is not None:
@@ -106,6 +121,9 @@ class RpcRouter:
         if chosen is None:
             if exposers and all(t is requester for t in exposers):
                 reply(conn, msg.id, Status.METHOD_LOOPBACK, f"{topic}: method loopback")
+            elif self._remote(conn, msg, Status.METHOD_UNAVAILABLE,
+                              f"{topic}: method unavailable"):
+                return
             else:
                 reply(conn, msg.id, Status.METHOD_UNAVAILABLE, f"{topic}: method unavailable")
             return
@@ -116,6 +134,12 @@ class RpcRouter:
         """Answer a request with an error status (counted)."""
         self.effects.stats.rpc_failed(str(status))
         self.effects.reply(conn, msg_id, status, value)
+
+    def _remote(self, conn: Connection, msg: Rpc, missing: Status, value: str) -> bool:
+        """Hand the request to the cluster, if joined and it did not come from there."""
+        cluster = self.cluster
+        return cluster is not None and cluster.remote_call(conn, msg.id, msg.topic, msg.target,
+                                                           msg.data.raw, missing, value)
 
     def _select(self, topic: str, exposers: list[Twin], requester: Twin) -> Twin | None:
         policy = self.effects.config.policy

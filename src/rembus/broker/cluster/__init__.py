@@ -1,10 +1,13 @@
-"""Brokers joined through a NATS cluster with JetStream: the parts that do not need a broker.
+"""Brokers joined through a NATS cluster with JetStream.
 
 * :mod:`.subjects` — Rembus topics, tenants and patterns as NATS subjects and
   subscriptions (pure, no I/O);
 * :mod:`.names` — one name, one connection, cluster-wide: leases in a
   JetStream key-value bucket;
-* :mod:`.locations` — which broker holds the connection of a named component.
+* :mod:`.locations` — which broker holds the connection of a named component;
+* :mod:`.bridge` — the cluster driver: a broker's router joined to the others
+  through NATS (``rembus broker --cluster``), with :mod:`.logins` (its
+  components' names) and :mod:`.config`.
 
 The ``nats`` package (extra ``rembus[cluster]``) is imported only by the
 modules that talk to NATS.

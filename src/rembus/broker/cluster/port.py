@@ -1,0 +1,29 @@
+"""What the broker's server knows of the cluster driver (no NATS import)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rembus_proto.broker import Connection
+from rembus_proto.broker.actions import (
+    ClusterOrder,
+    Forward,
+    InterestChanged,
+    LeaseReleased,
+    NeedLease,
+    RemoteCall,
+)
+
+
+class ClusterPort(Protocol):
+    """The cluster driver of a broker joined in a cluster (:mod:`.bridge`)."""
+
+    def handle(self, order: ClusterOrder) -> None:
+        """Carry out a cluster order of the router."""
+
+    def output(self, conn: Connection, frames: list[bytes]) -> None:
+        """Frames the router queued for a pseudo-connection of the cluster."""
+
+
+CLUSTER_ORDERS = (Forward, InterestChanged, RemoteCall, NeedLease, LeaseReleased)
+"""The router's actions the cluster driver carries out."""
