@@ -54,6 +54,8 @@ _FIRST_ARGUMENT = {
 
 def check_topic(topic: Any, what: str) -> str:
     """Return ``topic`` if it is a non-empty str, else raise an error naming the call ``what``."""
+    if topic.__class__ is str and topic:  # the usual case: no lookup, no message built
+        return topic
     noun, usage = _FIRST_ARGUMENT.get(
         what, ("topic", f"{what}() takes a function or a topic"))
     if not isinstance(topic, str):
