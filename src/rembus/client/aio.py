@@ -249,13 +249,14 @@ class Component(AsyncCommands):
                 log.debug("%s: write failed: %s", self.url, exc)
 
     def _published(self) -> None:
-        self._unflushed += 1
-        if self._unflushed >= _FLUSH_EVERY:
+        unflushed = self._unflushed = self._unflushed + 1
+        if unflushed >= _FLUSH_EVERY:
             # A publisher that never yields must not pile up output: write now,
             # and let drain() hold it back while the socket buffer is full.
             self._process()
-        else:
-            self._schedule_flush()
+        elif not self._flush_scheduled:  # _schedule_flush, inlined: once per message
+            self._flush_scheduled = True
+            self._loop.call_soon(self._process)
 
     # -- internals -----------------------------------------------------------
 
