@@ -26,27 +26,18 @@ trio they may arrive wrapped in an ``ExceptionGroup``.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import anyio
 import anyio.abc
 
 from rembus import errors
-from rembus.client.async_commands import AsyncCommands
-from rembus.client.dataframes import PLAIN_TYPES
-from rembus.client.dispatch import EventDispatcher
-from rembus.client.handlers import (
-    Handler,
-    check_timeout,
-    exposer_call,
-    response_for_error,
-    response_for_result,
-)
+from rembus.client.async_commands import AsyncCommands, Done
+from rembus.client.handlers import check_timeout
 from rembus.client.options import Options, make_options
 from rembus.client.transport import connect_error, default_ssl_context, describe_os_error
 from rembus.client.url import ComponentURL, parse
@@ -59,7 +50,6 @@ from rembus.errors import (
 )
 from rembus.errors import LoginFailed as LoginFailedError
 from rembus_proto import Backoff, ClientSession, ProtocolError
-from rembus_proto.client_events import PublicationReceived, RequestReceived
 from rembus_proto.session import Disconnected
 from rembus_proto.ws import WSConfig
 
@@ -85,7 +75,7 @@ class _Waiter:
         self.error: BaseException | None = None
 
 
-class Component(EventDispatcher, AsyncCommands):
+class Component(AsyncCommands):
     """A component on anyio (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options) -> None:
@@ -484,50 +474,17 @@ class Component(EventDispatcher, AsyncCommands):
         if stream is not None and self._tasks is not None:
             self._tasks.start_soon(_close_quietly, stream)
 
-    def _on_publication(self, event: PublicationReceived) -> None:
-        call = self._publication_call(event)
-        if call is None:
-            return
+    def _answered(self) -> None:
+        pass  # written by _process: it runs after every handler (inline, or _await_handler)
 
-        def report(_: Any, error: BaseException | None) -> None:
-            self._delivered(event)
-            if error is not None:
-                log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
-                          exc_info=error)
-
-        self._invoke(call[0], call[1], report)
-
-    def _on_request(self, event: RequestReceived) -> None:
-        handler, detail = exposer_call(self.registry, event, self.options.dataframe)
-        if handler is None:
-            self.conn.respond(event.request_id, *detail)
-            return
-
-        def answer(result: Any, error: BaseException | None) -> None:
-            status, value = (response_for_error(error) if error is not None
-                             else response_for_result(result))
-            self.conn.respond(event.request_id, status, value)
-
-        self._invoke(handler, detail, answer)
-
-    def _invoke(self, handler: Handler, args: tuple[Any, ...],
-                done: Callable[[Any, BaseException | None], None]) -> None:
-        """Run a handler: a plain function inline, a coroutine function as a task."""
-        try:
-            result = handler(*args)
-        except Exception as exc:
-            done(None, exc)
-            return
-        if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
-            done(result, None)
-            return
+    def _spawn(self, awaitable: Awaitable[Any], done: Done) -> None:
         if self._tasks is None:  # during the login: nothing can be waited for yet
             done(None, RembusError("an async handler was called before the login ended"))
             return
-        self._tasks.start_soon(self._await_handler, result, done)
+        self._tasks.start_soon(self._await_handler, awaitable, done)
 
     async def _await_handler(self, awaitable: Awaitable[Any],
-                             done: Callable[[Any, BaseException | None], None]) -> None:
+                             done: Done) -> None:
         try:
             async with self._slots:
                 try:

@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rembus.client import lifetime
-from rembus.client.async_commands import AsyncCommands
-from rembus.client.dataframes import PLAIN_TYPES
-from rembus.client.dispatch import EventDispatcher
-from rembus.client.handlers import (
-    Handler,
-    check_timeout,
-    exposer_call,
-    response_for_error,
-    response_for_result,
-)
+from rembus.client.async_commands import AsyncCommands, Done
+from rembus.client.handlers import check_timeout
 from rembus.client.options import Options, make_options
 from rembus.client.transport import Opener, Transport, open_transport
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import ConnectionOverwritten, RembusConnectionClosed, RembusError
 from rembus.errors import LoginFailed as LoginFailedError
 from rembus_proto import Backoff, Payload, ProtocolError
-from rembus_proto.client_events import PublicationReceived, RequestReceived
 
 log = logging.getLogger("rembus")
 
@@ -40,7 +30,7 @@ log = logging.getLogger("rembus")
 _FLUSH_EVERY = 64
 
 
-class Component(EventDispatcher, AsyncCommands):
+class Component(AsyncCommands):
     """A connected Rembus component (create it with :func:`component`)."""
 
     def __init__(self, url: ComponentURL, options: Options, *, opener: Opener = open_transport,
@@ -270,13 +260,14 @@ class Component(EventDispatcher, AsyncCommands):
                 log.debug("%s: write failed: %s", self.url, exc)
 
     def _published(self) -> None:
-        self._unflushed += 1
-        if self._unflushed >= _FLUSH_EVERY:
+        unflushed = self._unflushed = self._unflushed + 1
+        if unflushed >= _FLUSH_EVERY:
             # A publisher that never yields must not pile up output: write now,
             # and let drain() hold it back while the socket buffer is full.
             self._process()
-        else:
-            self._schedule_flush()
+        elif not self._flush_scheduled:  # _schedule_flush, inlined: once per message
+            self._flush_scheduled = True
+            self._loop.call_soon(self._process)
 
     # -- internals -----------------------------------------------------------
 
@@ -365,65 +356,16 @@ class Component(EventDispatcher, AsyncCommands):
         else:
             future.set_exception(error)
 
-    def _on_publication(self, event: PublicationReceived) -> None:
-        call = self._publication_call(event)
-        if call is None:
-            return
-        if event.msg_id is None:  # QoS0: nothing to acknowledge, no closure needed
-            handler, args = call
-            try:
-                result = handler(*args)
-            except Exception as exc:
-                self._subscriber_raised(event, exc)
-                return
-            if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
-                return
-            call = (_awaited, (result,))
+    def _answered(self) -> None:
+        self._schedule_flush()
 
-        def report(_: Any, error: BaseException | None) -> None:
-            if event.msg_id is not None:
-                self._delivered(event)
-                self._schedule_flush()
-            if error is not None:
-                self._subscriber_raised(event, error)
-
-        self._invoke(call[0], call[1], report)
-
-    def _subscriber_raised(self, event: PublicationReceived, error: BaseException) -> None:
-        log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
-                  exc_info=error)
-
-    def _on_request(self, event: RequestReceived) -> None:
-        handler, detail = exposer_call(self.registry, event, self.options.dataframe)
-        if handler is None:
-            self.conn.respond(event.request_id, *detail)
-            return
-
-        def answer(result: Any, error: BaseException | None) -> None:
-            status, value = (response_for_error(error) if error is not None
-                             else response_for_result(result))
-            self.conn.respond(event.request_id, status, value)
-            self._schedule_flush()
-
-        self._invoke(handler, detail, answer)
-
-    def _invoke(self, handler: Handler, args: tuple[Any, ...],
-                done: Callable[[Any, BaseException | None], None]) -> None:
-        """Run a handler: a plain function inline, a coroutine function as a task."""
-        try:
-            result = handler(*args)
-        except Exception as exc:
-            done(None, exc)
-            return
-        if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
-            done(result, None)
-            return
-        task = self._loop.create_task(self._await_handler(result, done))
+    def _spawn(self, awaitable: Awaitable[Any], done: Done) -> None:
+        task = self._loop.create_task(self._await_handler(awaitable, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _await_handler(self, awaitable: Awaitable[Any],
-                             done: Callable[[Any, BaseException | None], None]) -> None:
+                             done: Done) -> None:
         try:
             async with self._slots:
                 try:
@@ -434,11 +376,6 @@ class Component(EventDispatcher, AsyncCommands):
                     done(result, None)
         finally:
             self._room.set()
-
-
-def _awaited(awaitable: Awaitable[Any]) -> Awaitable[Any]:
-    """A handler whose result is ``awaitable``: :meth:`Component._invoke` awaits it."""
-    return awaitable
 
 
 async def component(url: str | Sequence[str] | None = None, **options: Any) -> Component:

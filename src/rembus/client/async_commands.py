@@ -1,18 +1,39 @@
-"""The request methods shared by the async drivers (:mod:`rembus.client.aio` on
-asyncio, :mod:`rembus.anyio` on anyio): each queues a request on the protocol
-core and waits for its outcome the driver's way (:meth:`_wait`)."""
+"""What the async drivers (:mod:`rembus.client.aio` on asyncio,
+:mod:`rembus.anyio` on anyio) share: the request methods, each of which queues
+a request on the protocol core and waits for its outcome the driver's way
+(:meth:`_wait`), and the calls of the handlers of publications and requests,
+which run a plain function inline and hand an awaitable to the driver
+(:meth:`_spawn`)."""
 
 from __future__ import annotations
 
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rembus.client.base import ComponentBase
-from rembus.client.handlers import Handler
+from rembus.client.dataframes import PLAIN_TYPES
+from rembus.client.dispatch import EventDispatcher
+from rembus.client.handlers import (
+    Handler,
+    exposer_call,
+    response_for_error,
+    response_for_result,
+)
+from rembus_proto.client_events import PublicationReceived, RequestReceived
+
+log = logging.getLogger("rembus")
+
+#: Called with a handler's result, or with the error it raised.
+Done = Callable[[Any, "BaseException | None"], None]
 
 
-class AsyncCommands(ComponentBase):
-    """``rpc``, ``direct``, ``subscribe`` ... of an async component. A driver
-    supplies :meth:`_wait` and :meth:`_write_queued`."""
+class AsyncCommands(EventDispatcher, ComponentBase):
+    """``rpc``, ``direct``, ``subscribe`` ... of an async component, and its handler
+    calls. A driver supplies :meth:`_wait`, :meth:`_write_queued`, :meth:`_spawn`
+    and :meth:`_answered`; its ``Component`` derives from this class alone, so
+    that these methods come before the hooks of :class:`EventDispatcher`."""
 
     async def _wait(self, handle: int) -> Any:
         """Write the request of ``handle`` and return its outcome (or raise it)."""
@@ -20,6 +41,14 @@ class AsyncCommands(ComponentBase):
 
     def _write_queued(self) -> None:
         """Write what the core queued; nothing is awaited."""
+        raise NotImplementedError
+
+    def _spawn(self, awaitable: Awaitable[Any], done: Done) -> None:
+        """Await what an ``async`` handler returned, then call ``done`` with its outcome."""
+        raise NotImplementedError
+
+    def _answered(self) -> None:
+        """A handler ended after its event was handled: write the ACK or answer queued."""
         raise NotImplementedError
 
     async def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
@@ -80,5 +109,66 @@ class AsyncCommands(ComponentBase):
         else:
             await self._wait(handle)
 
+    # -- handler calls ---------------------------------------------------------
 
-__all__ = ["AsyncCommands"]
+    def _on_publication(self, event: PublicationReceived) -> None:
+        call = self._publication_call(event)
+        if call is None:
+            return
+        handler, args = call
+        if event.msg_id is None:  # QoS0: nothing to acknowledge, no closure needed
+            try:
+                result = handler(*args)
+            except Exception as exc:
+                self._subscriber_raised(event, exc)
+                return
+            if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
+                return
+            handler, args = _awaited, (result,)
+
+        def report(_: Any, error: BaseException | None) -> None:
+            if event.msg_id is not None:
+                self._delivered(event)
+                self._answered()
+            if error is not None:
+                self._subscriber_raised(event, error)
+
+        self._invoke(handler, args, report)
+
+    def _subscriber_raised(self, event: PublicationReceived, error: BaseException) -> None:
+        log.error("%s: subscriber of %s raised %r", self.url, event.topic, error,
+                  exc_info=error)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        handler, detail = exposer_call(self.registry, event, self.options.dataframe)
+        if handler is None:
+            self.conn.respond(event.request_id, *detail)
+            return
+
+        def answer(result: Any, error: BaseException | None) -> None:
+            status, value = (response_for_error(error) if error is not None
+                             else response_for_result(result))
+            self.conn.respond(event.request_id, status, value)
+            self._answered()
+
+        self._invoke(handler, detail, answer)
+
+    def _invoke(self, handler: Handler, args: tuple[Any, ...], done: Done) -> None:
+        """Run a handler: a plain function inline, a coroutine function as a task."""
+        try:
+            result = handler(*args)
+        except Exception as exc:
+            done(None, exc)
+            return
+        if type(result) in PLAIN_TYPES or not inspect.isawaitable(result):
+            done(result, None)
+            return
+        self._spawn(result, done)
+
+
+def _awaited(awaitable: Awaitable[Any]) -> Awaitable[Any]:
+    """A handler whose result is ``awaitable``: :meth:`AsyncCommands._invoke` awaits it."""
+    return awaitable
+
+
+__all__ = ["AsyncCommands", "Done"]

@@ -21,6 +21,8 @@ TAG = 80
 _FRAME_MODULES = ("pandas", "polars", "pyarrow")
 #: The CBOR head of tag 80: a payload without these bytes holds no DataFrame.
 _TAG_HEAD = b"\xd8\x50"
+TAG_HEAD = _TAG_HEAD
+"""The CBOR head of tag 80: bytes without it hold no DataFrame."""
 #: Containers deeper than this are not searched for tags (the decoder bounds depth too).
 _MAX_DEPTH = 256
 
