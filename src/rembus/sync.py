@@ -35,7 +35,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from rembus import errors
-from rembus.client import aio, lifetime
+from rembus.client import lifetime
 from rembus.client.handlers import (
     Handler,
     check_handler,
@@ -45,7 +45,7 @@ from rembus.client.handlers import (
     wire_payload,
 )
 from rembus.client.options import Options, make_options
-from rembus.client.threaded_lane import OrderedLane
+from rembus.client.threaded_lane import InLane, LaneComponent, OrderedLane, lane_component
 from rembus.client.threaded_publish import BatchPublisher
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
@@ -211,12 +211,11 @@ class Component:
     Safe to use from any thread, handlers included; not from its I/O thread.
     """
 
-    def __init__(self, inner: aio.Component, io: IOThread, pool: HandlerPool,
-                 ordered: OrderedLane) -> None:
+    def __init__(self, inner: LaneComponent, io: IOThread, pool: HandlerPool) -> None:
         self._inner = inner
         self._io = io
         self._pool = pool
-        self._ordered = ordered
+        self._ordered: OrderedLane = inner.lane
         self._publisher = BatchPublisher(io.loop, inner)
         self._close_lock = threading.Lock()
         self._closed = False
@@ -292,7 +291,8 @@ class Component:
         """
         check_handler(fn, "subscribe")
         name = topic_of(fn, topic, "subscribe")
-        self._run(self._inner.subscribe(self._ordered.wrap(fn), retroactive, topic=name))
+        handler = fn if inspect.iscoroutinefunction(fn) else InLane(fn)
+        self._run(self._inner.subscribe(handler, retroactive, topic=name))
 
     def unsubscribe(self, fn_or_topic: Handler | str) -> None:
         """Stop receiving a topic."""
@@ -375,12 +375,11 @@ def component(url: str | Sequence[str] | None = None, **options: Any) -> Compone
     opts = make_options(options)
     io = IOThread(f"rembus {parsed}")
     try:
-        inner = io.run(aio.component(url, **options))
+        inner = io.run(lane_component(url, **options))
     except BaseException:
         io.stop()
         raise
-    return Component(inner, io, HandlerPool(opts.workers, io.loop),
-                     OrderedLane(io.loop, opts.max_handler_tasks))
+    return Component(inner, io, HandlerPool(opts.workers, io.loop))
 
 
 __all__ = ["Component", "Options", "component", "register", "unregister", *errors.__all__]
