@@ -265,8 +265,12 @@ async def main() -> None:
     chosen = workloads(quick)
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as data_dir:
+        # The QoS0 publisher has no end-to-end flow control: with the default
+        # 64 MiB backlog, W5's subscriber (in this process, read no faster than the
+        # publisher writes) is cut off as a slow consumer. As in bench_compare.py.
         broker_cmd = [sys.executable, "-m", "rembus", "broker", "--port", "0",
-                      "--data-dir", data_dir, "--log-level", "WARNING"]
+                      "--data-dir", data_dir, "--log-level", "WARNING",
+                      "--max-backlog", str(1 << 30)]
         relay_cmd = [sys.executable, str(HERE / "relay.py"), "--port", "0"]
         async with server(relay_cmd, r"listening on (\d+)") as (relay_port, relay_pid), \
                 server(broker_cmd, r"ws://127\.0\.0\.1:(\d+)") as (broker_port, broker_pid):
