@@ -21,7 +21,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from rembus.client import aio
@@ -209,7 +209,7 @@ def _waited(_: Any, error: BaseException | None) -> None:
         log.error("queueing a message for the subscriber thread failed: %r", error)
 
 
-async def lane_component(url: str | None, **options: Any) -> LaneComponent:
+async def lane_component(url: str | Sequence[str] | None, **options: Any) -> LaneComponent:
     """Connect the async half of a sync component (on its I/O loop)."""
     comp = LaneComponent(parse(url), make_options(options))
     await comp.start()
