@@ -15,7 +15,7 @@ import rembus.sync
 import rembus_proto as rp
 from broker_process import WAIT, BrokerProcess
 from rembus.broker.server import Broker, BrokerConfig
-from rembus.client.wire import Wire
+from rembus.client.wire import Wire, WireClosed
 
 
 def test_retroactive_messages_survive_a_broker_restart(tmp_path: Path) -> None:
@@ -103,6 +103,10 @@ def test_a_consumer_that_does_not_read_is_disconnected_without_slowing_others() 
             assert await healthy.recv() == blob  # the others carry on
             # reading again, it sees the end of its connection: its close does not wait
             stuck._stream._transport.resume_reading()  # type: ignore[attr-defined]
+            with pytest.raises(WireClosed):
+                for _ in range(1000):  # what was queued before the close frame, then its end
+                    await stuck.recv()
+            assert stuck.closed is not None and stuck.closed.code == 1008, stuck.closed
             for wire in (stuck, healthy, pub):
                 await wire.close()
 

@@ -366,6 +366,8 @@ class _Peer(asyncio.Protocol):
 
     def _drop(self) -> None:
         core = self.core
+        if core is not None:
+            self._write(core.data_to_send())  # the close frame, when the core has just failed
         if core is not None and core.conn is None and core.problem:
             self.broker.refuse(core.name, "bad_request", core.problem)  # before the upgrade
             core.problem = ""
