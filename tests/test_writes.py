@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rembus.writes import SLICE, SlicedWriter
@@ -22,6 +22,7 @@ class FakeTransport:
         self.paused = False
         self.writer: SlicedWriter | None = None
         self.largest_buffer = 0
+        self.writes = 0
 
     def set_write_buffer_limits(self, high: int, low: int) -> None:
         self.high, self.low = high, low
@@ -35,7 +36,11 @@ class FakeTransport:
     def close(self) -> None:
         pass
 
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.write(b"".join(chunks))
+
     def write(self, data: Any) -> None:
+        self.writes += 1
         data = bytes(data)
         if not self.buffer:
             taken = min(self.room, len(data))
@@ -86,3 +91,25 @@ def test_everything_is_sent_in_order_and_the_writer_resumes(
     assert not writer.paused  # a pause is always followed by a resume
     assert events.count("pause") == events.count("resume")
     assert transport.largest_buffer <= SLICE + max(sizes)  # the transport holds a slice or so
+
+
+@settings(deadline=None)
+@given(room=st.integers(0, 2 * SLICE),
+       sizes=st.lists(st.one_of(st.integers(1, 2048), st.integers(SLICE, 2 * SLICE)),
+                      min_size=2, max_size=600))
+@example(room=0, sizes=[1000] * 500)  # a turn of small deliveries to a socket that fell behind
+@example(room=4096, sizes=[100] * 300 + [SLICE] + [100] * 300)
+def test_many_frames_cost_a_write_per_slice_not_per_frame(room: int, sizes: list[int]) -> None:
+    """A turn's frames for one connection (``writelines``): small ones are joined into
+    pieces of about a slice, so a socket that fell behind is not given one write per frame."""
+    transport = FakeTransport(room)
+    writer = SlicedWriter(transport, high=64 * SLICE, low=SLICE)  # type: ignore[arg-type]
+    transport.writer = writer
+    frames = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    writer.writelines(frames)
+    payload = b"".join(frames)
+    for _ in range(len(payload) // SLICE + 2):  # bounded: each round frees a slice
+        transport.send(SLICE)
+    assert bytes(transport.sent) == payload
+    large = sum(1 for n in sizes if n >= SLICE)
+    assert transport.writes <= 2 * (len(payload) // SLICE) + 2 * large + 2, transport.writes

@@ -94,8 +94,24 @@ class SlicedWriter:
                 self.paused = True
                 self._on_pause()
             return
+        # Small frames are joined into pieces of about a slice: one transport write
+        # each, not one per frame; a large one is handed over as it is (no copy).
+        small: list[bytes] = []
+        size = 0
         for chunk in chunks:
-            self.write(chunk)
+            if len(chunk) >= SLICE:
+                if small:
+                    self.write(b"".join(small))
+                    small, size = [], 0
+                self.write(chunk)
+                continue
+            small.append(chunk)
+            size += len(chunk)
+            if size >= SLICE:
+                self.write(b"".join(small))
+                small, size = [], 0
+        if small:
+            self.write(b"".join(small))
 
     def _push(self) -> None:
         transport = self._transport
