@@ -76,9 +76,7 @@ class SlicedWriter:
             self._queued.extend(view[at : at + SLICE] for at in range(0, len(view), SLICE))
             self._queued_bytes += len(view)
             self._push()
-        if not self.paused and self.size > self._high:
-            self.paused = True
-            self._on_pause()
+        self._pause_if_over()
 
     def writelines(self, chunks: list[bytes]) -> None:
         """Queue each of ``chunks`` in order (one transport call when they are small)."""
@@ -90,9 +88,7 @@ class SlicedWriter:
             return
         if not self._blocked and not self._queued and sum(map(len, chunks)) <= SLICE:
             transport.writelines(chunks)
-            if not self.paused and self.size > self._high:
-                self.paused = True
-                self._on_pause()
+            self._pause_if_over()
             return
         # Small frames are joined into pieces of about a slice: one transport write
         # each, not one per frame; a large one is handed over as it is (no copy).
@@ -112,6 +108,11 @@ class SlicedWriter:
                 small, size = [], 0
         if small:
             self.write(b"".join(small))
+
+    def _pause_if_over(self) -> None:
+        if not self.paused and self.size > self._high:
+            self.paused = True
+            self._on_pause()
 
     def _push(self) -> None:
         transport = self._transport
