@@ -94,8 +94,8 @@ class Component(AsyncCommands):
         self._failure: BaseException | None = None
         self._closed = anyio.Event()
         self._settled: anyio.Event | None = None
-        self._slots = anyio.CapacityLimiter(options.max_handler_tasks)
-        self._room = anyio.Event()  # set: a handler task ended
+        self._slots: anyio.CapacityLimiter = anyio.CapacityLimiter(options.max_handler_tasks)
+        self._room: anyio.Event = anyio.Event()  # set: a handler task ended
         self._tasks: anyio.abc.TaskGroup | None = None
         self._scope = anyio.CancelScope()  # of the component's tasks; close() cancels it
         self._disconnected = anyio.Event()  # set: the reader saw the connection end
@@ -475,7 +475,7 @@ class Component(AsyncCommands):
             self._tasks.start_soon(_close_quietly, stream)
 
     def _answered(self) -> None:
-        pass  # written by _process: it runs after every handler (inline, or _await_handler)
+        pass  # written by _process: it runs after every handler (inline, or _after_handler)
 
     def _spawn(self, awaitable: Awaitable[Any], done: Done) -> None:
         if self._tasks is None:  # during the login: nothing can be waited for yet
@@ -483,19 +483,8 @@ class Component(AsyncCommands):
             return
         self._tasks.start_soon(self._await_handler, awaitable, done)
 
-    async def _await_handler(self, awaitable: Awaitable[Any],
-                             done: Done) -> None:
-        try:
-            async with self._slots:
-                try:
-                    result = await awaitable
-                except Exception as exc:
-                    done(None, exc)
-                else:
-                    done(result, None)
-                self._process()
-        finally:
-            self._room.set()
+    def _after_handler(self) -> None:
+        self._process()
 
 
 def _first_attempt(exc: BaseException) -> BaseException:

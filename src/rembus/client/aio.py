@@ -53,8 +53,8 @@ class Component(AsyncCommands):
         self._flush_scheduled = False
         self._unflushed = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._slots = asyncio.Semaphore(options.max_handler_tasks)
-        self._room = asyncio.Event()
+        self._slots: asyncio.Semaphore = asyncio.Semaphore(options.max_handler_tasks)
+        self._room: asyncio.Event = asyncio.Event()
         self._settled: asyncio.Future[None] | None = None
 
     def _now(self) -> float:
@@ -363,19 +363,6 @@ class Component(AsyncCommands):
         task = self._loop.create_task(self._await_handler(awaitable, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _await_handler(self, awaitable: Awaitable[Any],
-                             done: Done) -> None:
-        try:
-            async with self._slots:
-                try:
-                    result = await awaitable
-                except Exception as exc:
-                    done(None, exc)
-                else:
-                    done(result, None)
-        finally:
-            self._room.set()
 
 
 async def component(url: str | Sequence[str] | None = None, **options: Any) -> Component:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 from rembus.client.base import ComponentBase
 from rembus.client.dataframes import PLAIN_TYPES
@@ -29,11 +30,20 @@ log = logging.getLogger("rembus")
 Done = Callable[[Any, "BaseException | None"], None]
 
 
+class _Signal(Protocol):
+    def set(self) -> None: ...
+
+
 class AsyncCommands(EventDispatcher, ComponentBase):
     """``rpc``, ``direct``, ``subscribe`` ... of an async component, and its handler
     calls. A driver supplies :meth:`_wait`, :meth:`_write_queued`, :meth:`_spawn`
     and :meth:`_answered`; its ``Component`` derives from this class alone, so
-    that these methods come before the hooks of :class:`EventDispatcher`."""
+    that these methods come before the hooks of :class:`EventDispatcher`.
+    :meth:`_await_handler` runs a spawned handler in one of the driver's
+    ``_slots`` and sets ``_room`` when it ends."""
+
+    _slots: AbstractAsyncContextManager[Any]
+    _room: _Signal
 
     async def _wait(self, handle: int) -> Any:
         """Write the request of ``handle`` and return its outcome (or raise it)."""
@@ -50,6 +60,23 @@ class AsyncCommands(EventDispatcher, ComponentBase):
     def _answered(self) -> None:
         """A handler ended after its event was handled: write the ACK or answer queued."""
         raise NotImplementedError
+
+    def _after_handler(self) -> None:
+        """Runs in the slot of an awaited handler once ``done`` was called."""
+
+    async def _await_handler(self, awaitable: Awaitable[Any], done: Done) -> None:
+        """Await a handler's result in a slot (``max_handler_tasks``) and report it."""
+        try:
+            async with self._slots:
+                try:
+                    result = await awaitable
+                except Exception as exc:
+                    done(None, exc)
+                else:
+                    done(result, None)
+                self._after_handler()
+        finally:
+            self._room.set()
 
     async def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker and return its result."""
