@@ -1148,6 +1148,25 @@ def test_publish_frames_match_the_message_classes() -> None:
     ]
 
 
+def test_published_bytes_count_the_publications_waiting_to_be_sent() -> None:
+    """A driver writes early once many bytes of publications wait (see published_bytes)."""
+    conn = make(None)
+    login(conn)
+    conn.data_to_send()
+    assert conn.published_bytes == 0
+    conn.publish("t", [b"x" * 1000], now=0.0)
+    conn.publish("t", Payload.of_args([b"y" * 2000]), now=0.0)
+    conn.publish("t", [b"z" * 3000], qos=1, now=0.0)
+    conn.rpc("m", (b"not a publication",), now=0.0)
+    frames = conn.data_to_send()
+    assert conn.published_bytes == 0
+    assert sum(map(len, frames[:3])) > 6000 and len(frames) == 4
+    conn.publish("t", [b"x" * 1000], now=0.0)
+    conn.publish("t", Payload.of_args([b"y" * 2000]), now=0.0)
+    conn.publish("t", [b"z" * 3000], qos=1, now=0.0)
+    assert conn.published_bytes == sum(map(len, frames[:3]))
+
+
 def test_seq_ids_helper() -> None:
     ids = SeqIds()
     assert ids(8) == ident(1) and ids(16) == ident(2, 16)

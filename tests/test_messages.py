@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -29,6 +30,7 @@ from rembus_proto import (
     Rpc,
     Unregister,
 )
+from rembus_proto import cbor as rp_cbor
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = json.loads((DATA / "golden_vectors.json").read_text())
@@ -336,3 +338,40 @@ def test_fast_readers_agree_with_decode(frame: bytes, data: st.DataObject) -> No
 def test_the_ack_shortcut_reads_every_usual_ack(message: rp.Ack | rp.Ack2) -> None:
     from rembus_proto.messages import split_ack
     assert split_ack(message.encode()) == (isinstance(message, rp.Ack2), message.id)
+
+
+_CBOR_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 64) + 1, (1 << 64) - 1) | st.floats()
+    | st.binary(max_size=40) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=400)
+@given(value=_CBOR_VALUES, more=st.lists(_CBOR_VALUES, max_size=3),
+       tail=st.binary(max_size=6), junk=st.binary(max_size=40))
+def test_one_item_check_agrees_with_the_stream_decoder(value: Any, more: list[Any],
+                                                       tail: bytes, junk: bytes) -> None:
+    """loads_exact reads the heads of a payload to prove it is one item; whatever the
+    bytes (a value, values, a value with bytes after it, noise), it must accept and refuse
+    exactly what decoding with a stream and checking its position does."""
+    one = cbor2.dumps(value)
+    many = one + b"".join(map(cbor2.dumps, more))
+    assert rp_cbor._item_end(many, 0) in (-1, len(one))
+    for raw in (one, many, one + tail, junk):
+        try:
+            stream = io.BytesIO(raw)
+            expected: Any = cbor2.load(stream, max_depth=16)
+            if stream.tell() != len(raw):
+                expected = rp.MalformedMessage
+        except Exception:
+            expected = rp.MalformedMessage
+        try:
+            got: Any = rp_cbor.loads_exact(raw, 16)
+        except rp.MalformedMessage:
+            got = rp.MalformedMessage
+        if expected is rp.MalformedMessage or got is rp.MalformedMessage:
+            assert got is expected, raw
+        else:
+            assert cbor2.dumps(got) == cbor2.dumps(expected), raw

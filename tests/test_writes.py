@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import rembus
+from rembus.broker.server import Broker, BrokerConfig
 from rembus.writes import SLICE, SlicedWriter
 
 
@@ -113,3 +116,21 @@ def test_many_frames_cost_a_write_per_slice_not_per_frame(room: int, sizes: list
     assert bytes(transport.sent) == payload
     large = sum(1 for n in sizes if n >= SLICE)
     assert transport.writes <= 2 * (len(payload) // SLICE) + 2 * large + 2, transport.writes
+
+
+def test_a_publisher_that_never_yields_writes_large_messages_as_it_goes() -> None:
+    """The asyncio driver batches the writes of a publisher that does not yield (64
+    messages), but no more than about a slice of bytes: 64 large messages would sit
+    in memory, encoded, before the first byte left."""
+    async def scenario() -> int:
+        async with Broker(BrokerConfig(port=0)) as broker:
+            rb = await rembus.component(f"ws://127.0.0.1:{broker.port}")
+            blob = b"x" * (512 * 1024)
+            highest = 0
+            for _ in range(40):
+                await rb.publish("big", blob)
+                highest = max(highest, rb.conn.published_bytes)
+            await rb.close()
+            return highest
+
+    assert asyncio.run(scenario()) < SLICE + 512 * 1024 + 100

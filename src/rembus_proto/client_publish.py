@@ -77,6 +77,7 @@ class _Publishing(_ClientState):
             frame = _dumps([1, topic, args])
             if self._state is _OPEN:
                 self._out.append(frame)
+                self.published_bytes += len(frame)
             else:
                 self._enqueue(frame)
             return None
@@ -89,6 +90,7 @@ class _Publishing(_ClientState):
             frame = Pub(topic, data).encode()
             if self._state is _OPEN:
                 self._out.append(frame)
+                self.published_bytes += len(frame)
             else:
                 self._enqueue(frame)
             return None
@@ -118,6 +120,7 @@ class _Publishing(_ClientState):
             self._unacked[msg_id] = rec
             self._arm(rec, now + self._config.ack_timeout)
             self._out.append(frame)
+            self.published_bytes += len(frame)
         else:
             self._enqueue(rec)
         return handle

@@ -142,6 +142,9 @@ class _ClientState:
         self._meta = meta
         self._state = _DISCONNECTED
         self._out: list[bytes] = []
+        self.published_bytes = 0
+        """Bytes of publications queued since the last :meth:`data_to_send` (a driver
+        writes early once they are many: large messages would otherwise pile up)."""
         self._events: list[Event] = []
         self._handles = itertools.count(1)
         self._seq = itertools.count()
@@ -218,6 +221,7 @@ class _ClientState:
         if not out:
             return []
         self._out = []
+        self.published_bytes = 0
         return out
 
     def events(self) -> list[Event]:

@@ -26,8 +26,10 @@ from rembus_proto import Backoff, Payload, ProtocolError
 
 log = logging.getLogger("rembus")
 
-#: Publications written at once by a publisher that does not yield to the loop.
+#: Publications written at once by a publisher that does not yield to the loop,
+#: or fewer once their bytes reach :data:`_FLUSH_BYTES`.
 _FLUSH_EVERY = 64
+_FLUSH_BYTES = 256 * 1024
 
 
 class Component(AsyncCommands):
@@ -261,7 +263,7 @@ class Component(AsyncCommands):
 
     def _published(self) -> None:
         unflushed = self._unflushed = self._unflushed + 1
-        if unflushed >= _FLUSH_EVERY:
+        if unflushed >= _FLUSH_EVERY or self.conn.published_bytes >= _FLUSH_BYTES:
             # A publisher that never yields must not pile up output: write now,
             # and let drain() hold it back while the socket buffer is full.
             self._process()
