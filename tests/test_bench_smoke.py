@@ -39,3 +39,24 @@ def test_bench_compare_runs_and_stops_its_servers() -> None:
         except ProcessLookupError:
             continue
         raise AssertionError(f"server process {pid} still running")
+
+
+def test_bench_profile_reports_every_layer_share_and_stops_its_servers() -> None:
+    script = BENCH.parent / "bench_profile.py"
+    done = subprocess.run([sys.executable, str(script), "--divide", "100", "--workloads",
+                           "W1,W3"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    heads = re.findall(r"^(W\d) (rembus|nats) .*lost 0; per unit ([\d.]+) Python calls",
+                       done.stdout, re.M)
+    assert [(w, s) for w, s, _ in heads] == [("W1", "rembus"), ("W1", "nats"),
+                                             ("W3", "rembus"), ("W3", "nats")], done.stdout
+    assert all(float(calls) > 0 for *_, calls in heads)
+    assert "protocol core" in done.stdout and "nats-py" in done.stdout
+    match = re.search(r"server pids ([\d ]+)", done.stderr)
+    assert match, done.stderr
+    for pid in map(int, match.group(1).split()):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"server process {pid} still running")
