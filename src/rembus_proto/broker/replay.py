@@ -57,6 +57,9 @@ class Replayer:
         self.effects = effects
         self.index = index
         self.guard = guard
+        self.follow = False
+        """A replay never ends: it follows the archive (a broker joined in a cluster,
+        whose driver answers a :class:`NeedReplay` once there is something to read)."""
 
     def start(self, twin: Twin) -> None:
         """Replay from the twin's mark, if it has retroactive subscriptions."""
@@ -135,6 +138,9 @@ class Replayer:
             if self._wants(twin, conn, retro, stored, now_ns):
                 self._send_stored(twin, conn, stored)
         if twin.replay_last:
+            if self.follow:
+                self.resume(twin)  # the driver answers once there is more
+                return
             twin.replaying = False  # caught up: live delivery from now on
             return
         conn.waiting_drain = True

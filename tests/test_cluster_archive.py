@@ -1,0 +1,260 @@
+"""Stored messages and QoS across brokers: the archive stream and the twins bucket.
+
+Real broker processes on a real 3-node NATS cluster. A QoS1/2 publication is
+acknowledged once the archive stored it, so a test that publishes at QoS1/2
+needs no probe before the subscriber comes back: what was acknowledged is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import signal
+import threading
+from collections import Counter
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import rembus.sync
+from broker_process import WAIT, until
+from nats_cluster import NatsCluster
+from rembus.errors import RembusTimeout
+from rembus_proto.broker.state import Twin
+from rembus_proto.store import TwinRecord
+from test_cluster_broker import Inbox, cluster_brokers
+
+pytest.importorskip("nats")
+
+from rembus.broker.cluster.twins import decode_twin, encode_twin, retro_topics
+
+topics = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1,
+                 max_size=12)
+windows = st.sampled_from([0.0, math.inf, 60.0, 1e-3])
+
+
+@given(subs=st.dictionaries(topics, windows, max_size=5),
+       exposed=st.lists(topics, max_size=3, unique=True),
+       mark=st.integers(0, 2**53), done=st.sets(st.integers(1, 2**40), max_size=5),
+       qos2=st.lists(st.binary(min_size=8, max_size=8), max_size=4, unique=True))
+def test_a_twin_record_reads_back_as_written(subs: dict[str, float], exposed: list[str],
+                                             mark: int, done: set[int],
+                                             qos2: list[bytes]) -> None:
+    since = dict.fromkeys(subs, mark)
+    twin = Twin("ten.ant", True, TwinRecord("ten.ant", subs, exposed, mark, sorted(done),
+                                            since))
+    for msg_id in qos2:
+        twin.qos2_seen[msg_id] = 0.0
+    record, ids = decode_twin("ten.ant", encode_twin(twin))
+    assert record == twin.record()
+    assert ids == qos2
+    assert retro_topics(record) == {t for t, w in subs.items() if w > 0}
+
+
+def test_not_a_twin_record_is_refused() -> None:
+    with pytest.raises(ValueError):
+        decode_twin("x", b"\xa1\x61a\x01")  # {"a": 1}
+    with pytest.raises(ValueError):
+        decode_twin("x", b"\xff")
+
+
+def _received(inbox: Inbox, count: int) -> list[object]:
+    return [inbox.next() for _ in range(count)]
+
+
+def test_a_retroactive_subscriber_gets_its_backlog_on_another_broker(
+        nats_trio: NatsCluster, tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 3) as (b0, b1, b2):
+        first = Inbox()
+        keeper = rembus.sync.component(f"{b0.url}/keeper")
+        keeper.subscribe(first, True, topic="log")
+        keeper.subscribe(first, True, topic="metrics/*")
+        keeper.close()  # its twin (subscriptions, mark) stays in the cluster
+        publisher = rembus.sync.component(f"{b2.url}/writer")
+        try:
+            for i in range(30):
+                publisher.publish("log", i, qos=1)
+                publisher.publish("metrics/cpu", -i, qos=1)
+            publisher.publish("other", "not subscribed", qos=1)
+            again = Inbox()
+            keeper = rembus.sync.component(f"{b1.url}/keeper")
+            keeper.subscribe(again, True, topic="log")
+            keeper.subscribe(again, True, topic="metrics/*")
+            got = _received(again, 60)
+            assert got == [item for i in range(30) for item in (i, ["metrics/cpu", -i])]
+            publisher.publish("log", "live", qos=1)
+            assert again.next() == "live"  # nothing owed twice in between
+            keeper.close()
+            # back on the first broker: nothing owed any more, then what came meanwhile
+            publisher.publish("log", "while away", qos=1)
+            last = Inbox()
+            keeper = rembus.sync.component(f"{b0.url}/keeper")
+            keeper.subscribe(last, True, topic="log")
+            keeper.subscribe(last, True, topic="metrics/*")
+            assert last.next() == "while away"
+            publisher.publish("log", "end", qos=1)
+            assert last.next() == "end"
+            assert again.items.empty() and first.items.empty()
+        finally:
+            keeper.close()
+            publisher.close()
+
+
+def test_retroactive_interest_keeps_qos0_publications(nats_trio: NatsCluster,
+                                                      tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):
+        publisher = rembus.sync.component(f"{b1.url}/feeder")
+        rounds = iter(range(10**6))
+
+        def away_and_back(first: object, *qos0: object) -> Inbox:
+            """keeper0 leaves b0, ``qos0`` is published (then a QoS1 mark), keeper0 comes
+            back on b1; its inbox, once ``first`` was the first thing it got."""
+            keeper = rembus.sync.component(f"{b0.url}/keeper0")
+            keeper.subscribe(Inbox(), True, topic="feed")
+            keeper.close()
+            for value in qos0:
+                publisher.publish("feed", value)
+            publisher.publish("feed", "sync", qos=1)  # stored after the QoS0 ones
+            inbox = Inbox()
+            keeper = rembus.sync.component(f"{b1.url}/keeper0")
+            try:
+                keeper.subscribe(inbox, True, topic="feed")
+                assert inbox.next() == first
+                if first != "sync":
+                    assert inbox.next() == "sync"
+            finally:
+                keeper.close()
+            return inbox
+
+        def interest_known() -> bool | None:
+            # b1 learns of the retroactive subscription through the twins bucket: until
+            # then its QoS0 publications are not kept ("sync" comes first)
+            probe = f"probe{next(rounds)}"
+            try:
+                away_and_back(probe, probe)
+            except AssertionError:
+                return None
+            return True
+        try:
+            until(interest_known, "the retroactive interest known on the other broker")
+            keeper = rembus.sync.component(f"{b0.url}/keeper0")
+            got = Inbox()
+            keeper.subscribe(got, True, topic="feed")
+            keeper.close()
+            for i in range(10):
+                publisher.publish("feed", i)
+            publisher.publish("feed", "sync", qos=1)
+            keeper = rembus.sync.component(f"{b1.url}/keeper0")
+            again = Inbox()
+            keeper.subscribe(again, True, topic="feed")
+            assert _received(again, 11) == [*range(10), "sync"]
+            keeper.close()
+        finally:
+            publisher.close()
+
+
+def _publish_through_a_kill(publisher: rembus.sync.Component, count: int, qos: int,
+                            kill_at: int, kill: threading.Event) -> None:
+    for i in range(count):
+        if i == kill_at:
+            kill.set()
+        with suppress(RembusTimeout):  # stays queued in the client: sent again later
+            publisher.publish("stream", i, qos=qos)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_kill_9_of_the_publishers_broker_loses_nothing(nats_trio: NatsCluster, tmp_path: Path,
+                                                       qos: int) -> None:
+    count = 300
+    with cluster_brokers(nats_trio, tmp_path, 3, lease_ttl=3) as (b0, b1, b2):
+        got = Inbox()
+        subscriber = rembus.sync.component(f"{b2.url}/reader")
+        subscriber.subscribe(got, True, topic="stream")
+        publisher = rembus.sync.component([f"{b0.url}/sender", f"{b1.url}/sender"],
+                                          timeout=5)
+        kill = threading.Event()
+        try:
+            worker = threading.Thread(target=_publish_through_a_kill,
+                                      args=(publisher, count, qos, count // 3, kill))
+            worker.start()
+            assert kill.wait(WAIT)
+            assert b0.process is not None
+            b0.process.stop(signal.SIGKILL)
+            b0.process = None
+            worker.join(WAIT * 2)
+            assert not worker.is_alive()
+            seen: Counter[int] = Counter()
+            while len(seen) < count:
+                seen[got.next()] += 1
+            with pytest.raises(queue.Empty):
+                got.next(1.0)  # a late duplicate would be here
+            duplicates = sum(seen.values()) - count
+            print(f"kill -9 of the publisher's broker, QoS{qos}: {count} messages, "
+                  f"0 lost, {duplicates} duplicates")
+            assert sorted(seen) == list(range(count))
+            if qos == 2:
+                assert duplicates == 0
+        finally:
+            publisher.close()
+            subscriber.close()
+
+
+def test_kill_9_of_the_subscribers_broker_loses_nothing(nats_trio: NatsCluster,
+                                                        tmp_path: Path) -> None:
+    count = 300
+    with cluster_brokers(nats_trio, tmp_path, 3, lease_ttl=3) as (b0, b1, b2):
+        got = Inbox()
+        subscriber = rembus.sync.component([f"{b0.url}/reader", f"{b1.url}/reader"])
+        subscriber.subscribe(got, True, topic="stream")
+        publisher = rembus.sync.component(f"{b2.url}/sender")
+        seen: Counter[int] = Counter()
+
+        def receive(until_count: int) -> None:
+            while len(seen) < until_count:
+                try:
+                    seen[got.next()] += 1
+                except queue.Empty:
+                    missing = sorted(set(range(until_count)) - set(seen))
+                    raise AssertionError(f"never received {missing[:10]}...") from None
+        try:
+            for i in range(count // 3):
+                publisher.publish("stream", i, qos=1)
+            receive(count // 3)  # flowing through b0
+            assert b0.process is not None
+            b0.process.stop(signal.SIGKILL)  # the reader fails over to b1
+            b0.process = None
+            for i in range(count // 3, count):
+                publisher.publish("stream", i, qos=1)
+            receive(count)
+            with pytest.raises(queue.Empty):
+                got.next(1.0)  # a late duplicate would be here
+            duplicates = sum(seen.values()) - count
+            print(f"kill -9 of the subscriber's broker, QoS1: {count} messages, 0 lost, "
+                  f"{duplicates} duplicates")
+            assert sorted(seen) == list(range(count))
+        finally:
+            publisher.close()
+            subscriber.close()
+
+
+def test_a_component_that_never_subscribed_retroactively_gets_no_backlog(
+        nats_trio: NatsCluster, tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):
+        got = Inbox()
+        plain = rembus.sync.component(f"{b0.url}/plain")
+        plain.subscribe(got, topic="news")
+        plain.close()
+        publisher = rembus.sync.component(f"{b1.url}/talker")
+        try:
+            publisher.publish("news", "while away", qos=1)
+            plain = rembus.sync.component(f"{b1.url}/plain")
+            again = Inbox()
+            plain.subscribe(again, topic="news")
+            publisher.publish("news", "now", qos=1)
+            assert again.next() == "now"  # not "while away"
+        finally:
+            plain.close()
+            publisher.close()
