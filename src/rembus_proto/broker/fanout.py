@@ -156,6 +156,17 @@ class Fanout:
         if not conn.closed:
             self.effects.send(conn, encode_ack(msg_id))
 
+    def release_ack2(self, twin: Twin, count: int) -> None:
+        """The cluster stored the mark of ``twin`` as it was when ``count`` ACK2s were
+        held: send them."""
+        held = twin.held_ack2
+        conn = twin.conn
+        count = min(count, len(held))
+        if conn is not None and not conn.closed:
+            for msg_id in held[:count]:
+                self.effects.send(conn, encode_ack2(msg_id))
+        del held[:count]
+
     def ack2(self, conn: Connection, msg_id: bytes) -> None:
         """ACK2 of a QoS2 publication: its resends are no longer expected."""
         twin = conn.twin
@@ -185,10 +196,13 @@ class Fanout:
         inflight = twin.pop_inflight(msg_id)
         if inflight is None:
             return
+        marked = bool(inflight.seq) and twin.complete(inflight.seq)
         if inflight.qos2:
-            self.effects.send(conn, encode_ack2(msg_id))
-        if inflight.seq:
-            twin.complete(inflight.seq)
+            held = twin.held_ack2
+            if marked and self.cluster is not None and len(held) < self.effects.config.max_inflight:
+                held.append(msg_id)  # the subscriber forgets the id: the mark must be stored
+            else:
+                self.effects.send(conn, encode_ack2(msg_id))
         if twin.replaying and not conn.waiting_drain:
             self.replayer.resume(twin)
 

@@ -327,6 +327,14 @@ class Router:
         self._effects.now = now
         self._fanout.cluster_acked(conn, msg_id)
 
+    def twin_stored(self, name: str, held: int, now: float) -> None:
+        """The cluster stored the twin ``name`` as it was when it had ``held`` ACK2s
+        held back (:attr:`Twin.held_ack2`): they go now."""
+        self._effects.now = now
+        twin = self.twins.get(name)
+        if twin is not None and held:
+            self._fanout.release_ack2(twin, held)
+
     def archive_seq(self, seq: int) -> None:
         """The cluster's archive holds messages up to ``seq`` (new twins start there,
         new subscriptions are owed only what comes after)."""

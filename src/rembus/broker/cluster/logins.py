@@ -128,6 +128,7 @@ class Logins:
         assert self.twins is not None
         try:
             await asyncio.wait_for(self.twins.save(name), self.config.op_timeout)
+            self.broker.schedule_flush()  # ACK2s released by the stored mark
         except (SubjectError, nats.errors.Error, asyncio.TimeoutError) as exc:
             log.warning("cluster: twin of %r not saved: %s", name, exc)
 

@@ -20,6 +20,7 @@ kept in the archive (:mod:`.archive`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -109,8 +110,10 @@ class TwinStore:
         twin = self.router.twins.get(name)
         if revision is None or twin is None:
             return  # not loaded here (lease not ours), or forgotten
+        held = len(twin.held_ack2)  # covered by this record: they go once it is stored
         data = encode_twin(twin)
         if data == self._written.get(name):
+            self.router.twin_stored(name, held, time.monotonic())
             return
         if len(data) > MAX_RECORD:
             log.warning("cluster: twin of %r too large to store (%d bytes)", name, len(data))
@@ -123,6 +126,7 @@ class TwinStore:
             return
         self._revisions[name] = written
         self._written[name] = data
+        self.router.twin_stored(name, held, time.monotonic())
 
     def forget(self, name: str) -> None:
         """``name`` is no longer ours (lease released or lost): no more writes."""
