@@ -7,6 +7,7 @@ needs no probe before the subscriber comes back: what was acknowledged is kept.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import signal
@@ -29,7 +30,17 @@ from test_cluster_broker import Inbox, cluster_brokers
 
 pytest.importorskip("nats")
 
-from rembus.broker.cluster.twins import decode_twin, encode_twin, retro_topics
+from nats_cluster import nats_client
+from rembus.broker.cluster.archive import ClusterArchive
+from rembus.broker.cluster.subjects import SubjectSpace
+from rembus.broker.cluster.twins import (
+    TwinStore,
+    decode_twin,
+    encode_twin,
+    retro_topics,
+)
+from rembus_proto.broker import Router, RouterConfig
+from rembus_proto.store import MemoryStore
 
 topics = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1,
                  max_size=12)
@@ -59,6 +70,51 @@ def test_not_a_twin_record_is_refused() -> None:
         decode_twin("x", b"\xa1\x61a\x01")  # {"a": 1}
     with pytest.raises(ValueError):
         decode_twin("x", b"\xff")
+
+
+def test_a_former_holder_cannot_overwrite_its_successors_twin(nats_node: NatsCluster) -> None:
+    space = SubjectSpace("tests")
+
+    def router_with(subs: dict[str, float]) -> Router:
+        router = Router(MemoryStore())
+        router.twins["keeper"] = Twin("keeper", True, TwinRecord("keeper", subs))
+        return router
+
+    async def scenario() -> None:
+        async with nats_client(*nats_node.urls) as nc:
+            js = nc.jetstream(timeout=5)
+            old = await TwinStore.open(js, space, router_with({"a": math.inf}))
+            assert await old.load("keeper") == (None, [])
+            await old.save("keeper")
+            new = await TwinStore.open(js, space, router_with({"b": 0.0}))
+            record, _ = await new.load("keeper")  # the name moved to another broker
+            assert record is not None and record.subscriptions == {"a": math.inf}
+            await new.save("keeper")
+            old.router.twins["keeper"].subs["c"] = 1.0
+            await old.save("keeper")  # stale: refused, and never tried again
+            assert old.lost == 1
+            await old.save("keeper")
+            assert old.lost == 1
+            latest, _ = await TwinStore(new.bucket, new.router).load("keeper")
+            assert latest is not None and latest.subscriptions == {"b": 0.0}
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
+
+
+def test_the_archive_stream_takes_the_brokers_retention(nats_node: NatsCluster) -> None:
+    config = RouterConfig(retention_max_age=3600.0, retention_max_per_topic=50,
+                          retention_max_total_bytes=10**8)
+
+    async def scenario() -> None:
+        async with nats_client(*nats_node.urls) as nc:
+            js = nc.jetstream(timeout=5)
+            archive = await ClusterArchive.open(js, SubjectSpace("tests"),
+                                                Router(MemoryStore(), config), lambda: None)
+            info = await js.stream_info(archive.stream)
+            assert (info.config.max_age, info.config.max_msgs_per_subject,
+                    info.config.max_bytes) == (3600.0, 50, 10**8)
+            assert info.config.subjects == ["rembus.tests.pub.kept.>"]
+            assert await archive.last_seq() == 0
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
 
 
 def _received(inbox: Inbox, count: int) -> list[object]:
