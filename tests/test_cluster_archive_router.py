@@ -157,3 +157,17 @@ def test_the_ack2_of_a_qos2_delivery_waits_for_the_stored_mark() -> None:
     net.router.twin_stored("keeper", 1, net.now)
     net.pump()
     assert acks(keeper) == [rp.Ack2]
+
+
+def test_a_replay_follows_while_there_is_a_retroactive_subscription() -> None:
+    net = cluster_net()
+    keeper = login(net, "keeper")
+    keeper.subscribe("t", msg_from=math.inf)
+    (request,) = orders(net, NeedReplay)
+    assert keeper.admin("t", {"cmd": "unsubscribe"}).status == 0
+    net.router.replay_batch(request, [], net.now)  # the archive's answer: nothing to read
+    net.pump()
+    assert orders(net, NeedReplay) == []  # stopped following
+    keeper.subscribe("u", msg_from=math.inf)
+    (again,) = orders(net, NeedReplay)  # follows again
+    assert again.token != request.token

@@ -87,6 +87,9 @@ class Replayer:
             self._send_rows(twin)
             return
         retro = twin.retroactive_topics()
+        if self.follow and not retro:
+            twin.replaying = False  # nothing to follow: starts again with a subscription
+            return
         exact = None if any(is_pattern(t) for t in retro) else set(retro)
         twin.replay_waiting = True
         config = self.effects.config

@@ -112,6 +112,8 @@ class ClusterArchive:
         self.stream = stream
         self.feeds: dict[Twin, _Feed] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[Twin, asyncio.Task[None]] = {}
+        """The replay request being answered, per twin (one at a time)."""
         self.not_archived = 0
         """Kept publications the archive did not confirm (QoS0 ones went out live anyway)."""
 
@@ -170,9 +172,17 @@ class ClusterArchive:
 
     def replay(self, request: NeedReplay) -> None:
         """Answer ``request`` once the archive has something for it."""
-        task = asyncio.create_task(self._replay(request))
+        twin = request.twin
+        previous = self._running.get(twin)
+        task = asyncio.create_task(self._replay(request, previous))
+        self._running[twin] = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda done: self._done(twin, done))
+
+    def _done(self, twin: Twin, task: asyncio.Task[None]) -> None:
+        if self._running.get(twin) is task:
+            del self._running[twin]
 
     @staticmethod
     def _stale(request: NeedReplay) -> bool:
@@ -189,32 +199,48 @@ class ClusterArchive:
                 continue
         return sorted(filters)
 
-    async def _replay(self, request: NeedReplay) -> None:
+    async def _replay(self, request: NeedReplay, previous: asyncio.Task[None] | None) -> None:
         twin = request.twin
-        try:
-            while not self._stale(request):
-                feed = await self._feed(twin, request.after_seq + 1)
-                if feed is None:
-                    return
-                try:
-                    msgs = await feed.sub.fetch(request.limit, timeout=_POLL)
-                except nats.errors.TimeoutError:
-                    continue
-                batch = self._batch(msgs, request.max_bytes)
-                if not batch:
-                    continue
-                feed.position = msgs[-1].metadata.sequence.stream + 1
-                if batch[-1].seq != msgs[-1].metadata.sequence.stream:
-                    feed.position = 0  # cut by the byte budget: read again from there
-                self.router.archive_seq(batch[-1].seq)
-                if self._stale(request):
-                    break
-                self.router.replay_batch(request, batch, time.monotonic(), time.time())
-                self.flush()
-                return
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            log.warning("cluster: replay of %r interrupted: %s", twin.name, exc)
+        if previous is not None:  # a request that went stale (the replay started over)
+            previous.cancel()
+            await asyncio.gather(previous, return_exceptions=True)
+            await self.close(twin)  # where it stopped reading is not known: start afresh
+        while not self._stale(request):
+            try:
+                batch = await self._next_batch(request)
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.warning("cluster: replay of %r interrupted, trying again: %s", twin.name,
+                            exc)
+                await self.close(twin)
+                await asyncio.sleep(_POLL)  # JetStream unreachable or electing a leader
+                continue
+            if batch is None or self._stale(request):
+                continue
+            self.router.replay_batch(request, batch, time.monotonic(), time.time())
+            self.flush()
+            return
         await self.close(twin)
+
+    async def _next_batch(self, request: NeedReplay) -> list[StoredMessage] | None:
+        """The next messages owed to the twin of ``request`` (empty: it has no retroactive
+        subscription left); ``None`` when there is nothing yet."""
+        feed = await self._feed(request.twin, request.after_seq + 1)
+        if feed is None:
+            if not request.twin.retroactive_topics():
+                return []
+            await asyncio.sleep(_POLL)  # only topics no subject can carry: nothing to read
+            return None
+        try:
+            msgs = await feed.sub.fetch(request.limit, timeout=_POLL)
+        except nats.errors.TimeoutError:
+            return None
+        batch = self._batch(msgs, request.max_bytes)
+        last = msgs[-1].metadata.sequence.stream
+        # cut by the byte budget (or a message skipped): read again from there next time
+        feed.position = last + 1 if batch and batch[-1].seq == last else 0
+        if batch:
+            self.router.archive_seq(batch[-1].seq)
+        return batch or None
 
     async def _feed(self, twin: Twin, start: int) -> _Feed | None:
         filters = self._filters(twin)
