@@ -159,6 +159,34 @@ def test_a_retroactive_subscriber_gets_its_backlog_on_another_broker(
             publisher.close()
 
 
+def test_the_backlog_outlives_the_broker_the_subscriber_used(nats_trio: NatsCluster,
+                                                             tmp_path: Path) -> None:
+    with cluster_brokers(nats_trio, tmp_path, 3, lease_ttl=3) as (b0, b1, b2):
+        keeper = rembus.sync.component([f"{b0.url}/keeper", f"{b1.url}/keeper"])
+        keeper.subscribe(Inbox(), True, topic="log")
+        publisher = rembus.sync.component(f"{b2.url}/writer")
+        try:
+            publisher.publish("log", "seen", qos=1)
+            assert b0.process is not None
+            b0.process.stop(signal.SIGKILL)  # the keeper's broker dies: keeper away
+            b0.process = None
+            keeper.close()
+            for i in range(20):
+                publisher.publish("log", i, qos=1)
+            again = Inbox()
+            keeper = rembus.sync.component(f"{b1.url}/keeper")
+            keeper.subscribe(again, True, topic="log")
+            first = again.next()
+            if first == "seen":  # delivered before the kill, its mark not stored yet
+                first = again.next()
+            assert [first, *_received(again, 19)] == list(range(20))
+            publisher.publish("log", "live", qos=1)
+            assert again.next() == "live"
+        finally:
+            keeper.close()
+            publisher.close()
+
+
 def test_retroactive_interest_keeps_qos0_publications(nats_trio: NatsCluster,
                                                       tmp_path: Path) -> None:
     with cluster_brokers(nats_trio, tmp_path, 2) as (b0, b1):

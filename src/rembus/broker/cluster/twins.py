@@ -19,12 +19,14 @@ kept in the archive (:mod:`.archive`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import cbor2
+import nats.errors
 from nats.js import JetStreamContext
 
 from rembus_proto.broker import Router
@@ -39,6 +41,8 @@ log = logging.getLogger("rembus.broker.cluster")
 
 #: Largest record (bytes); a bigger one is not stored (logged).
 MAX_RECORD = 1024 * 1024 - 4096
+#: Seconds before a failed watch of the twins starts again.
+_RETRY = 1.0
 
 
 def encode_twin(twin: Twin) -> bytes:
@@ -136,10 +140,20 @@ class TwinStore:
     async def watch_retro(self, js: JetStreamContext,
                           changed: Callable[[str, str, int], None]) -> None:
         """Follow every record; call ``changed(tenant, topic, ±1)`` as retroactive
-        subscriptions appear and go in the cluster. Runs until cancelled."""
+        subscriptions appear and go in the cluster. Runs until cancelled; a watch
+        that fails (NATS unreachable) starts again, from the values stored."""
+        known: dict[str, set[str]] = {}
+        while True:
+            try:
+                await self._watch(js, known, changed)
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.warning("cluster: watch of the twins interrupted, starting again: %s", exc)
+            await asyncio.sleep(_RETRY)
+
+    async def _watch(self, js: JetStreamContext, known: dict[str, set[str]],
+                     changed: Callable[[str, str, int], None]) -> None:
         kv = await js.key_value(self.bucket.name)
         watcher = await kv.watchall()
-        known: dict[str, set[str]] = {}
         async for entry in watcher:
             if entry is None:
                 continue  # the end of the values that were there
