@@ -51,6 +51,8 @@ _PUBLISHER = "Rembus-Publisher"
 _FLAGS = "Rembus-Flags"
 _ID = "Rembus-Id"
 _MSG_ID = "Nats-Msg-Id"
+#: Marks a live publication that the archive stored too.
+KEPT_HEADER = "Rembus-Kept"
 #: Seconds a resend of a QoS1/2 publication is recognised as one (the stream's window).
 DUPLICATE_WINDOW = 120.0
 #: Seconds one pull waits before the replay checks that its twin is still there.
@@ -167,6 +169,25 @@ class ClusterArchive:
                             order.topic[:80], self.not_archived, result)
             stored.append(None)
         return stored
+
+    def settle(self, order: Forward, stored: Stored | None) -> dict[str, str] | None:
+        """After the archive's answer about a kept publication: acknowledge a QoS1/2
+        one that is stored, and give the headers to send it live with (``None``: not
+        to be sent live: a resend the archive had already, or a QoS1/2 publication
+        not stored, which its publisher sends again)."""
+        router = self.router
+        qos = order.conn is not None and order.msg_id is not None and order.flags & QOS_MASK
+        if stored is None:
+            return None if qos else headers_of(order)  # QoS0: live, not archived
+        router.archive_seq(stored.seq)
+        if qos:
+            assert order.conn is not None and order.msg_id is not None
+            router.cluster_acked(order.conn, order.msg_id, time.monotonic())
+        if stored.duplicate:
+            return None
+        headers = headers_of(order)
+        headers[KEPT_HEADER] = "1"  # its retroactive subscribers read it from the archive
+        return headers
 
     # -- replays -----------------------------------------------------------------
 
@@ -292,4 +313,5 @@ class ClusterArchive:
         return batch
 
 
-__all__ = ["DUPLICATE_WINDOW", "ClusterArchive", "Stored", "headers_of", "publication_of"]
+__all__ = ["DUPLICATE_WINDOW", "KEPT_HEADER", "ClusterArchive", "Stored", "headers_of",
+           "publication_of"]

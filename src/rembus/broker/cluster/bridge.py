@@ -63,10 +63,10 @@ from rembus_proto.broker.actions import (
     TwinChanged,
 )
 from rembus_proto.broker.cluster import DIRECT, RPC, SUB
-from rembus_proto.constants import QOS_MASK, Status
+from rembus_proto.constants import Status
 from rembus_proto.messages import Response, decode
 
-from .archive import ClusterArchive, Stored, headers_of, publication_of
+from .archive import KEPT_HEADER, ClusterArchive, Stored, publication_of
 from .config import BrokerPort, ClusterConfig, parse_servers
 from .locations import Locations
 from .logins import CLOSE_TRY_AGAIN, Logins
@@ -80,7 +80,6 @@ _ORIGIN = "Rembus-Origin"
 _SEQ = "Rembus-Seq"
 _STATUS = "Rembus-Status"
 _TOPIC = "Rembus-Topic"
-_KEPT = "Rembus-Kept"
 #: Publications written to NATS (and kept ones to the archive) in one round.
 _BATCH = 256
 _SEEN_WINDOW = 8192
@@ -337,7 +336,7 @@ class ClusterBridge:
         try:
             tenant, topic, _ = self.space.parse_publish(msg.subject)
             self.router.remote_publish(tenant, topic, msg.data, time.monotonic(), time.time(),
-                                       flags, msg_id, _KEPT in headers)
+                                       flags, msg_id, KEPT_HEADER in headers)
         except (SubjectError, OverflowError) as exc:
             log.warning("cluster: publication on %r dropped: %s", msg.subject[:80], exc)
             return
@@ -414,21 +413,12 @@ class ClusterBridge:
     def _stored(self, order: Forward, stored: Stored | None
                 ) -> tuple[str, bytes, dict[str, str]] | None:
         """What to send live after the archive's answer about a kept publication."""
-        qos = order.conn is not None and order.msg_id is not None and order.flags & QOS_MASK
-        if stored is None and qos:
-            return None  # not acknowledged: the publisher sends it again
-        if stored is not None:
-            self.router.archive_seq(stored.seq)
-            if qos:
-                assert order.conn is not None and order.msg_id is not None
-                self.router.cluster_acked(order.conn, order.msg_id, time.monotonic())
-            if stored.duplicate:
-                return None  # a resend: went live the first time
+        assert self.archive is not None
+        headers = self.archive.settle(order, stored)
+        if headers is None:
+            return None
         self._seq += 1
-        headers = headers_of(order)
         headers.update({_ORIGIN: self.broker_id, _SEQ: str(self._seq)})
-        if stored is not None:  # else its retroactive subscribers get it live, not from it
-            headers[_KEPT] = "1"
         return self.space.publish(order.tenant, order.topic), order.payload, headers
 
     async def _reconcile(self) -> None:
