@@ -9,6 +9,7 @@ import rembus_proto as rp
 from rembus_proto.broker import (
     Close,
     Connection,
+    NeedReplay,
     Order,
     Router,
     RouterConfig,
@@ -118,9 +119,11 @@ class Net:
         self.router = Router(self.store, self.config, id_factory=self._ids, now=now)
         self.peers: dict[Connection, Peer] = {}
         self.closes: list[Close] = []
-        self.orders: list[Order] = []
+        self.orders: list[Order | NeedReplay] = []
         """Every order the router gave (closes, shutdown), in order."""
         self.auto_drain = True
+        self.replay_from_store = True
+        """False: replay requests are not answered but given as orders (a cluster's)."""
 
     def _ids(self, size: int) -> bytes:
         return next(self._rand).to_bytes(size, "little")
@@ -138,7 +141,8 @@ class Net:
     def pump(self) -> None:
         for _ in range(1000):
             router = self.router
-            orders = answer_requests(router, self.store, router.guard.security, self.now)
+            orders = answer_requests(router, self.store, router.guard.security, self.now,
+                                     replay=self.replay_from_store)
             router.flush()
             self.store.commit()
             pulled = router.data_to_send()

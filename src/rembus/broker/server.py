@@ -203,7 +203,7 @@ class Broker:
         router = self.router
         pruned: list[Pruned] = []
         orders = answer_requests(router, self.store, self.security, time.monotonic(), time.time(),
-                                 pruned)
+                                 pruned, replay=self.cluster is None)
         if pruned:
             self._pruned(pruned)
         # a delivery mark moved by an ACK is durable before the ACK2 that answers it

@@ -80,12 +80,23 @@ class PruneArchive:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """A publication of a local component: send it to the other brokers of the cluster."""
+    """A publication of a local component: send it to the other brokers of the cluster.
+
+    ``kept``: it goes into the cluster's archive (QoS1/2, or a retroactive
+    subscriber somewhere wants it); a QoS1/2 one is acknowledged to ``conn``
+    with :meth:`Router.cluster_acked` once the archive stored it.
+    """
 
     tenant: str
     topic: str
     payload: bytes
     """The encoded data element, as the publisher sent it."""
+    flags: int = 0
+    msg_id: bytes | None = None
+    publisher: str = ""
+    kept: bool = False
+    conn: Connection | None = None
+    """The publisher's connection, for the deferred ACK of a kept QoS1/2 publication."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +146,20 @@ class LeaseReleased:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class TwinChanged:
+    """The persistent part of the named twin ``name`` changed: store it in the cluster."""
+
+    name: str
+
+
 #: Orders for the cluster driver; :class:`NeedLease` is answered later, asynchronously.
-ClusterOrder = Forward | InterestChanged | RemoteCall | NeedLease | LeaseReleased
+ClusterOrder = (Forward | InterestChanged | RemoteCall | NeedLease | LeaseReleased
+                | TwinChanged)
 Order = Close | ShutdownRequested | PruneArchive | Skipped | ClusterOrder
 Request = NeedReplay | NeedKey
 Event = Order | Request
 
 __all__ = ["Close", "ClusterOrder", "Event", "Forward", "InterestChanged", "LeaseReleased",
            "NeedKey", "NeedLease", "NeedReplay", "Order", "PruneArchive", "RemoteCall",
-           "Request", "ShutdownRequested", "Skipped"]
+           "Request", "ShutdownRequested", "Skipped", "TwinChanged"]

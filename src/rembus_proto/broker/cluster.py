@@ -12,7 +12,17 @@ called it emits, besides its usual actions:
 * :class:`~.actions.RemoteCall` when no local component can serve a request
   (never for a request that came from the cluster);
 * :class:`~.actions.NeedLease` before a name is bound, and
-  :class:`~.actions.LeaseReleased` when its connection ends.
+  :class:`~.actions.LeaseReleased` when its connection ends;
+* :class:`~.actions.TwinChanged` when the persistent part of a named twin
+  changed (the driver keeps it in the cluster, where the next broker of that
+  component finds it).
+
+Stored messages live in the cluster's archive, not in the router's store: a
+publication is *kept* when it is QoS1/2 or when a retroactive subscription
+anywhere in the cluster wants it (:meth:`ClusterHooks.retro`, fed by the
+driver). A named subscriber reads what is kept for its retroactive
+subscriptions through its replay, which then never ends (it follows the
+archive), and is skipped by live delivery of kept publications.
 
 What other brokers send comes in through pseudo-connections, one per tenant,
 that no socket backs: a publication from the cluster is routed as if one of
@@ -23,7 +33,9 @@ the router queues for them are the driver's to send back.
 from __future__ import annotations
 
 from ..constants import Status
-from .actions import InterestChanged, LeaseReleased, NeedLease, RemoteCall
+from ..topics import is_pattern
+from ..wildcard import Wildcard
+from .actions import InterestChanged, LeaseReleased, NeedLease, RemoteCall, TwinChanged
 from .effects import Effects
 from .state import Connection, Twin
 
@@ -51,6 +63,39 @@ class ClusterHooks:
         """Name -> the connection holding its lease."""
         self._granted: dict[Connection, str] = {}
         self._refused: dict[Connection, tuple[str, str]] = {}
+        self._retro: dict[tuple[str, str], int] = {}
+        """(tenant, topic or pattern) -> retroactive subscriptions to it in the cluster."""
+        self._retro_patterns: dict[str, dict[str, Wildcard]] = {}
+        """Tenant -> its patterns with retroactive subscriptions."""
+
+    # -- the archive -------------------------------------------------------------
+
+    def retro(self, tenant: str, topic: str, delta: int) -> None:
+        """A retroactive subscription of ``tenant`` to ``topic`` appeared (``delta`` 1)
+        or went (-1) somewhere in the cluster."""
+        key = (tenant, topic)
+        count = self._retro.get(key, 0) + delta
+        if count > 0:
+            self._retro[key] = count
+            if is_pattern(topic):
+                self._retro_patterns.setdefault(tenant, {}).setdefault(topic,
+                                                                       Wildcard(topic))
+            return
+        self._retro.pop(key, None)
+        patterns = self._retro_patterns.get(tenant)
+        if patterns is not None and patterns.pop(topic, None) is not None and not patterns:
+            del self._retro_patterns[tenant]
+
+    def kept(self, tenant: str, topic: str, qos: int) -> bool:
+        """Whether a publication goes into the cluster's archive."""
+        if qos or (tenant, topic) in self._retro:
+            return True
+        patterns = self._retro_patterns.get(tenant)
+        return patterns is not None and any(p.fullmatch(topic) for p in patterns.values())
+
+    def saved(self, twin: Twin) -> None:
+        """The persistent part of ``twin`` changed."""
+        self.effects.emit(TwinChanged(twin.name))
 
     # -- interests -----------------------------------------------------------
 

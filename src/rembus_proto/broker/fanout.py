@@ -41,8 +41,12 @@ class Fanout:
         """Set when the broker is joined in a cluster: local publications go there too."""
 
     def publish(self, conn: Connection, topic: str, flags: int, msg_id: bytes | None,
-                frame: bytes, offset: int) -> None:
-        """Route a publication; its payload is ``frame[offset:]``, sliced only if needed."""
+                frame: bytes, offset: int, kept: bool = False) -> None:
+        """Route a publication; its payload is ``frame[offset:]``, sliced only if needed.
+
+        ``kept``: a publication from the cluster that its archive stored (then its
+        retroactive subscribers here read it from there, not from this delivery).
+        """
         publisher = conn.twin
         effects = self.effects
         stats = self._stats
@@ -56,34 +60,44 @@ class Fanout:
         if acl is not None and not self.guard.allowed(conn, acl):
             return  # private topic: dropped silently (spec 7.1)
         qos = flags & QOS_MASK
+        cluster = self.cluster
+        forward = cluster is not None and acl is None and not cluster.is_remote(conn)
         if msg_id is not None:
             conn.learn_generation(msg_id)
             if qos == QOS2 and not self._first_copy(publisher, msg_id):
-                effects.send(conn, encode_ack(msg_id))
+                if forward:  # ACKed once stored: the archive drops the second copy
+                    effects.emit(Forward(publisher.tenant, topic, frame[offset:], flags,
+                                         msg_id, publisher.name, True, conn))
+                else:
+                    effects.send(conn, encode_ack(msg_id))
                 return
         patterns: Sequence[str] = self.index.match(topic) if self._patterns else ()
         seq = 0
-        if self._retro and self.index.archived(topic, patterns):
+        if cluster is not None:  # the cluster's archive keeps what is kept
+            if forward:
+                kept = cluster.kept(publisher.tenant, topic, qos)
+        elif self._retro and self.index.archived(topic, patterns):
             seq = self.archive.append(topic, flags, msg_id, frame[offset:], publisher.name,
                                       effects.wall)
             stats.stored_messages += 1
             stats.stored_bytes += len(frame) - offset
-        if qos and msg_id is not None:
-            effects.send(conn, encode_ack(msg_id))
+        if qos and msg_id is not None and not (forward and kept):
+            effects.send(conn, encode_ack(msg_id))  # else once the archive stored it
         subscribers: Collection[Twin] | None = self._exact.get(topic)
         if subscribers and acl is not None:
             subscribers = self.guard.only_allowed(subscribers, acl)
         if subscribers:
-            self._deliver_exact(publisher, subscribers, topic, frame, offset, qos, seq, msg_id)
+            self._deliver_exact(publisher, subscribers, topic, frame, offset, qos, seq, msg_id,
+                                kept)
         if patterns:
-            self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl)
-        cluster = self.cluster
-        if cluster is not None and acl is None and not cluster.is_remote(conn):
-            effects.emit(Forward(publisher.tenant, topic, frame[offset:]))
+            self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl, kept)
+        if forward:
+            effects.emit(Forward(publisher.tenant, topic, frame[offset:], flags, msg_id,
+                                 publisher.name, kept, conn))
 
     def _deliver_exact(self, publisher: Twin, subscribers: Collection[Twin], topic: str,
                        frame: bytes, offset: int, qos: int, seq: int,
-                       msg_id: bytes | None) -> None:
+                       msg_id: bytes | None, kept: bool) -> None:
         """Deliver a publication to the subscribers of its exact topic."""
         effects = self.effects
         tenant = publisher.tenant
@@ -97,6 +111,8 @@ class Fanout:
                 continue
             if seq and twin.replaying:
                 continue  # the replay reaches it, in order
+            if kept and twin.named and twin.subs.get(topic, 0) > 0:
+                continue  # it follows the cluster's archive
             if sub_conn.id_len == 16:
                 if legacy_frame is None:
                     legacy_frame = encode_pub_raw(topic, frame[offset:])
@@ -135,6 +151,22 @@ class Fanout:
                 store.qos2_released(publisher.name, oldest)
         return True
 
+    def cluster_acked(self, conn: Connection, msg_id: bytes) -> None:
+        """The cluster's archive stored a QoS1/2 publication of ``conn``: ACK it now."""
+        if not conn.closed:
+            self.effects.send(conn, encode_ack(msg_id))
+
+    def release_ack2(self, twin: Twin, count: int) -> None:
+        """The cluster stored the mark of ``twin`` as it was when ``count`` ACK2s were
+        held: send them."""
+        held = twin.held_ack2
+        conn = twin.conn
+        count = min(count, len(held))
+        if conn is not None and not conn.closed:
+            for msg_id in held[:count]:
+                self.effects.send(conn, encode_ack2(msg_id))
+        del held[:count]
+
     def ack2(self, conn: Connection, msg_id: bytes) -> None:
         """ACK2 of a QoS2 publication: its resends are no longer expected."""
         twin = conn.twin
@@ -144,7 +176,8 @@ class Fanout:
                 self.archive.store.qos2_released(twin.name, msg_id)
 
     def _deliver_patterns(self, publisher: Twin, topic: str, patterns: Sequence[str],
-                          payload: bytes, seq: int, acl: set[str] | None) -> None:
+                          payload: bytes, seq: int, acl: set[str] | None,
+                          kept: bool) -> None:
         allowed = self.guard.allowed
         for pattern in patterns:
             frame = encode_pattern_pub(pattern, topic, payload)
@@ -152,7 +185,8 @@ class Fanout:
                 conn = twin.conn
                 if (conn is None or twin is publisher or not twin.reactive
                         or twin.tenant != publisher.tenant or (twin.replaying and seq)
-                        or (acl is not None and not allowed(conn, acl))):
+                        or (acl is not None and not allowed(conn, acl))
+                        or (kept and twin.named and twin.subs.get(pattern, 0) > 0)):
                     continue
                 self.effects.deliver(twin, conn, frame, 0, seq, None)
 
@@ -162,10 +196,13 @@ class Fanout:
         inflight = twin.pop_inflight(msg_id)
         if inflight is None:
             return
+        marked = bool(inflight.seq) and twin.complete(inflight.seq)
         if inflight.qos2:
-            self.effects.send(conn, encode_ack2(msg_id))
-        if inflight.seq:
-            twin.complete(inflight.seq)
+            held = twin.held_ack2
+            if marked and self.cluster is not None and len(held) < self.effects.config.max_inflight:
+                held.append(msg_id)  # the subscriber forgets the id: the mark must be stored
+            else:
+                self.effects.send(conn, encode_ack2(msg_id))
         if twin.replaying and not conn.waiting_drain:
             self.replayer.resume(twin)
 

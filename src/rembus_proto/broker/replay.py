@@ -57,6 +57,9 @@ class Replayer:
         self.effects = effects
         self.index = index
         self.guard = guard
+        self.follow = False
+        """A replay never ends: it follows the archive (a broker joined in a cluster,
+        whose driver answers a :class:`NeedReplay` once there is something to read)."""
 
     def start(self, twin: Twin) -> None:
         """Replay from the twin's mark, if it has retroactive subscriptions."""
@@ -84,6 +87,9 @@ class Replayer:
             self._send_rows(twin)
             return
         retro = twin.retroactive_topics()
+        if self.follow and not retro:
+            twin.replaying = False  # nothing to follow: starts again with a subscription
+            return
         exact = None if any(is_pattern(t) for t in retro) else set(retro)
         twin.replay_waiting = True
         config = self.effects.config
@@ -135,6 +141,9 @@ class Replayer:
             if self._wants(twin, conn, retro, stored, now_ns):
                 self._send_stored(twin, conn, stored)
         if twin.replay_last:
+            if self.follow:
+                self.resume(twin)  # the driver answers once there is more
+                return
             twin.replaying = False  # caught up: live delivery from now on
             return
         conn.waiting_drain = True

@@ -14,18 +14,22 @@ MAX_ROUNDS = 10_000
 
 
 def answer_requests(router: Router, store: Store, security: Security, now: float,
-                    wall: float | None = None, pruned: list[Pruned] | None = None
-                    ) -> list[Order]:
+                    wall: float | None = None, pruned: list[Pruned] | None = None,
+                    replay: bool = True) -> list[Order | NeedReplay]:
     """Answer every data request of ``router`` from ``store`` and ``security``, and
     prune the archive when asked (what goes is added to ``pruned``); return the
-    other orders (closes, shutdown)."""
-    orders: list[Order] = []
+    other orders (closes, shutdown). ``replay=False``: replay requests are not
+    read from ``store`` but returned with the orders (a cluster's archive
+    answers them later)."""
+    orders: list[Order | NeedReplay] = []
     for _ in range(MAX_ROUNDS):
         events = router.events()
         if not events:
             break
         for event in events:
-            if isinstance(event, NeedReplay):
+            if isinstance(event, NeedReplay) and not replay:
+                orders.append(event)
+            elif isinstance(event, NeedReplay):
                 batch = store.replay(event.after_seq, event.topics, event.limit,
                                      event.max_bytes)
                 router.replay_batch(event, batch, now, wall)

@@ -26,10 +26,10 @@ only through :class:`~rembus_proto.broker.actions.NeedReplay` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..constants import Status
+from ..constants import QOS_MASK, Status
 from ..entropy import RandomPool
 from ..errors import MalformedMessage, ProtocolError
 from ..messages import (
@@ -46,7 +46,7 @@ from ..messages import (
 )
 from ..payload import Payload
 from ..security_port import MemorySecurity, PublicKey, Security, Verify
-from ..store import Store, StoredMessage
+from ..store import Store, StoredMessage, TwinRecord
 from ..topics import check_name, check_topic, normalize_name
 from .actions import Event, NeedKey, NeedReplay, PruneArchive
 from .admin import AdminCommands
@@ -61,7 +61,7 @@ from .config import (
 )
 from .effects import Effects
 from .fanout import Fanout
-from .frames import encode_pub_raw, encode_response_raw
+from .frames import encode_pub_flags_raw, encode_pub_raw, encode_response_raw
 from .index import PatternMatcher, SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
@@ -167,7 +167,9 @@ class Router:
         if cluster is not None and not conn.closed:
             if conn.twin.conn is conn:
                 cluster.down(conn.twin)
+            self._sessions.disconnect(conn)  # saves the twin before its lease goes
             cluster.disconnected(conn)
+            return
         self._sessions.disconnect(conn)
 
     def drained(self, conn: Connection, now: float) -> None:
@@ -289,6 +291,8 @@ class Router:
             self._index.listener = cluster.subscription
             self._rpc.cluster = cluster
             self._fanout.cluster = cluster
+            self._sessions.cluster = cluster
+            self._replayer.follow = True
             for conn in self.connections:
                 if conn.twin.conn is conn:
                     cluster.up(conn.twin)
@@ -300,12 +304,47 @@ class Router:
         return self._cluster
 
     def remote_publish(self, tenant: str, topic: str, payload: bytes, now: float,
-                       wall: float | None = None) -> None:
-        """A publication from another broker: deliver it here, never forward it again."""
+                       wall: float | None = None, flags: int = 0, msg_id: bytes | None = None,
+                       kept: bool = False) -> None:
+        """A publication from another broker: deliver it here, never forward it again.
+
+        ``kept``: the cluster's archive stored it (retroactive subscribers here
+        read it from there).
+        """
         self._effects.at(now, wall)
         conn = self._joined().remote_conn(tenant)
-        frame = encode_pub_raw(topic, payload)
-        self._fanout.publish(conn, topic, 0, None, frame, len(frame) - len(payload))
+        if flags & QOS_MASK and msg_id is not None:
+            frame = encode_pub_flags_raw(flags, msg_id, topic, payload)
+        else:
+            flags, msg_id = 0, None
+            frame = encode_pub_raw(topic, payload)
+        self._fanout.publish(conn, topic, flags, msg_id, frame, len(frame) - len(payload),
+                             kept)
+
+    def cluster_acked(self, conn: Connection, msg_id: bytes, now: float) -> None:
+        """The cluster's archive stored the QoS1/2 publication ``msg_id`` of ``conn``
+        (a :class:`Forward` with ``kept``): acknowledge it to the publisher."""
+        self._effects.now = now
+        self._fanout.cluster_acked(conn, msg_id)
+
+    def twin_stored(self, name: str, held: int, now: float) -> None:
+        """The cluster stored the twin ``name`` as it was when it had ``held`` ACK2s
+        held back (:attr:`Twin.held_ack2`): they go now."""
+        self._effects.now = now
+        twin = self.twins.get(name)
+        if twin is not None and held:
+            self._fanout.release_ack2(twin, held)
+
+    def archive_seq(self, seq: int) -> None:
+        """The cluster's archive holds messages up to ``seq`` (new twins start there,
+        new subscriptions are owed only what comes after)."""
+        if seq > self._archive.last_seq:
+            self._archive.last_seq = seq
+
+    def cluster_retro(self, tenant: str, topic: str, delta: int) -> None:
+        """A retroactive subscription to ``topic`` of ``tenant`` appeared (``delta`` 1)
+        or went (-1) in the cluster: publications it matches are kept."""
+        self._joined().retro(tenant, topic, delta)
 
     def remote_request(self, tenant: str, topic: str, target: str | None, data: bytes,
                        token: bytes, now: float, wall: float | None = None) -> Connection:
@@ -324,11 +363,22 @@ class Router:
             self._effects.send(conn, encode_response_raw(msg_id, status, data))
 
     def lease_found(self, conn: Connection, name: str, refusal: str | None, now: float,
-                    wall: float | None = None) -> None:
+                    wall: float | None = None, record: TwinRecord | None = None,
+                    qos2: Iterable[bytes] = (), archive_seq: int = 0) -> None:
         """The outcome of a :class:`NeedLease` (``refusal``: why not; ``None``: won).
-        The held input of ``conn`` goes on, as after :meth:`key_found`."""
+        The held input of ``conn`` goes on, as after :meth:`key_found`.
+
+        ``record``, ``qos2``: the twin of ``name`` as the cluster keeps it (it
+        replaces ours), with the QoS2 ids it received; ``archive_seq``: the
+        last seq of the cluster's archive (a new twin is owed what comes after).
+        """
         cluster = self._joined()
         cluster.lease_found(conn, name, refusal)
+        if refusal is None:
+            self._effects.at(now, wall)
+            self.archive_seq(archive_seq)
+            if record is not None:
+                self._sessions.adopt(record, qos2)
         if conn.closed:  # gone while the lease was taken: give it back
             cluster.disconnected(conn)
             return

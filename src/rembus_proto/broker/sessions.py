@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..constants import Status
 from ..store import Store, TwinRecord
@@ -15,6 +16,9 @@ from .index import SubscriptionIndex
 from .replay import Archive, Replayer
 from .rpc import RpcRouter
 from .state import Connection, Twin
+
+if TYPE_CHECKING:
+    from .cluster import ClusterHooks
 
 SWEEP_LIMIT = 1_000
 """Twins :meth:`Sessions.forget_away` examines at most per call."""
@@ -41,6 +45,8 @@ class Sessions:
         self._away: dict[Twin, float] = {}
         """Named twins not connected -> since when (wall seconds), oldest first."""
         self._loaded = False
+        self.cluster: ClusterHooks | None = None
+        """Set when the broker is joined in a cluster: saved twins are kept there too."""
         self.forgotten = 0
         """Named twins forgotten by :meth:`forget_away` since the start."""
 
@@ -63,6 +69,28 @@ class Sessions:
             seen[msg_id] = self.effects.now  # its age counts from the restart
             if len(seen) > window:
                 self.store.qos2_released(name, seen.popitem(last=False)[0])
+
+    def adopt(self, record: TwinRecord, qos2: Iterable[bytes]) -> None:
+        """The cluster's copy of a named twin, about to be bound here, replaces ours
+        (unless ours is connected: then it is the newest)."""
+        old = self.twins.get(record.name)
+        if old is not None:
+            if old.conn is not None:
+                return
+            self._away.pop(old, None)
+            self._dirty.pop(old, None)
+            old.sink = None
+            self.index.remove_twin(old)
+            self.rpc.unindex(old)
+        twin = Twin(record.name, True, record, self._dirty)
+        twin.saved = False  # the local store may not have it: saved whole next time
+        now = self.effects.now
+        for msg_id in qos2:
+            twin.qos2_seen[msg_id] = now
+        self.twins[twin.name] = twin
+        self._away[twin] = self.effects.wall
+        self.index.add_twin(twin)
+        self.rpc.index(twin)
 
     def connect(self, peer: str) -> Connection:
         """A new connection, with an anonymous twin of its own."""
@@ -139,6 +167,8 @@ class Sessions:
     def save(self, twin: Twin) -> None:
         """Stage what changed in the persistent part of ``twin`` (all of it the first time)."""
         twin.dirty = False
+        if self.cluster is not None:
+            self.cluster.saved(twin)
         if twin.saved:
             self.store.update_twin(twin.update())
             return

@@ -46,6 +46,7 @@ class Twin:
         "dirty",
         "done_above",
         "exposed",
+        "held_ack2",
         "inflight",
         "inflight_bytes",
         "mark",
@@ -91,6 +92,8 @@ class Twin:
         self.open_heap: list[int] = []
         """``open_seqs`` and seqs closed since, lowest first (closed ones are skipped)."""
         self.qos2_seen: OrderedDict[bytes, float] = OrderedDict()
+        self.held_ack2: list[bytes] = []
+        """ACK2s waiting until the cluster stored the mark they moved (in a cluster)."""
         self.replaying = False
         self.replay_cursor = 0
         self.replay_token = 0
@@ -162,6 +165,7 @@ class Twin:
         for inflight in self.inflight.values():
             inflight.frame = b""
         self.inflight.clear()
+        self.held_ack2.clear()
         self.inflight_bytes = 0
         self.open_seqs.clear()
         self.open_heap.clear()
@@ -172,10 +176,11 @@ class Twin:
             heapq.heappop(heap)
         return heap[0] if heap else None
 
-    def complete(self, seq: int) -> None:
-        """A delivery of archive entry ``seq`` is done (written or acknowledged)."""
-        if seq <= self.mark:
-            return
+    def complete(self, seq: int) -> bool:
+        """A delivery of archive entry ``seq`` is done (written or acknowledged); false
+        when it was already."""
+        if seq <= self.mark or seq in self.done_above:
+            return False
         lowest_open = self._lowest_open()
         if lowest_open is None or seq < lowest_open:
             self.mark = seq
@@ -189,6 +194,7 @@ class Twin:
             self.done_above.add(seq)
         if not self.dirty:
             self._dirty()
+        return True
 
     def changed(self, subscription: str | None = None, exposed: str | None = None) -> None:
         """Its persistent part changed (the subscription to, or the exposure of, that

@@ -18,7 +18,13 @@ loop, and brings back what other brokers send:
   answers within the call timeout is not answered, as on one broker;
 * :class:`NeedLease` / :class:`LeaseReleased` → the name leases
   (:mod:`.logins` over :mod:`.names`), renewed in the background; a lease
-  lost closes the connection that held it (1013, try again later).
+  lost closes the connection that held it (1013, try again later);
+* :class:`TwinChanged` → the twin's record in the twins bucket (:mod:`.twins`),
+  in order with the lease operations of its name;
+* a kept :class:`Forward` → first the archive (:mod:`.archive`), then, unless
+  the archive had it already (a resend), ``pub.live`` with a ``kept`` mark;
+  a QoS1/2 publication is acknowledged to its publisher once stored;
+* :class:`NeedReplay` → read from the archive (:mod:`.archive`).
 
 Every queue here has a bound: publications waiting for NATS
 (:attr:`ClusterConfig.max_outbox`, beyond it they are dropped and counted),
@@ -51,17 +57,22 @@ from rembus_proto.broker.actions import (
     ClusterOrder,
     Forward,
     InterestChanged,
+    LeaseReleased,
+    NeedReplay,
     RemoteCall,
+    TwinChanged,
 )
 from rembus_proto.broker.cluster import DIRECT, RPC, SUB
 from rembus_proto.constants import Status
 from rembus_proto.messages import Response, decode
 
+from .archive import KEPT_HEADER, ClusterArchive, Stored, publication_of
 from .config import BrokerPort, ClusterConfig, parse_servers
 from .locations import Locations
 from .logins import CLOSE_TRY_AGAIN, Logins
 from .names import NameLeases
 from .subjects import RPC_QUEUE, SubjectError, SubjectSpace
+from .twins import TwinStore
 
 log = logging.getLogger("rembus.broker.cluster")
 
@@ -69,6 +80,8 @@ _ORIGIN = "Rembus-Origin"
 _SEQ = "Rembus-Seq"
 _STATUS = "Rembus-Status"
 _TOPIC = "Rembus-Topic"
+#: Publications written to NATS (and kept ones to the archive) in one round.
+_BATCH = 256
 _SEEN_WINDOW = 8192
 #: Rounds over the NATS servers before giving up at the start.
 _START_ROUNDS = 2
@@ -86,11 +99,12 @@ class ClusterBridge:
         """Fresh at every start: a restarted broker never takes old leases for its own."""
         self.nc: Client | None = None
         self.logins: Logins | None = None
+        self.archive: ClusterArchive | None = None
         self.dropped = 0
         """Publications not sent to the cluster (outbox full, or no NATS connection)."""
         self._subs: dict[tuple[str, str, str], Subscription] = {}
         self._wanted: dict[tuple[str, str, str], None] = {}
-        self._outbox: deque[tuple[str, bytes, dict[str, str]]] = deque()
+        self._outbox: deque[tuple[str, bytes, dict[str, str]] | Forward] = deque()
         self._wake = asyncio.Event()
         self._seq = 0
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -122,16 +136,21 @@ class ClusterBridge:
                                            self.config.replicas)
             locations = await Locations.open(js, self.space, self.config.lease_ttl,
                                              self.config.replicas)
+            twins = await TwinStore.open(js, self.space, self.router, self.config.replicas)
+            archive = self.archive = await ClusterArchive.open(
+                js, self.space, self.router, self.broker.schedule_flush, self.config.replicas)
         except BaseException:
             await self.nc.close()
             raise
         logins = self.logins = Logins(self.broker, self.config, self.space, self.broker_id,
                                       self.nc, leases, locations)
+        logins.twins, logins.archive = twins, archive
         self.router.join_cluster()
         self.broker.cluster = self
         await self.nc.subscribe(self.space.broker(self.broker_id), cb=logins.on_inbox)
         self._tasks = [asyncio.create_task(self._send_loop()),
-                       asyncio.create_task(leases.keep_renewed(logins.lost))]
+                       asyncio.create_task(leases.keep_renewed(logins.lost)),
+                       asyncio.create_task(twins.watch_retro(js, self.router.cluster_retro))]
         self.broker.schedule_flush()
         log.info("broker %s joined cluster %r through %s", self.broker_id, self.config.name,
                  ", ".join(self.config.servers))
@@ -149,10 +168,18 @@ class ClusterBridge:
                  nc.connected_url.netloc if nc is not None and nc.connected_url else "?")
 
     async def stop(self) -> None:
-        """Give every name up and leave NATS."""
-        self._stopped = True
+        """Store the twins of the components that left, give every name up, leave NATS."""
         logins = self.logins
-        tasks = [*self._tasks, *self._calls, *(logins.tasks if logins else ())]
+        if not self._stopped and logins is not None:
+            for event in self.router.events():  # the last turn of a broker that stops
+                if isinstance(event, TwinChanged | LeaseReleased):
+                    logins.order(event)
+            if logins.tasks:
+                await asyncio.wait(logins.tasks, timeout=self.config.op_timeout)
+        self._stopped = True
+        archive_tasks = self.archive.tasks if self.archive is not None else ()
+        tasks = [*self._tasks, *self._calls, *(logins.tasks if logins else ()),
+                 *archive_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -175,11 +202,14 @@ class ClusterBridge:
 
     # -- from the router ---------------------------------------------------------
 
-    def handle(self, order: ClusterOrder) -> None:
+    def handle(self, order: ClusterOrder | NeedReplay) -> None:
         """Carry out one cluster order of the router (called during the broker's turn)."""
         if self._stopped:
             return  # leaving: the names are released by stop(), nothing else goes out
-        if isinstance(order, Forward):
+        if isinstance(order, NeedReplay):
+            if self.archive is not None:
+                self.archive.replay(order)
+        elif isinstance(order, Forward):
             self._forward(order)
         elif isinstance(order, InterestChanged):
             key = (order.kind, order.tenant, order.topic)
@@ -206,7 +236,7 @@ class ClusterBridge:
                 continue
             entry = self._replies.pop(message.id, None)
             if entry is not None:
-                self._send(entry[0], message.data.raw, {_STATUS: str(message.status)})
+                self._send((entry[0], message.data.raw, {_STATUS: str(message.status)}))
 
     def _forward(self, order: Forward) -> None:
         try:
@@ -215,16 +245,19 @@ class ClusterBridge:
             self.dropped += 1
             log.warning("cluster: publication on %r not forwarded: %s", order.topic[:80], exc)
             return
+        if order.kept:  # archived first, then sent live (see _send_batch)
+            self._send(order)
+            return
         self._seq += 1
-        self._send(subject, order.payload, {_ORIGIN: self.broker_id, _SEQ: str(self._seq)})
+        self._send((subject, order.payload, {_ORIGIN: self.broker_id, _SEQ: str(self._seq)}))
 
-    def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+    def _send(self, item: tuple[str, bytes, dict[str, str]] | Forward) -> None:
         if len(self._outbox) >= self.config.max_outbox:
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 log.warning("cluster: outbox full, %d messages dropped so far", self.dropped)
-            return
-        self._outbox.append((subject, payload, headers))
+            return  # a QoS1/2 publisher is not acknowledged: it sends it again
+        self._outbox.append(item)
         self._wake.set()
 
     def _remote_call(self, order: RemoteCall) -> None:
@@ -299,9 +332,11 @@ class ClusterBridge:
             self._seen[origin] = None
             if len(self._seen) > _SEEN_WINDOW:
                 self._seen.popitem(last=False)
+        flags, msg_id = publication_of(headers)
         try:
             tenant, topic, _ = self.space.parse_publish(msg.subject)
-            self.router.remote_publish(tenant, topic, msg.data, time.monotonic(), time.time())
+            self.router.remote_publish(tenant, topic, msg.data, time.monotonic(), time.time(),
+                                       flags, msg_id, KEPT_HEADER in headers)
         except (SubjectError, OverflowError) as exc:
             log.warning("cluster: publication on %r dropped: %s", msg.subject[:80], exc)
             return
@@ -322,8 +357,8 @@ class ClusterBridge:
         while replies and next(iter(replies.values()))[1] < now:
             replies.popitem(last=False)  # answers the router will never give (timed out)
         if len(replies) >= self.router.config.max_pending_calls_total:
-            self._send(msg.reply, cbor.dumps("too many requests in flight in the broker"),
-                       {_STATUS: str(int(Status.GENERIC_ERROR))})
+            self._send((msg.reply, cbor.dumps("too many requests in flight in the broker"),
+                        {_STATUS: str(int(Status.GENERIC_ERROR))}))
             return
         self._token += 1
         token = self._token.to_bytes(8, "little")
@@ -333,7 +368,8 @@ class ClusterBridge:
                                        time.time())
         except OverflowError as exc:
             replies.pop(token, None)
-            self._send(msg.reply, cbor.dumps(str(exc)), {_STATUS: str(int(Status.GENERIC_ERROR))})
+            self._send((msg.reply, cbor.dumps(str(exc)),
+                        {_STATUS: str(int(Status.GENERIC_ERROR))}))
             return
         self.broker.schedule_flush()
 
@@ -345,17 +381,45 @@ class ClusterBridge:
             await self._wake.wait()
             self._wake.clear()
             await self._reconcile()
-            nc = self.nc
-            assert nc is not None
-            while self._outbox:
-                subject, payload, headers = self._outbox.popleft()
-                try:
-                    await nc.publish(subject, payload, headers=headers)
-                except nats.errors.Error as exc:
-                    self.dropped += 1
-                    if self.dropped % 1000 == 1:  # one line per thousand, not a flood
-                        log.warning("cluster: not sent to %s (%d dropped so far): %s: %s",
-                                    subject[:80], self.dropped, type(exc).__name__, exc)
+            outbox = self._outbox
+            while outbox:
+                await self._send_batch([outbox.popleft()
+                                        for _ in range(min(_BATCH, len(outbox)))])
+
+    async def _send_batch(self, batch: list[tuple[str, bytes, dict[str, str]] | Forward]
+                          ) -> None:
+        """Write a batch in order; kept publications go to the archive first, together."""
+        nc, archive = self.nc, self.archive
+        assert nc is not None and archive is not None
+        kept = [item for item in batch if isinstance(item, Forward)]
+        stored = iter(await archive.keep_all(kept) if kept else ())
+        for item in batch:
+            if isinstance(item, Forward):
+                live = self._stored(item, next(stored))
+                if live is None:
+                    continue
+                item = live
+            subject, payload, headers = item
+            try:
+                await nc.publish(subject, payload, headers=headers)
+            except nats.errors.Error as exc:
+                self.dropped += 1
+                if self.dropped % 1000 == 1:  # one line per thousand, not a flood
+                    log.warning("cluster: not sent to %s (%d dropped so far): %s: %s",
+                                subject[:80], self.dropped, type(exc).__name__, exc)
+        if kept:
+            self.broker.schedule_flush()  # ACKs of stored publications
+
+    def _stored(self, order: Forward, stored: Stored | None
+                ) -> tuple[str, bytes, dict[str, str]] | None:
+        """What to send live after the archive's answer about a kept publication."""
+        assert self.archive is not None
+        headers = self.archive.settle(order, stored)
+        if headers is None:
+            return None
+        self._seq += 1
+        headers.update({_ORIGIN: self.broker_id, _SEQ: str(self._seq)})
+        return self.space.publish(order.tenant, order.topic), order.payload, headers
 
     async def _reconcile(self) -> None:
         nc = self.nc
@@ -373,7 +437,7 @@ class ClusterBridge:
             kind, tenant, topic = key
             try:
                 if kind == SUB:
-                    subject = self.space.subscription(tenant, topic).subject
+                    subject = self.space.subscription(tenant, topic, kept=False).subject
                     sub = await nc.subscribe(subject, cb=self._on_publication)
                 elif kind == RPC:
                     sub = await nc.subscribe(self.space.rpc(tenant, topic), queue=RPC_QUEUE,

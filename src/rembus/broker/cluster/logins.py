@@ -14,18 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from rembus_proto.broker import CLOSE_OVERWRITTEN
-from rembus_proto.broker.actions import LeaseReleased, NeedLease
+from rembus_proto.broker.actions import LeaseReleased, NeedLease, TwinChanged
+from rembus_proto.store import TwinRecord
 
 from .config import BrokerPort, ClusterConfig
 from .locations import Locations
 from .names import LeaseLimit, NameLeases
 from .subjects import SubjectError, SubjectSpace
+
+if TYPE_CHECKING:
+    from .archive import ClusterArchive
+    from .twins import TwinStore
 
 log = logging.getLogger("rembus.broker.cluster")
 
@@ -54,11 +60,21 @@ class Logins:
         self.locations = locations
         self.tasks: set[asyncio.Task[None]] = set()
         """Operations in progress."""
+        self.twins: TwinStore | None = None
+        """Where twins are kept: loaded when a lease is won, saved in order with it."""
+        self.archive: ClusterArchive | None = None
+        """Its last seq starts a new twin's mark."""
+        self._saves: set[str] = set()
+        """Names with a twin save waiting (one is enough: it writes the latest state)."""
         self._name_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         """Name -> the lock that orders its operations, and the tasks using it."""
 
-    def order(self, op: NeedLease | LeaseReleased) -> None:
+    def order(self, op: NeedLease | LeaseReleased | TwinChanged) -> None:
         """Run ``op`` after the earlier operations on the same name (one lock per name)."""
+        if isinstance(op, TwinChanged):
+            if op.name in self._saves or self.twins is None:
+                return
+            self._saves.add(op.name)
         if len(self.tasks) >= MAX_LEASE_OPS:
             if isinstance(op, NeedLease):
                 self.router.lease_found(op.conn, op.name, "too many logins in progress",
@@ -71,14 +87,15 @@ class Logins:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run_lease_op(self, op: NeedLease | LeaseReleased, lock: asyncio.Lock) -> None:
+    async def _run_lease_op(self, op: NeedLease | LeaseReleased | TwinChanged,
+                            lock: asyncio.Lock) -> None:
         try:
             async with lock:
                 if isinstance(op, NeedLease):
-                    refusal = await self._acquire(op.name)
-                    self.router.lease_found(op.conn, op.name, refusal, time.monotonic(),
-                                            time.time())
-                    self.broker.schedule_flush()
+                    await self._login(op)
+                elif isinstance(op, TwinChanged):
+                    self._saves.discard(op.name)
+                    await self._save(op.name)
                 else:
                     await self._release(op.name)
         finally:
@@ -87,6 +104,33 @@ class Logins:
                 self._name_locks[op.name] = (lock, users)
             else:
                 del self._name_locks[op.name]
+
+    async def _login(self, op: NeedLease) -> None:
+        refusal = await self._acquire(op.name)
+        record: TwinRecord | None = None
+        qos2: list[bytes] = []
+        last_seq = 0
+        if refusal is None and self.twins is not None and self.archive is not None:
+            try:
+                record, qos2 = await asyncio.wait_for(self.twins.load(op.name),
+                                                      self.config.op_timeout)
+                last_seq = await asyncio.wait_for(self.archive.last_seq(),
+                                                  self.config.op_timeout)
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.warning("cluster: twin of %r not read: %s", op.name, exc)
+                await self._release(op.name)
+                refusal = "cluster unavailable, try again later"
+        self.router.lease_found(op.conn, op.name, refusal, time.monotonic(), time.time(),
+                                record, qos2, last_seq)
+        self.broker.schedule_flush()
+
+    async def _save(self, name: str) -> None:
+        assert self.twins is not None
+        try:
+            await asyncio.wait_for(self.twins.save(name), self.config.op_timeout)
+            self.broker.schedule_flush()  # ACK2s released by the stored mark
+        except (SubjectError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("cluster: twin of %r not saved: %s", name, exc)
 
     async def _acquire(self, name: str) -> str | None:
         try:
@@ -143,6 +187,8 @@ class Logins:
             if self.router.config.overwrite_connection:
                 log.info("cluster: %r connected through another broker: closing it here",
                          name)
+                if self.twins is not None:  # the new holder's from now on
+                    self.twins.forget(name)
                 self.router.lease_lost(name, CLOSE_OVERWRITTEN, "overwritten")
                 self.broker.schedule_flush()
                 try:
@@ -153,6 +199,8 @@ class Logins:
             await msg.respond(b"")
 
     async def _release(self, name: str) -> None:
+        if self.twins is not None:
+            self.twins.forget(name)
         try:
             await asyncio.wait_for(self.leases.release(name), self.config.op_timeout)
             await asyncio.wait_for(self.locations.remove(name, self.broker_id),
@@ -163,6 +211,8 @@ class Logins:
     def lost(self, name: str) -> None:
         """The lease of ``name`` was lost (not renewed in time, or taken): close its user."""
         log.warning("cluster: lease of %r lost: closing its connection", name)
+        if self.twins is not None:
+            self.twins.forget(name)
         self.router.lease_lost(name, CLOSE_TRY_AGAIN, "name lease lost, try again later")
         self.broker.schedule_flush()
 

@@ -11,19 +11,22 @@ from rembus_proto.broker.actions import (
     InterestChanged,
     LeaseReleased,
     NeedLease,
+    NeedReplay,
     RemoteCall,
+    TwinChanged,
 )
 
 
 class ClusterPort(Protocol):
     """The cluster driver of a broker joined in a cluster (:mod:`.bridge`)."""
 
-    def handle(self, order: ClusterOrder) -> None:
+    def handle(self, order: ClusterOrder | NeedReplay) -> None:
         """Carry out a cluster order of the router."""
 
     def output(self, conn: Connection, frames: list[bytes]) -> None:
         """Frames the router queued for a pseudo-connection of the cluster."""
 
 
-CLUSTER_ORDERS = (Forward, InterestChanged, RemoteCall, NeedLease, LeaseReleased)
-"""The router's actions the cluster driver carries out."""
+CLUSTER_ORDERS = (Forward, InterestChanged, RemoteCall, NeedLease, LeaseReleased, TwinChanged,
+                  NeedReplay)
+"""The router's actions the cluster driver carries out (replays read its archive)."""
