@@ -78,7 +78,7 @@ class Fanout:
         if patterns:
             self._deliver_patterns(publisher, topic, patterns, frame[offset:], seq, acl)
         cluster = self.cluster
-        if cluster is not None and acl is None and not cluster.is_remote(conn):
+        if cluster is not None and not cluster.is_remote(conn):  # every broker checks ACLs
             effects.emit(Forward(publisher.tenant, topic, frame[offset:]))
 
     def _deliver_exact(self, publisher: Twin, subscribers: Collection[Twin], topic: str,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from rembus_proto.broker import Connection
 from rembus_proto.broker.actions import (
@@ -10,8 +10,10 @@ from rembus_proto.broker.actions import (
     Forward,
     InterestChanged,
     LeaseReleased,
+    NeedKey,
     NeedLease,
     RemoteCall,
+    SaveKey,
 )
 
 
@@ -21,9 +23,15 @@ class ClusterPort(Protocol):
     def handle(self, order: ClusterOrder) -> None:
         """Carry out a cluster order of the router."""
 
+    def defer_key(self, request: NeedKey) -> bool:
+        """Whether the driver answers this key lookup itself, later."""
+
+    def status(self) -> dict[str, Any]:
+        """What ``/status.json`` shows of the cluster."""
+
     def output(self, conn: Connection, frames: list[bytes]) -> None:
         """Frames the router queued for a pseudo-connection of the cluster."""
 
 
-CLUSTER_ORDERS = (Forward, InterestChanged, RemoteCall, NeedLease, LeaseReleased)
+CLUSTER_ORDERS = (Forward, InterestChanged, RemoteCall, NeedLease, LeaseReleased, SaveKey)
 """The router's actions the cluster driver carries out."""
