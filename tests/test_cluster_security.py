@@ -19,9 +19,17 @@ import rembus.sync
 from broker_process import WAIT, rembus_cli, until
 from nats_cluster import NatsCluster
 from rembus.errors import NameAlreadyTaken, RembusError
+from rembus.security.file_security import FileSecurity
+from rembus_proto.broker import Router
+from rembus_proto.store import MemoryStore
+from security_helpers import public_key
 from test_cluster_broker import Inbox, cluster_brokers
 
 pytest.importorskip("nats")
+from rembus.broker.cluster.config import ClusterConfig  # these need nats-py
+from rembus.broker.cluster.security import ClusterSecurity, item_key
+from rembus.broker.cluster.subjects import SubjectSpace
+from test_cluster_names import jetstream, run
 
 PIN = "1234"
 
@@ -172,3 +180,48 @@ def test_authenticated_mode_across_brokers(nats_trio: NatsCluster, tmp_path: Pat
                     stranger.close()
             with rembus.sync.component(f"{broker.url}/alice", reconnect=False) as alice:
                 assert alice.rpc("rid") == f"b{index}"
+
+
+class _Broker:
+    """What the shared security needs of a broker (no server)."""
+
+    def __init__(self) -> None:
+        self.router = Router(MemoryStore())
+        self.cluster = None
+        self.security = None
+
+    def schedule_flush(self) -> None:
+        pass
+
+
+def test_a_data_dir_seeds_only_what_the_cluster_lacks(nats_node: NatsCluster,
+                                                      tmp_path: Path) -> None:
+    files = FileSecurity(tmp_path / "data")
+    files.set_tenant(".", PIN)
+    files.add_admin("boss")
+    files.save_key("alice", public_key())
+    files.save_private_topic("secret", ["alice", "bob"])
+    config = ClusterConfig(tuple(nats_node.urls), "seeding")
+    space = SubjectSpace(config.name)
+
+    async def scenario() -> None:
+        async with jetstream(*nats_node.urls) as js:
+            first = await ClusterSecurity.open(js, space, _Broker(), config, files)
+            try:
+                assert first.tenant_pin(".") == PIN and first.is_admin("boss")
+                assert first.public_key("alice") == files.public_key("alice")
+                assert first.private_topics() == {"secret": {"alice", "bob"}}
+                assert await first.seed(files) == 0  # everything is there already
+                # unregistered through the cluster: a data dir does not bring it back
+                assert await first.bucket.erase(item_key(("key", "alice")), None, None)
+                files.set_tenant("acme", "4321")
+                assert await first.seed(files) == 1  # the new tenant only
+            finally:
+                await first.stop()
+            second = await ClusterSecurity.open(js, space, _Broker(), config, None)
+            try:
+                assert second.public_key("alice") is None
+                assert second.tenant_pin("acme") == "4321" and second.is_admin("boss")
+            finally:
+                await second.stop()
+    run(scenario)
