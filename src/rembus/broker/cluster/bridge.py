@@ -329,6 +329,9 @@ class ClusterBridge:
                          time.monotonic())
             return
         status = int((answer.headers or {}).get(_STATUS, Status.GENERIC_ERROR))
+        if len(subjects) > 1 and status in (Status.METHOD_NOT_FOUND, Status.METHOD_UNAVAILABLE):
+            await self._request(order, subjects[1:], timeout)  # chosen by a stale report
+            return
         self.router.remote_reply(order.conn, order.msg_id, status, answer.data,
                                  time.monotonic())
         self.broker.schedule_flush()

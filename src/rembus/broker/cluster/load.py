@@ -10,8 +10,8 @@ others; a report is valid for :data:`VALID_INTERVALS` intervals.
 A call no local exposer can serve goes to the broker whose report is lowest
 (ties taken in turn), on that broker's subject ``at.<id>.<tenant>.<method>``.
 Without a valid report, or when that broker does not answer (gone since its
-report), the call goes to the queue group of the method, as with the other
-policies.
+report) or answers 42/43 (its exposer left since), the call goes to the queue
+group of the method, as with the other policies.
 """
 
 from __future__ import annotations
