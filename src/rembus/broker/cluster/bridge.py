@@ -19,6 +19,10 @@ loop, and brings back what other brokers send:
 * :class:`NeedLease` / :class:`LeaseReleased` → the name leases
   (:mod:`.logins` over :mod:`.names`), renewed in the background; a lease
   lost closes the connection that held it (1013, try again later).
+* :class:`SaveKey`, key lookups and the security port → the security shared
+  by the cluster (:mod:`.security`);
+* with the policy ``less_busy``, load reports and the broker a call goes to
+  (:mod:`.load`).
 
 Every queue here has a bound: publications waiting for NATS
 (:attr:`ClusterConfig.max_outbox`, beyond it they are dropped and counted),
