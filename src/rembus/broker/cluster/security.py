@@ -22,7 +22,8 @@ synchronous :class:`~rembus_proto.security_port.Security` port. Writes:
   cannot register one name twice, the second is told "already registered";
 * a key lookup the cache cannot answer reads the bucket (its stream leader),
   so a component registered through one broker logs in at once through
-  another (:meth:`ClusterSecurity.defer_key`);
+  another (:meth:`ClusterSecurity.defer_key`); when the bucket cannot be
+  read, the cache answers;
 * UNREGISTER and the admin commands on private topics change the cache at
   once (the router answers from it) and are written to the bucket in order by
   a background writer (bounded queue, bounded retries).
@@ -291,8 +292,13 @@ class ClusterSecurity:
         except SubjectError:
             key = None  # a name no cluster key can hold was never registered
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            log.warning("cluster: key of %r not read: %s", request.name[:80], exc)
-            key = PublicKey(b"", next(iter(KEY_TYPE_NAMES)))  # fail closed: no login
+            # JetStream without a leader (a node lost, quorum lost): the cache answers.
+            # The name's lease cannot be taken either then, so the login is refused
+            # with "try again later"; at worst a name registered within the watcher's
+            # lag gets in as an unregistered one (no admin, no private topic).
+            log.warning("cluster: key of %r not read (the cache answers): %s",
+                        request.name[:80], exc)
+            key = self.public_key(request.name)
         self.broker.router.key_found(request.conn, request.name, key, time.monotonic(),
                                      time.time())
         self.broker.schedule_flush()
