@@ -214,6 +214,11 @@ def test_a_data_dir_seeds_only_what_the_cluster_lacks(nats_node: NatsCluster,
                 assert await first.seed(files) == 0  # everything is there already
                 # unregistered through the cluster: a data dir does not bring it back
                 assert await first.bucket.erase(item_key(("key", "alice")), None, None)
+                # unauthorized through the cluster; the data dir's authorizations of a
+                # topic the cluster knows are not the cluster's
+                assert await first.bucket.erase(item_key(("auth", "secret", "alice")), None,
+                                                None)
+                files.save_private_topic("secret", ["alice", "bob", "carol"])
                 files.set_tenant("acme", "4321")
                 assert await first.seed(files) == 1  # the new tenant only
             finally:
@@ -221,6 +226,7 @@ def test_a_data_dir_seeds_only_what_the_cluster_lacks(nats_node: NatsCluster,
             second = await ClusterSecurity.open(js, space, _Broker(), config, None)
             try:
                 assert second.public_key("alice") is None
+                assert second.private_topics() == {"secret": {"bob"}}
                 assert second.tenant_pin("acme") == "4321" and second.is_admin("boss")
             finally:
                 await second.stop()

@@ -153,18 +153,25 @@ class ClusterSecurity:
                 items.append(((KEY, name), encode_key(key)))
         items += [((TENANT, tenant), pin.encode()) for tenant, pin in files.tenants().items()]
         items += [((ADMIN, name), b"") for name in files.admins()]
-        for topic, names in files.private_topics().items():
-            items.append(((TOPIC, topic), b""))
-            items += [((AUTH, topic, name), b"") for name in names]
         copied = 0
         for item, value in items:
-            try:
-                copied += await self.bucket.write(item_key(item), value, 0, None) is not None
-            except SubjectError as exc:
-                log.warning("cluster: %s %r not shared: %s", item[0], item[1][:80], exc)
+            copied += await self._seed_one(item, value)
+        for topic, names in files.private_topics().items():
+            # the authorizations of a topic the cluster already knows are the cluster's
+            if await self._seed_one((TOPIC, topic), b""):
+                copied += 1
+                for name in names:
+                    copied += await self._seed_one((AUTH, topic, name), b"")
         if copied:
             log.info("cluster: %d security entries of the data directory shared", copied)
         return copied
+
+    async def _seed_one(self, item: Item, value: bytes) -> bool:
+        try:
+            return await self.bucket.write(item_key(item), value, 0, None) is not None
+        except SubjectError as exc:
+            log.warning("cluster: %s %r not shared: %s", item[0], item[1][:80], exc)
+            return False
 
     # -- the cache -------------------------------------------------------------
 
