@@ -32,7 +32,8 @@ An erased item leaves an erase marker without TTL, so that it stays erased.
 
 Seeding: a broker joining the cluster copies the keys, tenants, admins and
 private topics of its data directory into the bucket where the bucket has no
-entry for them (an erased entry counts as one). The bucket is the authority
+entry for them (an erased entry counts as one; the authorizations of a
+private topic come only with the topic). The bucket is the authority
 from then on: what the broker's files say is not read again while it runs.
 """
 
