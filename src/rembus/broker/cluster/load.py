@@ -27,8 +27,9 @@ from rembus_proto.broker import Router
 
 from .subjects import SubjectError, SubjectSpace
 
-#: A report stays valid this many intervals (a late one is not taken for a dead broker).
-VALID_INTERVALS = 3
+#: A report stays valid this many intervals: a broker late by a few (a loaded machine) is
+#: not taken for a gone one; a gone one costs a "no responders" and the queue group.
+VALID_INTERVALS = 5
 #: (tenant, method, broker) reports kept at most; beyond, new ones are ignored.
 MAX_REPORTS = 100_000
 ORIGIN = "Rembus-Origin"
