@@ -202,8 +202,10 @@ class Broker:
         self._flush_scheduled = False
         router = self.router
         pruned: list[Pruned] = []
+        cluster = self.cluster
         orders = answer_requests(router, self.store, self.security, time.monotonic(), time.time(),
-                                 pruned, replay=self.cluster is None)
+                                 pruned, replay=cluster is None,
+                                 defer_key=cluster.defer_key if cluster is not None else None)
         if pruned:
             self._pruned(pruned)
         # a delivery mark moved by an ACK is durable before the ACK2 that answers it

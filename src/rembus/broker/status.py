@@ -50,6 +50,8 @@ class Broker(Protocol):
     """Stored messages dropped by the retention rules, per rule."""
     dropped_json: int
     """Messages not sent to a JSON component because they cannot be written as JSON."""
+    cluster: Any
+    """The cluster driver (``status()``), ``None`` when the broker is alone."""
 
     def components(self) -> Iterator[tuple[BrokerPeer, float]]:
         """Each open WebSocket connection, and when it was accepted (wall clock)."""
@@ -176,6 +178,7 @@ def status(broker: Broker) -> dict[str, Any]:
                         "rate": round(call_rates.get(method, 0.0), 3), "latency_ms": latency})
     backlog = [{"component": name, "messages": behind}
                for name, behind in router.replay_backlog().items()]
+    extra = {} if broker.cluster is None else {"cluster": broker.cluster.status()}
     return {
         "broker": {"name": router.config.name, "version": __version__,
                    "time": round(time.time(), 3),
@@ -190,6 +193,7 @@ def status(broker: Broker) -> dict[str, Any]:
         "refusals": [{"time": round(r.wall, 3), "address": r.address, "kind": r.kind,
                       "reason": r.reason} for r in reversed(stats.recent_refusals)],
         "omitted": omitted,
+        **extra,
     }
 
 

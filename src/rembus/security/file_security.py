@@ -163,6 +163,19 @@ class FileSecurity:
                 return PublicKey(b"", keytype)
         return None
 
+    def registered(self) -> list[str]:
+        """Every name with a key file (sorted)."""
+        suffixes = {f".{kind}.{fmt}" for kind in KEY_TYPE_NAMES.values() for fmt in ("pem", "der")}
+        try:
+            files = [path.name for path in self.keys_dir.iterdir()]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise SecurityError(f"cannot read {self.keys_dir}: {exc}") from None
+        names = {file[:-len(suffix)] for file in files for suffix in suffixes
+                 if file.endswith(suffix)}
+        return sorted(name for name in names if is_valid_name(name))
+
     def save_key(self, name: str, key: PublicKey) -> None:
         """Write ``<name>.<rsa|ecdsa>.<pem|der>`` after checking the key."""
         if not is_valid_name(name):

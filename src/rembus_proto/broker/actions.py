@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from ..security_port import PublicKey
 from .state import Connection, Twin
 
 
@@ -153,13 +154,26 @@ class TwinChanged:
     name: str
 
 
-#: Orders for the cluster driver; :class:`NeedLease` is answered later, asynchronously.
+@dataclass(frozen=True, slots=True)
+class SaveKey:
+    """Register ``key`` for ``name`` unless the name is registered already (cluster-wide),
+    then tell :meth:`Router.key_saved`; emitted instead of a synchronous save when the
+    security port's writes are asynchronous (:meth:`Router.use_security`)."""
+
+    conn: Connection
+    msg_id: bytes
+    name: str
+    key: PublicKey
+
+
+#: Orders for the cluster driver; :class:`NeedLease` and :class:`SaveKey` are answered
+#: later, asynchronously.
 ClusterOrder = (Forward | InterestChanged | RemoteCall | NeedLease | LeaseReleased
-                | TwinChanged)
+                | TwinChanged | SaveKey)
 Order = Close | ShutdownRequested | PruneArchive | Skipped | ClusterOrder
 Request = NeedReplay | NeedKey
 Event = Order | Request
 
 __all__ = ["Close", "ClusterOrder", "Event", "Forward", "InterestChanged", "LeaseReleased",
            "NeedKey", "NeedLease", "NeedReplay", "Order", "PruneArchive", "RemoteCall",
-           "Request", "ShutdownRequested", "Skipped", "TwinChanged"]
+           "Request", "SaveKey", "ShutdownRequested", "Skipped", "TwinChanged"]

@@ -60,6 +60,7 @@ from ..security_port import (
     is_valid_name,
 )
 from ..topics import check_name, normalize_name, tenant
+from .actions import SaveKey
 from .config import CLOSE_UNAUTHENTICATED, RouterConfig
 from .effects import Effects
 from .state import Connection, Twin
@@ -149,6 +150,12 @@ class Guard:
         self.private: dict[str, set[str]] = {
             topic: set(names) for topic, names in security.private_topics().items()}
         """Private topic -> names authorized on it."""
+        self.trusted: set[Connection] = set()
+        """Connections that stand for other brokers of a cluster: they checked the rights
+        of their components, so they may use every private topic."""
+        self.deferred_keys = False
+        """REGISTER saves keys through a :class:`SaveKey` order (set by
+        :meth:`Router.use_security`) instead of calling the security port."""
 
     # -- connections ---------------------------------------------------------
 
@@ -338,6 +345,9 @@ class Guard:
         if key is not None:
             reply(conn, msg.id, Status.NAME_ALREADY_TAKEN, f"name {name} already registered")
             return DONE
+        if self.deferred_keys:
+            self.effects.emit(SaveKey(conn, msg.id, name, PublicKey(msg.pubkey, msg.keytype)))
+            return DONE
         try:
             self.security.save_key(name, PublicKey(msg.pubkey, msg.keytype))
         except SecurityError as exc:
@@ -345,6 +355,19 @@ class Guard:
             return DONE
         reply(conn, msg.id, Status.OK, None)
         return DONE
+
+    def key_saved(self, conn: Connection, msg_id: bytes, name: str,
+                  refusal: str | None, taken: bool) -> None:
+        """The outcome of a :class:`SaveKey`: answer the REGISTER."""
+        if conn.closed:
+            return
+        if taken:
+            self.effects.reply(conn, msg_id, Status.NAME_ALREADY_TAKEN,
+                               f"name {name} already registered")
+        elif refusal is not None:
+            self.effects.reply(conn, msg_id, Status.GENERIC_ERROR, refusal)
+        else:
+            self.effects.reply(conn, msg_id, Status.OK, None)
 
     def _pin_accepted(self, domain: str, pin: str, given: str, conn: Connection,
                       msg_id: bytes) -> bool:
@@ -404,7 +427,7 @@ class Guard:
 
     def allowed(self, conn: Connection, names: set[str]) -> bool:
         """Whether ``conn`` may use a private topic whose authorized names are ``names``."""
-        return conn.twin.name in names and conn in self.authenticated
+        return (conn.twin.name in names and conn in self.authenticated) or conn in self.trusted
 
     def permits(self, conn: Connection, topic: str) -> bool:
         """Whether ``conn`` may use ``topic`` (always, for a public topic)."""

@@ -52,13 +52,15 @@ DIRECT = "direct"
 class ClusterHooks:
     """Reference counts of local interests, leases per connection, pseudo-connections."""
 
-    def __init__(self, effects: Effects) -> None:
+    def __init__(self, effects: Effects, trusted: set[Connection] | None = None) -> None:
+        """``trusted``: where the pseudo-connections are added (the guard's set of
+        connections trusted with private topics)."""
         self.effects = effects
         self._counts: dict[tuple[str, str, str], int] = {}
         self._up: set[Twin] = set()
         """Twins whose connection counts: their exposed methods, their name for direct calls."""
         self._remote: dict[str, Connection] = {}
-        self._remote_conns: set[Connection] = set()
+        self._remote_conns: set[Connection] = trusted if trusted is not None else set()
         self.leases: dict[str, Connection] = {}
         """Name -> the connection holding its lease."""
         self._granted: dict[Connection, str] = {}

@@ -61,11 +61,12 @@ class Fanout:
             return  # private topic: dropped silently (spec 7.1)
         qos = flags & QOS_MASK
         cluster = self.cluster
-        forward = cluster is not None and acl is None and not cluster.is_remote(conn)
+        # every broker checks ACLs: private topics cross brokers too (but are not archived)
+        forward = cluster is not None and not cluster.is_remote(conn)
         if msg_id is not None:
             conn.learn_generation(msg_id)
             if qos == QOS2 and not self._first_copy(publisher, msg_id):
-                if forward:  # ACKed once stored: the archive drops the second copy
+                if forward and acl is None:  # ACKed once stored: the archive drops it
                     effects.emit(Forward(publisher.tenant, topic, frame[offset:], flags,
                                          msg_id, publisher.name, True, conn))
                 else:
@@ -74,7 +75,7 @@ class Fanout:
         patterns: Sequence[str] = self.index.match(topic) if self._patterns else ()
         seq = 0
         if cluster is not None:  # the cluster's archive keeps what is kept
-            if forward:
+            if forward and acl is None:
                 kept = cluster.kept(publisher.tenant, topic, qos)
         elif self._retro and self.index.archived(topic, patterns):
             seq = self.archive.append(topic, flags, msg_id, frame[offset:], publisher.name,

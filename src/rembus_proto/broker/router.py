@@ -283,7 +283,7 @@ class Router:
         """Start emitting the cluster actions (see :mod:`.cluster`); the interests of the
         twins already known come out as :class:`InterestChanged` events at once."""
         if self._cluster is None:
-            cluster = self._cluster = ClusterHooks(self._effects)
+            cluster = self._cluster = ClusterHooks(self._effects, self.guard.trusted)
             for table in (self._index.exact, self._index.patterns):
                 for topic, twins in table.items():
                     for twin in twins:
@@ -297,6 +297,30 @@ class Router:
                 if conn.twin.conn is conn:
                     cluster.up(conn.twin)
         return self._cluster
+
+    def use_security(self, security: Security, *, deferred_keys: bool = False) -> None:
+        """Serve keys, tenants, admins and private topics from ``security`` from now on
+        (the private topics are read again). ``deferred_keys``: REGISTER saves a key
+        through a :class:`~.actions.SaveKey` order, answered by :meth:`key_saved`."""
+        self.guard.security = security
+        self.guard.deferred_keys = deferred_keys
+        self.guard.reload()
+
+    def reload_security(self) -> None:
+        """The private topics of the security port changed: read them again."""
+        self.guard.reload()
+
+    def key_saved(self, conn: Connection, msg_id: bytes, name: str, refusal: str | None,
+                  taken: bool, now: float) -> None:
+        """The outcome of a :class:`~.actions.SaveKey`: ``taken`` when the name was
+        registered already, ``refusal`` when the key could not be saved."""
+        self._effects.now = now
+        self.guard.key_saved(conn, msg_id, name, refusal, taken)
+
+    def load(self, tenant: str, method: str) -> int | None:
+        """Calls in flight at the least busy connected exposer of ``method`` in ``tenant``
+        (what ``less_busy`` would pick here); ``None`` when none is connected."""
+        return self._rpc.load(tenant, method)
 
     def _joined(self) -> ClusterHooks:
         if self._cluster is None:

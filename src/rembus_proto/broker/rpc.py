@@ -76,6 +76,12 @@ class RpcRouter:
         """Every exposed topic with the sorted names of its exposers."""
         return {topic: sorted(t.name for t in twins) for topic, twins in self.exposers.items()}
 
+    def load(self, tenant: str, topic: str) -> int | None:
+        """Calls in flight at the least busy connected exposer of ``topic`` in ``tenant``."""
+        loads = [len(t.conn.calls) for t in self.exposers.get(topic, ())
+                 if t.conn is not None and t.tenant == tenant]
+        return min(loads) if loads else None
+
     # -- requests and answers --------------------------------------------------
 
     def request(self, conn: Connection, msg: Rpc) -> None:

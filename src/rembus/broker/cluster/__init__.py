@@ -5,6 +5,9 @@
 * :mod:`.names` — one name, one connection, cluster-wide: leases in a
   JetStream key-value bucket;
 * :mod:`.locations` — which broker holds the connection of a named component;
+* :mod:`.security` — keys, tenants, admins and private topics shared by every
+  broker (a key-value bucket watched into a cache);
+* :mod:`.load` — ``less_busy`` across brokers: load reports;
 * :mod:`.bridge` — the cluster driver: a broker's router joined to the others
   through NATS (``rembus broker --cluster``), with :mod:`.logins` (its
   components' names) and :mod:`.config`.

@@ -24,7 +24,11 @@ loop, and brings back what other brokers send:
 * a kept :class:`Forward` → first the archive (:mod:`.archive`), then, unless
   the archive had it already (a resend), ``pub.live`` with a ``kept`` mark;
   a QoS1/2 publication is acknowledged to its publisher once stored;
-* :class:`NeedReplay` → read from the archive (:mod:`.archive`).
+* :class:`NeedReplay` → read from the archive (:mod:`.archive`);
+* :class:`SaveKey`, key lookups and the security port → the security shared
+  by the cluster (:mod:`.security`);
+* with the policy ``less_busy``, load reports and the broker a call goes to
+  (:mod:`.load`).
 
 Every queue here has a bound: publications waiting for NATS
 (:attr:`ClusterConfig.max_outbox`, beyond it they are dropped and counted),
@@ -51,6 +55,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from rembus.security.file_security import FileSecurity
 from rembus_proto import cbor
 from rembus_proto.broker import Connection
 from rembus_proto.broker.actions import (
@@ -58,8 +63,10 @@ from rembus_proto.broker.actions import (
     Forward,
     InterestChanged,
     LeaseReleased,
+    NeedKey,
     NeedReplay,
     RemoteCall,
+    SaveKey,
     TwinChanged,
 )
 from rembus_proto.broker.cluster import DIRECT, RPC, SUB
@@ -68,9 +75,11 @@ from rembus_proto.messages import Response, decode
 
 from .archive import KEPT_HEADER, ClusterArchive, Stored, publication_of
 from .config import BrokerPort, ClusterConfig, parse_servers
+from .load import LoadBoard
 from .locations import Locations
 from .logins import CLOSE_TRY_AGAIN, Logins
 from .names import NameLeases
+from .security import ClusterSecurity
 from .subjects import RPC_QUEUE, SubjectError, SubjectSpace
 from .twins import TwinStore
 
@@ -100,6 +109,9 @@ class ClusterBridge:
         self.nc: Client | None = None
         self.logins: Logins | None = None
         self.archive: ClusterArchive | None = None
+        self.security: ClusterSecurity | None = None
+        self.loads: LoadBoard | None = None
+        """Set when the policy is ``less_busy``."""
         self.dropped = 0
         """Publications not sent to the cluster (outbox full, or no NATS connection)."""
         self._subs: dict[tuple[str, str, str], Subscription] = {}
@@ -139,9 +151,15 @@ class ClusterBridge:
             twins = await TwinStore.open(js, self.space, self.router, self.config.replicas)
             archive = self.archive = await ClusterArchive.open(
                 js, self.space, self.router, self.broker.schedule_flush, self.config.replicas)
+            seed = self.broker.security
+            security = self.security = await ClusterSecurity.open(
+                js, self.space, self.broker, self.config,
+                seed if isinstance(seed, FileSecurity) else None)
         except BaseException:
             await self.nc.close()
             raise
+        self.router.use_security(security, deferred_keys=True)
+        self.broker.security = security
         logins = self.logins = Logins(self.broker, self.config, self.space, self.broker_id,
                                       self.nc, leases, locations)
         logins.twins, logins.archive = twins, archive
@@ -151,6 +169,16 @@ class ClusterBridge:
         self._tasks = [asyncio.create_task(self._send_loop()),
                        asyncio.create_task(leases.keep_renewed(logins.lost)),
                        asyncio.create_task(twins.watch_retro(js, self.router.cluster_retro))]
+        if self.router.config.policy == "less_busy":
+            loads = self.loads = LoadBoard(self.router, self.space, self.broker_id,
+                                           self.config.load_interval)
+
+            async def on_call(tenant: str, msg: Msg) -> None:
+                self._on_request(tenant, None, msg)
+            await loads.subscribe(self.nc, on_call)
+            self._tasks.append(asyncio.create_task(loads.keep_reporting(
+                lambda: [(t, m) for kind, t, m in self._wanted if kind == RPC],
+                lambda subject, payload, headers: self._send((subject, payload, headers)))))
         self.broker.schedule_flush()
         log.info("broker %s joined cluster %r through %s", self.broker_id, self.config.name,
                  ", ".join(self.config.servers))
@@ -182,8 +210,14 @@ class ClusterBridge:
                  *archive_tasks]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._wake.set()  # a loop whose cancellation was lost (see _send_loop) ends too
+        if tasks:
+            # bounded: on Python 3.11 asyncio.wait_for can swallow a cancellation
+            # that arrives as its inner operation completes
+            await asyncio.wait(tasks, timeout=self.config.op_timeout)
         self._tasks = []
+        if self.security is not None:
+            await self.security.stop()
         nc = self.nc
         if nc is None:
             return
@@ -220,8 +254,22 @@ class ClusterBridge:
             self._wake.set()
         elif isinstance(order, RemoteCall):
             self._remote_call(order)
+        elif isinstance(order, SaveKey):
+            if self.security is not None:
+                self.security.save_key_order(order)
         elif self.logins is not None:
             self.logins.order(order)
+
+    def defer_key(self, request: NeedKey) -> bool:
+        """A key lookup the shared security cache cannot answer reads the cluster."""
+        return self.security is not None and self.security.defer_key(request)
+
+    def status(self) -> dict[str, Any]:
+        """What ``/status.json`` shows of the cluster."""
+        loads = self.loads
+        return {"broker_id": self.broker_id, "name": self.config.name,
+                "dropped": self.dropped,
+                "loads": loads.snapshot(time.monotonic()) if loads is not None else []}
 
     def output(self, conn: Connection, frames: list[bytes]) -> None:
         """Answers the router queued on a pseudo-connection: back to the asking broker."""
@@ -272,30 +320,37 @@ class ClusterBridge:
                          "too many requests in flight", now)
             return
         try:
-            subject = (self.space.direct(order.target) if order.target is not None
-                       else self.space.rpc(order.tenant, order.topic))
+            subjects = ([self.space.direct(order.target)] if order.target is not None
+                        else [self.space.rpc(order.tenant, order.topic)])
+            chosen = (self.loads.pick(order.tenant, order.topic, now)
+                      if self.loads is not None and order.target is None else None)
+            if chosen is not None:  # less_busy; the queue group if it is gone
+                subjects.insert(0, self.space.rpc_at(chosen, order.tenant, order.topic))
         except SubjectError as exc:
             self._answer(order.conn, order.msg_id, Status.GENERIC_ERROR, str(exc), now)
             return
-        task = asyncio.create_task(self._call(order, subject, config.call_timeout))
+        task = asyncio.create_task(self._call(order, subjects, config.call_timeout))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
         self._calls_of[order.conn] = self._calls_of.get(order.conn, 0) + 1
 
-    async def _call(self, order: RemoteCall, subject: str, timeout: float) -> None:
+    async def _call(self, order: RemoteCall, subjects: list[str], timeout: float) -> None:
         try:
-            await self._request(order, subject, timeout)
+            await self._request(order, subjects, timeout)
         finally:
             left = self._calls_of.pop(order.conn) - 1
             if left:
                 self._calls_of[order.conn] = left
 
-    async def _request(self, order: RemoteCall, subject: str, timeout: float) -> None:
+    async def _request(self, order: RemoteCall, subjects: list[str], timeout: float) -> None:
         assert self.nc is not None
         try:
-            answer = await self.nc.request(subject, order.data, timeout=timeout,
+            answer = await self.nc.request(subjects[0], order.data, timeout=timeout,
                                            headers={_TOPIC: order.topic})
         except nats.errors.NoRespondersError:
+            if len(subjects) > 1:
+                await self._request(order, subjects[1:], timeout)
+                return
             self._answer(order.conn, order.msg_id, order.missing, order.missing_value,
                          time.monotonic())
             return
@@ -312,6 +367,9 @@ class ClusterBridge:
                          time.monotonic())
             return
         status = int((answer.headers or {}).get(_STATUS, Status.GENERIC_ERROR))
+        if len(subjects) > 1 and status in (Status.METHOD_NOT_FOUND, Status.METHOD_UNAVAILABLE):
+            await self._request(order, subjects[1:], timeout)  # chosen by a stale report
+            return
         self.router.remote_reply(order.conn, order.msg_id, status, answer.data,
                                  time.monotonic())
         self.broker.schedule_flush()
@@ -377,9 +435,11 @@ class ClusterBridge:
 
     async def _send_loop(self) -> None:
         """Write queued messages and bring the subscriptions in line with the interests."""
-        while True:
+        while not self._stopped:
             await self._wake.wait()
             self._wake.clear()
+            if self._stopped:
+                return
             await self._reconcile()
             outbox = self._outbox
             while outbox:

@@ -26,6 +26,8 @@ class ClusterConfig:
     """Messages waiting to be written to NATS; beyond it publications are dropped."""
     op_timeout: float = 5.0
     """Seconds a lease operation may take before the connection is refused."""
+    load_interval: float = 1.0
+    """Seconds between two load reports of a broker (policy ``less_busy``)."""
 
 
 class BrokerPort(Protocol):
@@ -33,6 +35,8 @@ class BrokerPort(Protocol):
 
     router: Router
     cluster: Any
+    security: Any
+    """The broker's security port; the cluster's shared one once joined."""
 
     def schedule_flush(self) -> None:
         """Write pending output at the end of this event-loop turn."""

@@ -95,11 +95,12 @@ class Bucket:
         """
         return await self._publish(key, value, {}, expected, ttl)
 
-    async def erase(self, key: str, expected: int, ttl: int) -> bool:
-        """Remove ``key`` if its latest revision is ``expected``.
+    async def erase(self, key: str, expected: int | None, ttl: int | None) -> bool:
+        """Remove ``key`` if its latest revision is ``expected`` (``None``: whatever it is).
 
         A purge marker replaces every earlier value; the marker itself goes
-        away after ``ttl`` seconds, so erased keys cost nothing in the end.
+        away after ``ttl`` seconds (``None``: it stays, so the key reads as erased
+        rather than as never written), so erased keys cost nothing in the end.
         """
         headers = {_OPERATION: _PURGE, _ROLLUP: "sub"}
         return await self._publish(key, b"", headers, expected, ttl) is not None

@@ -29,6 +29,10 @@ escaped tenant (one token each):
 ``rembus.<c>.direct.<name>``             calls addressed to one named
                                          component
 ``rembus.<c>.broker.<id>``               messages for one broker
+``rembus.<c>.load.<t>.<segments…>``      a broker's calls in flight of a
+                                         method (``less_busy``)
+``rembus.<c>.at.<id>.<t>.<segments…>``   calls of a method sent to one broker
+                                         (``less_busy``)
 =======================================  ====================================
 
 A subscription covers both ``live`` and ``kept`` (``rembus.<c>.pub.*.<t>…``)
@@ -233,6 +237,37 @@ class SubjectSpace:
     def direct(self, component: str) -> str:
         """Where calls addressed to the named ``component`` go."""
         return self._check(f"{self._root}.direct.{encode_segment(component)}")
+
+    def load(self, tenant: str, method: str) -> str:
+        """Where brokers report their calls in flight of ``method`` exposed in ``tenant``."""
+        return self._check(f"{self._root}.load.{encode_segment(tenant)}.{encode_topic(method)}")
+
+    def loads(self) -> str:
+        """Every load report of the cluster."""
+        return f"{self._root}.load.>"
+
+    def rpc_at(self, broker_id: str, tenant: str, method: str) -> str:
+        """Calls of ``method`` in ``tenant`` sent to one broker (``less_busy``)."""
+        return self._check(f"{self._root}.at.{encode_segment(broker_id)}."
+                           f"{encode_segment(tenant)}.{encode_topic(method)}")
+
+    def rpcs_at(self, broker_id: str) -> str:
+        """Every call sent to one broker by :meth:`rpc_at`."""
+        return self._check(f"{self._root}.at.{encode_segment(broker_id)}.>")
+
+    def parse_method(self, subject: str, kind: str) -> tuple[str, str]:
+        """``(tenant, method)`` of a subject built by :meth:`load` (``kind`` ``"load"``)
+        or :meth:`rpc_at` (``kind`` ``"at"``)."""
+        head = f"{self._root}.{kind}."
+        if not subject.startswith(head) or kind not in ("load", "at"):
+            raise SubjectError(f"not a {kind} subject of this cluster: {subject!r}")
+        rest = subject[len(head):]
+        if kind == "at":
+            rest = rest.partition(".")[2]
+        tenant, dot, method = rest.partition(".")
+        if not dot:
+            raise SubjectError(f"no method in {subject!r}")
+        return decode_segment(tenant), decode_topic(method)
 
     def broker(self, broker_id: str) -> str:
         """The inbox of one broker of the cluster."""
