@@ -69,7 +69,7 @@ class IOThread:
 
     def in_thread(self) -> bool:
         """True when called from the I/O thread itself."""
-        return threading.current_thread() is self._thread
+        return threading.get_ident() == self._thread.ident
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop; its future fails if the thread stops first."""
@@ -251,9 +251,11 @@ class Component:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a call on the I/O thread after the publications queued before it."""
-        if not self._io.in_thread():
-            self._publisher.wait_idle(self._inner.options.timeout)
-        return self._io.run(coro)
+        return self._io.run(self._after_publications(coro))
+
+    async def _after_publications(self, coro: Coroutine[Any, Any, T]) -> T:
+        self._publisher.flush()  # the QoS0 messages queued before the call go first
+        return await coro
 
     def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
         """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK.
@@ -349,6 +351,7 @@ class Component:
             if self._closed:
                 return self._inner.dropped_at_close
             self._closed = True
+        self._publisher.close()  # what is queued still goes out first, nothing more comes
         try:
             if not self._io.in_thread():
                 return self._run(self._inner.close(timeout))
