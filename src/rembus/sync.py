@@ -31,7 +31,7 @@ import contextlib
 import inspect
 import queue
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from rembus import errors
@@ -45,6 +45,7 @@ from rembus.client.handlers import (
     wire_payload,
 )
 from rembus.client.options import Options, make_options
+from rembus.client.threaded_calls import CallBatcher
 from rembus.client.threaded_lane import InLane, LaneComponent, OrderedLane, lane_component
 from rembus.client.threaded_publish import BatchPublisher
 from rembus.client.url import ComponentURL, parse
@@ -64,12 +65,17 @@ class IOThread:
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._stopped = False
+        self._on_stop: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def in_thread(self) -> bool:
         """True when called from the I/O thread itself."""
         return threading.get_ident() == self._thread.ident
+
+    def on_stop(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the I/O thread once its loop is closed."""
+        self._on_stop.append(fn)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop; its future fails if the thread stops first."""
@@ -127,6 +133,8 @@ class IOThread:
             for future in pending:  # scheduled too late to run: fail them, do not hang
                 if not future.done():
                     future.set_exception(RembusConnectionClosed("the component is closed"))
+            for fn in self._on_stop:
+                fn()
 
 
 class HandlerPool:
@@ -217,6 +225,8 @@ class Component:
         self._pool = pool
         self._ordered: OrderedLane = inner.lane
         self._publisher = BatchPublisher(io.loop, inner)
+        self._calls = CallBatcher(io.loop, inner, self._publisher.flush)
+        io.on_stop(self._calls.stopped)
         self._close_lock = threading.Lock()
         self._closed = False
         lifetime.close_at_exit(self)
@@ -276,12 +286,16 @@ class Component:
 
     def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker and return its result."""
-        return self._run(self._inner.rpc(method, *args, timeout=timeout))
+        if self._closed or self._io.in_thread():
+            return self._run(self._inner.rpc(method, *args, timeout=timeout))
+        return self._calls.call(method, args, None, timeout)
 
     def direct(self, target: str, method: str, *args: Any,
                timeout: float | None = None) -> Any:
         """Call ``method`` on the component named ``target``."""
-        return self._run(self._inner.direct(target, method, *args, timeout=timeout))
+        if self._closed or self._io.in_thread():
+            return self._run(self._inner.direct(target, method, *args, timeout=timeout))
+        return self._calls.call(method, args, target, timeout)
 
     def subscribe(self, fn: Handler, retroactive: bool = False, *,
                   topic: str | None = None) -> None:

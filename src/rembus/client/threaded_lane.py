@@ -201,6 +201,11 @@ class LaneComponent(aio.Component):
     def _handlers_full(self) -> bool:
         return self.lane.overflowing or super()._handlers_full()
 
+    def request(self, method: str, args: tuple[Any, ...], target: str | None,
+                timeout: float | None) -> asyncio.Future[Any]:
+        """Queue an ``rpc`` (a ``direct`` one with ``target``); the future of its outcome."""
+        return self._track(self._rpc_handle(method, args, target, timeout))
+
     def publish_all(self, batch: Iterable[tuple[str, Payload]]) -> None:
         """Hand QoS0 publications of encoded arguments to the core, then write them at once.
 
