@@ -28,14 +28,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from rembus import errors
 from rembus.client import lifetime
+from rembus.client.async_commands import Done
 from rembus.client.handlers import (
     Handler,
     check_handler,
@@ -46,7 +49,13 @@ from rembus.client.handlers import (
 )
 from rembus.client.options import Options, make_options
 from rembus.client.threaded_calls import CallBatcher
-from rembus.client.threaded_lane import InLane, LaneComponent, OrderedLane, lane_component
+from rembus.client.threaded_lane import (
+    InLane,
+    InPool,
+    LaneComponent,
+    OrderedLane,
+    lane_component,
+)
 from rembus.client.threaded_publish import BatchPublisher
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
@@ -138,32 +147,49 @@ class IOThread:
 
 
 class HandlerPool:
-    """Worker threads running plain-function handlers for one component."""
+    """Worker threads running plain-function handlers for one component.
 
-    def __init__(self, workers: int, loop: asyncio.AbstractEventLoop) -> None:
+    Requests come from the loop (:meth:`put`); each outcome goes back to the
+    loop, where its ``done`` is called. Outcomes of handlers that end close
+    together share one wake-up of the loop.
+    """
+
+    def __init__(self, workers: int, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        """``limit``: handler calls waiting or running beyond which :attr:`full` is true."""
         self._size = workers
         self._loop = loop
-        self._queue: queue.SimpleQueue[tuple[Handler, tuple[Any, ...],
-                                             asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._limit = limit
+        self._queue: queue.SimpleQueue[tuple[Handler, tuple[Any, ...], Done] | None] = (
+            queue.SimpleQueue())
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._outcomes: deque[tuple[Done, Any, BaseException | None]] = deque()
+        self._settle_scheduled = False
+        self._busy = 0  # calls put and not yet settled (on the loop only)
+        self.on_room: Callable[[], None] = _nothing  # called on the loop once not full
+
+    @property
+    def full(self) -> bool:
+        """Whether ``limit`` calls wait or run (the component stops reading)."""
+        return self._busy >= self._limit
 
     def wrap(self, fn: Handler) -> Handler:
-        """What the async component calls for ``fn``: a coroutine run on the pool."""
+        """What the async component registers for ``fn``: a call run on the pool."""
         if inspect.iscoroutinefunction(fn):
             return fn
+        return InPool(fn, self)
 
-        async def in_pool(*args: Any) -> Any:
-            return await self.run(fn, args)
-
-        return in_pool
+    def put(self, fn: Handler, args: tuple[Any, ...], done: Done) -> None:
+        """Run ``fn(*args)`` on a worker, then ``done(result, error)`` on the loop."""
+        self._start_workers()
+        self._busy += 1
+        self._queue.put((fn, args, done))
 
     async def run(self, fn: Handler, args: tuple[Any, ...]) -> Any:
-        """Run ``fn(*args)`` on a worker; called on the I/O thread."""
+        """Run ``fn(*args)`` on a worker and return its result; called on the I/O thread."""
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._start_workers()
-        self._queue.put((fn, args, future))
+        self.put(fn, args, functools.partial(_set_future, future))
         return await future
 
     def close(self) -> None:
@@ -190,7 +216,7 @@ class HandlerPool:
             item = self._queue.get()
             if item is None:
                 return
-            fn, args, future = item
+            fn, args, done = item
             error: BaseException | None = None
             result = None
             try:
@@ -199,18 +225,38 @@ class HandlerPool:
                 error = exc
             except BaseException as exc:  # e.g. SystemExit: report it, keep the worker
                 error = RuntimeError(f"the handler raised {exc!r}")
-            # RuntimeError: the loop is closed, nobody waits for this answer any more.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_settle, future, result, error)
+            self._outcomes.append((done, result, error))
+            if not self._settle_scheduled:
+                self._settle_scheduled = True
+                # RuntimeError: the loop is closed, nobody waits for this answer any more.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        """On the loop: hand the outcomes of the handlers that ended to their ``done``."""
+        # Reset first: an outcome appended from now on schedules another call.
+        self._settle_scheduled = False
+        outcomes = self._outcomes
+        was_full = self.full
+        for _ in range(len(outcomes)):
+            done, result, error = outcomes.popleft()
+            self._busy -= 1
+            done(result, error)
+        if was_full and not self.full:
+            self.on_room()
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def _set_future(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
         return
     if error is None:
         future.set_result(result)
     else:
         future.set_exception(error)
+
+
+def _nothing() -> None:
+    pass
 
 
 class Component:
@@ -396,7 +442,9 @@ def component(url: str | Sequence[str] | None = None, **options: Any) -> Compone
     except BaseException:
         io.stop()
         raise
-    return Component(inner, io, HandlerPool(opts.workers, io.loop))
+    pool = HandlerPool(opts.workers, io.loop, opts.max_handler_tasks)
+    inner.attach_pool(pool)
+    return Component(inner, io, pool)
 
 
 __all__ = ["Component", "Options", "component", "register", "unregister", *errors.__all__]

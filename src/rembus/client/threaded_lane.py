@@ -24,10 +24,11 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol
 
 from rembus.client import aio
+from rembus.client.async_commands import Done
 from rembus.client.handlers import Handler
 from rembus.client.options import Options, make_options
 from rembus.client.url import ComponentURL, parse
@@ -52,6 +53,36 @@ class InLane:
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
+
+
+class Pool(Protocol):
+    """Where exposed plain functions run (the sync API's handler pool)."""
+
+    @property
+    def full(self) -> bool:
+        """Whether as many calls as allowed wait or run."""
+
+    on_room: Callable[[], None]
+
+    def put(self, fn: Handler, args: tuple[Any, ...], done: Done) -> None:
+        """Run ``fn(*args)`` off the loop, then ``done(result, error)`` on the loop."""
+
+    def run(self, fn: Handler, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
+        """Run ``fn(*args)`` off the loop; await its result."""
+
+
+class InPool:
+    """A plain-function exposed method, as registered: its requests go to the pool."""
+
+    __slots__ = ("__name__", "fn", "pool")
+
+    def __init__(self, fn: Handler, pool: Pool) -> None:
+        self.fn = fn
+        self.pool = pool
+        self.__name__ = getattr(fn, "__name__", "method")
+
+    def __call__(self, *args: Any) -> Coroutine[Any, Any, Any]:
+        return self.pool.run(self.fn, args)
 
 
 class OrderedLane:
@@ -184,6 +215,7 @@ class LaneComponent(aio.Component):
 
     def __init__(self, url: ComponentURL, options: Options) -> None:
         super().__init__(url, options)
+        self._pool: Pool | None = None
         self.lane = OrderedLane(self._loop, options.max_handler_tasks, self._handled,
                                 self._room.set)
 
@@ -198,8 +230,21 @@ class LaneComponent(aio.Component):
         assert isinstance(handler, InLane)
         self.lane.put(handler.fn, args, None if event.msg_id is None else event)
 
+    def attach_pool(self, pool: Pool) -> None:
+        """Count the calls waiting for ``pool`` as handler calls (``max_handler_tasks``)."""
+        self._pool = pool
+        pool.on_room = self._room.set
+
+    def _invoke(self, handler: Handler, args: tuple[Any, ...], done: Done) -> None:
+        if handler.__class__ is InPool:  # straight to the pool: no coroutine, no task
+            assert isinstance(handler, InPool)
+            handler.pool.put(handler.fn, args, done)
+            return
+        super()._invoke(handler, args, done)
+
     def _handlers_full(self) -> bool:
-        return self.lane.overflowing or super()._handlers_full()
+        return (self.lane.overflowing or (self._pool is not None and self._pool.full)
+                or super()._handlers_full())
 
     def request(self, method: str, args: tuple[Any, ...], target: str | None,
                 timeout: float | None) -> asyncio.Future[Any]:
