@@ -307,7 +307,10 @@ class Component:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a call on the I/O thread after the publications queued before it."""
-        return self._io.run(self._after_publications(coro))
+        try:
+            return self._io.run(self._after_publications(coro))
+        finally:
+            coro.close()  # not run at all when the component closed first: no warning
 
     async def _after_publications(self, coro: Coroutine[Any, Any, T]) -> T:
         self._publisher.flush()  # the QoS0 messages queued before the call go first
