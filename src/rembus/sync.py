@@ -10,8 +10,10 @@
     rb.close()
 
 Each component runs an asyncio :class:`rembus.client.aio.Component` on an I/O
-thread of its own; every call here hands a coroutine to that thread and waits
-for its outcome, so behaviour and errors are those of the async API. Handlers
+thread of its own; every call here hands its work to that thread and waits
+for its outcome, so behaviour and errors are those of the async API. QoS0
+publications and requests cross in batches (one wake-up of the I/O thread for
+all those made meanwhile; see docs/threading.md). Handlers
 are plain functions: they may block and may call this API (``rpc``,
 ``publish``, ...) on their own component. Subscribers run one at a time on a
 thread of their own, so messages are handled in the order they arrive;
