@@ -32,6 +32,7 @@ import concurrent.futures
 import contextlib
 import functools
 import inspect
+import logging
 import queue
 import threading
 from collections import deque
@@ -66,6 +67,7 @@ from rembus.security.registration import register_sync as register
 from rembus.security.registration import unregister_sync as unregister
 
 T = TypeVar("T")
+log = logging.getLogger("rembus")
 
 
 class IOThread:
@@ -243,7 +245,10 @@ class HandlerPool:
         for _ in range(len(outcomes)):
             done, result, error = outcomes.popleft()
             self._busy -= 1
-            done(result, error)
+            try:
+                done(result, error)
+            except Exception:  # answering failed: log it, settle the others
+                log.exception("answering a request failed")
         if was_full and not self.full:
             self.on_room()
 
@@ -312,7 +317,8 @@ class Component:
         try:
             return self._io.run(self._after_publications(coro))
         finally:
-            coro.close()  # not run at all when the component closed first: no warning
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                coro.close()  # never run (the component closed first): no warning
 
     async def _after_publications(self, coro: Coroutine[Any, Any, T]) -> T:
         self._publisher.flush()  # the QoS0 messages queued before the call go first
