@@ -484,6 +484,10 @@ async def main(opts: argparse.Namespace) -> None:
     rembus_sides = [side for side in sides if isinstance(side, Rembus)]
     print(table(chosen, results, rembus_sides))
     for side in rembus_sides:
+        for plain in ("W1", "W2", "W4"):
+            if plain in results and plain + "s" in results:
+                ratio = results[plain][side.name]["rate"] / results[plain + "s"][side.name]["rate"]
+                print(f"{plain}{side.suffix}: async / sync (rembus.sync, {plain}s) = {ratio:.2f}")
         if "W1" in results and "W1q100" in results:
             share = results["W1q100"][side.name]["rate"] / results["W1"][side.name]["rate"]
             print(f"W1q100{side.suffix} (QoS1, 100 in flight) = {share:.0%} of W1{side.suffix}")

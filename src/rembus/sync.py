@@ -10,8 +10,10 @@
     rb.close()
 
 Each component runs an asyncio :class:`rembus.client.aio.Component` on an I/O
-thread of its own; every call here hands a coroutine to that thread and waits
-for its outcome, so behaviour and errors are those of the async API. Handlers
+thread of its own; every call here hands its work to that thread and waits
+for its outcome, so behaviour and errors are those of the async API. QoS0
+publications and requests cross in batches (one wake-up of the I/O thread for
+all those made meanwhile; see docs/threading.md). Handlers
 are plain functions: they may block and may call this API (``rpc``,
 ``publish``, ...) on their own component. Subscribers run one at a time on a
 thread of their own, so messages are handled in the order they arrive;
@@ -28,14 +30,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
+import logging
 import queue
 import threading
-from collections.abc import Coroutine, Sequence
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from rembus import errors
 from rembus.client import lifetime
+from rembus.client.async_commands import Done
 from rembus.client.handlers import (
     Handler,
     check_handler,
@@ -45,7 +51,14 @@ from rembus.client.handlers import (
     wire_payload,
 )
 from rembus.client.options import Options, make_options
-from rembus.client.threaded_lane import InLane, LaneComponent, OrderedLane, lane_component
+from rembus.client.threaded_calls import CallBatcher
+from rembus.client.threaded_lane import (
+    InLane,
+    InPool,
+    LaneComponent,
+    OrderedLane,
+    lane_component,
+)
 from rembus.client.threaded_publish import BatchPublisher
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
@@ -54,6 +67,7 @@ from rembus.security.registration import register_sync as register
 from rembus.security.registration import unregister_sync as unregister
 
 T = TypeVar("T")
+log = logging.getLogger("rembus")
 
 
 class IOThread:
@@ -64,12 +78,17 @@ class IOThread:
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._stopped = False
+        self._on_stop: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def in_thread(self) -> bool:
         """True when called from the I/O thread itself."""
-        return threading.current_thread() is self._thread
+        return threading.get_ident() == self._thread.ident
+
+    def on_stop(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the I/O thread once its loop is closed."""
+        self._on_stop.append(fn)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the loop; its future fails if the thread stops first."""
@@ -127,35 +146,54 @@ class IOThread:
             for future in pending:  # scheduled too late to run: fail them, do not hang
                 if not future.done():
                     future.set_exception(RembusConnectionClosed("the component is closed"))
+            for fn in self._on_stop:
+                fn()
 
 
 class HandlerPool:
-    """Worker threads running plain-function handlers for one component."""
+    """Worker threads running plain-function handlers for one component.
 
-    def __init__(self, workers: int, loop: asyncio.AbstractEventLoop) -> None:
+    Requests come from the loop (:meth:`put`); each outcome goes back to the
+    loop, where its ``done`` is called. Outcomes of handlers that end close
+    together share one wake-up of the loop.
+    """
+
+    def __init__(self, workers: int, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        """``limit``: handler calls waiting or running beyond which :attr:`full` is true."""
         self._size = workers
         self._loop = loop
-        self._queue: queue.SimpleQueue[tuple[Handler, tuple[Any, ...],
-                                             asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._limit = limit
+        self._queue: queue.SimpleQueue[tuple[Handler, tuple[Any, ...], Done] | None] = (
+            queue.SimpleQueue())
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._outcomes: deque[tuple[Done, Any, BaseException | None]] = deque()
+        self._settle_scheduled = False
+        self._busy = 0  # calls put and not yet settled (on the loop only)
+        self.on_room: Callable[[], None] = _nothing  # called on the loop once not full
+
+    @property
+    def full(self) -> bool:
+        """Whether ``limit`` calls wait or run (the component stops reading)."""
+        return self._busy >= self._limit
 
     def wrap(self, fn: Handler) -> Handler:
-        """What the async component calls for ``fn``: a coroutine run on the pool."""
+        """What the async component registers for ``fn``: a call run on the pool."""
         if inspect.iscoroutinefunction(fn):
             return fn
+        return InPool(fn, self)
 
-        async def in_pool(*args: Any) -> Any:
-            return await self.run(fn, args)
-
-        return in_pool
+    def put(self, fn: Handler, args: tuple[Any, ...], done: Done) -> None:
+        """Run ``fn(*args)`` on a worker, then ``done(result, error)`` on the loop."""
+        self._start_workers()
+        self._busy += 1
+        self._queue.put((fn, args, done))
 
     async def run(self, fn: Handler, args: tuple[Any, ...]) -> Any:
-        """Run ``fn(*args)`` on a worker; called on the I/O thread."""
+        """Run ``fn(*args)`` on a worker and return its result; called on the I/O thread."""
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._start_workers()
-        self._queue.put((fn, args, future))
+        self.put(fn, args, functools.partial(_set_future, future))
         return await future
 
     def close(self) -> None:
@@ -182,7 +220,7 @@ class HandlerPool:
             item = self._queue.get()
             if item is None:
                 return
-            fn, args, future = item
+            fn, args, done = item
             error: BaseException | None = None
             result = None
             try:
@@ -191,18 +229,41 @@ class HandlerPool:
                 error = exc
             except BaseException as exc:  # e.g. SystemExit: report it, keep the worker
                 error = RuntimeError(f"the handler raised {exc!r}")
-            # RuntimeError: the loop is closed, nobody waits for this answer any more.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_settle, future, result, error)
+            self._outcomes.append((done, result, error))
+            if not self._settle_scheduled:
+                self._settle_scheduled = True
+                # RuntimeError: the loop is closed, nobody waits for this answer any more.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        """On the loop: hand the outcomes of the handlers that ended to their ``done``."""
+        # Reset first: an outcome appended from now on schedules another call.
+        self._settle_scheduled = False
+        outcomes = self._outcomes
+        was_full = self.full
+        for _ in range(len(outcomes)):
+            done, result, error = outcomes.popleft()
+            self._busy -= 1
+            try:
+                done(result, error)
+            except Exception:  # answering failed: log it, settle the others
+                log.exception("answering a request failed")
+        if was_full and not self.full:
+            self.on_room()
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def _set_future(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
         return
     if error is None:
         future.set_result(result)
     else:
         future.set_exception(error)
+
+
+def _nothing() -> None:
+    pass
 
 
 class Component:
@@ -217,6 +278,8 @@ class Component:
         self._pool = pool
         self._ordered: OrderedLane = inner.lane
         self._publisher = BatchPublisher(io.loop, inner)
+        self._calls = CallBatcher(io.loop, inner, self._publisher.flush)
+        io.on_stop(self._calls.stopped)
         self._close_lock = threading.Lock()
         self._closed = False
         lifetime.close_at_exit(self)
@@ -251,9 +314,15 @@ class Component:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a call on the I/O thread after the publications queued before it."""
-        if not self._io.in_thread():
-            self._publisher.wait_idle(self._inner.options.timeout)
-        return self._io.run(coro)
+        try:
+            return self._io.run(self._after_publications(coro))
+        finally:
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                coro.close()  # never run (the component closed first): no warning
+
+    async def _after_publications(self, coro: Coroutine[Any, Any, T]) -> T:
+        self._publisher.flush()  # the QoS0 messages queued before the call go first
+        return await coro
 
     def publish(self, topic: str, *args: Any, qos: int = 0) -> None:
         """Publish ``args`` on ``topic``; with ``qos`` 1 or 2, wait for the broker's ACK.
@@ -274,12 +343,16 @@ class Component:
 
     def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker and return its result."""
-        return self._run(self._inner.rpc(method, *args, timeout=timeout))
+        if self._closed or self._io.in_thread():
+            return self._run(self._inner.rpc(method, *args, timeout=timeout))
+        return self._calls.call(method, args, None, timeout)
 
     def direct(self, target: str, method: str, *args: Any,
                timeout: float | None = None) -> Any:
         """Call ``method`` on the component named ``target``."""
-        return self._run(self._inner.direct(target, method, *args, timeout=timeout))
+        if self._closed or self._io.in_thread():
+            return self._run(self._inner.direct(target, method, *args, timeout=timeout))
+        return self._calls.call(method, args, target, timeout)
 
     def subscribe(self, fn: Handler, retroactive: bool = False, *,
                   topic: str | None = None) -> None:
@@ -349,6 +422,7 @@ class Component:
             if self._closed:
                 return self._inner.dropped_at_close
             self._closed = True
+        self._publisher.close()  # what is queued still goes out first, nothing more comes
         try:
             if not self._io.in_thread():
                 return self._run(self._inner.close(timeout))
@@ -379,7 +453,9 @@ def component(url: str | Sequence[str] | None = None, **options: Any) -> Compone
     except BaseException:
         io.stop()
         raise
-    return Component(inner, io, HandlerPool(opts.workers, io.loop))
+    pool = HandlerPool(opts.workers, io.loop, opts.max_handler_tasks)
+    inner.attach_pool(pool)
+    return Component(inner, io, pool)
 
 
 __all__ = ["Component", "Options", "component", "register", "unregister", *errors.__all__]

@@ -130,7 +130,7 @@ class Component(AsyncCommands):
                 # Too many handlers running: stop reading until one ends, unless requests
                 # wait for answers (handlers may be the ones waiting; not reading would
                 # deadlock them).
-                while self._slots.locked() and not self._futures:
+                while self._handlers_full() and not self._futures:
                     self._room.clear()
                     await self._room.wait()
         except ProtocolError as exc:
@@ -142,6 +142,11 @@ class Component(AsyncCommands):
         except (ConnectionError, OSError, EOFError) as exc:
             if not self._closing:
                 log.info("%s: connection lost: %s", self.url, exc)
+
+    def _handlers_full(self) -> bool:
+        """Whether ``max_handler_tasks`` handler calls wait or run (reading pauses);
+        set ``_room`` when that changes."""
+        return self._slots.locked()
 
     def _finish(self) -> None:
         self._close_core()
