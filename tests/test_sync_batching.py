@@ -18,7 +18,7 @@ import pytest
 
 import rembus.sync
 from behaviour_drivers import WAIT, BrokerProcess, Collector
-from rembus.client.threaded_publish import BatchPublisher
+from rembus.client.threaded_publish import LARGE_PUBLICATION, BatchPublisher
 from rembus.sync import RembusConnectionClosed
 from rembus_proto import Payload
 
@@ -54,6 +54,27 @@ def test_a_call_waits_for_the_publications_queued_while_the_socket_was_full(
         pub.publish("big", i, blob)
     pub.publish("big", -1, b"", qos=1)
     assert got.wait_for(count + 1) == [*range(count), -1]
+    pub.close()
+    sub.close()
+
+
+def test_large_publications_are_not_queued_and_keep_their_order(
+        broker_process: BrokerProcess) -> None:
+    """The publish buffer counts messages: one of LARGE_PUBLICATION bytes or more is
+    written by its caller, who waits for the socket (the buffer would otherwise hold
+    up to 10,000 of them), after the small ones queued before it."""
+    sub = rembus.sync.component(broker_process.url + "/large_sub")
+    got = Collector()
+    sub.subscribe(lambda i, _: got(i), topic="mixed")
+    pub = rembus.sync.component(broker_process.url)
+    large = bytes(LARGE_PUBLICATION)
+    most_queued = 0
+    for i in range(60):
+        pub.publish("mixed", i, large if i % 3 == 0 else b"")
+        if i % 3 == 0:
+            most_queued = max(most_queued, pub._publisher.queued_bytes())
+    assert got.wait_for(60) == list(range(60))
+    assert most_queued < LARGE_PUBLICATION
     pub.close()
     sub.close()
 

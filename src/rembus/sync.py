@@ -59,12 +59,13 @@ from rembus.client.threaded_lane import (
     OrderedLane,
     lane_component,
 )
-from rembus.client.threaded_publish import BatchPublisher
+from rembus.client.threaded_publish import LARGE_PUBLICATION, BatchPublisher
 from rembus.client.url import ComponentURL, parse
 from rembus.errors import *  # noqa: F403 - the error classes, as in rembus
 from rembus.errors import RembusConnectionClosed
 from rembus.security.registration import register_sync as register
 from rembus.security.registration import unregister_sync as unregister
+from rembus_proto import Payload
 
 T = TypeVar("T")
 log = logging.getLogger("rembus")
@@ -337,9 +338,17 @@ class Component:
             check_topic(topic, "publish")
             if self._closed:
                 raise RembusConnectionClosed("the component is closed")
-            self._publisher.post(topic, wire_payload(args))
+            data = wire_payload(args)
+            if len(data.raw) < LARGE_PUBLICATION:
+                self._publisher.post(topic, data)
+            else:  # the queue bounds messages, not bytes: a large one waits for the socket
+                self._run(self._publish_and_drain(topic, data))
             return
         self._run(self._inner.publish(topic, *args, qos=qos))
+
+    async def _publish_and_drain(self, topic: str, data: Payload) -> None:
+        self._inner.publish_nowait(topic, data)
+        await self._inner.drain()
 
     def rpc(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` through the broker and return its result."""

@@ -25,6 +25,10 @@ from rembus.client.threaded_lane import LaneComponent
 from rembus.errors import RembusConnectionClosed
 from rembus_proto import Payload
 
+#: Encoded size from which a QoS0 publication is not queued: the queue counts
+#: messages, so the caller writes a large one itself and waits for the socket.
+LARGE_PUBLICATION = 64 * 1024
+
 
 class BatchPublisher:
     """Bounded hand-off of QoS0 publications from any thread to the I/O loop."""
@@ -60,6 +64,10 @@ class BatchPublisher:
                 self._loop.call_soon_threadsafe(self._wake)
             except RuntimeError:  # the loop is closed
                 raise RembusConnectionClosed("the component is closed") from None
+
+    def queued_bytes(self) -> int:
+        """Encoded bytes of the publications queued (a snapshot, from any thread)."""
+        return sum(len(data.raw) for _, data in list(self._queue))
 
     def flush(self) -> None:
         """On the loop: hand everything queued to the protocol core now (no waiting)."""
