@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from behaviour_drivers import BrokerProcess
 
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 # Also registered by the package's pytest11 entry point once installed; by this
 # name pytest loads it once either way.
 pytest_plugins = ["rembus.testing.plugin"]
+
+# No time limit per example: speed is measured in bench/, and a loaded machine
+# (CI on two shared cores) must not turn a slow example into a failure.
+settings.register_profile("rembus", deadline=None)
+settings.load_profile("rembus")
 
 
 @pytest.fixture
