@@ -227,14 +227,15 @@ async def fanout(urls: list[str], meter: Meter, count: int) -> None:
     units = result["units"]
     each = units / brokers  # every broker delivers to its share of the subscribers
     lost = f"; LOST {int(result['loss'])}" if result.get("loss") else ""
+    projected = sum(each / max(seconds, 1e-9) for seconds in cost.brokers[:brokers])
     print(f"fan-out over {brokers} broker(s), {brokers} publisher(s) -> {FANOUT_SUBSCRIBERS} "
           f"subscribers, {count:,} publications: {result['rate']:,.0f} deliveries/s; "
           "CPU per delivery: "
           + ", ".join(f"broker {i} {per_unit(seconds, each)}"
                       for i, seconds in enumerate(cost.brokers[:brokers]))
           + f", brokers in all {per_unit(sum(cost.brokers), units)}, "
-          f"NATS {per_unit(sum(cost.nats), units)}, clients {per_unit(cost.clients, units)}"
-          + lost)
+          f"NATS {per_unit(sum(cost.nats), units)}, clients {per_unit(cost.clients, units)}; "
+          f"a core per broker would bound it at {projected:,.0f} deliveries/s" + lost)
 
 
 async def measure_latency(urls: tuple[str, str], count: int) -> None:
