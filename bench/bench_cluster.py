@@ -194,7 +194,8 @@ async def compare(name: str, urls: list[str], meter: Meter, divide: int) -> None
         units = result["units"]
         rates[where] = (result["rate"], sum(cost.brokers) / max(1.0, units))
         lost = f"; LOST {int(result['loss'])}" if result.get("loss") else ""
-        print(f"{name} {work.title}, {where}: {result['rate']:,.0f} {work.unit}; CPU per {per}: "
+        print(f"{name} {work.title}, {where}: {result['rate']:,.0f} {work.unit} "
+              f"({units:,.0f} in all); CPU per {per}: "
               f"brokers {per_unit(sum(cost.brokers), units)}, "
               f"NATS {per_unit(sum(cost.nats), units)}, "
               f"clients {per_unit(cost.clients, units)}{lost}")
@@ -395,4 +396,7 @@ async def run(chosen: list[str], urls: list[str], meter: Meter, counts: list[int
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the servers were stopped on the way out
+        sys.exit(130)

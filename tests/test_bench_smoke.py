@@ -75,9 +75,9 @@ def test_bench_cluster_compares_one_broker_with_several_and_stops_its_servers() 
     out = done.stdout
     for name in ("W1", "W2", "W4"):
         for where in ("one broker", "across brokers"):
-            match = re.search(rf"^{name} .*, {where}: ([\d,]+) (?:msgs|deliveries|calls)/s; "
-                              r"CPU per (?:delivery|call): brokers [\d.]+ us, NATS [\d.]+ us, "
-                              r"clients [\d.]+ us$", out, re.M)
+            match = re.search(rf"^{name} .*, {where}: ([\d,]+) (?:msgs|deliveries|calls)/s "
+                              r"\([\d,]+ in all\); CPU per (?:delivery|call): "
+                              r"brokers [\d.]+ us, NATS [\d.]+ us, clients [\d.]+ us$", out, re.M)
             assert match and int(match[1].replace(",", "")) > 0, out
         assert re.search(rf"^{name} across / one broker: rate x[\d.]+, ", out, re.M), out
     fanout = re.findall(r"^fan-out over (\d) broker.*: ([\d,]+) deliveries/s; .*"
