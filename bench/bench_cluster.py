@@ -239,15 +239,12 @@ async def fanout(urls: list[str], meter: Meter, count: int) -> None:
           f"a core per broker would bound it at {projected:,.0f} deliveries/s" + lost)
 
 
-async def measure_latency(urls: tuple[str, str], count: int) -> None:
-    """Publication latency and throughput, RPC round trips, across brokers."""
-    arrived: asyncio.Queue[int] = asyncio.Queue()
-    sub = await aio.component(f"{urls[1]}/bench-sub")
-    await sub.subscribe(arrived.put_nowait, topic="bench")
-    await sub.reactive()
-    pub = await aio.component(f"{urls[0]}/bench-pub")
-    while True:  # until the subscriber's interest reached the publisher's node
-        await pub.publish("bench", -1)
+async def until_heard(pub: aio.Component, topic: str, arrived: asyncio.Queue[int],
+                      qos: int = 0) -> None:
+    """Publish -1 until it arrives (the subscriber's interest reached the publisher's
+    node), then empty ``arrived``."""
+    while True:
+        await pub.publish(topic, -1, qos=qos)
         try:
             await asyncio.wait_for(arrived.get(), PROBE)
             break
@@ -255,6 +252,16 @@ async def measure_latency(urls: tuple[str, str], count: int) -> None:
             continue
     while not arrived.empty():
         arrived.get_nowait()
+
+
+async def measure_latency(urls: tuple[str, str], count: int) -> None:
+    """Publication latency and throughput, RPC round trips, across brokers."""
+    arrived: asyncio.Queue[int] = asyncio.Queue()
+    sub = await aio.component(f"{urls[1]}/bench-sub")
+    await sub.subscribe(arrived.put_nowait, topic="bench")
+    await sub.reactive()
+    pub = await aio.component(f"{urls[0]}/bench-pub")
+    await until_heard(pub, "bench", arrived)
     latencies = []
     for i in range(min(count, 2000)):
         start = time.perf_counter()
@@ -302,15 +309,7 @@ async def measure_archive(urls: tuple[str, str], count: int) -> None:
     await sub.subscribe(arrived.put_nowait, topic="bench_qos1")
     await sub.reactive()
     pub = await aio.component(f"{urls[0]}/bench-qos-pub")
-    while True:  # until the subscriber's interest reached the publisher's node
-        await pub.publish("bench_qos1", -1, qos=1)
-        try:
-            await asyncio.wait_for(arrived.get(), PROBE)
-            break
-        except asyncio.TimeoutError:
-            continue
-    while not arrived.empty():
-        arrived.get_nowait()
+    await until_heard(pub, "bench_qos1", arrived, qos=1)
     start = time.perf_counter()
     acks = [await pub.publish("bench_qos1", i, qos=1, wait=False) for i in range(count)]
     await asyncio.gather(*(ack for ack in acks if ack is not None))
