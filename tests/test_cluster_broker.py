@@ -172,27 +172,32 @@ def test_rpc_and_direct_across_brokers(nats_trio: NatsCluster, tmp_path: Path) -
             server.close()
 
 
+def race(urls: list[str], attempt: Callable[[str], object]) -> list[object]:
+    """Run ``attempt(url)`` for every url at once, each in a thread started together;
+    the outcomes in order: what each returned, or the RembusError it raised."""
+    outcomes: list[object] = [None] * len(urls)
+    start = threading.Barrier(len(urls), timeout=WAIT)
+
+    def contend(index: int, url: str) -> None:
+        start.wait()
+        try:
+            outcomes[index] = attempt(url)
+        except RembusError as exc:
+            outcomes[index] = exc
+    threads = [threading.Thread(target=contend, args=(i, url)) for i, url in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    return outcomes
+
+
 def test_one_name_cluster_wide(nats_trio: NatsCluster, tmp_path: Path) -> None:
     with cluster_brokers(nats_trio, tmp_path, 2) as brokers:
         for round_ in range(3):
             name = f"unique-{round_}"
-            outcomes: list[object] = [None, None]
-            start = threading.Barrier(2, timeout=WAIT)
-
-            def contend(index: int, url: str, name: str = name,
-                        outcomes: list[object] = outcomes,
-                        start: threading.Barrier = start) -> None:
-                start.wait()
-                try:
-                    outcomes[index] = rembus.sync.component(f"{url}/{name}", reconnect=False)
-                except RembusError as exc:
-                    outcomes[index] = exc
-            threads = [threading.Thread(target=contend, args=(i, b.url))
-                       for i, b in enumerate(brokers)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(WAIT)
+            outcomes = race([b.url for b in brokers], lambda url, name=name: (
+                rembus.sync.component(f"{url}/{name}", reconnect=False)))
             winners = [o for o in outcomes if isinstance(o, rembus.sync.Component)]
             losers = [o for o in outcomes if isinstance(o, RembusError)]
             assert len(winners) == 1 and len(losers) == 1, outcomes

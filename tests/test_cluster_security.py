@@ -9,21 +9,20 @@ later, so a test that needs one waits for it (a condition, never a sleep).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 
 import rembus
 import rembus.sync
-from broker_process import WAIT, rembus_cli, until
+from broker_process import rembus_cli, until
 from nats_cluster import NatsCluster
 from rembus.errors import NameAlreadyTaken, RembusError
 from rembus.security.file_security import FileSecurity
 from rembus_proto.broker import Router
 from rembus_proto.store import MemoryStore
 from security_helpers import public_key
-from test_cluster_broker import Inbox, cluster_brokers
+from test_cluster_broker import Inbox, cluster_brokers, race
 
 pytest.importorskip("nats")
 from rembus.broker.cluster.config import ClusterConfig  # these need nats-py
@@ -88,24 +87,11 @@ def test_two_brokers_racing_to_register_one_name(nats_trio: NatsCluster, tmp_pat
     with cluster_brokers(nats_trio, tmp_path, 2) as brokers:
         for round_ in range(3):
             name = f"racer-{round_}"
-            outcomes: list[object] = [None, None]
-            start = threading.Barrier(2, timeout=WAIT)
 
-            def contend(index: int, url: str, name: str = name,
-                        outcomes: list[object] = outcomes,
-                        start: threading.Barrier = start) -> None:
-                start.wait()
-                try:
-                    rembus.sync.register(f"{url}/{name}", PIN)
-                    outcomes[index] = "registered"
-                except RembusError as exc:
-                    outcomes[index] = exc
-            threads = [threading.Thread(target=contend, args=(i, b.url))
-                       for i, b in enumerate(brokers)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(WAIT)
+            def register(url: str, name: str = name) -> str:
+                rembus.sync.register(f"{url}/{name}", PIN)
+                return "registered"
+            outcomes = race([b.url for b in brokers], register)
             assert sorted(map(type, outcomes), key=str) == sorted(
                 [str, NameAlreadyTaken], key=str), outcomes
             for broker in brokers:  # the winner's key logs in everywhere
