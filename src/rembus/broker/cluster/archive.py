@@ -255,6 +255,8 @@ class ClusterArchive:
             msgs = await feed.sub.fetch(request.limit, timeout=_POLL)
         except nats.errors.TimeoutError:
             return None
+        if not msgs:  # nats-py's answer when the pull request ended with a status (expired)
+            return None
         batch = self._batch(msgs, request.max_bytes)
         last = msgs[-1].metadata.sequence.stream
         # cut by the byte budget (or a message skipped): read again from there next time
