@@ -157,6 +157,44 @@ def test_a_replay_goes_on_after_a_pull_that_ends_empty(nats_node: NatsCluster,
     assert keeper.pubs() == [("t", (1,))]
 
 
+def test_a_following_replay_reads_on_through_the_same_consumer(nats_node: NatsCluster) -> None:
+    net = cluster_net()
+    keeper = login(net, "keeper")
+    keeper.subscribe("t", msg_from=math.inf)
+    twin = net.router.twins["keeper"]
+    archives: list[ClusterArchive] = []
+
+    def flush() -> None:  # as the broker does: the router's output, its replay requests
+        net.pump()
+        for request in orders(net, NeedReplay):
+            archives[0].replay(request)
+
+    async def scenario() -> list[str]:
+        async with nats_client(*nats_node.urls) as nc:
+            archive = await ClusterArchive.open(nc.jetstream(timeout=5), SubjectSpace("follow"),
+                                                net.router, flush)
+            archives.append(archive)
+            flush()
+            consumers = []
+            try:
+                for value in (1, 2):
+                    payload = rembus_proto.Payload.of([value]).raw
+                    await archive.keep(Forward(".", "t", payload, publisher="writer",
+                                               kept=True))
+                    # the request out ends once it delivered; the next one is then out
+                    await asyncio.wait(set(archive.tasks))
+                    consumers.append(archive.feeds[twin].name)
+            finally:
+                for task in archive.tasks:
+                    task.cancel()
+                await asyncio.gather(*archive.tasks, return_exceptions=True)
+                await archive.close(twin)
+            return consumers
+    first, second = asyncio.run(asyncio.wait_for(scenario(), WAIT))
+    assert keeper.pubs() == [("t", (1,)), ("t", (2,))]
+    assert first == second
+
+
 def _received(inbox: Inbox, count: int) -> list[object]:
     return [inbox.next() for _ in range(count)]
 
