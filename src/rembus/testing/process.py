@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -75,6 +76,13 @@ class Process:
             lines.append(line)
         self.output.extend(lines)
         return "".join(lines)
+
+    def printed(self) -> str:
+        """Everything it printed so far (without waiting for more)."""
+        with suppress(queue.Empty):
+            while (line := self._lines.get_nowait()) is not None:
+                self.output.append(line)
+        return "".join(self.output)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the process and wait for it (killing it if it does not stop)."""

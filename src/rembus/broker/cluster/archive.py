@@ -222,10 +222,13 @@ class ClusterArchive:
 
     async def _replay(self, request: NeedReplay, previous: asyncio.Task[None] | None) -> None:
         twin = request.twin
-        if previous is not None:  # a request that went stale (the replay started over)
-            previous.cancel()
-            await asyncio.gather(previous, return_exceptions=True)
-            await self.close(twin)  # where it stopped reading is not known: start afresh
+        if previous is not None:
+            if not previous.done():  # a request that went stale (the replay started over)
+                previous.cancel()
+                await asyncio.gather(previous, return_exceptions=True)
+            # after a batch answered, the next request reads on through the same consumer
+            if previous.cancelled() or previous.exception() is not None:
+                await self.close(twin)  # where it stopped reading is not known: start afresh
         while not self._stale(request):
             try:
                 batch = await self._next_batch(request)
@@ -254,6 +257,8 @@ class ClusterArchive:
         try:
             msgs = await feed.sub.fetch(request.limit, timeout=_POLL)
         except nats.errors.TimeoutError:
+            return None
+        if not msgs:  # nats-py's answer when the pull request ended with a status (expired)
             return None
         batch = self._batch(msgs, request.max_bytes)
         last = msgs[-1].metadata.sequence.stream
