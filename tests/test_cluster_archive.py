@@ -157,6 +157,30 @@ def test_a_replay_goes_on_after_a_pull_that_ends_empty(nats_node: NatsCluster,
     assert keeper.pubs() == [("t", (1,))]
 
 
+def test_a_replay_that_fails_unexpectedly_closes_its_component(
+        nats_node: NatsCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    # an error _replay does not expect would leave the twin waiting for ever: its
+    # connection is closed instead (1011), and the component's reconnect starts afresh
+    async def fetch(sub: JetStreamContext.PullSubscription, *args: Any,
+                    **kwargs: Any) -> list[Msg]:
+        raise RuntimeError("unexpected")
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", fetch)
+    net = cluster_net()
+    keeper = login(net, "keeper")
+    keeper.subscribe("t", msg_from=math.inf)
+    (request,) = orders(net, NeedReplay)
+
+    async def scenario() -> None:
+        async with nats_client(*nats_node.urls) as nc:
+            archive = await ClusterArchive.open(nc.jetstream(timeout=5),
+                                                SubjectSpace("failedpull"), net.router, net.pump)
+            archive.replay(request)
+            await asyncio.wait(set(archive.tasks))
+            await archive.close(request.twin)
+    asyncio.run(asyncio.wait_for(scenario(), WAIT))
+    assert [(c.conn, c.code) for c in net.closes] == [(keeper.conn, 1011)]
+
+
 def test_a_following_replay_reads_on_through_the_same_consumer(nats_node: NatsCluster) -> None:
     net = cluster_net()
     keeper = login(net, "keeper")

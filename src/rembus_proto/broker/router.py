@@ -416,6 +416,12 @@ class Router:
             conn.held = []
             self._effects.close(conn, CLOSE_PROTOCOL_ERROR, str(exc))
 
+    def serve_failed(self, conn: Connection, reason: str) -> None:
+        """The driver could not go on serving ``conn`` (an unexpected error of its own):
+        close it with 1011, as for an error of the router; the component reconnects."""
+        if not conn.closed:
+            self._effects.close(conn, CLOSE_INTERNAL_ERROR, reason)
+
     def lease_lost(self, name: str, code: int, reason: str) -> None:
         """The cluster no longer grants ``name`` to us: close the connection using it."""
         conn = self._joined().lease_lost(name)

@@ -204,6 +204,13 @@ class ClusterArchive:
     def _done(self, twin: Twin, task: asyncio.Task[None]) -> None:
         if self._running.get(twin) is task:
             del self._running[twin]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:  # unexpected: expected failures are retried in _replay
+            log.error("cluster: replay of %r failed, closing its connection: %r", twin.name,
+                      error, exc_info=error)
+            if twin.conn is not None:
+                self.router.serve_failed(twin.conn, "replay failed, try again")
+                self.flush()
 
     @staticmethod
     def _stale(request: NeedReplay) -> bool:
