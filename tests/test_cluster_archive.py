@@ -363,6 +363,27 @@ def _losses(seen: Counter[int], count: int, brokers: list[Process]) -> str:
     return f"never received {missing}; received more than once {twice}\n{logs}"
 
 
+def _receive(got: Inbox, seen: Counter[int], count: int, brokers: list[Process]) -> None:
+    """Count what arrives until ``count`` different messages did (else fail with the losses)."""
+    while len(seen) < count:
+        try:
+            seen[got.next()] += 1
+        except queue.Empty:
+            raise AssertionError(_losses(seen, count, brokers)) from None
+
+
+def _no_more_than_once(got: Inbox, seen: Counter[int], count: int, qos: int,
+                       killed: str) -> None:
+    """Every message came (QoS2: once); print the duplicates (allowed at QoS1)."""
+    with pytest.raises(queue.Empty):
+        got.next(1.0)  # a late duplicate would be here
+    duplicates = sum(seen.values()) - count
+    print(f"kill -9 of {killed}, QoS{qos}: {count} messages, 0 lost, {duplicates} duplicates")
+    assert sorted(seen) == list(range(count))
+    if qos == 2:
+        assert duplicates == 0
+
+
 @pytest.mark.parametrize("qos", [1, 2])
 def test_kill_9_of_the_publishers_broker_loses_nothing(nats_trio: NatsCluster, tmp_path: Path,
                                                        qos: int) -> None:
@@ -389,19 +410,8 @@ def test_kill_9_of_the_publishers_broker_loses_nothing(nats_trio: NatsCluster, t
             assert not worker.is_alive()
             assert errors == []
             seen: Counter[int] = Counter()
-            while len(seen) < count:
-                try:
-                    seen[got.next()] += 1
-                except queue.Empty:
-                    raise AssertionError(_losses(seen, count, processes)) from None
-            with pytest.raises(queue.Empty):
-                got.next(1.0)  # a late duplicate would be here
-            duplicates = sum(seen.values()) - count
-            print(f"kill -9 of the publisher's broker, QoS{qos}: {count} messages, "
-                  f"0 lost, {duplicates} duplicates")
-            assert sorted(seen) == list(range(count))
-            if qos == 2:
-                assert duplicates == 0
+            _receive(got, seen, count, processes)
+            _no_more_than_once(got, seen, count, qos, "the publisher's broker")
         finally:
             publisher.close()
             subscriber.close()
@@ -418,34 +428,20 @@ def test_kill_9_of_the_subscribers_broker_loses_nothing(nats_trio: NatsCluster,
         publisher = rembus.sync.component(f"{b2.url}/sender", timeout=5, send_retries=10_000)
         seen: Counter[int] = Counter()
         processes = [b.process for b in (b0, b1, b2) if b.process is not None]
-
-        def receive(until_count: int) -> None:
-            while len(seen) < until_count:
-                try:
-                    seen[got.next()] += 1
-                except queue.Empty:
-                    raise AssertionError(_losses(seen, until_count, processes)) from None
         errors: list[BaseException] = []
         worker = threading.Thread(target=_publish_through_a_kill,
                                   args=(publisher, count, qos, count, threading.Event(), errors))
         try:
             worker.start()
-            receive(count // 3)  # flowing through b0
+            _receive(got, seen, count // 3, processes)  # flowing through b0
             assert b0.process is not None
             b0.process.stop(signal.SIGKILL)  # while it flows: the reader fails over to b1
             b0.process = None
-            receive(count)
+            _receive(got, seen, count, processes)
             worker.join(WAIT)
             assert not worker.is_alive()
             assert errors == []
-            with pytest.raises(queue.Empty):
-                got.next(1.0)  # a late duplicate would be here
-            duplicates = sum(seen.values()) - count
-            print(f"kill -9 of the subscriber's broker, QoS{qos}: {count} messages, 0 lost, "
-                  f"{duplicates} duplicates")
-            assert sorted(seen) == list(range(count))
-            if qos == 2:
-                assert duplicates == 0
+            _no_more_than_once(got, seen, count, qos, "the subscriber's broker")
         finally:
             publisher.close()
             subscriber.close()
