@@ -13,6 +13,7 @@ import queue
 import signal
 import threading
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from rembus.broker.cluster.twins import (
 from rembus_proto.broker import Router, RouterConfig
 from rembus_proto.broker.actions import Forward, NeedReplay
 from rembus_proto.store import MemoryStore
+from router_harness import Net, Peer
 from test_cluster_archive_router import cluster_net, login
 from test_cluster_router import orders
 
@@ -125,17 +127,17 @@ def test_the_archive_stream_takes_the_brokers_retention(nats_node: NatsCluster) 
     asyncio.run(asyncio.wait_for(scenario(), WAIT))
 
 
-def test_a_replay_goes_on_after_a_pull_that_ends_empty(nats_node: NatsCluster,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # nats-py's fetch answers [] when its pull request ends with a status (it expired
-    # on the server before the client's timeout, frequent on a loaded machine)
+def _replay_once(urls: list[str], space: str, monkeypatch: pytest.MonkeyPatch,
+                 first_pull: Callable[[], list[Msg]]) -> tuple[Net, Peer]:
+    """A retroactive "keeper" and one kept publication on "t"; the archive answers the
+    keeper's replay request, its first pull being ``first_pull()`` (then real ones)."""
     real_fetch = JetStreamContext.PullSubscription.fetch
-    empty_pulls: list[list[Msg]] = [[]]
+    pulls = [first_pull]
 
     async def fetch(sub: JetStreamContext.PullSubscription, *args: Any,
                     **kwargs: Any) -> list[Msg]:
-        if empty_pulls:
-            return empty_pulls.pop()
+        if pulls:
+            return pulls.pop()()
         return await real_fetch(sub, *args, **kwargs)
     monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", fetch)
     net = cluster_net()
@@ -144,16 +146,24 @@ def test_a_replay_goes_on_after_a_pull_that_ends_empty(nats_node: NatsCluster,
     (request,) = orders(net, NeedReplay)
 
     async def scenario() -> None:
-        async with nats_client(*nats_node.urls) as nc:
+        async with nats_client(*urls) as nc:
             archive = await ClusterArchive.open(nc.jetstream(timeout=5),
-                                                SubjectSpace("emptypull"), net.router, net.pump)
+                                                SubjectSpace(space), net.router, net.pump)
             payload = rembus_proto.Payload.of([1]).raw
             await archive.keep(Forward(".", "t", payload, publisher="writer", kept=True))
             archive.replay(request)
-            await asyncio.gather(*archive.tasks)  # the replay ends once it delivered a batch
+            await asyncio.wait(set(archive.tasks))  # it ends once it delivered a batch
             await archive.close(request.twin)
     asyncio.run(asyncio.wait_for(scenario(), WAIT))
-    assert empty_pulls == []
+    assert pulls == []
+    return net, keeper
+
+
+def test_a_replay_goes_on_after_a_pull_that_ends_empty(nats_node: NatsCluster,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # nats-py's fetch answers [] when its pull request ends with a status (it expired
+    # on the server before the client's timeout, frequent on a loaded machine)
+    _, keeper = _replay_once(nats_node.urls, "emptypull", monkeypatch, list)
     assert keeper.pubs() == [("t", (1,))]
 
 
@@ -161,23 +171,9 @@ def test_a_replay_that_fails_unexpectedly_closes_its_component(
         nats_node: NatsCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     # an error _replay does not expect would leave the twin waiting for ever: its
     # connection is closed instead (1011), and the component's reconnect starts afresh
-    async def fetch(sub: JetStreamContext.PullSubscription, *args: Any,
-                    **kwargs: Any) -> list[Msg]:
+    def unexpected() -> list[Msg]:
         raise RuntimeError("unexpected")
-    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", fetch)
-    net = cluster_net()
-    keeper = login(net, "keeper")
-    keeper.subscribe("t", msg_from=math.inf)
-    (request,) = orders(net, NeedReplay)
-
-    async def scenario() -> None:
-        async with nats_client(*nats_node.urls) as nc:
-            archive = await ClusterArchive.open(nc.jetstream(timeout=5),
-                                                SubjectSpace("failedpull"), net.router, net.pump)
-            archive.replay(request)
-            await asyncio.wait(set(archive.tasks))
-            await archive.close(request.twin)
-    asyncio.run(asyncio.wait_for(scenario(), WAIT))
+    net, keeper = _replay_once(nats_node.urls, "failedpull", monkeypatch, unexpected)
     assert [(c.conn, c.code) for c in net.closes] == [(keeper.conn, 1011)]
 
 
