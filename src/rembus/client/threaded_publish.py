@@ -65,10 +65,6 @@ class BatchPublisher:
             except RuntimeError:  # the loop is closed
                 raise RembusConnectionClosed("the component is closed") from None
 
-    def queued_bytes(self) -> int:
-        """Encoded bytes of the publications queued (a snapshot, from any thread)."""
-        return sum(len(data.raw) for _, data in list(self._queue))
-
     def flush(self) -> None:
         """On the loop: hand everything queued to the protocol core now (no waiting)."""
         self._take(len(self._queue))
